@@ -1,0 +1,49 @@
+"""The daemon's exception tree. Library code raises these; only the CLIs format them."""
+
+from __future__ import annotations
+
+
+class ClipdError(Exception):
+    """Base of every error clipd raises on purpose; str() is one line a person can act on."""
+
+
+class ConfigError(ClipdError):
+    """The configuration file is missing, malformed, or names something that does not exist."""
+
+
+class StoreError(ClipdError):
+    """The database cannot be opened, is from a newer clipd, or is damaged."""
+
+
+class ModelError(ClipdError):
+    """The model or its weights cannot be loaded."""
+
+
+class ImageError(ClipdError):
+    """A file cannot be turned into an RGB image; error_class names the kind for failure records."""
+
+    error_class = "ImageError"
+
+
+class NotAnImage(ImageError):
+    """The bytes are not an image format clipd reads (empty, text, random bytes, ...)."""
+
+    error_class = "NotAnImage"
+
+
+class CorruptImage(ImageError):
+    """The format is recognised but decoding failed (truncated, damaged)."""
+
+    error_class = "CorruptImage"
+
+
+class ImageTooLarge(ImageError):
+    """The image has more pixels than the configured cap (decompression-bomb guard)."""
+
+    error_class = "ImageTooLarge"
+
+
+class Unreadable(ImageError):
+    """The file cannot be opened or read (permissions, vanished, not a regular file)."""
+
+    error_class = "Unreadable"

@@ -1,0 +1,26 @@
+"""Where the daemon listens by default; shared by clipd and clipq so they always agree."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+SOCKET_ENV = "CLIPD_SOCKET"
+
+
+def runtime_dir() -> Path:
+    """The per-user directory for the socket: $XDG_RUNTIME_DIR/clipd, else a private temp dir."""
+    base = os.environ.get("XDG_RUNTIME_DIR")
+    if base:
+        return Path(base) / "clipd"
+    # macOS and minimal Linux sessions have no XDG_RUNTIME_DIR; the uid keeps users apart.
+    return Path(tempfile.gettempdir()) / f"clipd-{os.getuid()}"
+
+
+def default_socket_path() -> Path:
+    """$CLIPD_SOCKET when set, else clipd.sock in runtime_dir()."""
+    override = os.environ.get(SOCKET_ENV)
+    if override:
+        return Path(override).expanduser()
+    return runtime_dir() / "clipd.sock"
