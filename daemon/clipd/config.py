@@ -1,0 +1,238 @@
+"""Load and validate the YAML configuration into typed, frozen objects.
+
+Every error is one line naming the file, the key and the fix. Relative paths in the file are
+relative to the file's directory; `~` and `$VARS` are expanded in every path.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, NoReturn
+
+import yaml
+
+from clipd.errors import ConfigError
+from clipd_api.paths import SOCKET_ENV, default_socket_path
+
+CONFIG_ENV = "CLIPD_CONFIG"
+DATABASE_ENV = "CLIPD_DATABASE"
+
+DEVICES = ("auto", "cpu", "cuda", "mps")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+# Weights named like this mean "random initialisation": for benchmarks, never for real use.
+RANDOM_WEIGHTS = "random"
+
+DEFAULT_INCLUDE = (
+    "*.jpg",
+    "*.jpeg",
+    "*.jpe",
+    "*.png",
+    "*.webp",
+    "*.gif",
+    "*.bmp",
+    "*.tif",
+    "*.tiff",
+)
+
+
+def default_config_path() -> Path:
+    """$CLIPD_CONFIG, else $XDG_CONFIG_HOME/clipd/config.yaml."""
+    override = os.environ.get(CONFIG_ENV)
+    if override:
+        return Path(override).expanduser()
+    base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return Path(base) / "clipd" / "config.yaml"
+
+
+def default_database_path() -> Path:
+    """$XDG_DATA_HOME/clipd/index.db."""
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "clipd" / "index.db"
+
+
+@dataclass(frozen=True, slots=True)
+class ModelConfig:
+    # An OpenCLIP model name, or the path of an OpenCLIP model-config JSON.
+    name: str = "ViT-B-32"
+    # A pretrained tag of that model, the path of a checkpoint file, or "random".
+    pretrained: str = "laion2b_s34b_b79k"
+    device: str = "auto"
+    precision: str = "auto"
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    roots: tuple[Path, ...]
+    database: Path = field(default_factory=default_database_path)
+    socket: Path = field(default_factory=default_socket_path)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    batch_size: int = 16
+    # Loader threads that open, decode and resize images ahead of the model; 0 = automatic.
+    loader_threads: int = 0
+    include: tuple[str, ...] = DEFAULT_INCLUDE
+    exclude: tuple[str, ...] = ()
+    skip_hidden: bool = True
+    max_image_pixels: int = 100_000_000
+    log_level: str = "info"
+    source: Path | None = None  # the file this came from, for messages
+
+
+_LOG_LEVELS = ("debug", "info", "warning", "error")
+_DEFAULT_MODEL = ModelConfig()
+
+
+def load_config(path: Path | None = None) -> Config:
+    """Read and validate the config file (default: default_config_path())."""
+    path = path or default_config_path()
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(
+            f"{path}: no such config file; copy config.yaml from the clipd repository there, "
+            f"or pass --config / set {CONFIG_ENV}"
+        ) from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from exc
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1})" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or "invalid YAML"
+        raise ConfigError(f"{path}{where}: {problem}; fix the YAML syntax") from exc
+    return parse_config(data if data is not None else {}, path)
+
+
+def parse_config(data: object, source: Path) -> Config:
+    """Validate a decoded YAML document into a Config."""
+    reader = _Reader(source)
+    table = reader.mapping(data, "", allowed=_field_names(Config))
+    model = reader.mapping(table.get("model", {}), "model", allowed=_field_names(ModelConfig))
+    base = source.parent
+    config = Config(
+        roots=tuple(reader.root(value, f"roots[{i}]", base) for i, value in _roots(reader, table)),
+        database=_env_path(DATABASE_ENV)
+        or reader.path(table.get("database"), "database", base)
+        or default_database_path(),
+        socket=_env_path(SOCKET_ENV)
+        or reader.path(table.get("socket"), "socket", base)
+        or default_socket_path(),
+        model=ModelConfig(
+            name=reader.model_ref(
+                model.get("name", _DEFAULT_MODEL.name), "model.name", base, ".json"
+            ),
+            pretrained=reader.model_ref(
+                model.get("pretrained", _DEFAULT_MODEL.pretrained), "model.pretrained", base, None
+            ),
+            device=reader.choice(model.get("device", "auto"), "model.device", DEVICES),
+            precision=reader.choice(model.get("precision", "auto"), "model.precision", PRECISIONS),
+        ),
+        batch_size=reader.integer(table.get("batch_size", 16), "batch_size", 1, 1024),
+        loader_threads=reader.integer(table.get("loader_threads", 0), "loader_threads", 0, 64),
+        include=reader.globs(table.get("include", list(DEFAULT_INCLUDE)), "include"),
+        exclude=reader.globs(table.get("exclude", []), "exclude"),
+        skip_hidden=reader.boolean(table.get("skip_hidden", True), "skip_hidden"),
+        max_image_pixels=reader.integer(
+            table.get("max_image_pixels", 100_000_000), "max_image_pixels", 1, 10**10
+        ),
+        log_level=reader.choice(table.get("log_level", "info"), "log_level", _LOG_LEVELS),
+        source=source,
+    )
+    if not config.include:
+        raise ConfigError(f"{source}: key 'include' is empty; list at least one glob like '*.jpg'")
+    return config
+
+
+def _field_names(cls: type) -> tuple[str, ...]:
+    return tuple(f.name for f in fields(cls) if f.name != "source")
+
+
+def _env_path(name: str) -> Path | None:
+    value = os.environ.get(name)
+    return Path(os.path.expandvars(value)).expanduser() if value else None
+
+
+def _roots(reader: _Reader, table: Mapping[str, Any]) -> list[tuple[int, Any]]:
+    roots = table.get("roots")
+    if not isinstance(roots, list) or not roots:
+        reader.fail("roots", "must be a non-empty list of folders to index, e.g. [~/Pictures]")
+    return list(enumerate(roots))
+
+
+class _Reader:
+    """Typed accessors that raise one-line ConfigErrors naming the file and key."""
+
+    def __init__(self, source: Path) -> None:
+        self.source = source
+
+    def fail(self, key: str, problem: str) -> NoReturn:
+        raise ConfigError(f"{self.source}: key '{key}' {problem}")
+
+    def mapping(self, value: object, key: str, *, allowed: tuple[str, ...]) -> dict[str, Any]:
+        if not isinstance(value, dict):
+            what = f"key '{key}'" if key else "the top level"
+            raise ConfigError(f"{self.source}: {what} must be a mapping of keys to values")
+        for name in value:
+            if name not in allowed:
+                full = f"{key}.{name}" if key else str(name)
+                hint = difflib.get_close_matches(str(name), allowed, n=1)
+                fix = f"did you mean '{hint[0]}'?" if hint else f"valid keys: {', '.join(allowed)}"
+                self.fail(full, f"is unknown; {fix}")
+        return value
+
+    def string(self, value: object, key: str) -> str:
+        if not isinstance(value, str) or not value.strip():
+            self.fail(key, f"must be a non-empty string, not {value!r}")
+        return str(value)
+
+    def path(self, value: object, key: str, base: Path) -> Path | None:
+        if value is None:
+            return None
+        expanded = Path(os.path.expandvars(self.string(value, key))).expanduser()
+        return expanded if expanded.is_absolute() else (base / expanded).resolve()
+
+    def root(self, value: object, key: str, base: Path) -> Path:
+        path = self.path(value, key, base)
+        assert path is not None  # a root of None is rejected by string()
+        if not path.is_dir():
+            problem = "is not a directory" if path.exists() else "does not exist"
+            self.fail(key, f"names {path}, which {problem}; create it or remove it from roots")
+        return path.resolve()
+
+    def model_ref(self, value: object, key: str, base: Path, suffix: str | None) -> str:
+        """A built-in name/tag stays as is; something that looks like a path must exist."""
+        text = self.string(value, key)
+        looks_like_path = (
+            "/" in text or text.startswith("~") or (suffix is not None and text.endswith(suffix))
+        )
+        if not looks_like_path:
+            return text
+        path = self.path(text, key, base)
+        assert path is not None
+        if not path.is_file():
+            self.fail(key, f"names the file {path}, which does not exist; fix the path")
+        return str(path)
+
+    def choice(self, value: object, key: str, options: tuple[str, ...]) -> str:
+        if value not in options:
+            self.fail(key, f"is {value!r}; use one of: {', '.join(options)}")
+        return str(value)
+
+    def integer(self, value: object, key: str, low: int, high: int) -> int:
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            self.fail(key, f"must be a whole number from {low} to {high}, not {value!r}")
+        return value
+
+    def boolean(self, value: object, key: str) -> bool:
+        if not isinstance(value, bool):
+            self.fail(key, f"must be true or false, not {value!r}")
+        return bool(value)
+
+    def globs(self, value: object, key: str) -> tuple[str, ...]:
+        if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+            self.fail(key, "must be a list of glob patterns like ['*.jpg', 'Screenshots/*']")
+        return tuple(value)

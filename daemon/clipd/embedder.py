@@ -1,0 +1,203 @@
+"""The OpenCLIP model: images and texts in, L2-normalised float32 vectors out.
+
+The only module that imports torch and open_clip, and only when a model is loaded, so that
+`clipd check-config` and the rest stay light. One model serves indexing and queries: torch
+inference is thread-safe in eval mode, so a query runs beside an indexing batch instead of
+waiting for it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import numpy.typing as npt
+
+from clipd.config import RANDOM_WEIGHTS, ModelConfig
+from clipd.errors import ModelError
+from clipd.store import ModelIdentity
+
+if TYPE_CHECKING:
+    import torch
+    from PIL import Image
+
+log = logging.getLogger(__name__)
+
+Vectors = npt.NDArray[np.float32]
+_TEXT_CACHE_SIZE = 512
+
+
+class Embedder:
+    """A loaded model with its preprocessing and tokenizer."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        import torch
+
+        self.config = config
+        self.device = _pick_device(config.device)
+        self.dtype = _pick_dtype(config.precision, self.device)
+        model_name = _register_model_config(config.name)
+        self._model, self._preprocess, self._tokenizer = _load(model_name, config.pretrained)
+        self._model.to(device=self.device, dtype=self.dtype).eval()
+        self._torch = torch
+        self.image_size = _image_side(self._model)
+        with torch.inference_mode():
+            dim = int(self._encode_text(self._tokenizer(["a"])).shape[1])
+        self.identity = ModelIdentity(
+            name=_identity_of(config.name), pretrained=_identity_of(config.pretrained), dim=dim
+        )
+        self._text_cache: OrderedDict[str, Vectors] = OrderedDict()
+        self._cache_lock = threading.Lock()
+        log.info(
+            "model %s / %s loaded on %s (%s, %d-d, %d px input)",
+            config.name,
+            config.pretrained,
+            self.device,
+            str(self.dtype).removeprefix("torch."),
+            dim,
+            self.image_size,
+        )
+
+    def prepare(self, image: Image.Image) -> torch.Tensor:
+        """The model's input tensor for one RGB image; CPU work, safe to call from many threads."""
+        tensor: torch.Tensor = self._preprocess(image)
+        return tensor
+
+    def embed_prepared(self, batch: Sequence[torch.Tensor]) -> Vectors:
+        """Vectors, one row per tensor made by prepare()."""
+        torch = self._torch
+        with torch.inference_mode():
+            pixels = torch.stack(list(batch)).to(device=self.device, dtype=self.dtype)
+            return _normalised(self._model.encode_image(pixels))
+
+    def embed_images(self, images: Sequence[Image.Image]) -> Vectors:
+        return self.embed_prepared([self.prepare(image) for image in images])
+
+    def embed_text(self, text: str) -> Vectors:
+        """The vector (1-d) of one text; recent texts are answered from a small LRU cache."""
+        with self._cache_lock:
+            cached = self._text_cache.get(text)
+            if cached is not None:
+                self._text_cache.move_to_end(text)
+                return cached
+        with self._torch.inference_mode():
+            vector: Vectors = _normalised(self._encode_text(self._tokenizer([text])))[0]
+        vector.flags.writeable = False
+        with self._cache_lock:
+            self._text_cache[text] = vector
+            if len(self._text_cache) > _TEXT_CACHE_SIZE:
+                self._text_cache.popitem(last=False)
+        return vector
+
+    def _encode_text(self, tokens: torch.Tensor) -> torch.Tensor:
+        encoded: torch.Tensor = self._model.encode_text(tokens.to(self.device))
+        return encoded
+
+
+def _normalised(features: torch.Tensor) -> Vectors:
+    vectors: Vectors = features.float().cpu().numpy()
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    normalised: Vectors = (vectors / np.maximum(norms, 1e-12)).astype(np.float32)
+    return normalised
+
+
+def _pick_device(wanted: str) -> str:
+    import torch
+
+    if wanted == "auto":
+        if torch.cuda.is_available():
+            return "cuda"
+        if torch.backends.mps.is_available():
+            return "mps"
+        return "cpu"
+    if wanted == "cuda" and not torch.cuda.is_available():
+        raise ModelError("model.device is 'cuda' but torch sees no CUDA GPU; use 'auto' or 'cpu'")
+    if wanted == "mps" and not torch.backends.mps.is_available():
+        raise ModelError("model.device is 'mps' but this torch has no MPS; use 'auto' or 'cpu'")
+    return wanted
+
+
+def _pick_dtype(precision: str, device: str) -> torch.dtype:
+    import torch
+
+    if precision == "auto":
+        # Half precision is the norm on GPUs; on CPUs fp32 is the safe default.
+        return torch.float16 if device in ("cuda", "mps") else torch.float32
+    return {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+
+
+def _register_model_config(name: str) -> str:
+    """A model-config JSON path is registered with open_clip under its file stem."""
+    if not name.endswith(".json"):
+        return name
+    import open_clip
+
+    open_clip.add_model_config(name)
+    return Path(name).stem
+
+
+def _load(model_name: str, pretrained: str) -> tuple[Any, Callable[..., Any], Callable[..., Any]]:
+    import open_clip
+
+    if model_name not in open_clip.list_models():
+        raise ModelError(
+            f"model.name {model_name!r} is not an OpenCLIP model; see open_clip.list_models(), "
+            "or give the path of a model-config JSON"
+        )
+    weights = None if pretrained == RANDOM_WEIGHTS else pretrained
+    if weights is None:
+        log.warning("model.pretrained is 'random': random weights, search results are noise")
+    elif not Path(weights).is_file():
+        tags = open_clip.list_pretrained_tags_by_model(model_name)
+        if weights not in tags:
+            raise ModelError(
+                f"model.pretrained {weights!r} is not a tag of {model_name}; "
+                f"use one of: {', '.join(tags) or '(none: give a checkpoint file path)'}"
+            )
+    try:
+        model, _, preprocess = open_clip.create_model_and_transforms(model_name, pretrained=weights)
+        tokenizer = open_clip.get_tokenizer(model_name)
+    except Exception as exc:  # open_clip and the hub raise many types; all mean "no weights"
+        raise ModelError(_weights_help(model_name, pretrained, exc)) from exc
+    return model, preprocess, tokenizer
+
+
+def _weights_help(model_name: str, pretrained: str, exc: Exception) -> str:
+    if Path(pretrained).is_file():
+        return (
+            f"cannot load checkpoint {pretrained} into model {model_name} ({exc}); "
+            "check that the file is an OpenCLIP checkpoint for that model"
+        )
+    import open_clip
+
+    source = open_clip.get_pretrained_cfg(model_name, pretrained)
+    where = source.get("hf_hub") or source.get("url") or "its published location"
+    return (
+        f"cannot fetch weights for model {model_name} / {pretrained} ({type(exc).__name__}: "
+        f"{exc}); clipd downloads them once on first start, which needs internet access to "
+        f"{where}. Offline: download the checkpoint on another machine, copy it here, and set "
+        "model.pretrained in the config to the file's path"
+    )
+
+
+def _image_side(model: Any) -> int:
+    size = getattr(model.visual, "image_size", 224)
+    return int(size[0] if isinstance(size, tuple | list) else size)
+
+
+def _identity_of(ref: str) -> str:
+    """Built-in names stay; a file is identified by its content, so moving it changes nothing."""
+    path = Path(ref)
+    if not path.is_file():
+        return ref
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return f"{path.name}#sha256:{digest.hexdigest()[:16]}"

@@ -1,0 +1,119 @@
+"""Live indexing progress, shared by the indexer (writer) and the status RPCs (readers)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+
+# Weight of the newest batch in the throughput average: smooth, yet quick to follow changes.
+_RATE_SMOOTHING = 0.3
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    state: str  # "starting", "indexing", "idle", "stopping"
+    queued: int
+    indexed_now: int
+    failed_now: int
+    images_per_second: float
+    eta_seconds: float
+    version: int  # bumps on every change, so watchers can wait for the next one
+
+
+class Progress:
+    """Counters behind a condition variable; every change wakes status watchers."""
+
+    def __init__(self) -> None:
+        self._changed = threading.Condition()
+        self._state = "starting"
+        self._scans = 0
+        self._queued = 0
+        self._indexed = 0
+        self._failed = 0
+        self._rate = 0.0
+        self._last_batch_at: float | None = None
+        self._version = 0
+
+    def _bump(self) -> None:
+        self._version += 1
+        self._changed.notify_all()
+
+    def set_state(self, state: str) -> None:
+        with self._changed:
+            self._state = state
+            self._bump()
+
+    def begin_scan(self) -> None:
+        with self._changed:
+            self._scans += 1
+            self._last_batch_at = time.monotonic()
+            self._bump()
+
+    def end_scan(self) -> None:
+        with self._changed:
+            self._scans -= 1
+            if self._scans == 0:
+                self._queued = 0  # whatever was left is not coming (stop, or error)
+            self._bump()
+
+    def add_queued(self, count: int) -> None:
+        with self._changed:
+            self._queued += count
+            self._bump()
+
+    def add_done(self, indexed: int, failed: int, dropped: int) -> None:
+        """A batch finished: `indexed` stored, `failed` recorded, `dropped` not written."""
+        with self._changed:
+            done = indexed + failed + dropped
+            self._queued = max(0, self._queued - done)
+            self._indexed += indexed
+            self._failed += failed
+            now = time.monotonic()
+            if self._last_batch_at is not None and now > self._last_batch_at and done:
+                rate = done / (now - self._last_batch_at)
+                self._rate = rate if self._rate == 0 else (
+                    _RATE_SMOOTHING * rate + (1 - _RATE_SMOOTHING) * self._rate
+                )  # fmt: skip
+            self._last_batch_at = now
+            self._bump()
+
+    @property
+    def busy(self) -> bool:
+        """True while files are being scanned or embedded: search results may be partial."""
+        with self._changed:
+            return self._scans > 0 or self._queued > 0
+
+    def snapshot(self) -> Snapshot:
+        with self._changed:
+            return self._snapshot()
+
+    def _snapshot(self) -> Snapshot:
+        state = self._state
+        if state == "idle" and (self._scans or self._queued):
+            state = "indexing"
+        eta = self._queued / self._rate if self._rate > 0 and self._queued else 0.0
+        return Snapshot(
+            state, self._queued, self._indexed, self._failed, self._rate, eta, self._version
+        )
+
+    def wait_for_change(self, version: int, timeout: float) -> Snapshot:
+        """The next snapshot after `version`, or the current one after `timeout` seconds."""
+        with self._changed:
+            self._changed.wait_for(lambda: self._version != version, timeout=timeout)
+            return self._snapshot()
+
+    def describe(self) -> str:
+        """One log line: done, queued, rate, ETA."""
+        snap = self.snapshot()
+        eta = f", ETA {_duration(snap.eta_seconds)}" if snap.eta_seconds else ""
+        return (
+            f"indexed {snap.indexed_now}, failed {snap.failed_now}, {snap.queued} queued "
+            f"({snap.images_per_second:.1f} images/s{eta})"
+        )
+
+
+def _duration(seconds: float) -> str:
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"

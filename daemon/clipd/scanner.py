@@ -1,0 +1,130 @@
+"""Walk the roots and say which files are image candidates; stat only, no reading.
+
+Include/exclude globs are case-insensitive. A glob without '/' matches a file or directory
+name anywhere ('*.jpg', 'node_modules'); a glob with '/' matches the path relative to its root
+('Screenshots/*'). An excluded directory is not entered. Symlinks are not followed.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import logging
+import os
+import re
+import stat
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+# Enough of a file to tell copies apart cheaply, without reading whole photos.
+_HASH_HEAD = 1 << 20
+_HASH_TAIL = 64 << 10
+
+
+@dataclass(frozen=True, slots=True)
+class FileStat:
+    """What the scanner knows of a file: enough to tell whether it changed."""
+
+    path: str
+    size: int
+    mtime_ns: int
+    inode: int
+    device: int
+
+    @classmethod
+    def of(cls, path: str, st: os.stat_result) -> FileStat:
+        return cls(path, st.st_size, st.st_mtime_ns, st.st_ino, st.st_dev)
+
+
+@dataclass
+class ScanResult:
+    files: dict[str, FileStat] = field(default_factory=dict)
+    # Directories that could not be listed: what is indexed below them must not be dropped.
+    unreadable: list[str] = field(default_factory=list)
+
+
+class Matcher:
+    """Decides which names are candidates, from include/exclude globs."""
+
+    def __init__(self, include: Iterable[str], exclude: Iterable[str], skip_hidden: bool) -> None:
+        self._include = _compile(include)
+        self._exclude = _compile(exclude)
+        self._skip_hidden = skip_hidden
+
+    def wants_dir(self, name: str, relative: str) -> bool:
+        if self._skip_hidden and name.startswith("."):
+            return False
+        return not _matches(self._exclude, name, relative)
+
+    def wants_file(self, name: str, relative: str) -> bool:
+        if self._skip_hidden and name.startswith("."):
+            return False
+        if _matches(self._exclude, name, relative):
+            return False
+        return _matches(self._include, name, relative)
+
+
+def _compile(globs: Iterable[str]) -> list[tuple[bool, re.Pattern[str]]]:
+    """(matches the relative path?, regex) for each glob."""
+    return [(("/" in g), re.compile(fnmatch.translate(g), re.IGNORECASE)) for g in globs]
+
+
+def _matches(patterns: list[tuple[bool, re.Pattern[str]]], name: str, relative: str) -> bool:
+    return any(rx.match(relative if by_path else name) for by_path, rx in patterns)
+
+
+def scan(root: Path, matcher: Matcher, result: ScanResult | None = None) -> ScanResult:
+    """Every candidate file at or below `root` (a directory or a single file)."""
+    result = result if result is not None else ScanResult()
+    try:
+        st = os.stat(root, follow_symlinks=False)
+    except OSError as exc:
+        log.warning("cannot scan %s: %s", root, exc.strerror)
+        result.unreadable.append(str(root))
+        return result
+    if stat.S_ISREG(st.st_mode):
+        result.files[str(root)] = FileStat.of(str(root), st)
+        return result
+    base = str(root)
+    stack = [base]
+    while stack:
+        directory = stack.pop()
+        try:
+            entries = list(os.scandir(directory))
+        except OSError as exc:
+            log.warning("cannot list %s: %s", directory, exc.strerror)
+            result.unreadable.append(directory)
+            continue
+        for entry in entries:
+            _visit(entry, base, matcher, stack, result)
+    return result
+
+
+def _visit(
+    entry: os.DirEntry[str], base: str, matcher: Matcher, stack: list[str], result: ScanResult
+) -> None:
+    relative = os.path.relpath(entry.path, base)
+    try:
+        if entry.is_dir(follow_symlinks=False):
+            if matcher.wants_dir(entry.name, relative):
+                stack.append(entry.path)
+        elif entry.is_file(follow_symlinks=False) and matcher.wants_file(entry.name, relative):
+            result.files[entry.path] = FileStat.of(entry.path, entry.stat(follow_symlinks=False))
+    except OSError as exc:  # vanished between listing and stat, or permissions
+        log.debug("skipping %s: %s", entry.path, exc.strerror)
+
+
+def content_hash(path: str, size: int) -> bytes:
+    """A cheap identity of the content: size, the first 1 MiB and the last 64 KiB."""
+    digest = hashlib.blake2b(size.to_bytes(8, "little"), digest_size=16)
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0)  # never block on a FIFO
+    fd = os.open(path, flags)
+    with os.fdopen(fd, "rb") as handle:
+        digest.update(handle.read(_HASH_HEAD))
+        if size > _HASH_HEAD:
+            handle.seek(max(_HASH_HEAD, size - _HASH_TAIL))
+            digest.update(handle.read(_HASH_TAIL))
+    return digest.digest()

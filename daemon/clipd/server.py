@@ -1,0 +1,308 @@
+"""The gRPC servicer: validates requests, turns terms into a query vector, answers from the store.
+
+Every failure a caller can cause becomes INVALID_ARGUMENT (or RESOURCE_EXHAUSTED) with a message
+a person can act on; an unexpected error becomes INTERNAL with a short message and a logged
+traceback, never UNKNOWN.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import math
+import os
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import grpc
+import numpy as np
+
+from clipd import images
+from clipd.config import Config
+from clipd.embedder import Embedder, Vectors
+from clipd.errors import ImageError, ImageTooLarge
+from clipd.progress import Progress
+from clipd.store import Store
+from clipd_api.v1 import clipd_pb2 as pb
+from clipd_api.v1 import clipd_pb2_grpc as pb_grpc
+
+if TYPE_CHECKING:
+    from clipd.indexer import Indexer
+
+log = logging.getLogger(__name__)
+
+DEFAULT_LIMIT = 20
+MAX_LIMIT = 1000
+DEFAULT_FAILURES_LIMIT = 100
+MAX_TEXT_CHARS = 2000
+# How often WatchStatus may push, at most, and how long it waits before re-sending anyway.
+_WATCH_MIN_INTERVAL_S = 0.25
+_WATCH_HEARTBEAT_S = 5.0
+
+_STATES = {
+    "starting": pb.Status.STARTING,
+    "indexing": pb.Status.INDEXING,
+    "idle": pb.Status.IDLE,
+    "stopping": pb.Status.STOPPING,
+}
+
+
+class RequestError(Exception):
+    """A request the caller must fix; carries the gRPC code to answer with."""
+
+    def __init__(self, message: str, code: grpc.StatusCode = grpc.StatusCode.INVALID_ARGUMENT):
+        super().__init__(message)
+        self.code = code
+
+
+@dataclass
+class Engine:
+    """What the servicer answers from; embedder and indexer are None until the model loads."""
+
+    config: Config
+    store: Store
+    progress: Progress
+    version: str
+    started_at: float
+    embedder: Embedder | None = None
+    indexer: Indexer | None = None
+
+
+_Handler = TypeVar("_Handler", bound=Callable[..., Any])
+
+
+def _rpc(handler: _Handler) -> _Handler:
+    """Map RequestError and unexpected exceptions to proper status codes for unary RPCs."""
+
+    @functools.wraps(handler)
+    def wrapper(self: ImageSearch, request: Any, context: grpc.ServicerContext) -> Any:
+        try:
+            return handler(self, request, context)
+        except RequestError as exc:
+            context.abort(exc.code, str(exc))
+        except Exception:
+            log.exception("%s failed", handler.__name__)
+            context.abort(grpc.StatusCode.INTERNAL, "internal error in clipd; see its log")
+
+    return wrapper  # type: ignore[return-value]
+
+
+class ImageSearch(pb_grpc.ImageSearchServicer):
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+
+    def _ready(self) -> tuple[Embedder, Indexer]:
+        engine = self._engine
+        if engine.embedder is None or engine.indexer is None:
+            raise RequestError(
+                "clipd is still loading its model; try again in a few seconds",
+                grpc.StatusCode.UNAVAILABLE,
+            )
+        return engine.embedder, engine.indexer
+
+    @_rpc
+    def Search(self, request: pb.SearchRequest, context: grpc.ServicerContext) -> pb.SearchResponse:
+        embedder, _ = self._ready()
+        started = time.perf_counter()
+        limit = _limit(request.limit, DEFAULT_LIMIT)
+        min_score = request.min_score if request.HasField("min_score") else None
+        if min_score is not None and not (math.isfinite(min_score) and -1 <= min_score <= 1):
+            raise RequestError(f"min_score must be between -1 and 1, not {min_score}")
+        under = [_absolute(p, "under") for p in request.under]
+        query = self._query_vector(embedder, request.terms)
+        hits = self._engine.store.search(
+            query.tobytes(), limit=limit, offset=request.offset, min_score=min_score, under=under
+        )
+        return pb.SearchResponse(
+            hits=[
+                pb.Hit(
+                    path=h.path,
+                    score=h.score,
+                    width=h.width,
+                    height=h.height,
+                    size_bytes=h.size_bytes,
+                    mtime=h.mtime,
+                )
+                for h in hits
+            ],
+            partial=self._engine.progress.busy,
+            took_ms=(time.perf_counter() - started) * 1000,
+        )
+
+    def _query_vector(self, embedder: Embedder, terms: Sequence[pb.Term]) -> Vectors:
+        if not terms:
+            raise RequestError("the query is empty; give at least one text, image or path term")
+        total = np.zeros(embedder.identity.dim, dtype=np.float32)
+        for number, term in enumerate(terms, start=1):
+            weight = term.weight if term.HasField("weight") else 1.0
+            if not math.isfinite(weight) or weight == 0:
+                raise RequestError(f"term {number}: weight must be a non-zero number")
+            total += weight * self._term_vector(embedder, term, number)
+        norm = float(np.linalg.norm(total))
+        if norm < 1e-6:
+            raise RequestError("the query terms cancel each other out; change their weights")
+        normalised: Vectors = total / norm
+        return normalised
+
+    def _term_vector(self, embedder: Embedder, term: pb.Term, number: int) -> Vectors:
+        kind = term.WhichOneof("kind")
+        if kind == "text":
+            return _text_vector(embedder, term.text, f"term {number}")
+        if kind == "image":
+            return _image_vector(
+                embedder,
+                lambda: images.decode_bytes(
+                    term.image,
+                    max_pixels=self._engine.config.max_image_pixels,
+                    min_side=embedder.image_size,
+                ),
+                f"term {number}",
+            )
+        if kind == "path":
+            return self._path_vector(embedder, term.path, f"term {number}")
+        raise RequestError(f"term {number} is empty; set one of text, image or path")
+
+    def _path_vector(self, embedder: Embedder, raw: str, label: str) -> Vectors:
+        path = _absolute(raw, label)
+        stored = self._engine.store.vector_for(path)
+        if stored is not None:
+            vector: Vectors = np.frombuffer(stored, dtype=np.float32)
+            return vector
+        return _image_vector(
+            embedder,
+            lambda: images.decode_file(
+                Path(path),
+                max_pixels=self._engine.config.max_image_pixels,
+                min_side=embedder.image_size,
+            ),
+            label,
+        )
+
+    @_rpc
+    def GetStatus(self, request: pb.StatusRequest, context: grpc.ServicerContext) -> pb.Status:
+        return self._status()
+
+    def WatchStatus(
+        self, request: pb.StatusRequest, context: grpc.ServicerContext
+    ) -> Iterator[pb.Status]:
+        progress = self._engine.progress
+        version = -1
+        while context.is_active():
+            snap = progress.wait_for_change(version, timeout=_WATCH_HEARTBEAT_S)
+            version = snap.version
+            yield self._status()
+            if snap.state == "stopping":
+                return
+            time.sleep(_WATCH_MIN_INTERVAL_S)
+
+    def _status(self) -> pb.Status:
+        engine = self._engine
+        snap = engine.progress.snapshot()
+        counts = engine.store.counts()
+        model = engine.config.model
+        return pb.Status(
+            state=_STATES[snap.state],
+            version=engine.version,
+            indexed=counts.indexed,
+            queued=snap.queued,
+            failed=counts.failed,
+            offline=counts.offline,
+            images_per_second=snap.images_per_second,
+            eta_seconds=snap.eta_seconds,
+            model=model.name,
+            pretrained=model.pretrained,
+            dim=engine.store.model.dim if engine.store.model else 0,
+            device=engine.embedder.device if engine.embedder else "",
+            roots=[str(root) for root in engine.config.roots],
+            database=str(engine.store.path),
+            database_bytes=engine.store.size_bytes(),
+            started_at=engine.started_at,
+        )
+
+    @_rpc
+    def Reindex(
+        self, request: pb.ReindexRequest, context: grpc.ServicerContext
+    ) -> pb.ReindexResponse:
+        _, indexer = self._ready()
+        paths = [Path(_absolute(p, "paths")) for p in request.paths]
+        job = indexer.submit(paths or list(self._engine.config.roots))
+        if request.wait:
+            while not job.done.wait(timeout=0.5):
+                if not context.is_active():
+                    break
+        return pb.ReindexResponse(
+            queued=job.queued, removed=job.removed, indexed=job.indexed, failed=job.failed
+        )
+
+    @_rpc
+    def Embed(self, request: pb.EmbedRequest, context: grpc.ServicerContext) -> pb.EmbedResponse:
+        embedder, _ = self._ready()
+        term = pb.Term()
+        kind = request.WhichOneof("input")
+        if kind is None:
+            raise RequestError("nothing to embed; set one of text, image or path")
+        setattr(term, kind, getattr(request, kind))
+        vector = self._term_vector(embedder, term, 1)
+        model = self._engine.config.model
+        return pb.EmbedResponse(
+            vector=vector.tolist(), model=model.name, pretrained=model.pretrained
+        )
+
+    @_rpc
+    def ListFailures(
+        self, request: pb.ListFailuresRequest, context: grpc.ServicerContext
+    ) -> pb.ListFailuresResponse:
+        limit = _limit(request.limit, DEFAULT_FAILURES_LIMIT)
+        page, total = self._engine.store.failures(limit=limit, offset=request.offset)
+        return pb.ListFailuresResponse(
+            failures=[
+                pb.Failure(
+                    path=f.path,
+                    error=f.error,
+                    message=f.message,
+                    attempts=f.attempts,
+                    last_seen=f.last_seen,
+                )
+                for f in page
+            ],
+            total=total,
+        )
+
+
+def _limit(requested: int, default: int) -> int:
+    if requested > MAX_LIMIT:
+        raise RequestError(
+            f"limit {requested} is over the maximum of {MAX_LIMIT}; page with offset"
+        )
+    return requested or default
+
+
+def _absolute(raw: str, label: str) -> str:
+    if not raw or not os.path.isabs(raw):
+        raise RequestError(f"{label}: {raw!r} is not an absolute path")
+    return os.path.normpath(raw)
+
+
+def _text_vector(embedder: Embedder, text: str, label: str) -> Vectors:
+    text = text.strip()
+    if not text:
+        raise RequestError(f"{label}: the text is empty")
+    if len(text) > MAX_TEXT_CHARS:
+        raise RequestError(f"{label}: the text is over {MAX_TEXT_CHARS} characters")
+    return embedder.embed_text(text)
+
+
+def _image_vector(
+    embedder: Embedder, decode: Callable[[], images.DecodedImage], label: str
+) -> Vectors:
+    try:
+        decoded = decode()
+    except ImageTooLarge as exc:
+        raise RequestError(f"{label}: {exc}", grpc.StatusCode.RESOURCE_EXHAUSTED) from exc
+    except ImageError as exc:
+        raise RequestError(f"{label}: {exc}") from exc
+    vector: Vectors = embedder.embed_images([decoded.image])[0]
+    return vector

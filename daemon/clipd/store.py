@@ -1,0 +1,434 @@
+"""The SQLite store: file rows, their vectors (sqlite-vec vec0), model identity, failures.
+
+One writer (serialised by a lock, short explicit transactions) and one reader connection per
+thread; WAL lets searches run while a batch commits. Vectors are float32 bytes, L2-normalised,
+so cosine distance is 1 - score.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
+from pathlib import Path
+
+from clipd import sqlite
+from clipd.errors import StoreError
+
+log = logging.getLogger(__name__)
+
+# sqlite-vec refuses a KNN `k` above this; deeper pages fall back to an exact scan.
+KNN_MAX_K = 4096
+
+# Ordered, named migrations; the schema version is how many have run (PRAGMA user_version).
+# Append only: never edit one that has shipped. The vec0 table is not here because its width
+# depends on the model; bind_model() creates it.
+MIGRATIONS: tuple[tuple[str, str], ...] = (
+    (
+        "0001_initial",
+        """
+        CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+        CREATE TABLE files (
+            id INTEGER PRIMARY KEY,
+            path TEXT NOT NULL UNIQUE,
+            size INTEGER NOT NULL,
+            mtime_ns INTEGER NOT NULL,
+            inode INTEGER NOT NULL,
+            device INTEGER NOT NULL,
+            content_hash BLOB NOT NULL,
+            width INTEGER NOT NULL,
+            height INTEGER NOT NULL,
+            indexed_at REAL NOT NULL,
+            state TEXT NOT NULL DEFAULT 'ok' CHECK (state IN ('ok', 'offline'))
+        );
+        CREATE INDEX files_content_hash ON files (content_hash);
+        CREATE INDEX files_not_ok ON files (state) WHERE state != 'ok';
+        CREATE TABLE failures (
+            path TEXT PRIMARY KEY,
+            size INTEGER NOT NULL,
+            mtime_ns INTEGER NOT NULL,
+            error TEXT NOT NULL,
+            message TEXT NOT NULL,
+            attempts INTEGER NOT NULL DEFAULT 1,
+            last_seen REAL NOT NULL
+        );
+        """,
+    ),
+)
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+@dataclass(frozen=True, slots=True)
+class ModelIdentity:
+    """Which model made the vectors: never mix two in one table."""
+
+    name: str
+    pretrained: str
+    dim: int
+
+
+@dataclass(frozen=True, slots=True)
+class FileRecord:
+    """An embedded file, ready to be written."""
+
+    path: str
+    size: int
+    mtime_ns: int
+    inode: int
+    device: int
+    content_hash: bytes
+    width: int
+    height: int
+    vector: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class FailureRecord:
+    """A file that could not be indexed; size and mtime let the scanner skip it until it changes."""
+
+    path: str
+    size: int
+    mtime_ns: int
+    error: str
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class Failure:
+    path: str
+    error: str
+    message: str
+    attempts: int
+    last_seen: float
+
+
+@dataclass(frozen=True, slots=True)
+class StoredHit:
+    path: str
+    score: float
+    width: int
+    height: int
+    size_bytes: int
+    mtime: float
+
+
+@dataclass(frozen=True, slots=True)
+class Counts:
+    indexed: int
+    offline: int
+    failed: int
+
+
+def prefix_condition(prefixes: Sequence[str], column: str = "path") -> tuple[str, list[str]]:
+    """SQL matching `column` equal to or below any of the normalised absolute prefixes."""
+    clauses: list[str] = []
+    params: list[str] = []
+    for prefix in prefixes:
+        base = prefix.rstrip("/")
+        # '0' sorts right after '/', so [base/, base0) is exactly "inside base/".
+        clauses.append(f"({column} = ? OR ({column} >= ? AND {column} < ?))")
+        params += [base or "/", base + "/", base + "0"]
+    return "(" + " OR ".join(clauses) + ")", params
+
+
+class Store:
+    """The index database. Thread-safe: writes are serialised, reads use per-thread connections."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(f"cannot create the database directory {path.parent}: {exc}") from exc
+        self._writer = sqlite.connect(path)
+        self._writer.isolation_level = None  # explicit transactions only
+        self._write_lock = threading.Lock()
+        self._local = threading.local()
+        self._readers: list[sqlite.Connection] = []
+        self._readers_lock = threading.Lock()
+        try:
+            self._migrate()
+            self.model = self._read_model()
+        except BaseException:
+            self._writer.close()
+            raise
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Checkpoint the WAL into the main file and close every connection."""
+        with self._readers_lock:
+            for conn in self._readers:
+                conn.close()
+            self._readers.clear()
+        with self._write_lock:
+            try:
+                self._writer.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            except sqlite.Error as exc:
+                log.warning("WAL checkpoint on close failed: %s", exc)
+            self._writer.close()
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite.Connection]:
+        with self._write_lock:
+            conn = self._writer
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+
+    def _reader(self) -> sqlite.Connection:
+        conn: sqlite.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = sqlite.connect(self.path)
+            self._local.conn = conn
+            with self._readers_lock:
+                self._readers.append(conn)
+        return conn
+
+    # -- schema and model ------------------------------------------------------------------
+
+    def _migrate(self) -> None:
+        try:
+            current = self._writer.execute("PRAGMA user_version").fetchone()[0]
+        except sqlite.Error as exc:
+            raise StoreError(f"{self.path} is not a usable clipd database: {exc}") from exc
+        if current > SCHEMA_VERSION:
+            raise StoreError(
+                f"{self.path} was written by a newer clipd (schema {current}, this clipd knows "
+                f"{SCHEMA_VERSION}); upgrade clipd, or set `database` to another file"
+            )
+        for version, (name, sql) in enumerate(MIGRATIONS[current:], start=current + 1):
+            log.info("database migration %s", name)
+            with self._transaction() as conn:
+                for statement in sql.split(";"):
+                    if statement.strip():
+                        conn.execute(statement)
+                conn.execute(f"PRAGMA user_version = {version}")
+
+    def _read_model(self) -> ModelIdentity | None:
+        rows = dict(self._writer.execute("SELECT key, value FROM meta").fetchall())
+        if "model_name" not in rows:
+            return None
+        return ModelIdentity(rows["model_name"], rows["model_pretrained"], int(rows["model_dim"]))
+
+    def bind_model(self, identity: ModelIdentity) -> bool:
+        """Make `identity` the database's model; returns True if existing vectors were dropped."""
+        if identity == self.model:
+            return False
+        dropped = self.model is not None
+        if dropped:
+            log.warning(
+                "database %s holds vectors of %s/%s; the config names %s/%s: re-embedding all",
+                self.path,
+                self.model.name if self.model else "",
+                self.model.pretrained if self.model else "",
+                identity.name,
+                identity.pretrained,
+            )
+        with self._transaction() as conn:
+            conn.execute("DROP TABLE IF EXISTS vectors")
+            conn.execute("DELETE FROM files")
+            conn.execute("DELETE FROM failures")
+            conn.execute(
+                f"CREATE VIRTUAL TABLE vectors USING vec0("
+                f"embedding float[{int(identity.dim)}] distance_metric=cosine)"
+            )
+            conn.executemany(
+                "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
+                [
+                    ("model_name", identity.name),
+                    ("model_pretrained", identity.pretrained),
+                    ("model_dim", str(identity.dim)),
+                ],
+            )
+        self.model = identity
+        return dropped
+
+    # -- writes ----------------------------------------------------------------------------
+
+    def write_batch(self, records: Sequence[FileRecord], failures: Sequence[FailureRecord]) -> None:
+        """Store embedded files and failures in one transaction: all of the batch or none."""
+        now = time.time()
+        with self._transaction() as conn:
+            for rec in records:
+                (file_id,) = conn.execute(
+                    """
+                    INSERT INTO files (path, size, mtime_ns, inode, device, content_hash,
+                                       width, height, indexed_at, state)
+                    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'ok')
+                    ON CONFLICT (path) DO UPDATE SET
+                        size = excluded.size, mtime_ns = excluded.mtime_ns,
+                        inode = excluded.inode, device = excluded.device,
+                        content_hash = excluded.content_hash, width = excluded.width,
+                        height = excluded.height, indexed_at = excluded.indexed_at,
+                        state = 'ok'
+                    RETURNING id
+                    """,
+                    (
+                        rec.path,
+                        rec.size,
+                        rec.mtime_ns,
+                        rec.inode,
+                        rec.device,
+                        rec.content_hash,
+                        rec.width,
+                        rec.height,
+                        now,
+                    ),
+                ).fetchone()
+                # vec0 has no upsert: replace the row's vector by delete + insert.
+                conn.execute("DELETE FROM vectors WHERE rowid = ?", (file_id,))
+                conn.execute(
+                    "INSERT INTO vectors (rowid, embedding) VALUES (?, ?)", (file_id, rec.vector)
+                )
+                conn.execute("DELETE FROM failures WHERE path = ?", (rec.path,))
+            for fail in failures:
+                # A file that changed into something unreadable no longer matches its old vector.
+                self._delete_files(conn, [fail.path])
+                conn.execute(
+                    """
+                    INSERT INTO failures (path, size, mtime_ns, error, message, attempts, last_seen)
+                    VALUES (?, ?, ?, ?, ?, 1, ?)
+                    ON CONFLICT (path) DO UPDATE SET
+                        size = excluded.size, mtime_ns = excluded.mtime_ns,
+                        error = excluded.error, message = excluded.message,
+                        attempts = attempts + 1, last_seen = excluded.last_seen
+                    """,
+                    (fail.path, fail.size, fail.mtime_ns, fail.error, fail.message, now),
+                )
+
+    def remove(self, paths: Sequence[str]) -> int:
+        """Forget files (row, vector and failure) in one transaction; returns rows removed."""
+        with self._transaction() as conn:
+            conn.executemany("DELETE FROM failures WHERE path = ?", [(p,) for p in paths])
+            return self._delete_files(conn, paths)
+
+    @staticmethod
+    def _delete_files(conn: sqlite.Connection, paths: Sequence[str]) -> int:
+        """Delete file rows and their vectors; returns how many existed."""
+        removed = 0
+        for path in paths:
+            row = conn.execute("DELETE FROM files WHERE path = ? RETURNING id", (path,)).fetchone()
+            if row is not None:
+                conn.execute("DELETE FROM vectors WHERE rowid = ?", (row[0],))
+                removed += 1
+        return removed
+
+    # -- reads -----------------------------------------------------------------------------
+
+    def known_files(self, prefix: str) -> dict[str, tuple[int, int]]:
+        """(size, mtime_ns) of every indexed file at or below `prefix`."""
+        where, params = prefix_condition([prefix])
+        rows = self._reader().execute(
+            f"SELECT path, size, mtime_ns FROM files WHERE {where}", params
+        )
+        return {path: (size, mtime_ns) for path, size, mtime_ns in rows}
+
+    def known_failures(self, prefix: str) -> dict[str, tuple[int, int]]:
+        """(size, mtime_ns) of every failed file at or below `prefix`, as last attempted."""
+        where, params = prefix_condition([prefix])
+        rows = self._reader().execute(
+            f"SELECT path, size, mtime_ns FROM failures WHERE {where}", params
+        )
+        return {path: (size, mtime_ns) for path, size, mtime_ns in rows}
+
+    def vector_for(self, path: str) -> bytes | None:
+        """The stored vector of an indexed file, or None."""
+        if self.model is None:
+            return None
+        row = (
+            self._reader()
+            .execute(
+                "SELECT v.embedding FROM files f JOIN vectors v ON v.rowid = f.id WHERE f.path = ?",
+                (path,),
+            )
+            .fetchone()
+        )
+        return None if row is None else bytes(row[0])
+
+    def search(
+        self,
+        vector: bytes,
+        *,
+        limit: int,
+        offset: int = 0,
+        min_score: float | None = None,
+        under: Sequence[str] = (),
+    ) -> list[StoredHit]:
+        """Best `limit` files after `offset` by cosine score, optionally below some prefixes."""
+        if self.model is None or limit <= 0:
+            return []
+        conn = self._reader()
+        max_distance = 2.0 if min_score is None else 1.0 - min_score
+        hidden = conn.execute("SELECT count(*) FROM files WHERE state != 'ok'").fetchone()[0]
+        filters = ["f.state = 'ok'"]
+        params: list[object] = []
+        if under:
+            clause, prefix_params = prefix_condition(under, "f.path")
+            filters.append(clause)
+            params += prefix_params
+        where = " AND ".join(filters)
+        columns = "f.path, m.distance, f.width, f.height, f.size, f.mtime_ns"
+        if limit + offset <= KNN_MAX_K:
+            # Filters go inside the KNN (rowid IN) so that k candidates all qualify.
+            prefilter = ""
+            if under or hidden:
+                prefilter = f"AND rowid IN (SELECT f.id FROM files f WHERE {where})"
+            sql = f"""
+                WITH m AS (
+                    SELECT rowid, distance FROM vectors
+                    WHERE embedding MATCH ? AND k = ? {prefilter}
+                )
+                SELECT {columns} FROM m JOIN files f ON f.id = m.rowid
+                WHERE m.distance <= ? ORDER BY m.distance LIMIT ? OFFSET ?
+            """
+            args: list[object] = [vector, limit + offset, *params, max_distance, limit, offset]
+        else:
+            sql = f"""
+                WITH m AS (
+                    SELECT rowid, vec_distance_cosine(embedding, ?) AS distance FROM vectors
+                )
+                SELECT {columns} FROM m JOIN files f ON f.id = m.rowid
+                WHERE {where} AND m.distance <= ? ORDER BY m.distance LIMIT ? OFFSET ?
+            """
+            args = [vector, *params, max_distance, limit, offset]
+        return [
+            StoredHit(path, 1.0 - distance, width, height, size, mtime_ns / 1e9)
+            for path, distance, width, height, size, mtime_ns in conn.execute(sql, args)
+        ]
+
+    def counts(self) -> Counts:
+        conn = self._reader()
+        indexed, offline = conn.execute(
+            "SELECT count(*) FILTER (WHERE state = 'ok'), count(*) FILTER (WHERE state != 'ok') "
+            "FROM files"
+        ).fetchone()
+        (failed,) = conn.execute("SELECT count(*) FROM failures").fetchone()
+        return Counts(indexed=indexed, offline=offline, failed=failed)
+
+    def failures(self, *, limit: int, offset: int = 0) -> tuple[list[Failure], int]:
+        """A page of failures, most recent first, and their total count."""
+        conn = self._reader()
+        rows = conn.execute(
+            "SELECT path, error, message, attempts, last_seen FROM failures "
+            "ORDER BY last_seen DESC, path LIMIT ? OFFSET ?",
+            (limit, offset),
+        )
+        page = [Failure(*row) for row in rows]
+        (total,) = conn.execute("SELECT count(*) FROM failures").fetchone()
+        return page, total
+
+    def size_bytes(self) -> int:
+        """Bytes on disk: the database plus its WAL."""
+        total = 0
+        for suffix in ("", "-wal"):
+            with suppress(FileNotFoundError):
+                total += Path(f"{self.path}{suffix}").stat().st_size
+        return total

@@ -1,0 +1,78 @@
+"""Shared fixtures: an isolated environment for every test, the tiny model, config files."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+FIXTURES = Path(__file__).parent / "fixtures"
+TINY_MODEL_JSON = FIXTURES / "tiny-clip.json"
+TINY_MODEL_WEIGHTS = FIXTURES / "tiny-clip.pt"
+
+
+@pytest.fixture(autouse=True)
+def isolated_env(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Point every path clipd and clipq could touch at a fresh temp directory."""
+    home = tmp_path_factory.mktemp("home")
+    # Keep the socket path short: Unix socket paths are limited to ~104 bytes.
+    runtime = Path(tmp_path_factory.getbasetemp()) / f"rt{len(list(home.parent.iterdir()))}"
+    runtime.mkdir(mode=0o700)
+    for name, value in {
+        "HOME": home,
+        "XDG_CONFIG_HOME": home / "config",
+        "XDG_DATA_HOME": home / "data",
+        "XDG_CACHE_HOME": home / "cache",
+        "XDG_RUNTIME_DIR": runtime,
+    }.items():
+        monkeypatch.setenv(name, str(value))
+    for name in ("CLIPD_CONFIG", "CLIPD_SOCKET", "CLIPD_DATABASE", "JOURNAL_STREAM"):
+        monkeypatch.delenv(name, raising=False)
+    # No test may reach the network for weights.
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    return home
+
+
+@pytest.fixture(autouse=True)
+def no_leaked_threads() -> Iterator[None]:
+    """Fail a test that leaves threads running behind it."""
+    before = set(threading.enumerate())
+    yield
+    deadline = time.monotonic() + 5
+    while True:
+        leaked = [t for t in threading.enumerate() if t not in before and t.is_alive()]
+        if not leaked or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    assert not leaked, f"threads left running: {[t.name for t in leaked]}"
+
+
+ConfigWriter = Callable[..., Path]
+
+
+@pytest.fixture
+def write_config(tmp_path: Path) -> ConfigWriter:
+    """Write a config.yaml using the tiny model; keyword arguments override top-level keys."""
+
+    def write(roots: list[Path], **overrides: Any) -> Path:
+        data: dict[str, Any] = {
+            "roots": [str(root) for root in roots],
+            "database": str(tmp_path / "index.db"),
+            "model": {
+                "name": str(TINY_MODEL_JSON),
+                "pretrained": str(TINY_MODEL_WEIGHTS),
+                "device": "cpu",
+            },
+            "batch_size": 8,
+        }
+        data.update(overrides)
+        path = tmp_path / "config.yaml"
+        path.write_text(yaml.safe_dump(data), encoding="utf-8")
+        return path
+
+    return write

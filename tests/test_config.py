@@ -1,0 +1,130 @@
+"""Config loading: defaults, expansion, and one-line errors that name file, key and fix."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from clipd.cli import main
+from clipd.config import DEFAULT_INCLUDE, load_config
+from clipd.errors import ConfigError
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "config.yaml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_minimal_config_gets_defaults(tmp_path: Path) -> None:
+    (tmp_path / "pics").mkdir()
+    config = load_config(write(tmp_path, "roots: [pics]\n"))
+    assert config.roots == ((tmp_path / "pics").resolve(),)
+    assert config.model.name == "ViT-B-32"
+    assert config.model.pretrained == "laion2b_s34b_b79k"
+    assert config.include == DEFAULT_INCLUDE
+    assert config.batch_size == 16
+    assert config.database.name == "index.db"
+    assert config.socket.name == "clipd.sock"
+
+
+def test_repo_config_yaml_is_valid_and_documents_every_key(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path))
+    (tmp_path / "Pictures").mkdir()
+    repo_config = Path(__file__).parents[1] / "config.yaml"
+    config = load_config(repo_config)
+    assert config.roots == ((tmp_path / "Pictures").resolve(),)
+    text = repo_config.read_text(encoding="utf-8")
+    for key in ("roots", "database", "socket", "model", "name", "pretrained", "device",
+                "precision", "batch_size", "loader_threads", "include", "exclude",
+                "skip_hidden", "max_image_pixels", "log_level"):  # fmt: skip
+        assert f"{key}:" in text, key
+
+
+def test_tilde_and_variables_are_expanded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("PICS", "photos")
+    (tmp_path / "photos").mkdir()
+    config = load_config(write(tmp_path, "roots: [~/$PICS]\ndatabase: $HOME/db/x.db\n"))
+    assert config.roots == ((tmp_path / "photos").resolve(),)
+    assert config.database == tmp_path / "db" / "x.db"
+
+
+def test_env_overrides(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "pics").mkdir()
+    path = write(tmp_path, "roots: [pics]\ndatabase: a.db\n")
+    monkeypatch.setenv("CLIPD_CONFIG", str(path))
+    monkeypatch.setenv("CLIPD_DATABASE", str(tmp_path / "b.db"))
+    monkeypatch.setenv("CLIPD_SOCKET", str(tmp_path / "s.sock"))
+    config = load_config()
+    assert config.source == path
+    assert config.database == tmp_path / "b.db"
+    assert config.socket == tmp_path / "s.sock"
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (
+            "roots: [pics]\nbatch_sise: 4\n",
+            "key 'batch_sise' is unknown; did you mean 'batch_size'?",
+        ),
+        ("roots: [pics]\nmodel: {nmae: x}\n", "key 'model.nmae' is unknown; did you mean 'name'?"),
+        ("roots: [pics]\nbatch_size: many\n", "key 'batch_size' must be a whole number"),
+        ("roots: [pics]\nbatch_size: true\n", "key 'batch_size' must be a whole number"),
+        ("roots: [pics]\nskip_hidden: 3\n", "key 'skip_hidden' must be true or false"),
+        ("roots: [pics]\nmodel: {device: tpu}\n", "key 'model.device' is 'tpu'; use one of"),
+        ("roots: [pics]\ninclude: '*.jpg'\n", "key 'include' must be a list of glob patterns"),
+        ("roots: [nope]\n", "key 'roots[0]' names"),
+        ("roots: []\n", "key 'roots' must be a non-empty list"),
+        ("batch_size: 3\n", "key 'roots' must be a non-empty list"),
+        ("- just\n- a list\n", "the top level must be a mapping"),
+        ("roots: [pics\n", "fix the YAML syntax"),
+        (
+            "roots: [pics]\nmodel: {pretrained: ./missing.pt}\n",
+            "key 'model.pretrained' names the file",
+        ),
+    ],
+)
+def test_errors_name_file_key_and_fix(tmp_path: Path, text: str, expected: str) -> None:
+    (tmp_path / "pics").mkdir()
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    message = str(caught.value)
+    assert message.startswith(f"{path}")
+    assert expected in message
+    assert "\n" not in message
+
+
+def test_missing_root_says_how_to_fix(tmp_path: Path) -> None:
+    path = write(tmp_path, "roots: [gone]\n")
+    with pytest.raises(ConfigError, match=r"does not exist; create it or remove it from roots"):
+        load_config(path)
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="no such config file"):
+        load_config(tmp_path / "absent.yaml")
+
+
+def test_check_config_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "pics").mkdir()
+    path = write(tmp_path, "roots: [pics]\n")
+    assert main(["check-config", "--config", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "config OK" in out
+    assert str((tmp_path / "pics").resolve()) in out
+
+
+def test_check_config_command_reports_errors(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = write(tmp_path, "roots: [pics]\nbogus: 1\n")
+    assert main(["check-config", "--config", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("clipd: ")
+    assert err.count("\n") == 1

@@ -1,0 +1,224 @@
+"""The store against a real SQLite file with sqlite-vec: ordering, filters, atomicity, schema."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+import pytest
+
+from clipd import sqlite, store
+from clipd.errors import StoreError
+from clipd.store import FailureRecord, FileRecord, ModelIdentity, Store
+
+DIM = 16
+MODEL = ModelIdentity("test-model", "test-weights", DIM)
+Matrix = npt.NDArray[np.float32]
+
+
+def unit_vectors(count: int, seed: int = 0) -> Matrix:
+    rng = np.random.default_rng(seed)
+    matrix = rng.standard_normal((count, DIM)).astype(np.float32)
+    normalised: Matrix = matrix / np.linalg.norm(matrix, axis=1, keepdims=True)
+    return normalised
+
+
+def record(path: str, vector: Matrix, size: int = 100) -> FileRecord:
+    return FileRecord(path, size, 1_000_000_000, 1, 1, b"h" * 16, 64, 48, vector.tobytes())
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Iterator[Store]:
+    opened = Store(tmp_path / "index.db")
+    opened.bind_model(MODEL)
+    yield opened
+    opened.close()
+
+
+@pytest.fixture
+def filled(db: Store) -> tuple[Store, list[str], Matrix]:
+    vectors = unit_vectors(300)
+    paths = [f"/pics/{'a' if i % 3 else 'b'}/img{i:03d}.jpg" for i in range(300)]
+    db.write_batch([record(p, v) for p, v in zip(paths, vectors, strict=True)], [])
+    return db, paths, vectors
+
+
+def brute_force(paths: list[str], vectors: Matrix, query: Matrix) -> list[tuple[str, float]]:
+    scores = vectors @ query
+    order = np.argsort(-scores, kind="stable")
+    return [(paths[i], float(scores[i])) for i in order]
+
+
+def test_knn_order_equals_numpy_brute_force(filled: tuple[Store, list[str], Matrix]) -> None:
+    db, paths, vectors = filled
+    for seed in range(5):
+        query = unit_vectors(1, seed=100 + seed)[0]
+        hits = db.search(query.tobytes(), limit=25)
+        expected = brute_force(paths, vectors, query)[:25]
+        assert [h.path for h in hits] == [p for p, _ in expected]
+        assert [h.score for h in hits] == pytest.approx([s for _, s in expected], abs=1e-5)
+
+
+def test_offset_pages_through_the_same_order(filled: tuple[Store, list[str], Matrix]) -> None:
+    db, paths, vectors = filled
+    query = vectors[7]
+    first = db.search(query.tobytes(), limit=10)
+    second = db.search(query.tobytes(), limit=10, offset=10)
+    both = db.search(query.tobytes(), limit=20)
+    assert [h.path for h in first + second] == [h.path for h in both]
+    assert first[0].path == paths[7]
+    assert first[0].score == pytest.approx(1.0, abs=1e-5)
+
+
+def test_min_score_cuts_the_tail(filled: tuple[Store, list[str], Matrix]) -> None:
+    db, paths, vectors = filled
+    query = vectors[0]
+    hits = db.search(query.tobytes(), limit=300, min_score=0.2)
+    expected = [p for p, s in brute_force(paths, vectors, query) if s >= 0.2]
+    assert [h.path for h in hits] == expected
+
+
+def test_under_filters_inside_the_knn(filled: tuple[Store, list[str], Matrix]) -> None:
+    db, paths, vectors = filled
+    query = vectors[1]  # lives in /pics/a
+    hits = db.search(query.tobytes(), limit=20, under=["/pics/b/"])
+    in_b = [(p, v) for p, v in zip(paths, vectors, strict=True) if p.startswith("/pics/b/")]
+    expected = brute_force([p for p, _ in in_b], np.array([v for _, v in in_b]), query)[:20]
+    assert [h.path for h in hits] == [p for p, _ in expected]
+    assert len(hits) == 20
+
+
+def test_under_respects_directory_boundaries(db: Store) -> None:
+    vectors = unit_vectors(3)
+    db.write_batch(
+        [
+            record("/pics/a/x.jpg", vectors[0]),
+            record("/pics/ab/y.jpg", vectors[1]),
+            record("/pics/a.jpg", vectors[2]),
+        ],
+        [],
+    )
+    hits = db.search(vectors[0].tobytes(), limit=10, under=["/pics/a"])
+    assert [h.path for h in hits] == ["/pics/a/x.jpg"]
+    single = db.search(vectors[0].tobytes(), limit=10, under=["/pics/a.jpg", "/pics/ab"])
+    assert {h.path for h in single} == {"/pics/a.jpg", "/pics/ab/y.jpg"}
+
+
+def test_deep_pages_fall_back_to_an_exact_scan(
+    filled: tuple[Store, list[str], Matrix], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    db, _, vectors = filled
+    query = vectors[3]
+    knn = db.search(query.tobytes(), limit=30, offset=40)
+    monkeypatch.setattr(store, "KNN_MAX_K", 50)
+    scanned = db.search(query.tobytes(), limit=30, offset=40)
+    assert [h.path for h in scanned] == [h.path for h in knn]
+    under_b = db.search(query.tobytes(), limit=30, offset=40, under=["/pics/b"])
+    assert all(h.path.startswith("/pics/b/") for h in under_b)
+
+
+def test_offline_files_are_hidden(filled: tuple[Store, list[str], Matrix]) -> None:
+    db, _, vectors = filled
+    conn = sqlite.connect(db.path)
+    with conn:
+        conn.execute("UPDATE files SET state = 'offline' WHERE path LIKE '/pics/a/%'")
+    conn.close()
+    hits = db.search(vectors[1].tobytes(), limit=50)
+    assert len(hits) == 50
+    assert all(h.path.startswith("/pics/b/") for h in hits)
+    counts = db.counts()
+    assert counts.indexed == 100
+    assert counts.offline == 200
+
+
+def test_rewrite_replaces_vector_and_row(db: Store) -> None:
+    old, new = unit_vectors(2)
+    db.write_batch([record("/p/x.jpg", old, size=1)], [])
+    db.write_batch([record("/p/x.jpg", new, size=2)], [])
+    assert db.vector_for("/p/x.jpg") == new.tobytes()
+    assert db.known_files("/p") == {"/p/x.jpg": (2, 1_000_000_000)}
+    assert db.counts().indexed == 1
+
+
+def test_failures_are_recorded_counted_and_cleared(db: Store) -> None:
+    vector = unit_vectors(1)[0]
+    db.write_batch([record("/p/ok.jpg", vector)], [])
+    bad = FailureRecord("/p/ok.jpg", 5, 6, "CorruptImage", "truncated")
+    db.write_batch([], [bad])
+    db.write_batch([], [bad])
+    assert db.vector_for("/p/ok.jpg") is None  # it changed into something unreadable
+    page, total = db.failures(limit=10)
+    assert total == 1
+    assert page[0].attempts == 2
+    assert page[0].error == "CorruptImage"
+    assert db.known_failures("/p") == {"/p/ok.jpg": (5, 6)}
+    db.write_batch([record("/p/ok.jpg", vector)], [])
+    assert db.failures(limit=10)[1] == 0
+
+
+def test_remove_deletes_row_vector_and_failure(filled: tuple[Store, list[str], Matrix]) -> None:
+    db, paths, vectors = filled
+    assert db.remove(paths[:10]) == 10
+    assert db.counts().indexed == 290
+    hits = db.search(vectors[0].tobytes(), limit=300)
+    assert len(hits) == 290
+    assert paths[0] not in {h.path for h in hits}
+
+
+def test_a_failed_batch_writes_nothing(db: Store) -> None:
+    vectors = unit_vectors(2)
+    wrong_width = np.zeros(DIM + 1, dtype=np.float32)
+    with pytest.raises(sqlite.Error):
+        db.write_batch([record("/p/a.jpg", vectors[0]), record("/p/b.jpg", wrong_width)], [])
+    assert db.counts().indexed == 0
+    assert db.known_files("/p") == {}
+
+
+def test_model_identity_persists_and_a_new_model_drops_old_vectors(tmp_path: Path) -> None:
+    path = tmp_path / "index.db"
+    first = Store(path)
+    assert first.model is None
+    assert first.bind_model(MODEL) is False
+    first.write_batch([record("/p/a.jpg", unit_vectors(1)[0])], [])
+    first.close()
+
+    again = Store(path)
+    assert again.model == MODEL
+    assert again.bind_model(MODEL) is False
+    assert again.counts().indexed == 1
+    other = ModelIdentity("other", "weights", 8)
+    assert again.bind_model(other) is True
+    assert again.counts().indexed == 0
+    eight = np.full(8, 8**-0.5, dtype=np.float32)
+    again.write_batch([record("/p/a.jpg", eight)], [])
+    assert again.search(eight.tobytes(), limit=1)[0].path == "/p/a.jpg"
+    again.close()
+
+
+def test_newer_schema_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "index.db"
+    Store(path).close()
+    conn = sqlite.connect(path)
+    conn.execute(f"PRAGMA user_version = {store.SCHEMA_VERSION + 1}")
+    conn.close()
+    with pytest.raises(StoreError, match="written by a newer clipd"):
+        Store(path)
+
+
+def test_a_file_that_is_not_a_database_is_refused_and_kept(tmp_path: Path) -> None:
+    path = tmp_path / "index.db"
+    junk = b"this is not sqlite, it is someone's data" * 100
+    path.write_bytes(junk)
+    with pytest.raises(StoreError, match="not a usable clipd database"):
+        Store(path)
+    assert path.read_bytes() == junk
+
+
+def test_migrations_are_recorded(tmp_path: Path) -> None:
+    Store(tmp_path / "index.db").close()
+    conn = sqlite.connect(tmp_path / "index.db")
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == store.SCHEMA_VERSION
+    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    conn.close()
