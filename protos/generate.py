@@ -60,7 +60,9 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         generate(Path(tmp))
         for name in GENERATED:
-            shutil.copy(Path(tmp) / "clipd_api" / "v1" / name, PROTO_ROOT / "clipd_api" / "v1" / name)
+            shutil.copy(
+                Path(tmp) / "clipd_api" / "v1" / name, PROTO_ROOT / "clipd_api" / "v1" / name
+            )
     return 0
 
 

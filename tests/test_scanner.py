@@ -1,0 +1,78 @@
+"""The scanner: globs, hidden folders, unreadable folders, single files, content hashes."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from clipd.config import DEFAULT_INCLUDE
+from clipd.scanner import Matcher, content_hash, scan
+
+
+def touch(root: Path, *names: str) -> None:
+    for name in names:
+        path = root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"x")
+
+
+def found(root: Path, matcher: Matcher) -> set[str]:
+    return {os.path.relpath(p, root) for p in scan(root, matcher).files}
+
+
+def test_default_globs_hidden_and_case(tmp_path: Path) -> None:
+    touch(
+        tmp_path, "a.jpg", "B.JPEG", "c.PnG", "d.txt", "sub/deep/e.webp", ".cache/f.jpg", ".g.png"
+    )
+    matcher = Matcher(DEFAULT_INCLUDE, (), skip_hidden=True)
+    assert found(tmp_path, matcher) == {"a.jpg", "B.JPEG", "c.PnG", "sub/deep/e.webp"}
+    with_hidden = Matcher(DEFAULT_INCLUDE, (), skip_hidden=False)
+    assert found(tmp_path, with_hidden) >= {".cache/f.jpg", ".g.png"}
+
+
+def test_exclude_by_name_and_by_relative_path(tmp_path: Path) -> None:
+    touch(tmp_path, "keep.jpg", "node_modules/x.jpg", "Screenshots/s.png", "a/Screenshots/t.png")
+    matcher = Matcher(DEFAULT_INCLUDE, ("node_modules", "Screenshots/*"), skip_hidden=True)
+    assert found(tmp_path, matcher) == {"keep.jpg", "a/Screenshots/t.png"}
+
+
+def test_symlinks_are_not_followed(tmp_path: Path) -> None:
+    touch(tmp_path, "real/a.jpg")
+    (tmp_path / "link.jpg").symlink_to(tmp_path / "real" / "a.jpg")
+    (tmp_path / "loop").symlink_to(tmp_path)
+    assert found(tmp_path, Matcher(DEFAULT_INCLUDE, (), True)) == {"real/a.jpg"}
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root can list any directory")
+def test_unreadable_directory_is_reported_not_fatal(tmp_path: Path) -> None:
+    touch(tmp_path, "ok.jpg", "locked/x.jpg")
+    (tmp_path / "locked").chmod(0)
+    try:
+        result = scan(tmp_path, Matcher(DEFAULT_INCLUDE, (), True))
+    finally:
+        (tmp_path / "locked").chmod(0o755)
+    assert result.unreadable == [str(tmp_path / "locked")]
+    assert list(result.files) == [str(tmp_path / "ok.jpg")]
+
+
+def test_single_file_and_missing_path(tmp_path: Path) -> None:
+    touch(tmp_path, "one.jpg")
+    matcher = Matcher(DEFAULT_INCLUDE, (), True)
+    assert list(scan(tmp_path / "one.jpg", matcher).files) == [str(tmp_path / "one.jpg")]
+    missing = scan(tmp_path / "gone", matcher)
+    assert not missing.files
+    assert missing.unreadable == [str(tmp_path / "gone")]
+
+
+def test_content_hash_sees_head_tail_and_size(tmp_path: Path) -> None:
+    big = os.urandom(3 << 20)
+    a, b, c, d = (tmp_path / n for n in "abcd")
+    a.write_bytes(big)
+    b.write_bytes(big)
+    c.write_bytes(big[:-1] + bytes([big[-1] ^ 1]))  # last byte differs
+    d.write_bytes(big + b"\0")  # size differs
+    hashes = [content_hash(str(p), p.stat().st_size) for p in (a, b, c, d)]
+    assert hashes[0] == hashes[1]
+    assert len(set(hashes)) == 3
