@@ -1,0 +1,143 @@
+"""The real thing: `clipd serve` as a process on generated images, queried with `clipq --json`."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from conftest import ConfigWriter
+from fixtures.corpus import Corpus, write_corpus
+
+from clipd_api.paths import default_socket_path
+from clipq import Client, ClipqError
+
+BIN = Path(sys.executable).parent
+QUERIES = [("red", "circle"), ("blue", "square"), ("green", "triangle"), ("yellow", "circle")]
+
+
+def wait_until_indexed(expected: int, failed: int, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    last: object = None
+    while time.monotonic() < deadline:
+        try:
+            with Client(timeout=5) as client:
+                status = client.status()
+            last = status
+            if status.state == "idle" and status.indexed == expected and status.failed == failed:
+                return
+        except ClipqError as exc:
+            last = exc
+        time.sleep(0.2)
+    raise AssertionError(f"not indexed in {timeout}s; last status: {last}")
+
+
+@pytest.fixture
+def served(tmp_path: Path, write_config: ConfigWriter) -> Iterator[tuple[Corpus, Path]]:
+    """A clipd process serving a fresh corpus; stopped with SIGTERM, which must exit 0."""
+    corpus = write_corpus(tmp_path / "pics")
+    config = write_config([corpus.root])
+    log = tmp_path / "clipd.log"
+    with log.open("wb") as sink:
+        process = subprocess.Popen(
+            [BIN / "clipd", "serve", "--config", str(config)], stdout=sink, stderr=sink
+        )
+    try:
+        wait_until_indexed(len(corpus.images), len(corpus.bad))
+        yield corpus, log
+    finally:
+        process.send_signal(signal.SIGTERM)
+        code = process.wait(timeout=30)
+        assert code == 0, log.read_text()
+    assert not default_socket_path().exists(), "the socket must be removed on exit"
+
+
+def clipq(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [BIN / "clipq", *args], capture_output=True, text=True, timeout=60, check=False
+    )
+
+
+def test_search_ranks_the_right_images_first(served: tuple[Corpus, Path]) -> None:
+    corpus, _ = served
+    for colour, shape in QUERIES:
+        result = clipq("--json", "-n", "5", f"a {colour} {shape}")
+        assert result.returncode == 0, result.stderr
+        hits = json.loads(result.stdout)
+        assert len(hits) == 5
+        scores = [hit["score"] for hit in hits]
+        assert scores == sorted(scores, reverse=True)
+        right = sum(corpus.class_of(hit["path"]) == (colour, shape) for hit in hits)
+        assert right / 5 >= 0.8, f"{colour} {shape}: {hits}"
+
+
+def test_plain_output_and_words_joined(served: tuple[Corpus, Path]) -> None:
+    corpus, _ = served
+    result = clipq("-n", "3", "a", "red", "circle")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert len(lines) == 3
+    score, path = lines[0].split("  ", 1)
+    assert 0 < float(score) <= 1
+    assert corpus.class_of(path) == ("red", "circle")
+
+
+def test_failures_are_recorded_with_reasons_and_logged(served: tuple[Corpus, Path]) -> None:
+    corpus, log = served
+    with Client() as client:
+        status = client.status()
+    assert status.failed == len(corpus.bad)
+    assert status.indexed == len(corpus.images)
+    assert status.model.endswith("tiny-clip.json")
+    text = log.read_text()
+    for bad in corpus.bad:
+        assert f"cannot index {bad}" in text
+
+
+def test_restart_reuses_the_index(
+    tmp_path: Path, write_config: ConfigWriter, served: tuple[Corpus, Path]
+) -> None:
+    """A second run over the same folder embeds nothing again (the first is still serving:
+    `clipd index` on the same database shares it safely)."""
+    corpus, _ = served
+    config = write_config([corpus.root])
+    result = subprocess.run(
+        [BIN / "clipd", "index", "--config", str(config), str(corpus.root)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("indexed 0, failed 0, removed 0"), result.stdout
+
+
+def test_clipq_without_daemon_says_how_to_start_it(tmp_path: Path) -> None:
+    result = clipq("--socket", str(tmp_path / "none.sock"), "anything")
+    assert result.returncode == 3
+    assert result.stdout == ""
+    assert "clipd serve" in result.stderr
+    assert result.stderr.count("\n") == 1
+
+
+def test_second_daemon_on_the_same_socket_is_refused(
+    served: tuple[Corpus, Path], write_config: ConfigWriter
+) -> None:
+    corpus, _ = served
+    config = write_config([corpus.root])
+    result = subprocess.run(
+        [BIN / "clipd", "serve", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env={**os.environ},
+    )
+    assert result.returncode == 1
+    assert "another clipd is already serving" in result.stderr

@@ -1,0 +1,209 @@
+"""The gRPC API of an in-process daemon on a temp socket: validation, terms, health, reflection."""
+
+from __future__ import annotations
+
+import io
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+from conftest import ConfigWriter
+from fixtures.corpus import Corpus, write_corpus
+from fixtures.shapes import draw
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+from clipd.app import Daemon
+from clipd.config import load_config
+from clipd_api.v1 import clipd_pb2 as pb
+from clipd_api.v1 import clipd_pb2_grpc as pb_grpc
+
+
+class Running:
+    def __init__(self, corpus: Corpus, channel: grpc.Channel) -> None:
+        self.corpus = corpus
+        self.stub = pb_grpc.ImageSearchStub(channel)  # type: ignore[no-untyped-call]
+        self.channel = channel
+
+    def search(self, *terms: pb.Term, **fields: object) -> pb.SearchResponse:
+        response: pb.SearchResponse = self.stub.Search(
+            pb.SearchRequest(terms=terms, **fields), timeout=30
+        )
+        return response
+
+    def classes(self, response: pb.SearchResponse) -> list[tuple[str, str] | None]:
+        return [self.corpus.class_of(hit.path) for hit in response.hits]
+
+
+@pytest.fixture
+def daemon(tmp_path: Path, write_config: ConfigWriter) -> Iterator[Running]:
+    corpus = write_corpus(tmp_path / "pics", per_class=3)
+    config = load_config(write_config([corpus.root]))
+    instance = Daemon(config)
+    thread = threading.Thread(target=instance.run, name="test-daemon")
+    thread.start()
+    channel = grpc.insecure_channel(f"unix:{config.socket}")
+    try:
+        running = Running(corpus, channel)
+        _wait_idle(running, len(corpus.images) + len(corpus.bad))
+        yield running
+    finally:
+        channel.close()
+        instance.stop()
+        thread.join(timeout=60)
+
+
+def _wait_idle(running: Running, files: int) -> None:
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        try:
+            status = running.stub.GetStatus(pb.StatusRequest(), timeout=5)
+            if status.state == pb.Status.IDLE and status.indexed + status.failed == files:
+                return
+        except grpc.RpcError:
+            pass
+        time.sleep(0.1)
+    raise AssertionError("daemon did not finish indexing")
+
+
+def text(value: str, weight: float | None = None) -> pb.Term:
+    return pb.Term(text=value) if weight is None else pb.Term(text=value, weight=weight)
+
+
+def png_bytes(colour: str, shape: str) -> bytes:
+    import random
+
+    buffer = io.BytesIO()
+    draw(colour, shape, (200, 160), random.Random(99)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("request_fields", "message"),
+    [
+        ({}, "the query is empty"),
+        ({"terms": [text("   ")]}, "term 1: the text is empty"),
+        ({"terms": [pb.Term()]}, "term 1 is empty"),
+        ({"terms": [text("red", 0.0)]}, "weight must be a non-zero number"),
+        ({"terms": [text("red", float("nan"))]}, "weight must be a non-zero number"),
+        ({"terms": [text("red")], "limit": 1001}, "over the maximum"),
+        ({"terms": [text("red")], "min_score": 2.0}, "min_score must be between -1 and 1"),
+        ({"terms": [text("red")], "under": ["relative/dir"]}, "is not an absolute path"),
+        ({"terms": [pb.Term(image=b"not an image")]}, "term 1:"),
+        ({"terms": [pb.Term(path="/no/such/file.jpg")]}, "term 1:"),
+        ({"terms": [text("red"), text("red", -1.0)]}, "cancel each other out"),
+    ],
+)
+def test_bad_requests_get_invalid_argument_with_a_message(
+    daemon: Running, request_fields: dict[str, object], message: str
+) -> None:
+    with pytest.raises(grpc.RpcError) as caught:
+        daemon.stub.Search(pb.SearchRequest(**request_fields), timeout=30)
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert message in caught.value.details()
+
+
+def test_search_terms_filters_and_paging(daemon: Running) -> None:
+    red_circles = daemon.search(text("a red circle"), limit=3)
+    assert daemon.classes(red_circles) == [("red", "circle")] * 3
+    assert not red_circles.partial
+
+    by_image = daemon.search(pb.Term(image=png_bytes("blue", "square")), limit=3)
+    assert daemon.classes(by_image).count(("blue", "square")) >= 2
+
+    example = next(p for p, c in daemon.corpus.images.items() if c == ("green", "triangle"))
+    by_path = daemon.search(pb.Term(path=str(example)), limit=1)
+    assert by_path.hits[0].path == str(example)
+    assert by_path.hits[0].score == pytest.approx(1.0, abs=1e-4)
+
+    first, second = (daemon.search(text("a yellow square"), limit=4, offset=o) for o in (0, 4))
+    both = daemon.search(text("a yellow square"), limit=8)
+    assert [h.path for h in first.hits] + [h.path for h in second.hits] == [
+        h.path for h in both.hits
+    ]
+
+    sub = str(daemon.corpus.root / "set1")
+    under = daemon.search(text("a red circle"), limit=50, under=[sub])
+    assert under.hits
+    assert all(h.path.startswith(sub + "/") for h in under.hits)
+
+    strict = daemon.search(text("a red circle"), limit=50, min_score=0.99)
+    assert all(h.score >= 0.99 for h in strict.hits)
+
+    hit = red_circles.hits[0]
+    assert hit.width > 0
+    assert hit.height > 0
+    assert hit.size_bytes == Path(hit.path).stat().st_size
+    assert hit.mtime == pytest.approx(Path(hit.path).stat().st_mtime, abs=1e-3)
+
+
+def test_weighted_terms_steer_the_query(daemon: Running) -> None:
+    # "red" minus "circle" should prefer red squares and triangles to red circles.
+    steered = daemon.search(text("a red square"), text("a red circle", -0.5), limit=3)
+    assert all(
+        c is not None and c[0] == "red" and c[1] != "circle" for c in daemon.classes(steered)
+    )
+
+
+def test_status_embed_failures_health_reflection(daemon: Running) -> None:
+    status = daemon.stub.GetStatus(pb.StatusRequest(), timeout=5)
+    assert status.state == pb.Status.IDLE
+    assert status.indexed == len(daemon.corpus.images)
+    assert status.failed == len(daemon.corpus.bad)
+    assert status.dim == 32
+    assert status.device == "cpu"
+    assert status.database_bytes > 0
+    assert list(status.roots) == [str(daemon.corpus.root)]
+
+    embedded = daemon.stub.Embed(pb.EmbedRequest(text="a red circle"), timeout=5)
+    assert len(embedded.vector) == 32
+    assert sum(v * v for v in embedded.vector) == pytest.approx(1.0, abs=1e-4)
+
+    failures = daemon.stub.ListFailures(pb.ListFailuresRequest(), timeout=5)
+    assert failures.total == len(daemon.corpus.bad)
+    reasons = {Path(f.path).name: f.error for f in failures.failures}
+    assert reasons == {
+        "empty.jpg": "NotAnImage",
+        "notes.png": "NotAnImage",
+        "truncated.jpg": "CorruptImage",
+    }
+
+    health = health_pb2_grpc.HealthStub(daemon.channel)
+    for service in ("", "clipd.v1.ImageSearch"):
+        answer = health.Check(health_pb2.HealthCheckRequest(service=service), timeout=5)
+        assert answer.status == health_pb2.HealthCheckResponse.SERVING
+
+    reflection = reflection_pb2_grpc.ServerReflectionStub(daemon.channel)
+    request = reflection_pb2.ServerReflectionRequest(list_services="")
+    (response,) = reflection.ServerReflectionInfo(iter([request]), timeout=5)
+    names = {s.name for s in response.list_services_response.service}
+    assert "clipd.v1.ImageSearch" in names
+
+
+def test_reindex_picks_up_new_changed_and_deleted_files(daemon: Running) -> None:
+    import random
+
+    root = daemon.corpus.root
+    new = root / "new" / "fresh.png"
+    new.parent.mkdir()
+    draw("red", "circle", (120, 120), random.Random(5)).save(new)
+    gone = next(iter(daemon.corpus.images))
+    gone.unlink()
+    answer = daemon.stub.Reindex(pb.ReindexRequest(wait=True), timeout=60)
+    assert (answer.queued, answer.indexed, answer.removed) == (1, 1, 1)
+    paths = {h.path for h in daemon.search(text("a red circle"), limit=100).hits}
+    assert str(new) in paths
+    assert str(gone) not in paths
+
+    again = daemon.stub.Reindex(pb.ReindexRequest(paths=[str(root)], wait=True), timeout=60)
+    assert (again.queued, again.indexed, again.removed) == (0, 0, 0)
+
+
+def test_watch_status_streams_updates(daemon: Running) -> None:
+    stream = daemon.stub.WatchStatus(pb.StatusRequest(), timeout=10)
+    first = next(stream)
+    assert first.state == pb.Status.IDLE
+    stream.cancel()
