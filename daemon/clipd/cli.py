@@ -82,6 +82,8 @@ def _setup_logging(level: str) -> None:
     if "JOURNAL_STREAM" not in os.environ:
         fmt = "%(asctime)s " + fmt
     logging.basicConfig(level=level.upper(), format=fmt, stream=sys.stderr, force=True)
+    # Pillow warns about damaged metadata (e.g. corrupt EXIF) and still decodes: log, don't print.
+    logging.captureWarnings(True)
 
 
 def _serve(config: Config, args: argparse.Namespace) -> int:

@@ -16,6 +16,7 @@ from typing import Any, NoReturn
 import yaml
 
 from clipd.errors import ConfigError
+from clipd.images import DEFAULT_MAX_PIXELS
 from clipd_api.paths import SOCKET_ENV, default_socket_path
 
 CONFIG_ENV = "CLIPD_CONFIG"
@@ -76,7 +77,7 @@ class Config:
     include: tuple[str, ...] = DEFAULT_INCLUDE
     exclude: tuple[str, ...] = ()
     skip_hidden: bool = True
-    max_image_pixels: int = 100_000_000
+    max_image_pixels: int = DEFAULT_MAX_PIXELS
     log_level: str = "info"
     source: Path | None = None  # the file this came from, for messages
 
@@ -137,7 +138,7 @@ def parse_config(data: object, source: Path) -> Config:
         exclude=reader.globs(table.get("exclude", []), "exclude"),
         skip_hidden=reader.boolean(table.get("skip_hidden", True), "skip_hidden"),
         max_image_pixels=reader.integer(
-            table.get("max_image_pixels", 100_000_000), "max_image_pixels", 1, 10**10
+            table.get("max_image_pixels", DEFAULT_MAX_PIXELS), "max_image_pixels", 1, 10**10
         ),
         log_level=reader.choice(table.get("log_level", "info"), "log_level", _LOG_LEVELS),
         source=source,

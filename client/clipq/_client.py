@@ -1,0 +1,221 @@
+"""A typed, blocking client for the clipd daemon's gRPC API."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeAlias
+
+import grpc
+from google.protobuf.message import Message
+
+from clipd_api.paths import default_socket_path
+from clipd_api.v1 import clipd_pb2 as pb
+from clipd_api.v1 import clipd_pb2_grpc as pb_grpc
+from clipq._errors import from_rpc_error
+
+QueryTerm: TypeAlias = str | tuple[str, float]
+"""One part of a query: a text, or a (text, weight) pair; a negative weight subtracts it."""
+
+# A local daemon never sits behind a proxy, and *_proxy variables would send TCP targets
+# through one.
+_CHANNEL_OPTIONS = [("grpc.enable_http_proxy", 0)]
+
+
+@dataclass(frozen=True, slots=True)
+class Hit:
+    """One search result: an image file and how well it matches the query."""
+
+    path: str
+    # Cosine similarity in [-1, 1]; higher is better.
+    score: float
+    width: int
+    height: int
+    size_bytes: int
+    # Seconds since the Unix epoch.
+    mtime: float
+
+
+@dataclass(frozen=True, slots=True)
+class SearchResult:
+    """The hits of one search, best first; iterating over it, and len(), see only the hits.
+
+    partial is True while the daemon is still (re)building its index, so files may be missing.
+    took_ms is the daemon's own time for the search.
+    """
+
+    hits: tuple[Hit, ...]
+    partial: bool
+    took_ms: float
+
+    def __iter__(self) -> Iterator[Hit]:
+        return iter(self.hits)
+
+    def __len__(self) -> int:
+        return len(self.hits)
+
+
+@dataclass(frozen=True, slots=True)
+class Status:
+    """The daemon's state and counters; mirrors the wire Status message.
+
+    state is "starting", "indexing", "idle", "stopping", "unspecified", or "unknown" for a
+    state this client does not know yet.
+    """
+
+    state: str
+    version: str
+    indexed: int
+    queued: int
+    failed: int
+    offline: int
+    images_per_second: float
+    eta_seconds: float
+    model: str
+    pretrained: str
+    dim: int
+    device: str
+    roots: tuple[str, ...]
+    database: str
+    database_bytes: int
+    started_at: float
+
+
+class Client:
+    """A connection to a clipd daemon; use as a context manager, or call close().
+
+    By default it talks to the Unix socket of default_socket_path() ($CLIPD_SOCKET, else
+    $XDG_RUNTIME_DIR/clipd/clipd.sock); `socket` names another socket, `target` a gRPC target
+    such as "localhost:50051". Each call fails after `timeout` seconds. Failures raise the
+    exceptions of clipq._errors, never grpc.RpcError. `where` is the absolute socket path, or
+    the target, as error messages name it.
+    """
+
+    def __init__(
+        self,
+        socket: str | Path | None = None,
+        *,
+        target: str | None = None,
+        timeout: float = 30.0,
+    ) -> None:
+        if socket is not None and target is not None:
+            raise ValueError("give either a socket path or a target, not both")
+        if target is None:
+            path = Path(socket).expanduser() if socket is not None else default_socket_path()
+            # Absolute, so that error messages name the file unambiguously.
+            self.where = str(path.absolute())
+            target = f"unix:{self.where}"
+        else:
+            self.where = target
+        self._timeout = timeout
+        self._channel = grpc.insecure_channel(target, options=_CHANNEL_OPTIONS)
+        self._stub = pb_grpc.ImageSearchStub(self._channel)  # type: ignore[no-untyped-call]
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the channel; the client cannot be used afterwards."""
+        self._channel.close()
+
+    def search(
+        self,
+        *terms: QueryTerm,
+        limit: int = 20,
+        offset: int = 0,
+        min_score: float | None = None,
+        under: Iterable[str | Path] = (),
+    ) -> SearchResult:
+        """The best `limit` hits after skipping `offset`, for the sum of the weighted terms.
+
+        min_score drops hits scoring below it; under keeps only files at or below those
+        absolute paths. Raises ValueError for an empty query, before any call.
+        """
+        request = pb.SearchRequest(
+            terms=[_term(t) for t in _non_empty(terms)],
+            limit=limit,
+            offset=offset,
+            min_score=min_score,
+            under=[os.fspath(p) for p in under],
+        )
+        response: pb.SearchResponse = self._call(self._stub.Search, request)
+        return SearchResult(
+            hits=tuple(_hit(h) for h in response.hits),
+            partial=response.partial,
+            took_ms=response.took_ms,
+        )
+
+    def status(self) -> Status:
+        """The daemon's current state, counters, model and roots."""
+        response: pb.Status = self._call(self._stub.GetStatus, pb.StatusRequest())
+        return _status(response)
+
+    def _call(self, method: grpc.UnaryUnaryMultiCallable, request: Message) -> Any:
+        # wait_for_ready=False: fail at once when no daemon is there, rather than waiting out
+        # the timeout for one to appear.
+        try:
+            return method(request, timeout=self._timeout, wait_for_ready=False)
+        except grpc.RpcError as error:
+            raise from_rpc_error(error, self.where) from None
+
+
+def _non_empty(terms: tuple[QueryTerm, ...]) -> tuple[QueryTerm, ...]:
+    if not terms:
+        raise ValueError("empty query: give at least one search term")
+    return terms
+
+
+def _term(term: QueryTerm) -> pb.Term:
+    if isinstance(term, str):
+        text, weight = term, None
+    else:
+        text, weight = term
+    if not text.strip():
+        raise ValueError("empty query: a search text is blank")
+    return pb.Term(text=text, weight=weight)
+
+
+def _hit(hit: pb.Hit) -> Hit:
+    return Hit(
+        path=hit.path,
+        score=hit.score,
+        width=hit.width,
+        height=hit.height,
+        size_bytes=hit.size_bytes,
+        mtime=hit.mtime,
+    )
+
+
+def _status(status: pb.Status) -> Status:
+    return Status(
+        state=_state_name(status.state),
+        version=status.version,
+        indexed=status.indexed,
+        queued=status.queued,
+        failed=status.failed,
+        offline=status.offline,
+        images_per_second=status.images_per_second,
+        eta_seconds=status.eta_seconds,
+        model=status.model,
+        pretrained=status.pretrained,
+        dim=status.dim,
+        device=status.device,
+        roots=tuple(status.roots),
+        database=status.database,
+        database_bytes=status.database_bytes,
+        started_at=status.started_at,
+    )
+
+
+def _state_name(state: int) -> str:
+    try:
+        name = pb.Status.State.Name(state)
+    except ValueError:
+        # A state added in a newer daemon than this client.
+        return "unknown"
+    return name.removeprefix("STATE_").lower()

@@ -1,0 +1,98 @@
+"""The client's exception tree, and the one place that maps gRPC status codes onto it.
+
+Every exception's str() is one line a person can act on; the CLI prints it after "clipq: ".
+"""
+
+from __future__ import annotations
+
+import grpc
+
+_START_HINT = (
+    "start it with 'clipd serve' or 'systemctl --user start clipd' (or 'make run' in the repo)"
+)
+
+# gRPC core's wording when, with wait_for_ready=False, no connection could be made at all
+# (no socket file, connection refused, nothing listening on the port).
+_CONNECT_FAILED = "failed to connect to all addresses"
+
+# The daemon refuses calls with UNAVAILABLE while it loads its model, and says so in the details.
+_STARTING_WORDS = ("loading", "starting")
+
+
+class ClipqError(Exception):
+    """Base of every error clipq raises on purpose."""
+
+
+class DaemonUnavailable(ClipqError):
+    """No daemon answers at the address: not running, stale socket, or it went away mid-call."""
+
+    def __init__(self, where: str, reason: str | None = None) -> None:
+        self.where = where
+        self.reason = reason
+        if reason is None:
+            message = f"no clipd daemon at {where}; {_START_HINT}"
+        else:
+            message = f"clipd at {where} is unavailable ({reason}); {_START_HINT}"
+        super().__init__(message)
+
+
+class DaemonStarting(ClipqError):
+    """The daemon is up but still loading its model; the same call should work shortly."""
+
+    def __init__(self, details: str) -> None:
+        self.details = details
+        super().__init__(f"clipd is still starting: {details}; try again in a few seconds")
+
+
+class BadRequest(ClipqError):
+    """The daemon refused the request (INVALID_ARGUMENT, OUT_OF_RANGE, RESOURCE_EXHAUSTED).
+
+    str() is the daemon's message, which says what to change.
+    """
+
+
+class NotFound(ClipqError):
+    """Something the request names (a path, a file) does not exist for the daemon."""
+
+
+class RpcError(ClipqError):
+    """Any other gRPC failure; code is the gRPC status code's name, e.g. "DEADLINE_EXCEEDED"."""
+
+    def __init__(self, code: str, details: str) -> None:
+        self.code = code
+        self.details = details
+        super().__init__(f"clipd call failed ({code}): {details}")
+
+
+_BAD_REQUEST_CODES = frozenset(
+    {
+        grpc.StatusCode.INVALID_ARGUMENT,
+        grpc.StatusCode.OUT_OF_RANGE,
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+    }
+)
+
+
+def from_rpc_error(error: grpc.RpcError, where: str) -> ClipqError:
+    """The ClipqError for a failed call to the daemon at `where` (a socket path or a target)."""
+    code = error.code()
+    details = error.details() or ""
+    if code == grpc.StatusCode.UNAVAILABLE:
+        return _unavailable(details, where)
+    if code in _BAD_REQUEST_CODES:
+        return BadRequest(details)
+    if code == grpc.StatusCode.NOT_FOUND:
+        return NotFound(details)
+    return RpcError(code.name, details)
+
+
+def _unavailable(details: str, where: str) -> ClipqError:
+    # gRPC reports "cannot connect" and "the server said UNAVAILABLE" with the same code; only
+    # the details tell them apart. Check the transport wording first, since it embeds the
+    # socket path, which may itself contain a word like "loading".
+    if details.startswith(_CONNECT_FAILED):
+        return DaemonUnavailable(where)
+    if any(word in details.lower() for word in _STARTING_WORDS):
+        return DaemonStarting(details)
+    # The connection dropped mid-call, or the daemon is shutting down.
+    return DaemonUnavailable(where, details)
