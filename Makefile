@@ -39,7 +39,7 @@ protos: $(VENV)/.test-installed
 	$(BIN)/python protos/generate.py
 
 bench: $(VENV)/.test-installed
-	$(BIN)/python -m bench
+	$(BIN)/python -m bench.index_query
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
