@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -10,6 +11,10 @@ from typing import Any
 
 import pytest
 import yaml
+
+# No test may reach the network for weights. Set before anything imports huggingface_hub, which
+# reads it once at import (a module-scoped fixture can import it before per-test fixtures run).
+os.environ["HF_HUB_OFFLINE"] = "1"
 
 FIXTURES = Path(__file__).parent / "fixtures"
 TINY_MODEL_JSON = FIXTURES / "tiny-clip.json"
@@ -33,8 +38,6 @@ def isolated_env(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.M
         monkeypatch.setenv(name, str(value))
     for name in ("CLIPD_CONFIG", "CLIPD_SOCKET", "CLIPD_DATABASE", "JOURNAL_STREAM"):
         monkeypatch.delenv(name, raising=False)
-    # No test may reach the network for weights.
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     return home
 
 

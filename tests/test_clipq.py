@@ -84,7 +84,7 @@ def daemon(short_dir: Path) -> Iterator[tuple[FakeDaemon, str]]:
     threads_before = set(threading.enumerate())
     executor = futures.ThreadPoolExecutor(max_workers=2)
     server = grpc.server(executor)
-    pb_grpc.add_ImageSearchServicer_to_server(fake, server)
+    pb_grpc.add_ImageSearchServicer_to_server(fake, server)  # type: ignore[no-untyped-call]
     server.add_insecure_port(f"unix:{path}")
     server.start()
     yield fake, path
@@ -337,7 +337,7 @@ def test_library_returns_typed_result(daemon: tuple[FakeDaemon, str]) -> None:
     assert isinstance(result, SearchResult)
     assert (result.partial, result.took_ms, len(result)) == (True, 1.5, 1)
     [hit] = result
-    assert hit == Hit("/pics/a.jpg", pytest.approx(0.3124), 640, 480, 1234, 1.5)
+    assert hit == Hit("/pics/a.jpg", pytest.approx(0.3124), 640, 480, 1234, 1.5)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("terms", [(), ("",), ("  ",), ("cat", ("\t", 1.0))])

@@ -7,6 +7,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -28,7 +29,7 @@ class Running:
         self.stub = pb_grpc.ImageSearchStub(channel)  # type: ignore[no-untyped-call]
         self.channel = channel
 
-    def search(self, *terms: pb.Term, **fields: object) -> pb.SearchResponse:
+    def search(self, *terms: pb.Term, **fields: Any) -> pb.SearchResponse:
         response: pb.SearchResponse = self.stub.Search(
             pb.SearchRequest(terms=terms, **fields), timeout=30
         )
@@ -98,7 +99,7 @@ def png_bytes(colour: str, shape: str) -> bytes:
     ],
 )
 def test_bad_requests_get_invalid_argument_with_a_message(
-    daemon: Running, request_fields: dict[str, object], message: str
+    daemon: Running, request_fields: dict[str, Any], message: str
 ) -> None:
     with pytest.raises(grpc.RpcError) as caught:
         daemon.stub.Search(pb.SearchRequest(**request_fields), timeout=30)

@@ -1,0 +1,103 @@
+"""The embedder with the real tiny model, and its errors for models and weights it cannot load."""
+
+from __future__ import annotations
+
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import TINY_MODEL_JSON, TINY_MODEL_WEIGHTS, ConfigWriter
+from fixtures.shapes import COLOURS, SHAPES, caption, draw
+
+from clipd.config import ModelConfig
+from clipd.embedder import Embedder
+from clipd.errors import ModelError
+
+TINY = ModelConfig(name=str(TINY_MODEL_JSON), pretrained=str(TINY_MODEL_WEIGHTS), device="cpu")
+
+
+@pytest.fixture(scope="module")
+def tiny() -> Embedder:
+    return Embedder(TINY)
+
+
+def test_vectors_are_unit_float32_and_rank_the_right_caption_first(tiny: Embedder) -> None:
+    rng = random.Random(3)
+    classes = [(c, s) for c in COLOURS for s in SHAPES]
+    texts = np.stack([tiny.embed_text(caption(c, s)) for c, s in classes])
+    pictures = tiny.embed_images([draw(c, s, (96, 64), rng) for c, s in classes])
+    for vectors in (texts, pictures):
+        assert vectors.dtype == np.float32
+        assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+    best = (pictures @ texts.T).argmax(axis=1)
+    assert (best == np.arange(len(classes))).mean() >= 0.9
+
+
+def test_identity_names_files_by_content(tiny: Embedder, tmp_path: Path) -> None:
+    assert tiny.identity.dim == 32
+    assert tiny.identity.name.startswith("tiny-clip.json#sha256:")
+    moved = tmp_path / "renamed.pt"
+    moved.write_bytes(TINY_MODEL_WEIGHTS.read_bytes())
+    again = Embedder(ModelConfig(name=str(TINY_MODEL_JSON), pretrained=str(moved), device="cpu"))
+    assert again.identity.pretrained.split("#")[1] == tiny.identity.pretrained.split("#")[1]
+
+
+def test_text_cache_returns_the_same_vector(tiny: Embedder) -> None:
+    first = tiny.embed_text("a red circle")
+    assert tiny.embed_text("a red circle") is first
+    assert not first.flags.writeable
+
+
+def test_bf16_stays_close_to_fp32(tiny: Embedder) -> None:
+    half = Embedder(
+        ModelConfig(TINY.name, TINY.pretrained, device="cpu", precision="bf16"),
+    )
+    for text in ("a red circle", "a blue square"):
+        assert float(half.embed_text(text) @ tiny.embed_text(text)) > 0.99
+
+
+def test_unknown_model_name() -> None:
+    with pytest.raises(ModelError, match="is not an OpenCLIP model"):
+        Embedder(ModelConfig(name="ViT-Q-99", pretrained="random", device="cpu"))
+
+
+def test_unknown_pretrained_tag_lists_the_valid_ones() -> None:
+    with pytest.raises(ModelError, match=r"not a tag of ViT-B-32; use one of: .*laion2b_s34b_b79k"):
+        Embedder(ModelConfig(name="ViT-B-32", pretrained="imaginary", device="cpu"))
+
+
+def test_weights_that_cannot_be_downloaded_say_what_to_do() -> None:
+    # conftest sets HF_HUB_OFFLINE=1, so this fails the way a machine without internet does.
+    with pytest.raises(ModelError) as caught:
+        Embedder(ModelConfig(name="ViT-B-32", pretrained="laion2b_s34b_b79k", device="cpu"))
+    message = str(caught.value)
+    assert "ViT-B-32 / laion2b_s34b_b79k" in message
+    assert "laion/CLIP-ViT-B-32-laion2B-s34B-b79K" in message
+    assert "set model.pretrained in the config to the file's path" in message
+
+
+def test_a_checkpoint_for_another_model_is_refused(tmp_path: Path) -> None:
+    wrong = tmp_path / "wrong.pt"
+    wrong.write_bytes(b"not a checkpoint")
+    with pytest.raises(ModelError, match="cannot load checkpoint"):
+        Embedder(ModelConfig(name=str(TINY_MODEL_JSON), pretrained=str(wrong), device="cpu"))
+
+
+def test_serve_without_weights_exits_with_one_line(
+    tmp_path: Path, write_config: ConfigWriter
+) -> None:
+    (tmp_path / "pics").mkdir()
+    config = write_config([tmp_path / "pics"], model={"name": "ViT-B-32", "device": "cpu"})
+    result = subprocess.run(
+        [Path(sys.executable).parent / "clipd", "serve", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 1
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("clipd: cannot fetch weights for model ViT-B-32 / laion2b_s34b_b79k")
