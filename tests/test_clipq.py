@@ -15,6 +15,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 from collections.abc import Iterator
 from concurrent import futures
 from dataclasses import dataclass, field
@@ -30,10 +31,14 @@ from clipq import (
     Client,
     DaemonStarting,
     DaemonUnavailable,
+    Failure,
+    FailurePage,
     Hit,
     NotFound,
+    ReindexResult,
     RpcError,
     SearchResult,
+    Status,
 )
 from clipq.cli import main
 
@@ -42,6 +47,52 @@ HEAVY_MODULES = {"torch", "numpy", "PIL", "yaml", "clipd", "open_clip"}
 CANNED_HITS = [
     pb.Hit(path="/pics/a.jpg", score=0.3124, width=640, height=480, size_bytes=1234, mtime=1.5),
     pb.Hit(path="/pics/b c.png", score=0.2, width=10, height=20, size_bytes=99, mtime=2.0),
+]
+
+FULL_STATUS = pb.Status(
+    state=pb.Status.INDEXING,
+    version="0.1.0",
+    indexed=1234,
+    queued=3766,
+    failed=2,
+    offline=1,
+    images_per_second=24.6,
+    eta_seconds=153.1,
+    model="ViT-B-32",
+    pretrained="laion2b_s34b_b79k",
+    dim=512,
+    device="cpu",
+    roots=["/pics", "/more pics"],
+    database="/data/index.db",
+    database_bytes=12_345_678,
+    started_at=1.0,
+)
+
+# What WatchStatus yields, then it ends: progress (the second a heartbeat repeating the
+# first), idle, and new work after that.
+WATCHED = [
+    pb.Status(state=pb.Status.INDEXING, indexed=1, queued=3, images_per_second=2, eta_seconds=150),
+    pb.Status(state=pb.Status.INDEXING, indexed=1, queued=3, images_per_second=2, eta_seconds=150),
+    pb.Status(state=pb.Status.INDEXING, indexed=3, queued=1, images_per_second=2, eta_seconds=30),
+    pb.Status(state=pb.Status.IDLE, indexed=4, images_per_second=2),
+    pb.Status(state=pb.Status.INDEXING, indexed=4, queued=2, images_per_second=2),
+]
+
+CANNED_FAILURES = [
+    pb.Failure(
+        path="/pics/bad.jpg",
+        error="CorruptImage",
+        message="image file is\n  truncated",
+        attempts=2,
+        last_seen=1_700_000_000.0,
+    ),
+    pb.Failure(
+        path="/pics/big.png",
+        error="TooLarge",
+        message="over 178956970 pixels",
+        attempts=1,
+        last_seen=1_700_000_060.0,
+    ),
 ]
 
 
@@ -56,17 +107,62 @@ class FakeDaemon(pb_grpc.ImageSearchServicer):
     requests: list[pb.SearchRequest] = field(default_factory=list)
     # Set to make Search hang until the fixture's teardown sets it again.
     hold: threading.Event | None = None
+    # The names of the RPCs called, in order.
+    calls: list[str] = field(default_factory=list)
+    # WatchStatus yields these, then ends, or with watch_forever waits until cancelled.
+    watched: list[pb.Status] = field(default_factory=lambda: list(WATCHED))
+    watch_forever: bool = False
+    watch_ended: threading.Event = field(default_factory=threading.Event)
+    # Each Reindex request, with the seconds its deadline left it.
+    reindexes: list[tuple[pb.ReindexRequest, float]] = field(default_factory=list)
+    failure_requests: list[pb.ListFailuresRequest] = field(default_factory=list)
+    embeds: list[pb.EmbedRequest] = field(default_factory=list)
 
     def Search(self, request: pb.SearchRequest, context: grpc.ServicerContext) -> pb.SearchResponse:
         self.requests.append(request)
         if self.hold is not None:
             self.hold.wait(timeout=5)
-        if self.abort is not None:
-            context.abort(*self.abort)
+        self._answer("Search", context)
         return pb.SearchResponse(hits=self.hits, partial=self.partial, took_ms=1.5)
 
     def GetStatus(self, request: pb.StatusRequest, context: grpc.ServicerContext) -> pb.Status:
+        self._answer("GetStatus", context)
         return self.status
+
+    def WatchStatus(
+        self, request: pb.StatusRequest, context: grpc.ServicerContext
+    ) -> Iterator[pb.Status]:
+        try:
+            self._answer("WatchStatus", context)
+            yield from self.watched
+            while self.watch_forever and context.is_active():
+                time.sleep(0.01)
+        finally:
+            self.watch_ended.set()
+
+    def Reindex(
+        self, request: pb.ReindexRequest, context: grpc.ServicerContext
+    ) -> pb.ReindexResponse:
+        self.reindexes.append((request, context.time_remaining()))
+        self._answer("Reindex", context)
+        return pb.ReindexResponse(queued=7, removed=2, indexed=5, failed=1)
+
+    def ListFailures(
+        self, request: pb.ListFailuresRequest, context: grpc.ServicerContext
+    ) -> pb.ListFailuresResponse:
+        self.failure_requests.append(request)
+        self._answer("ListFailures", context)
+        return pb.ListFailuresResponse(failures=CANNED_FAILURES, total=5)
+
+    def Embed(self, request: pb.EmbedRequest, context: grpc.ServicerContext) -> pb.EmbedResponse:
+        self.embeds.append(request)
+        self._answer("Embed", context)
+        return pb.EmbedResponse(vector=[0.6, 0.8], model="ViT-B-32", pretrained="x")
+
+    def _answer(self, name: str, context: grpc.ServicerContext) -> None:
+        self.calls.append(name)
+        if self.abort is not None:
+            context.abort(*self.abort)
 
 
 @pytest.fixture
@@ -191,7 +287,21 @@ def test_library_raises_daemon_unavailable(short_dir: Path) -> None:
 # Usage errors
 
 
-@pytest.mark.parametrize("argv", [[], ["-n", "0", "x"], ["-n", "1001", "x"], ["-n", "a", "x"]])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        [],
+        ["-n", "0", "x"],
+        ["-n", "1001", "x"],
+        ["-n", "a", "x"],
+        ["search"],
+        ["status", "extra"],
+        ["-n", "5", "status"],
+        ["failures", "--offset", "-1"],
+        ["failures", "-n", "1001"],
+        ["reindex", "--bogus"],
+    ],
+)
 def test_usage_errors_exit_2(capsys: pytest.CaptureFixture[str], argv: list[str]) -> None:
     with pytest.raises(SystemExit) as raised:
         main(argv)
@@ -461,3 +571,444 @@ def test_ctrl_c_exits_130_without_traceback(
 
     monkeypatch.setattr(Client, "search", interrupted)
     assert run_clipq(capsys, "--socket", path, "cat") == (130, "", "")
+
+
+# Commands: which word selects what
+
+
+@pytest.mark.parametrize(
+    ("argv", "rpc", "query"),
+    [
+        (["status"], "GetStatus", None),
+        (["--json", "status"], "GetStatus", None),
+        (["status", "--json"], "GetStatus", None),
+        (["failures"], "ListFailures", None),
+        (["reindex"], "Reindex", None),
+        (["--", "status"], "Search", "status"),
+        (["search", "status"], "Search", "status"),
+        (["search", "-n", "3", "red", "wall"], "Search", "red wall"),
+        (["red", "status"], "Search", "red status"),
+        (["--json", "--", "reindex", "now"], "Search", "reindex now"),
+    ],
+)
+def test_the_first_word_selects_the_command(
+    capsys: pytest.CaptureFixture[str],
+    daemon: tuple[FakeDaemon, str],
+    argv: list[str],
+    rpc: str,
+    query: str | None,
+) -> None:
+    fake, path = daemon
+    # The socket option comes first, so the command word is found past an option's value.
+    assert run_clipq(capsys, "--socket", path, *argv)[0] == 0
+    assert fake.calls == [rpc]
+    if query is not None:
+        assert list(fake.requests[0].terms) == [pb.Term(text=query)]
+
+
+def test_an_abbreviated_option_value_is_skipped(
+    capsys: pytest.CaptureFixture[str], daemon: tuple[FakeDaemon, str]
+) -> None:
+    fake, path = daemon
+    assert run_clipq(capsys, "--sock", path, "--time", "5", "status")[0] == 0
+    assert fake.calls == ["GetStatus"]
+
+
+def test_top_level_help_names_the_commands(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as raised:
+        main(["--help"])
+    out = capsys.readouterr().out
+    assert raised.value.code == 0
+    for usage in ("clipq status", "clipq failures", "clipq reindex", "search QUERY"):
+        assert usage in out
+
+
+@pytest.mark.parametrize("command", ["search", "status", "failures", "reindex"])
+def test_each_command_has_help(capsys: pytest.CaptureFixture[str], command: str) -> None:
+    with pytest.raises(SystemExit) as raised:
+        main([command, "--help"])
+    assert raised.value.code == 0
+    assert "exit status:" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "argv", [["status"], ["status", "--watch"], ["failures"], ["reindex", "--wait"]]
+)
+def test_commands_without_daemon_exit_3(
+    capsys: pytest.CaptureFixture[str], short_dir: Path, argv: list[str]
+) -> None:
+    path = str(short_dir / "clipd.sock")
+    assert run_clipq(capsys, *argv, "--socket", path) == (3, "", no_daemon_message(path))
+
+
+@pytest.mark.parametrize(
+    ("abort", "code"),
+    [
+        ((grpc.StatusCode.UNAVAILABLE, "loading model"), 4),
+        ((grpc.StatusCode.INVALID_ARGUMENT, "paths: 'x' is not an absolute path"), 1),
+    ],
+)
+def test_command_errors_exit_like_searches(
+    capsys: pytest.CaptureFixture[str],
+    daemon: tuple[FakeDaemon, str],
+    abort: tuple[grpc.StatusCode, str],
+    code: int,
+) -> None:
+    fake, path = daemon
+    fake.abort = abort
+    for argv in (["reindex"], ["failures"], ["status", "--watch"]):
+        result = run_clipq(capsys, "--socket", path, *argv)
+        assert result[:2] == (code, "")
+        assert abort[1] in result[2]
+
+
+# clipq status
+
+
+def test_status_prints_aligned_lines(
+    capsys: pytest.CaptureFixture[str], daemon: tuple[FakeDaemon, str]
+) -> None:
+    fake, path = daemon
+    fake.status.CopyFrom(FULL_STATUS)
+    fake.status.started_at = time.time() - 3725
+    assert run_clipq(capsys, "status", "--socket", path) == (
+        0,
+        "state:    indexing\n"
+        "indexed:  1234\n"
+        "queued:   3766\n"
+        "failed:   2\n"
+        "offline:  1\n"
+        "rate:     24.6 images/s\n"
+        "ETA:      2m33s\n"
+        "model:    ViT-B-32 / laion2b_s34b_b79k\n"
+        "device:   cpu\n"
+        "database: /data/index.db (12.3 MB)\n"
+        "roots:    /pics\n"
+        "          /more pics\n"
+        "version:  0.1.0\n"
+        "uptime:   1h02m\n",
+        "",
+    )
+
+
+def test_idle_status_shows_no_rate_or_eta(
+    capsys: pytest.CaptureFixture[str], daemon: tuple[FakeDaemon, str]
+) -> None:
+    fake, path = daemon
+    fake.status = pb.Status(state=pb.Status.IDLE, images_per_second=3.0)
+    out = run_clipq(capsys, "status", "--socket", path)[1]
+    assert "rate:     -\nETA:      -\n" in out
+    assert "roots:    -\n" in out
+
+
+def test_status_json_has_every_field(
+    capsys: pytest.CaptureFixture[str], daemon: tuple[FakeDaemon, str]
+) -> None:
+    fake, path = daemon
+    fake.status = FULL_STATUS
+    code, out, err = run_clipq(capsys, "status", "--json", "--socket", path)
+    assert (code, err) == (0, "")
+    assert json.loads(out) == {
+        "state": "indexing",
+        "version": "0.1.0",
+        "indexed": 1234,
+        "queued": 3766,
+        "failed": 2,
+        "offline": 1,
+        "images_per_second": 24.6,
+        "eta_seconds": 153.1,
+        "model": "ViT-B-32",
+        "pretrained": "laion2b_s34b_b79k",
+        "dim": 512,
+        "device": "cpu",
+        "roots": ["/pics", "/more pics"],
+        "database": "/data/index.db",
+        "database_bytes": 12_345_678,
+        "started_at": 1.0,
+    }
+
+
+WATCH_LINES = [
+    "indexing  1/4 2.0 img/s ETA 2m30s",
+    "indexing  3/4 2.0 img/s ETA 30s",
+    "idle      4/4",
+    "indexing  4/6 2.0 img/s",
+]
+
+
+def test_watch_until_idle_prints_plain_lines_and_exits_0(
+    capsys: pytest.CaptureFixture[str], daemon: tuple[FakeDaemon, str]
+) -> None:
+    _, path = daemon
+    # The repeated status (a heartbeat) prints no line of its own.
+    expected = "".join(f"{line}\n" for line in WATCH_LINES[:3])
+    assert run_clipq(capsys, "status", "--watch", "--until-idle", "--socket", path) == (
+        0,
+        expected,
+        "",
+    )
+
+
+def test_watch_follows_until_the_stream_ends(
+    capsys: pytest.CaptureFixture[str], daemon: tuple[FakeDaemon, str]
+) -> None:
+    _, path = daemon
+    expected = "".join(f"{line}\n" for line in WATCH_LINES)
+    assert run_clipq(capsys, "status", "--watch", "--socket", path) == (0, expected, "")
+
+
+def test_until_idle_exits_3_when_the_daemon_stops_first(
+    capsys: pytest.CaptureFixture[str], daemon: tuple[FakeDaemon, str]
+) -> None:
+    fake, path = daemon
+    fake.watched = [*WATCHED[:3], pb.Status(state=pb.Status.STOPPING, indexed=3, queued=1)]
+    code, out, err = run_clipq(capsys, "status", "--until-idle", "--socket", path)
+    assert (code, out.splitlines()[-1]) == (3, "stopping  3/4")
+    assert "stopped before the index was idle" in err
+
+
+@pytest.mark.parametrize(("until_idle", "count"), [([], 5), (["--until-idle"], 4)])
+def test_watch_json_prints_one_object_per_update(
+    capsys: pytest.CaptureFixture[str],
+    daemon: tuple[FakeDaemon, str],
+    until_idle: list[str],
+    count: int,
+) -> None:
+    _, path = daemon
+    code, out, _ = run_clipq(capsys, "status", "--watch", "--json", *until_idle, "--socket", path)
+    objects = [json.loads(line) for line in out.splitlines()]
+    assert (code, len(objects)) == (0, count)
+    assert [o["state"] for o in objects[2:4]] == ["indexing", "idle"]
+    assert objects[0]["eta_seconds"] == 150
+
+
+def test_watch_on_a_terminal_redraws_one_line(
+    capsys: pytest.CaptureFixture[str],
+    daemon: tuple[FakeDaemon, str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    _, path = daemon
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: True)
+    code, out, _ = run_clipq(capsys, "status", "--until-idle", "--socket", path)
+    assert code == 0
+    assert out == (
+        "\rindexing  1/4 [#####...............] 2.0 img/s ETA 2m30s\x1b[K"
+        "\rindexing  3/4 [###############.....] 2.0 img/s ETA 30s\x1b[K"
+        "\ridle      4/4 [####################]\x1b[K\n"
+    )
+
+
+def test_ctrl_c_during_a_live_watch_ends_the_line_and_exits_130(
+    capsys: pytest.CaptureFixture[str],
+    daemon: tuple[FakeDaemon, str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    _, path = daemon
+
+    def interrupted(client: Client) -> Iterator[Status]:
+        yield client.status()
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Client, "watch_status", interrupted)
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: True)
+    code, out, err = run_clipq(capsys, "status", "--watch", "--socket", path)
+    assert (code, err) == (130, "")
+    assert out.startswith("\runspecified")
+    assert out.endswith("\x1b[K\n")
+
+
+# clipq failures and reindex
+
+
+@pytest.fixture
+def utc() -> Iterator[None]:
+    saved = os.environ.get("TZ")
+    os.environ["TZ"] = "UTC"
+    time.tzset()
+    yield
+    if saved is None:
+        del os.environ["TZ"]
+    else:
+        os.environ["TZ"] = saved
+    time.tzset()
+
+
+@pytest.mark.usefixtures("utc")
+def test_failures_print_when_error_path_and_message(
+    capsys: pytest.CaptureFixture[str], daemon: tuple[FakeDaemon, str]
+) -> None:
+    fake, path = daemon
+    assert run_clipq(capsys, "failures", "--socket", path) == (
+        0,
+        "2023-11-14 22:13  CorruptImage  /pics/bad.jpg: image file is truncated\n"
+        "2023-11-14 22:14  TooLarge      /pics/big.png: over 178956970 pixels\n",
+        "clipq: note: 2 of 5 failures shown; --offset 2 shows more\n",
+    )
+    [request] = fake.failure_requests
+    assert (request.limit, request.offset) == (100, 0)
+
+
+def test_failures_last_page_has_no_note(
+    capsys: pytest.CaptureFixture[str], daemon: tuple[FakeDaemon, str]
+) -> None:
+    fake, path = daemon
+    code, _, err = run_clipq(capsys, "failures", "-n", "2", "--offset", "3", "--socket", path)
+    assert (code, err) == (0, "")
+    [request] = fake.failure_requests
+    assert (request.limit, request.offset) == (2, 3)
+
+
+def test_failures_json_is_an_array_of_objects(
+    capsys: pytest.CaptureFixture[str], daemon: tuple[FakeDaemon, str]
+) -> None:
+    _, path = daemon
+    code, out, err = run_clipq(capsys, "failures", "--json", "--socket", path)
+    assert (code, err) == (0, "")
+    failures = json.loads(out)
+    assert len(failures) == 2
+    assert failures[0] == {
+        "path": "/pics/bad.jpg",
+        "error": "CorruptImage",
+        "message": "image file is\n  truncated",
+        "attempts": 2,
+        "last_seen": 1_700_000_000.0,
+    }
+
+
+def test_reindex_prints_queued(
+    capsys: pytest.CaptureFixture[str], daemon: tuple[FakeDaemon, str]
+) -> None:
+    fake, path = daemon
+    assert run_clipq(capsys, "reindex", "--socket", path) == (0, "queued 7\n", "")
+    [(request, time_left)] = fake.reindexes
+    assert (list(request.paths), request.wait) == ([], False)
+    assert 0 < time_left < 31
+
+
+def test_reindex_wait_prints_counts_and_sends_absolute_paths(
+    capsys: pytest.CaptureFixture[str],
+    daemon: tuple[FakeDaemon, str],
+    monkeypatch: pytest.MonkeyPatch,
+    short_dir: Path,
+) -> None:
+    fake, path = daemon
+    monkeypatch.chdir(short_dir)
+    assert run_clipq(capsys, "reindex", "pics", "--wait", "/a/../b", "--socket", path) == (
+        0,
+        "indexed 5, failed 1, removed 2\n",
+        "",
+    )
+    [(request, time_left)] = fake.reindexes
+    assert list(request.paths) == [str(short_dir.resolve() / "pics"), "/b"]
+    # A full rescan may take long: no deadline (gRPC reports an infinite one as ~292 years).
+    assert request.wait
+    assert time_left > 1e9
+
+
+def test_reindex_json_is_one_object(
+    capsys: pytest.CaptureFixture[str], daemon: tuple[FakeDaemon, str]
+) -> None:
+    _, path = daemon
+    code, out, _ = run_clipq(capsys, "reindex", "--json", "--socket", path)
+    assert code == 0
+    assert json.loads(out) == {"queued": 7, "removed": 2, "indexed": 5, "failed": 1}
+
+
+# Library: watch_status, reindex, failures, embed
+
+
+def test_library_watch_status_yields_until_the_stream_ends(
+    daemon: tuple[FakeDaemon, str],
+) -> None:
+    _, path = daemon
+    with Client(path) as client:
+        statuses = list(client.watch_status())
+    assert [s.state for s in statuses] == ["indexing"] * 3 + ["idle", "indexing"]
+    assert (statuses[2].indexed, statuses[2].queued, statuses[2].eta_seconds) == (3, 1, 30)
+
+
+def test_closing_watch_status_cancels_the_call(daemon: tuple[FakeDaemon, str]) -> None:
+    fake, path = daemon
+    fake.watch_forever = True
+    with Client(path) as client:
+        statuses = client.watch_status()
+        assert next(statuses).indexed == 1
+        statuses.close()
+        assert fake.watch_ended.wait(timeout=5)
+        # The client stays usable.
+        assert client.status().state == "unspecified"
+
+
+def test_closing_the_client_ends_watch_status(daemon: tuple[FakeDaemon, str]) -> None:
+    fake, path = daemon
+    fake.watched = WATCHED[:1]
+    fake.watch_forever = True
+    client = Client(path)
+    statuses = client.watch_status()
+    assert next(statuses).indexed == 1
+    closer = threading.Timer(0.05, client.close)
+    closer.start()
+    # Blocked waiting for the next status, until the client is closed from the other thread.
+    assert list(statuses) == []
+    closer.join()
+    assert fake.watch_ended.wait(timeout=5)
+
+
+def test_library_watch_status_without_daemon(short_dir: Path) -> None:
+    with Client(short_dir / "nope.sock") as client, pytest.raises(DaemonUnavailable):
+        next(client.watch_status())
+
+
+def test_library_reindex(
+    daemon: tuple[FakeDaemon, str], monkeypatch: pytest.MonkeyPatch, isolated_env: Path
+) -> None:
+    fake, path = daemon
+    with Client(path) as client:
+        result = client.reindex("~/pics", Path("/x/./y"), wait=True)
+    assert result == ReindexResult(queued=7, removed=2, indexed=5, failed=1)
+    [(request, _)] = fake.reindexes
+    assert list(request.paths) == [str(isolated_env.resolve() / "pics"), "/x/y"]
+
+
+def test_library_failures(daemon: tuple[FakeDaemon, str]) -> None:
+    fake, path = daemon
+    with Client(path) as client:
+        page = client.failures(limit=2, offset=4)
+    assert isinstance(page, FailurePage)
+    assert (page.total, len(page)) == (5, 2)
+    assert next(iter(page)) == Failure(
+        "/pics/bad.jpg", "CorruptImage", "image file is\n  truncated", 2, 1_700_000_000.0
+    )
+    [request] = fake.failure_requests
+    assert (request.limit, request.offset) == (2, 4)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "expected"),
+    [
+        ({"text": "a red circle"}, pb.EmbedRequest(text="a red circle")),
+        ({"image": b"\x89PNG"}, pb.EmbedRequest(image=b"\x89PNG")),
+        ({"path": "/pics/../pics/a.jpg"}, pb.EmbedRequest(path="/pics/a.jpg")),
+    ],
+)
+def test_library_embed(
+    daemon: tuple[FakeDaemon, str], kwargs: dict[str, str | bytes], expected: pb.EmbedRequest
+) -> None:
+    fake, path = daemon
+    with Client(path) as client:
+        vector = client.embed(**kwargs)  # type: ignore[arg-type]
+    assert vector == [pytest.approx(0.6), pytest.approx(0.8)]
+    assert fake.embeds == [expected]
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [{}, {"text": " "}, {"text": "cat", "image": b"x"}, {"image": b"x", "path": "/a.jpg"}],
+)
+def test_library_embed_needs_exactly_one_input(
+    daemon: tuple[FakeDaemon, str], kwargs: dict[str, str | bytes]
+) -> None:
+    fake, path = daemon
+    with Client(path) as client, pytest.raises(ValueError, match="embed"):
+        client.embed(**kwargs)  # type: ignore[arg-type]
+    assert fake.calls == []

@@ -5,11 +5,21 @@
     with Client() as clipd:
         for hit in clipd.search("red brick wall", limit=5):
             print(f"{hit.score:.3f}  {hit.path}")
+        print(clipd.status().state, len(clipd.failures()), "failures")
 
 It needs only grpc, protobuf and clipd_api, so importing it is fast.
 """
 
-from clipq._client import Client, Hit, QueryTerm, SearchResult, Status
+from clipq._client import (
+    Client,
+    Failure,
+    FailurePage,
+    Hit,
+    QueryTerm,
+    ReindexResult,
+    SearchResult,
+    Status,
+)
 from clipq._errors import (
     BadRequest,
     ClipqError,
@@ -25,9 +35,12 @@ __all__ = [
     "ClipqError",
     "DaemonStarting",
     "DaemonUnavailable",
+    "Failure",
+    "FailurePage",
     "Hit",
     "NotFound",
     "QueryTerm",
+    "ReindexResult",
     "RpcError",
     "SearchResult",
     "Status",

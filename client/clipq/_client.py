@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Generator, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeAlias
@@ -83,6 +83,52 @@ class Status:
     started_at: float
 
 
+@dataclass(frozen=True, slots=True)
+class ReindexResult:
+    """What a rescan did: files queued for embedding, and files removed because they are gone.
+
+    indexed and failed, the files embedded and refused, are counted only with wait=True.
+    Without it the daemon answers as soon as it has accepted the rescan, possibly before the
+    scan has found anything; follow the work with watch_status().
+    """
+
+    queued: int
+    removed: int
+    indexed: int
+    failed: int
+
+
+@dataclass(frozen=True, slots=True)
+class Failure:
+    """A file that could not be indexed; it is retried when it changes."""
+
+    path: str
+    # A short error class, e.g. "CorruptImage", "UnsupportedFormat", "TooLarge", "Unreadable".
+    error: str
+    # What went wrong, for a person.
+    message: str
+    attempts: int
+    # Seconds since the Unix epoch of the last attempt.
+    last_seen: float
+
+
+@dataclass(frozen=True, slots=True)
+class FailurePage:
+    """One page of failures; iterating over it, and len(), see only the page.
+
+    total is the number of failures in all, for paging with offset.
+    """
+
+    failures: tuple[Failure, ...]
+    total: int
+
+    def __iter__(self) -> Iterator[Failure]:
+        return iter(self.failures)
+
+    def __len__(self) -> int:
+        return len(self.failures)
+
+
 class Client:
     """A connection to a clipd daemon; use as a context manager, or call close().
 
@@ -110,6 +156,7 @@ class Client:
         else:
             self.where = target
         self._timeout = timeout
+        self._closed = False
         self._channel = grpc.insecure_channel(target, options=_CHANNEL_OPTIONS)
         self._stub = pb_grpc.ImageSearchStub(self._channel)  # type: ignore[no-untyped-call]
 
@@ -120,7 +167,8 @@ class Client:
         self.close()
 
     def close(self) -> None:
-        """Close the channel; the client cannot be used afterwards."""
+        """Close the channel, ending any watch_status(); the client cannot be used afterwards."""
+        self._closed = True
         self._channel.close()
 
     def search(
@@ -155,11 +203,72 @@ class Client:
         response: pb.Status = self._call(self._stub.GetStatus, pb.StatusRequest())
         return _status(response)
 
-    def _call(self, method: grpc.UnaryUnaryMultiCallable, request: Message) -> Any:
+    def watch_status(self) -> Generator[Status, None, None]:
+        """The daemon's status now, then again whenever it changes, until the daemon stops.
+
+        The call has no time limit. It starts on the first next(), which raises
+        DaemonUnavailable at once when no daemon is there. Closing the iterator (close(), or
+        leaving a `with contextlib.closing(...)` block) cancels the call; to stop it from
+        another thread, close the client, and the iterator then simply ends.
+        """
+        call = self._stub.WatchStatus(pb.StatusRequest(), wait_for_ready=False)
+        try:
+            for status in call:
+                yield _status(status)
+        except grpc.RpcError as error:
+            if self._closed:
+                return
+            raise from_rpc_error(error, self.where) from None
+        finally:
+            call.cancel()
+
+    def reindex(self, *paths: str | Path, wait: bool = False) -> ReindexResult:
+        """Rescan these files or folders (relative ones are made absolute), or every root.
+
+        New and changed images are queued for embedding, and vanished ones removed. With wait,
+        it returns only once that work is done, and has no time limit, since a full rescan can
+        take long.
+        """
+        request = pb.ReindexRequest(paths=[_absolute(p) for p in paths], wait=wait)
+        response: pb.ReindexResponse = self._call(self._stub.Reindex, request, deadline=not wait)
+        return ReindexResult(
+            queued=response.queued,
+            removed=response.removed,
+            indexed=response.indexed,
+            failed=response.failed,
+        )
+
+    def failures(self, limit: int = 100, offset: int = 0) -> FailurePage:
+        """The files that could not be indexed, and why: `limit` (at most 1000) after `offset`."""
+        request = pb.ListFailuresRequest(limit=limit, offset=offset)
+        response: pb.ListFailuresResponse = self._call(self._stub.ListFailures, request)
+        return FailurePage(
+            failures=tuple(_failure(f) for f in response.failures), total=response.total
+        )
+
+    def embed(
+        self,
+        text: str | None = None,
+        *,
+        image: bytes | None = None,
+        path: str | Path | None = None,
+    ) -> list[float]:
+        """The L2-normalised vector the daemon's model gives a text, image bytes, or image file.
+
+        Give exactly one of them, else ValueError; a relative path is made absolute. Vectors
+        of texts and images are comparable (cosine similarity is their dot product).
+        """
+        response: pb.EmbedResponse = self._call(self._stub.Embed, _embed_request(text, image, path))
+        return list(response.vector)
+
+    def _call(
+        self, method: grpc.UnaryUnaryMultiCallable, request: Message, *, deadline: bool = True
+    ) -> Any:
         # wait_for_ready=False: fail at once when no daemon is there, rather than waiting out
         # the timeout for one to appear.
+        timeout = self._timeout if deadline else None
         try:
-            return method(request, timeout=self._timeout, wait_for_ready=False)
+            return method(request, timeout=timeout, wait_for_ready=False)
         except grpc.RpcError as error:
             raise from_rpc_error(error, self.where) from None
 
@@ -178,6 +287,24 @@ def _term(term: QueryTerm) -> pb.Term:
     if not text.strip():
         raise ValueError("empty query: a search text is blank")
     return pb.Term(text=text, weight=weight)
+
+
+def _absolute(path: str | Path) -> str:
+    return str(Path(path).expanduser().resolve())
+
+
+def _embed_request(
+    text: str | None, image: bytes | None, path: str | Path | None
+) -> pb.EmbedRequest:
+    if text is not None and image is None and path is None:
+        if not text.strip():
+            raise ValueError("nothing to embed: the text is blank")
+        return pb.EmbedRequest(text=text)
+    if image is not None and text is None and path is None:
+        return pb.EmbedRequest(image=image)
+    if path is not None and text is None and image is None:
+        return pb.EmbedRequest(path=_absolute(path))
+    raise ValueError("give exactly one of text, image or path to embed")
 
 
 def _hit(hit: pb.Hit) -> Hit:
@@ -209,6 +336,16 @@ def _status(status: pb.Status) -> Status:
         database=status.database,
         database_bytes=status.database_bytes,
         started_at=status.started_at,
+    )
+
+
+def _failure(failure: pb.Failure) -> Failure:
+    return Failure(
+        path=failure.path,
+        error=failure.error,
+        message=failure.message,
+        attempts=failure.attempts,
+        last_seen=failure.last_seen,
     )
 
 

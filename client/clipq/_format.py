@@ -1,0 +1,104 @@
+"""How the clipq command shows statuses, failures and rescans to a person."""
+
+from __future__ import annotations
+
+import time
+
+from clipq._client import Failure, ReindexResult, Status
+
+# Width of the bar in the live progress line.
+_BAR_WIDTH = 20
+
+
+def status_lines(status: Status, now: float) -> list[str]:
+    """`key: value` lines, values aligned, for `clipq status`; `now` is the current epoch time."""
+    indexing = status.state == "indexing"
+    fields = [
+        ("state", status.state),
+        ("indexed", str(status.indexed)),
+        ("queued", str(status.queued)),
+        ("failed", str(status.failed)),
+        ("offline", str(status.offline)),
+        ("rate", f"{status.images_per_second:.1f} images/s" if indexing else "-"),
+        ("ETA", duration(status.eta_seconds) if indexing and status.eta_seconds else "-"),
+        ("model", f"{status.model} / {status.pretrained}"),
+        ("device", status.device or "-"),
+        ("database", f"{status.database} ({size(status.database_bytes)})"),
+        ("roots", "\n".join(status.roots) or "-"),
+        ("version", status.version),
+        ("uptime", duration(now - status.started_at) if status.started_at else "-"),
+    ]
+    width = max(len(key) for key, _ in fields) + 2
+    lines = []
+    for key, value in fields:
+        # A value of several lines (the roots) continues in the value column.
+        first, *rest = value.split("\n")
+        lines.append(f"{key + ':':<{width}}{first}")
+        lines.extend(" " * width + more for more in rest)
+    return lines
+
+
+def progress_line(status: Status, *, bar: bool) -> str:
+    """One line of `clipq status --watch`, e.g. `indexing  1234/5000 [####....] 24.6 img/s`.
+
+    done is status.indexed and total indexed + queued; bar adds a progress bar. The rate and
+    ETA are shown only while indexing.
+    """
+    total = status.indexed + status.queued
+    parts = [f"{status.state:<8}  {status.indexed}/{total}"]
+    if bar:
+        filled = round(_BAR_WIDTH * status.indexed / total) if total else _BAR_WIDTH
+        parts.append(f"[{'#' * filled}{'.' * (_BAR_WIDTH - filled)}]")
+    if status.state == "indexing":
+        parts.append(f"{status.images_per_second:.1f} img/s")
+        if status.eta_seconds:
+            parts.append(f"ETA {duration(status.eta_seconds)}")
+    return " ".join(parts)
+
+
+def failure_lines(failures: tuple[Failure, ...]) -> list[str]:
+    """`when  error  path: message` lines; when is local time, errors padded to one width."""
+    width = max((len(f.error) for f in failures), default=0)
+    return [
+        f"{when(f.last_seen)}  {f.error:<{width}}  {f.path}: {' '.join(f.message.split())}"
+        for f in failures
+    ]
+
+
+def reindex_line(result: ReindexResult, *, waited: bool) -> str:
+    """`queued N`, or after waiting `indexed N, failed N, removed N`."""
+    if waited:
+        return f"indexed {result.indexed}, failed {result.failed}, removed {result.removed}"
+    return f"queued {result.queued}"
+
+
+def duration(seconds: float) -> str:
+    """Seconds for a person: `45s`, `3m12s`, `2h05m`, `3d04h`."""
+    secs = max(0, round(seconds))
+    minutes, secs = divmod(secs, 60)
+    hours, minutes = divmod(minutes, 60)
+    days, hours = divmod(hours, 24)
+    if days:
+        return f"{days}d{hours:02d}h"
+    if hours:
+        return f"{hours}h{minutes:02d}m"
+    if minutes:
+        return f"{minutes}m{secs:02d}s"
+    return f"{secs}s"
+
+
+def size(num_bytes: int) -> str:
+    """Bytes for a person, in powers of 1000: `512 B`, `12.3 MB`."""
+    if num_bytes < 1000:
+        return f"{num_bytes} B"
+    value = float(num_bytes)
+    for unit in ("kB", "MB", "GB", "TB"):
+        value /= 1000
+        if value < 999.95 or unit == "TB":
+            break
+    return f"{value:.1f} {unit}"
+
+
+def when(epoch_seconds: float) -> str:
+    """An epoch time as local `YYYY-MM-DD HH:MM`."""
+    return time.strftime("%Y-%m-%d %H:%M", time.localtime(epoch_seconds))
