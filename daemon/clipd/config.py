@@ -68,6 +68,8 @@ class ModelConfig:
 @dataclass(frozen=True, slots=True)
 class Config:
     roots: tuple[Path, ...]
+    # The roots to poll instead of watching natively (`poll: true` in their entry).
+    poll_roots: tuple[Path, ...] = ()
     database: Path = field(default_factory=default_database_path)
     socket: Path = field(default_factory=default_socket_path)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -77,6 +79,15 @@ class Config:
     include: tuple[str, ...] = DEFAULT_INCLUDE
     exclude: tuple[str, ...] = ()
     skip_hidden: bool = True
+    follow_symlinks: bool = False
+    # Watch the roots for changes (else: only the start-up and periodic scans see them).
+    watch: bool = True
+    # A changed file is embedded once its size and mtime held still this long.
+    settle_seconds: float = 1.0
+    # Seconds between scans of a polled root (and between checks for offline roots).
+    poll_interval: float = 30.0
+    # Seconds between full safety-net scans of every root; 0 turns them off.
+    reconcile_interval: float = 4 * 3600.0
     max_image_pixels: int = DEFAULT_MAX_PIXELS
     log_level: str = "info"
     source: Path | None = None  # the file this came from, for messages
@@ -86,8 +97,12 @@ _LOG_LEVELS = ("debug", "info", "warning", "error")
 _DEFAULT_MODEL = ModelConfig()
 
 
-def load_config(path: Path | None = None) -> Config:
-    """Read and validate the config file (default: default_config_path())."""
+def load_config(path: Path | None = None, *, require_roots: bool = True) -> Config:
+    """Read and validate the config file (default: default_config_path()).
+
+    With require_roots=False a root that does not exist is accepted: the daemon treats it as
+    offline (an unmounted disk) rather than refusing to start.
+    """
     path = path or default_config_path()
     try:
         text = path.read_text(encoding="utf-8")
@@ -105,17 +120,21 @@ def load_config(path: Path | None = None) -> Config:
         where = f" (line {mark.line + 1})" if mark is not None else ""
         problem = getattr(exc, "problem", None) or "invalid YAML"
         raise ConfigError(f"{path}{where}: {problem}; fix the YAML syntax") from exc
-    return parse_config(data if data is not None else {}, path)
+    return parse_config(data if data is not None else {}, path, require_roots=require_roots)
 
 
-def parse_config(data: object, source: Path) -> Config:
+def parse_config(data: object, source: Path, *, require_roots: bool = True) -> Config:
     """Validate a decoded YAML document into a Config."""
     reader = _Reader(source)
     table = reader.mapping(data, "", allowed=_field_names(Config))
     model = reader.mapping(table.get("model", {}), "model", allowed=_field_names(ModelConfig))
     base = source.parent
+    roots = [
+        reader.root(value, f"roots[{i}]", base, require_roots) for i, value in _roots(reader, table)
+    ]
     config = Config(
-        roots=tuple(reader.root(value, f"roots[{i}]", base) for i, value in _roots(reader, table)),
+        roots=tuple(path for path, _ in roots),
+        poll_roots=tuple(path for path, poll in roots if poll),
         database=_env_path(DATABASE_ENV)
         or reader.path(table.get("database"), "database", base)
         or default_database_path(),
@@ -137,6 +156,13 @@ def parse_config(data: object, source: Path) -> Config:
         include=reader.globs(table.get("include", list(DEFAULT_INCLUDE)), "include"),
         exclude=reader.globs(table.get("exclude", []), "exclude"),
         skip_hidden=reader.boolean(table.get("skip_hidden", True), "skip_hidden"),
+        follow_symlinks=reader.boolean(table.get("follow_symlinks", False), "follow_symlinks"),
+        watch=reader.boolean(table.get("watch", True), "watch"),
+        settle_seconds=reader.number(table.get("settle_seconds", 1.0), "settle_seconds", 0, 600),
+        poll_interval=reader.number(table.get("poll_interval", 30.0), "poll_interval", 0.1, 86400),
+        reconcile_interval=reader.number(
+            table.get("reconcile_interval", 4 * 3600.0), "reconcile_interval", 0, 30 * 86400
+        ),
         max_image_pixels=reader.integer(
             table.get("max_image_pixels", DEFAULT_MAX_PIXELS), "max_image_pixels", 1, 10**10
         ),
@@ -149,7 +175,7 @@ def parse_config(data: object, source: Path) -> Config:
 
 
 def _field_names(cls: type) -> tuple[str, ...]:
-    return tuple(f.name for f in fields(cls) if f.name != "source")
+    return tuple(f.name for f in fields(cls) if f.name not in ("source", "poll_roots"))
 
 
 def _env_path(name: str) -> Path | None:
@@ -196,13 +222,20 @@ class _Reader:
         expanded = Path(os.path.expandvars(self.string(value, key))).expanduser()
         return expanded if expanded.is_absolute() else (base / expanded).resolve()
 
-    def root(self, value: object, key: str, base: Path) -> Path:
+    def root(self, value: object, key: str, base: Path, must_exist: bool) -> tuple[Path, bool]:
+        """(absolute path, poll?) from `~/Pictures` or `{path: ~/Pictures, poll: true}`."""
+        poll = False
+        if isinstance(value, dict):
+            entry = self.mapping(value, key, allowed=("path", "poll"))
+            poll = self.boolean(entry.get("poll", False), f"{key}.poll")
+            value = entry.get("path")
         path = self.path(value, key, base)
         assert path is not None  # a root of None is rejected by string()
-        if not path.is_dir():
-            problem = "is not a directory" if path.exists() else "does not exist"
-            self.fail(key, f"names {path}, which {problem}; create it or remove it from roots")
-        return path.resolve()
+        if path.exists() and not path.is_dir():
+            self.fail(key, f"names {path}, which is not a directory; name a folder")
+        if must_exist and not path.exists():
+            self.fail(key, f"names {path}, which does not exist; create it or remove it from roots")
+        return path.resolve(), poll
 
     def model_ref(self, value: object, key: str, base: Path, suffix: str | None) -> str:
         """A built-in name/tag stays as is; something that looks like a path must exist."""
@@ -227,6 +260,15 @@ class _Reader:
         if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
             self.fail(key, f"must be a whole number from {low} to {high}, not {value!r}")
         return value
+
+    def number(self, value: object, key: str, low: float, high: float) -> float:
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int | float)
+            or not low <= value <= high
+        ):
+            self.fail(key, f"must be a number from {low:g} to {high:g} (seconds), not {value!r}")
+        return float(value)
 
     def boolean(self, value: object, key: str) -> bool:
         if not isinstance(value, bool):

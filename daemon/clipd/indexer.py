@@ -38,9 +38,13 @@ _LOG_EVERY_S = 5.0
 
 @dataclass
 class ScanJob:
-    """Rescan these paths (files or directories); `done` is set when the job has finished."""
+    """Apply known moves, then rescan these paths (files or directories).
+
+    `done` is set when the job has finished; the counters say what it did.
+    """
 
     paths: tuple[Path, ...]
+    moves: tuple[tuple[Path, Path], ...] = ()
     done: threading.Event = field(default_factory=threading.Event)
     queued: int = 0
     removed: int = 0
@@ -57,7 +61,7 @@ class _Loaded:
     pixels: torch.Tensor
 
 
-_Outcome = _Loaded | FailureRecord
+_Outcome = _Loaded | FileRecord | FailureRecord
 _STOP = object()
 
 
@@ -70,6 +74,8 @@ class Indexer:
         self._embedder = embedder
         self._progress = progress
         self._matcher = Matcher(config.include, config.exclude, config.skip_hidden)
+        self._offline: set[str] = set()  # roots seen missing, for logging transitions once
+        self.model_passes = 0  # images run through the model (reused vectors do not count)
         self._jobs: queue.Queue[ScanJob | object] = queue.Queue()
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._run, name="clipd-indexer")
@@ -79,9 +85,10 @@ class Indexer:
     def start(self) -> None:
         self._thread.start()
 
-    def submit(self, paths: Sequence[Path]) -> ScanJob:
+    def submit(self, paths: Sequence[Path], moves: Sequence[tuple[Path, Path]] = ()) -> ScanJob:
         """Queue a rescan of `paths`; wait on the returned job's `done` to block until it ends."""
-        job = ScanJob(tuple(paths))
+        job = ScanJob(tuple(paths), tuple(moves))
+        self._progress.begin_scan()  # busy from now: status must not say idle before it runs
         self._jobs.put(job)
         return job
 
@@ -96,6 +103,7 @@ class Indexer:
     def run_once(self, paths: Sequence[Path]) -> ScanJob:
         """Run one scan job on the calling thread (for `clipd index`)."""
         job = ScanJob(tuple(paths))
+        self._progress.begin_scan()
         try:
             self._run_job(job)
         finally:
@@ -113,7 +121,6 @@ class Indexer:
                 self._run_job(job)
             except Exception:  # a bug in one job must not end indexing for good
                 log.exception("scan of %s failed", ", ".join(map(str, job.paths)))
-                job.done.set()
         # Release anyone waiting on jobs that will never run.
         while True:
             try:
@@ -121,56 +128,83 @@ class Indexer:
             except queue.Empty:
                 break
             if isinstance(pending, ScanJob):
+                self._progress.end_scan()
                 pending.done.set()
 
     def _run_job(self, job: ScanJob) -> None:
-        self._progress.begin_scan()
+        """Run a job whose begin_scan() was counted when it was submitted."""
         try:
-            todo = self._plan(job)
+            for source, destination in job.moves:
+                moved = self._store.move(str(source), str(destination))
+                log.info("moved %s -> %s (%d files, no re-embedding)", source, destination, moved)
+            todo, gone = self._plan(job)
             job.queued = len(todo)
             self._progress.add_queued(len(todo))
             if todo:
                 log.info("indexing %d new or changed files", len(todo))
             self._embed_all(todo, job)
+            # Removed only now, so that a file moved while no event told us can still be
+            # matched to its old row by content and keep its vector.
+            if gone and not self._stopping.is_set():
+                job.removed = self._store.remove(gone)
+                log.info("removed %d files that no longer exist", job.removed)
         finally:
             self._progress.end_scan()
             job.done.set()
 
-    def _plan(self, job: ScanJob) -> list[FileStat]:
-        """Scan the job's paths; drop vanished files now, return the files to embed."""
+    def _plan(self, job: ScanJob) -> tuple[list[FileStat], list[str]]:
+        """Scan the job's paths: (files to embed, newest first; indexed paths that are gone)."""
         found = ScanResult()
-        for path in job.paths:
-            scan(path, self._matcher, found)
-        todo: list[FileStat] = []
-        gone: list[str] = []
-        for path in job.paths:
+        present = [path for path in job.paths if self._root_is_present(path)]
+        for path in present:
+            scan(path, self._matcher, found, follow=self._config.follow_symlinks)
+        hidden = tuple(d + os.sep for d in found.unreadable)
+        todo: dict[str, FileStat] = {}
+        gone: set[str] = set()
+        for path in present:
             prefix = str(path)
             known = self._store.known_files(prefix)
             failed = self._store.known_failures(prefix)
-            hidden = tuple(d + os.sep for d in found.unreadable)
             for candidate in (known, failed):
-                gone += [p for p in candidate if p not in found.files and not p.startswith(hidden)]
-            todo += [
-                st
-                for p, st in found.files.items()
-                if p.startswith(prefix)
-                and known.get(p) != (st.size, st.mtime_ns)
-                and failed.get(p) != (st.size, st.mtime_ns)
-            ]
-        if gone:
-            job.removed = self._store.remove(sorted(set(gone)))
-            log.info("removed %d files that no longer exist", job.removed)
+                gone.update(
+                    p for p in candidate if p not in found.files and not p.startswith(hidden)
+                )
+            for p, st in found.files.items():
+                current = (st.size, st.mtime_ns)
+                if known.get(p) != current and failed.get(p) != current and _below(p, prefix):
+                    todo[p] = st
         # Newest first: the photos a user just added are the ones they will look for.
-        unique = {st.path: st for st in todo}
-        return sorted(unique.values(), key=lambda st: st.mtime_ns, reverse=True)
+        return sorted(todo.values(), key=lambda st: st.mtime_ns, reverse=True), sorted(gone)
+
+    def _root_is_present(self, path: Path) -> bool:
+        """False for a root that is missing or emptied while files are indexed under it (an
+        unmounted disk, a network share down): its files are kept, hidden, until it returns."""
+        if path not in self._config.roots:
+            return True
+        try:
+            with os.scandir(path) as entries:
+                empty = next(entries, None) is None
+            emptied = empty and bool(self._store.known_files(str(path)))
+        except OSError:
+            emptied = True
+        key = str(path)
+        if emptied:
+            hidden = self._store.set_offline(key, offline=True)
+            if key not in self._offline:
+                self._offline.add(key)
+                log.warning("root %s is missing or empty: %d files kept offline until it returns",
+                            path, hidden)  # fmt: skip
+            return False
+        if key in self._offline or self._store.set_offline(key, offline=False):
+            self._offline.discard(key)
+            log.info("root %s is back", path)
+        return True
 
     def _embed_all(self, todo: list[FileStat], job: ScanJob) -> None:
-        batch_size = self._config.batch_size
-        lookahead = 2 * batch_size
+        lookahead = 2 * self._config.batch_size
         pending: deque[Future[_Outcome]] = deque()
         remaining = iter(todo)
-        loaded: list[_Loaded] = []
-        failures: list[FailureRecord] = []
+        batch = _Batch()
         last_log = time.monotonic()
         while True:
             while len(pending) < lookahead and not self._stopping.is_set():
@@ -180,32 +214,32 @@ class Indexer:
                 pending.append(self._pool.submit(self._load, stat))
             if not pending:
                 break
-            outcome = pending.popleft().result()
-            (loaded if isinstance(outcome, _Loaded) else failures).append(outcome)  # type: ignore[arg-type]
-            if len(loaded) >= batch_size or (not pending and (loaded or failures)):
-                self._commit(loaded, failures, job)
-                loaded, failures = [], []
+            batch.add(pending.popleft().result())
+            if len(batch) >= self._config.batch_size or not pending:
+                self._commit(batch, job)
+                batch = _Batch()
             if time.monotonic() - last_log >= _LOG_EVERY_S:
                 last_log = time.monotonic()
                 log.info("%s", self._progress.describe())
-        if loaded or failures:
-            self._commit(loaded, failures, job)
 
     def _load(self, stat: FileStat) -> _Outcome:
-        """Runs on a loader thread: read, decode, preprocess. Never raises."""
+        """Runs on a loader thread: reuse a copy's vector, or read, decode, preprocess.
+
+        Never raises: every problem becomes a FailureRecord.
+        """
         try:
+            digest = content_hash(stat.path, stat.size)
+            copy = self._store.find_copy(digest, stat.size)
+            if copy is not None:  # a copy, a touched file, or a move no event told us of
+                vector, width, height = copy
+                return _record(stat, digest, width, height, vector)
             decoded = images.decode_file(
                 Path(stat.path),
                 max_pixels=self._config.max_image_pixels,
                 min_side=self._embedder.image_size,
             )
-            return _Loaded(
-                stat,
-                content_hash(stat.path, stat.size),
-                decoded.width,
-                decoded.height,
-                self._embedder.prepare(decoded.image),
-            )
+            pixels = self._embedder.prepare(decoded.image)
+            return _Loaded(stat, digest, decoded.width, decoded.height, pixels)
         except ImageError as exc:
             return _failure(stat, exc.error_class, str(exc))
         except OSError as exc:  # vanished or unreadable while hashing
@@ -214,20 +248,22 @@ class Indexer:
             log.exception("unexpected error loading %s", stat.path)
             return _failure(stat, "InternalError", f"{type(exc).__name__}: {exc}")
 
-    def _commit(self, loaded: list[_Loaded], failures: list[FailureRecord], job: ScanJob) -> None:
-        records, embed_failures = self._embed(loaded)
-        failures = failures + embed_failures
+    def _commit(self, batch: _Batch, job: ScanJob) -> None:
+        embedded, embed_failures = self._embed(batch.loaded)
+        records = batch.ready + embedded
+        failures = batch.failures + embed_failures
         try:
             self._store.write_batch(records, failures)
         except sqlite.Error as exc:
             # Nothing of the batch was written; the next scan finds these files again.
-            log.error("could not store a batch of %d files: %s", len(loaded), exc)
-            self._progress.add_done(0, 0, len(loaded) + len(failures))
+            log.error("could not store a batch of %d files: %s", len(batch), exc)
+            self._progress.add_done(0, 0, len(batch))
             return
         for failure in failures:
             log.warning("cannot index %s: %s", failure.path, failure.message)
         job.indexed += len(records)
         job.failed += len(failures)
+        self.model_passes += len(batch.loaded)
         self._progress.add_done(len(records), len(failures), 0)
 
     def _embed(self, loaded: list[_Loaded]) -> tuple[list[FileRecord], list[FailureRecord]]:
@@ -243,7 +279,34 @@ class Indexer:
             # Isolate the culprit rather than lose the whole batch.
             return _merge([self._embed([item]) for item in loaded])
         pairs = zip(loaded, vectors, strict=True)
-        return [_record(item, vector.tobytes()) for item, vector in pairs], []
+        return [
+            _record(item.stat, item.content_hash, item.width, item.height, vector.tobytes())
+            for item, vector in pairs
+        ], []
+
+
+@dataclass
+class _Batch:
+    """Outcomes gathered for one commit."""
+
+    loaded: list[_Loaded] = field(default_factory=list)
+    ready: list[FileRecord] = field(default_factory=list)
+    failures: list[FailureRecord] = field(default_factory=list)
+
+    def add(self, outcome: _Outcome) -> None:
+        if isinstance(outcome, _Loaded):
+            self.loaded.append(outcome)
+        elif isinstance(outcome, FileRecord):
+            self.ready.append(outcome)
+        else:
+            self.failures.append(outcome)
+
+    def __len__(self) -> int:
+        return len(self.loaded) + len(self.ready) + len(self.failures)
+
+
+def _below(path: str, prefix: str) -> bool:
+    return path == prefix or path.startswith(prefix.rstrip(os.sep) + os.sep)
 
 
 def _merge(
@@ -256,9 +319,7 @@ def _failure(stat: FileStat, error: str, message: str) -> FailureRecord:
     return FailureRecord(stat.path, stat.size, stat.mtime_ns, error, message)
 
 
-def _record(item: _Loaded, vector: bytes) -> FileRecord:
-    st = item.stat
+def _record(stat: FileStat, digest: bytes, width: int, height: int, vector: bytes) -> FileRecord:
     return FileRecord(
-        st.path, st.size, st.mtime_ns, st.inode, st.device, item.content_hash,
-        item.width, item.height, vector,
-    )  # fmt: skip
+        stat.path, stat.size, stat.mtime_ns, stat.inode, stat.device, digest, width, height, vector
+    )

@@ -2,7 +2,9 @@
 
 Include/exclude globs are case-insensitive. A glob without '/' matches a file or directory
 name anywhere ('*.jpg', 'node_modules'); a glob with '/' matches the path relative to its root
-('Screenshots/*'). An excluded directory is not entered. Symlinks are not followed.
+('Screenshots/*'). An excluded directory is not entered. Symlinks are followed only when asked;
+then a directory reached twice (a loop) is entered once, and a file reached by two paths is
+listed once, under the first path in sorted order.
 """
 
 from __future__ import annotations
@@ -44,6 +46,8 @@ class ScanResult:
     files: dict[str, FileStat] = field(default_factory=dict)
     # Directories that could not be listed: what is indexed below them must not be dropped.
     unreadable: list[str] = field(default_factory=list)
+    # (device, inode) of directories entered and files listed, when following symlinks.
+    seen: set[tuple[int, int]] = field(default_factory=set)
 
 
 class Matcher:
@@ -76,45 +80,77 @@ def _matches(patterns: list[tuple[bool, re.Pattern[str]]], name: str, relative: 
     return any(rx.match(relative if by_path else name) for by_path, rx in patterns)
 
 
-def scan(root: Path, matcher: Matcher, result: ScanResult | None = None) -> ScanResult:
+def scan(
+    root: Path, matcher: Matcher, result: ScanResult | None = None, *, follow: bool = False
+) -> ScanResult:
     """Every candidate file at or below `root` (a directory or a single file)."""
     result = result if result is not None else ScanResult()
     try:
-        st = os.stat(root, follow_symlinks=False)
+        st = os.stat(root, follow_symlinks=follow)
+    except FileNotFoundError:
+        return result  # deleted: whatever was indexed there is gone
     except OSError as exc:
         log.warning("cannot scan %s: %s", root, exc.strerror)
         result.unreadable.append(str(root))
         return result
     if stat.S_ISREG(st.st_mode):
         result.files[str(root)] = FileStat.of(str(root), st)
-        return result
-    base = str(root)
-    stack = [base]
-    while stack:
-        directory = stack.pop()
-        try:
-            entries = list(os.scandir(directory))
-        except OSError as exc:
-            log.warning("cannot list %s: %s", directory, exc.strerror)
-            result.unreadable.append(directory)
-            continue
-        for entry in entries:
-            _visit(entry, base, matcher, stack, result)
+    else:
+        result.seen.add((st.st_dev, st.st_ino))
+        _Walk(str(root), matcher, result, follow).run()
     return result
 
 
-def _visit(
-    entry: os.DirEntry[str], base: str, matcher: Matcher, stack: list[str], result: ScanResult
-) -> None:
-    relative = os.path.relpath(entry.path, base)
-    try:
-        if entry.is_dir(follow_symlinks=False):
-            if matcher.wants_dir(entry.name, relative):
-                stack.append(entry.path)
-        elif entry.is_file(follow_symlinks=False) and matcher.wants_file(entry.name, relative):
-            result.files[entry.path] = FileStat.of(entry.path, entry.stat(follow_symlinks=False))
-    except OSError as exc:  # vanished between listing and stat, or permissions
-        log.debug("skipping %s: %s", entry.path, exc.strerror)
+class _Walk:
+    """An iterative walk below one directory, filling a ScanResult."""
+
+    def __init__(self, base: str, matcher: Matcher, result: ScanResult, follow: bool) -> None:
+        self.base = base
+        self.matcher = matcher
+        self.result = result
+        self.follow = follow
+        self.stack = [base]
+
+    def run(self) -> None:
+        while self.stack:
+            directory = self.stack.pop()
+            try:
+                # Sorted, so that which of two paths to one file is listed does not vary.
+                entries = sorted(os.scandir(directory), key=lambda e: e.name, reverse=True)
+            except OSError as exc:
+                log.warning("cannot list %s: %s", directory, exc.strerror)
+                self.result.unreadable.append(directory)
+                continue
+            for entry in entries:
+                try:
+                    self._visit(entry)
+                except OSError as exc:  # vanished since listed, a dangling link, permissions
+                    log.debug("skipping %s: %s", entry.path, exc.strerror)
+
+    def _visit(self, entry: os.DirEntry[str]) -> None:
+        relative = os.path.relpath(entry.path, self.base)
+        follow = self.follow
+        if entry.is_dir(follow_symlinks=follow):
+            if self.matcher.wants_dir(entry.name, relative) and self._first_visit(entry):
+                self.stack.append(entry.path)
+        elif (
+            entry.is_file(follow_symlinks=follow)
+            and self.matcher.wants_file(entry.name, relative)
+            and self._first_visit(entry)
+        ):
+            st = entry.stat(follow_symlinks=follow)
+            self.result.files[entry.path] = FileStat.of(entry.path, st)
+
+    def _first_visit(self, entry: os.DirEntry[str]) -> bool:
+        """Without symlinks every path is reached once; with them, remember what was reached."""
+        if not self.follow:
+            return True
+        st = entry.stat(follow_symlinks=True)
+        key = (st.st_dev, st.st_ino)
+        if key in self.result.seen:
+            return False
+        self.result.seen.add(key)
+        return True
 
 
 def content_hash(path: str, size: int) -> bytes:

@@ -321,6 +321,37 @@ class Store:
                 removed += 1
         return removed
 
+    def move(self, source: str, destination: str) -> int:
+        """Re-path a moved file, or every file below a moved directory; no vector changes.
+
+        Rows already at the destination are replaced, as the move replaced those files.
+        """
+        src_where, src_params = prefix_condition([source])
+        dst_where, dst_params = prefix_condition([destination])
+        with self._transaction() as conn:
+            doomed = [
+                p for (p,) in conn.execute(f"SELECT path FROM files WHERE {dst_where}", dst_params)
+            ]
+            self._delete_files(conn, doomed)
+            conn.execute(f"DELETE FROM failures WHERE {dst_where}", dst_params)
+            # The source itself, or the part of each path below it, becomes the destination.
+            args = [destination, len(source.rstrip("/")) + 1, *src_params]
+            moved: int = conn.execute(
+                f"UPDATE files SET path = ? || substr(path, ?) WHERE {src_where}", args
+            ).rowcount
+            conn.execute(f"UPDATE failures SET path = ? || substr(path, ?) WHERE {src_where}", args)
+        return moved
+
+    def set_offline(self, prefix: str, offline: bool) -> int:
+        """Hide (or show again) every file at or below `prefix`; returns rows changed."""
+        where, params = prefix_condition([prefix])
+        old, new = ("ok", "offline") if offline else ("offline", "ok")
+        with self._transaction() as conn:
+            cursor = conn.execute(
+                f"UPDATE files SET state = ? WHERE state = ? AND {where}", [new, old, *params]
+            )
+            return cursor.rowcount
+
     # -- reads -----------------------------------------------------------------------------
 
     def known_files(self, prefix: str) -> dict[str, tuple[int, int]]:
@@ -338,6 +369,21 @@ class Store:
             f"SELECT path, size, mtime_ns FROM failures WHERE {where}", params
         )
         return {path: (size, mtime_ns) for path, size, mtime_ns in rows}
+
+    def find_copy(self, content_hash: bytes, size: int) -> tuple[bytes, int, int] | None:
+        """(vector, width, height) of an indexed file with this content, to reuse for a copy."""
+        if self.model is None:
+            return None
+        row = (
+            self._reader()
+            .execute(
+                "SELECT v.embedding, f.width, f.height FROM files f "
+                "JOIN vectors v ON v.rowid = f.id WHERE f.content_hash = ? AND f.size = ? LIMIT 1",
+                (content_hash, size),
+            )
+            .fetchone()
+        )
+        return None if row is None else (bytes(row[0]), row[1], row[2])
 
     def vector_for(self, path: str) -> bytes | None:
         """The stored vector of an indexed file, or None."""
