@@ -62,9 +62,9 @@ ConfigWriter = Callable[..., Path]
 def write_config(tmp_path: Path) -> ConfigWriter:
     """Write a config.yaml using the tiny model; keyword arguments override top-level keys."""
 
-    def write(roots: list[Path], **overrides: Any) -> Path:
+    def write(roots: list[Path | dict[str, Any]], **overrides: Any) -> Path:
         data: dict[str, Any] = {
-            "roots": [str(root) for root in roots],
+            "roots": [str(root) if isinstance(root, Path) else root for root in roots],
             "database": str(tmp_path / "index.db"),
             "model": {
                 "name": str(TINY_MODEL_JSON),

@@ -28,6 +28,7 @@ from clipd.indexer import Indexer
 from clipd.progress import Progress
 from clipd.server import Engine, ImageSearch
 from clipd.store import Store
+from clipd.watcher import Watcher
 from clipd_api.v1 import clipd_pb2, clipd_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -38,6 +39,8 @@ SHUTDOWN_GRACE_S = 5.0
 # Image terms arrive as whole files: allow phone photos, refuse anything absurd.
 MAX_MESSAGE_BYTES = 64 << 20
 _RPC_THREADS = 16
+# How often to look for roots that vanished or came back (unmounted disks, network shares).
+_ROOT_CHECK_S = 5.0
 
 
 def clipd_version() -> str:
@@ -53,7 +56,12 @@ class Daemon:
     def __init__(self, config: Config) -> None:
         self.config = config
         self._stop = threading.Event()
+        self._watcher: Watcher | None = None
         self.progress = Progress()
+        self.engine: Engine | None = None  # set by run(); tests look inside
+        for root in config.roots:
+            if not root.is_dir():
+                log.warning("root %s is not there now; its files stay offline until it is", root)
 
     def stop(self) -> None:
         self._stop.set()
@@ -61,7 +69,9 @@ class Daemon:
     def run(self) -> None:
         """Serve until stop(); raises ClipdError for problems a user must fix."""
         store = Store(self.config.database)
-        engine = Engine(self.config, store, self.progress, clipd_version(), time.time())
+        engine = self.engine = Engine(
+            self.config, store, self.progress, clipd_version(), time.time()
+        )
         try:
             server, health_servicer, rpc_pool = self._start_server(engine)
         except BaseException:
@@ -72,13 +82,15 @@ class Daemon:
                 health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
                 health_servicer.set(SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
                 log.info("serving on %s", self.config.socket)
-                self._stop.wait()
+                self._tend(engine)
         finally:
             log.info("shutting down")
             self.progress.set_state("stopping")
             health_servicer.enter_graceful_shutdown()
             server.stop(SHUTDOWN_GRACE_S).wait()
             rpc_pool.shutdown(wait=True)  # grpc leaves its executor to its owner
+            if self._watcher is not None:
+                self._watcher.stop()
             if engine.indexer is not None:
                 engine.indexer.stop()
             store.close()
@@ -92,10 +104,27 @@ class Daemon:
         engine.store.bind_model(embedder.identity)
         indexer = Indexer(self.config, engine.store, embedder, self.progress)
         indexer.start()
+        # Watch first, then scan: a change during the scan is caught by one or the other.
+        if self.config.watch:
+            self._watcher = Watcher(self.config, indexer.submit)
+            self._watcher.start()
         indexer.submit(self.config.roots)
         engine.embedder, engine.indexer = embedder, indexer
         self.progress.set_state("idle")
         return True
+
+    def _tend(self, engine: Engine) -> None:
+        """Until stop(): notice roots coming and going, and rescan everything periodically."""
+        assert engine.indexer is not None
+        interval = self.config.reconcile_interval
+        next_reconcile = time.monotonic() + interval
+        while not self._stop.wait(min(_ROOT_CHECK_S, self.config.poll_interval)):
+            if self._watcher is not None:
+                self._watcher.check_roots()
+            if interval and time.monotonic() >= next_reconcile:
+                log.info("periodic rescan of every root")
+                engine.indexer.submit(self.config.roots)
+                next_reconcile = time.monotonic() + interval
 
     def _start_server(
         self, engine: Engine

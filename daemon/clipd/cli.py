@@ -26,7 +26,7 @@ EXIT_INTERRUPTED = 130
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        config = load_config(args.config)
+        config = load_config(args.config, require_roots=args.require_roots)
         _setup_logging(args.log_level or config.log_level)
         return int(args.command(config, args))
     except ConfigError as exc:
@@ -61,18 +61,19 @@ def _parser() -> argparse.ArgumentParser:
     serve = commands.add_parser(
         "serve", parents=[common], help="run the daemon in the foreground (Ctrl-C stops it)"
     )
-    serve.set_defaults(command=_serve)
+    # A missing root may be an unmounted disk: the daemon waits for it rather than refusing.
+    serve.set_defaults(command=_serve, require_roots=False)
     check = commands.add_parser(
         "check-config", parents=[common], help="validate the config and print it; starts nothing"
     )
-    check.set_defaults(command=_check_config)
+    check.set_defaults(command=_check_config, require_roots=True)
     index = commands.add_parser(
         "index",
         parents=[common],
         help="index files or folders once, without a server, then exit",
     )
     index.add_argument("paths", nargs="+", type=Path, metavar="PATH")
-    index.set_defaults(command=_index)
+    index.set_defaults(command=_index, require_roots=False)
     return parser
 
 

@@ -25,7 +25,7 @@ from clipd.config import Config
 from clipd.embedder import Embedder
 from clipd.errors import ImageError
 from clipd.progress import Progress
-from clipd.scanner import FileStat, Matcher, ScanResult, content_hash, scan
+from clipd.scanner import FileStat, Matcher, ScanResult, content_hash, is_below, scan
 from clipd.store import FailureRecord, FileRecord, Store
 
 if TYPE_CHECKING:
@@ -171,7 +171,7 @@ class Indexer:
                 )
             for p, st in found.files.items():
                 current = (st.size, st.mtime_ns)
-                if known.get(p) != current and failed.get(p) != current and _below(p, prefix):
+                if known.get(p) != current and failed.get(p) != current and is_below(p, prefix):
                     todo[p] = st
         # Newest first: the photos a user just added are the ones they will look for.
         return sorted(todo.values(), key=lambda st: st.mtime_ns, reverse=True), sorted(gone)
@@ -195,9 +195,10 @@ class Indexer:
                 log.warning("root %s is missing or empty: %d files kept offline until it returns",
                             path, hidden)  # fmt: skip
             return False
-        if key in self._offline or self._store.set_offline(key, offline=False):
+        shown = self._store.set_offline(key, offline=False)
+        if key in self._offline or shown:
             self._offline.discard(key)
-            log.info("root %s is back", path)
+            log.info("root %s is back: %d files online again", path, shown)
         return True
 
     def _embed_all(self, todo: list[FileStat], job: ScanJob) -> None:
@@ -303,10 +304,6 @@ class _Batch:
 
     def __len__(self) -> int:
         return len(self.loaded) + len(self.ready) + len(self.failures)
-
-
-def _below(path: str, prefix: str) -> bool:
-    return path == prefix or path.startswith(prefix.rstrip(os.sep) + os.sep)
 
 
 def _merge(

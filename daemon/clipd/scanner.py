@@ -153,6 +153,11 @@ class _Walk:
         return True
 
 
+def is_below(path: str, prefix: str) -> bool:
+    """True if `path` is `prefix` or lies inside it."""
+    return path == prefix or path.startswith(prefix.rstrip(os.sep) + os.sep)
+
+
 def content_hash(path: str, size: int) -> bytes:
     """A cheap identity of the content: size, the first 1 MiB and the last 64 KiB."""
     digest = hashlib.blake2b(size.to_bytes(8, "little"), digest_size=16)

@@ -14,6 +14,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from clipd import sqlite
 from clipd.errors import StoreError
@@ -183,10 +184,19 @@ class Store:
                 raise
             conn.execute("COMMIT")
 
+    def _read(self, sql: str, params: Sequence[object] = ()) -> list[Any]:
+        """All rows of a query on this thread's reader connection.
+
+        Always fetched to the end: a half-read statement would keep its read transaction, and
+        so an old snapshot of the database, open on that connection.
+        """
+        return self._reader().execute(sql, params).fetchall()
+
     def _reader(self) -> sqlite.Connection:
         conn: sqlite.Connection | None = getattr(self._local, "conn", None)
         if conn is None:
             conn = sqlite.connect(self.path)
+            conn.isolation_level = None  # autocommit: each read sees the latest commit
             self._local.conn = conn
             with self._readers_lock:
                 self._readers.append(conn)
@@ -258,7 +268,7 @@ class Store:
         now = time.time()
         with self._transaction() as conn:
             for rec in records:
-                (file_id,) = conn.execute(
+                ((file_id,),) = conn.execute(
                     """
                     INSERT INTO files (path, size, mtime_ns, inode, device, content_hash,
                                        width, height, indexed_at, state)
@@ -282,7 +292,7 @@ class Store:
                         rec.height,
                         now,
                     ),
-                ).fetchone()
+                ).fetchall()
                 # vec0 has no upsert: replace the row's vector by delete + insert.
                 conn.execute("DELETE FROM vectors WHERE rowid = ?", (file_id,))
                 conn.execute(
@@ -315,20 +325,29 @@ class Store:
         """Delete file rows and their vectors; returns how many existed."""
         removed = 0
         for path in paths:
-            row = conn.execute("DELETE FROM files WHERE path = ? RETURNING id", (path,)).fetchone()
-            if row is not None:
-                conn.execute("DELETE FROM vectors WHERE rowid = ?", (row[0],))
+            rows = conn.execute("DELETE FROM files WHERE path = ? RETURNING id", (path,)).fetchall()
+            if rows:
+                conn.execute("DELETE FROM vectors WHERE rowid = ?", (rows[0][0],))
                 removed += 1
         return removed
 
     def move(self, source: str, destination: str) -> int:
         """Re-path a moved file, or every file below a moved directory; no vector changes.
 
-        Rows already at the destination are replaced, as the move replaced those files.
+        Rows already at the destination are replaced, as the move replaced those files. A move
+        of something not indexed changes nothing (watchers report a directory's children moved
+        after the directory itself: those must not delete what the first move put in place).
         """
         src_where, src_params = prefix_condition([source])
         dst_where, dst_params = prefix_condition([destination])
         with self._transaction() as conn:
+            ((count,),) = conn.execute(
+                f"SELECT (SELECT count(*) FROM files WHERE {src_where}) "
+                f"+ (SELECT count(*) FROM failures WHERE {src_where})",
+                src_params * 2,
+            ).fetchall()
+            if not count:
+                return 0
             doomed = [
                 p for (p,) in conn.execute(f"SELECT path FROM files WHERE {dst_where}", dst_params)
             ]
@@ -357,47 +376,35 @@ class Store:
     def known_files(self, prefix: str) -> dict[str, tuple[int, int]]:
         """(size, mtime_ns) of every indexed file at or below `prefix`."""
         where, params = prefix_condition([prefix])
-        rows = self._reader().execute(
-            f"SELECT path, size, mtime_ns FROM files WHERE {where}", params
-        )
+        rows = self._read(f"SELECT path, size, mtime_ns FROM files WHERE {where}", params)
         return {path: (size, mtime_ns) for path, size, mtime_ns in rows}
 
     def known_failures(self, prefix: str) -> dict[str, tuple[int, int]]:
         """(size, mtime_ns) of every failed file at or below `prefix`, as last attempted."""
         where, params = prefix_condition([prefix])
-        rows = self._reader().execute(
-            f"SELECT path, size, mtime_ns FROM failures WHERE {where}", params
-        )
+        rows = self._read(f"SELECT path, size, mtime_ns FROM failures WHERE {where}", params)
         return {path: (size, mtime_ns) for path, size, mtime_ns in rows}
 
     def find_copy(self, content_hash: bytes, size: int) -> tuple[bytes, int, int] | None:
         """(vector, width, height) of an indexed file with this content, to reuse for a copy."""
         if self.model is None:
             return None
-        row = (
-            self._reader()
-            .execute(
-                "SELECT v.embedding, f.width, f.height FROM files f "
-                "JOIN vectors v ON v.rowid = f.id WHERE f.content_hash = ? AND f.size = ? LIMIT 1",
-                (content_hash, size),
-            )
-            .fetchone()
+        rows = self._read(
+            "SELECT v.embedding, f.width, f.height FROM files f "
+            "JOIN vectors v ON v.rowid = f.id WHERE f.content_hash = ? AND f.size = ? LIMIT 1",
+            (content_hash, size),
         )
-        return None if row is None else (bytes(row[0]), row[1], row[2])
+        return (bytes(rows[0][0]), rows[0][1], rows[0][2]) if rows else None
 
     def vector_for(self, path: str) -> bytes | None:
         """The stored vector of an indexed file, or None."""
         if self.model is None:
             return None
-        row = (
-            self._reader()
-            .execute(
-                "SELECT v.embedding FROM files f JOIN vectors v ON v.rowid = f.id WHERE f.path = ?",
-                (path,),
-            )
-            .fetchone()
+        rows = self._read(
+            "SELECT v.embedding FROM files f JOIN vectors v ON v.rowid = f.id WHERE f.path = ?",
+            (path,),
         )
-        return None if row is None else bytes(row[0])
+        return bytes(rows[0][0]) if rows else None
 
     def search(
         self,
@@ -411,9 +418,8 @@ class Store:
         """Best `limit` files after `offset` by cosine score, optionally below some prefixes."""
         if self.model is None or limit <= 0:
             return []
-        conn = self._reader()
         max_distance = 2.0 if min_score is None else 1.0 - min_score
-        hidden = conn.execute("SELECT count(*) FROM files WHERE state != 'ok'").fetchone()[0]
+        hidden = self._read("SELECT count(*) FROM files WHERE state != 'ok'")[0][0]
         filters = ["f.state = 'ok'"]
         params: list[object] = []
         if under:
@@ -447,29 +453,25 @@ class Store:
             args = [vector, *params, max_distance, limit, offset]
         return [
             StoredHit(path, 1.0 - distance, width, height, size, mtime_ns / 1e9)
-            for path, distance, width, height, size, mtime_ns in conn.execute(sql, args)
+            for path, distance, width, height, size, mtime_ns in self._read(sql, args)
         ]
 
     def counts(self) -> Counts:
-        conn = self._reader()
-        indexed, offline = conn.execute(
-            "SELECT count(*) FILTER (WHERE state = 'ok'), count(*) FILTER (WHERE state != 'ok') "
-            "FROM files"
-        ).fetchone()
-        (failed,) = conn.execute("SELECT count(*) FROM failures").fetchone()
+        ((indexed, offline, failed),) = self._read(
+            "SELECT count(*) FILTER (WHERE state = 'ok'), count(*) FILTER (WHERE state != 'ok'), "
+            "(SELECT count(*) FROM failures) FROM files"
+        )
         return Counts(indexed=indexed, offline=offline, failed=failed)
 
     def failures(self, *, limit: int, offset: int = 0) -> tuple[list[Failure], int]:
         """A page of failures, most recent first, and their total count."""
-        conn = self._reader()
-        rows = conn.execute(
+        rows = self._read(
             "SELECT path, error, message, attempts, last_seen FROM failures "
             "ORDER BY last_seen DESC, path LIMIT ? OFFSET ?",
             (limit, offset),
         )
-        page = [Failure(*row) for row in rows]
-        (total,) = conn.execute("SELECT count(*) FROM failures").fetchone()
-        return page, total
+        ((total,),) = self._read("SELECT count(*) FROM failures")
+        return [Failure(*row) for row in rows], total
 
     def size_bytes(self) -> int:
         """Bytes on disk: the database plus its WAL."""
