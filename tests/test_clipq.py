@@ -879,7 +879,8 @@ def test_reindex_prints_queued(
     capsys: pytest.CaptureFixture[str], daemon: tuple[FakeDaemon, str]
 ) -> None:
     fake, path = daemon
-    assert run_clipq(capsys, "reindex", "--socket", path) == (0, "queued 7\n", "")
+    requested = "rescan requested; follow it with 'clipq status --watch'\n"
+    assert run_clipq(capsys, "reindex", "--socket", path) == (0, requested, "")
     [(request, time_left)] = fake.reindexes
     assert (list(request.paths), request.wait) == ([], False)
     assert 0 < time_left < 31
@@ -895,7 +896,7 @@ def test_reindex_wait_prints_counts_and_sends_absolute_paths(
     monkeypatch.chdir(short_dir)
     assert run_clipq(capsys, "reindex", "pics", "--wait", "/a/../b", "--socket", path) == (
         0,
-        "indexed 5, failed 1, removed 2\n",
+        "queued 7, indexed 5, failed 1, removed 2\n",
         "",
     )
     [(request, time_left)] = fake.reindexes

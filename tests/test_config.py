@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -40,7 +41,8 @@ def test_repo_config_yaml_is_valid_and_documents_every_key(
     text = repo_config.read_text(encoding="utf-8")
     for key in ("roots", "database", "socket", "model", "name", "pretrained", "device",
                 "precision", "batch_size", "loader_threads", "include", "exclude",
-                "skip_hidden", "max_image_pixels", "log_level"):  # fmt: skip
+                "skip_hidden", "follow_symlinks", "watch", "settle_seconds", "poll_interval",
+                "reconcile_interval", "max_image_pixels", "log_level"):  # fmt: skip
         assert f"{key}:" in text, key
 
 
@@ -104,6 +106,32 @@ def test_missing_root_says_how_to_fix(tmp_path: Path) -> None:
     path = write(tmp_path, "roots: [gone]\n")
     with pytest.raises(ConfigError, match=r"does not exist; create it or remove it from roots"):
         load_config(path)
+
+
+def test_root_entries_with_poll_and_missing_roots_for_the_daemon(tmp_path: Path) -> None:
+    (tmp_path / "pics").mkdir()
+    path = write(tmp_path, "roots: [pics, {path: nas, poll: true}]\nsettle_seconds: 0.5\n")
+    with pytest.raises(ConfigError, match=r"'roots\[1\]' names .*nas, which does not exist"):
+        load_config(path)
+    config = load_config(path, require_roots=False)  # the daemon: an unmounted disk waits
+    assert config.roots == ((tmp_path / "pics").resolve(), (tmp_path / "nas").resolve())
+    assert config.poll_roots == ((tmp_path / "nas").resolve(),)
+    assert config.settle_seconds == 0.5
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("roots: [{path: pics, pol: true}]\n", "key 'roots[0].pol' is unknown"),
+        ("roots: [{path: pics, poll: 1}]\n", "key 'roots[0].poll' must be true or false"),
+        ("roots: [pics]\nsettle_seconds: -1\n", "key 'settle_seconds' must be a number"),
+        ("roots: [pics]\npoll_interval: fast\n", "key 'poll_interval' must be a number"),
+    ],
+)
+def test_watch_key_errors(tmp_path: Path, text: str, expected: str) -> None:
+    (tmp_path / "pics").mkdir()
+    with pytest.raises(ConfigError, match=re.escape(expected)):
+        load_config(write(tmp_path, text))
 
 
 def test_missing_file(tmp_path: Path) -> None:

@@ -66,10 +66,16 @@ def failure_lines(failures: tuple[Failure, ...]) -> list[str]:
 
 
 def reindex_line(result: ReindexResult, *, waited: bool) -> str:
-    """`queued N`, or after waiting `indexed N, failed N, removed N`."""
+    """What a rescan did, or, when not waited for, that it was asked for.
+
+    The daemon answers a rescan not waited for before it runs, so there are no counts yet.
+    """
     if waited:
-        return f"indexed {result.indexed}, failed {result.failed}, removed {result.removed}"
-    return f"queued {result.queued}"
+        return (
+            f"queued {result.queued}, indexed {result.indexed}, failed {result.failed}, "
+            f"removed {result.removed}"
+        )
+    return "rescan requested; follow it with 'clipq status --watch'"
 
 
 def duration(seconds: float) -> str:

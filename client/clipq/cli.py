@@ -249,8 +249,8 @@ def _reindex_parser() -> argparse.ArgumentParser:
     parser = _new_parser(
         "reindex",
         "Ask the daemon to rescan files or folders: new and changed images are embedded,\n"
-        "vanished ones removed. Prints 'queued N', or with --wait\n"
-        "'indexed N, failed N, removed N'.",
+        "vanished ones removed. Returns at once, or with --wait once it is done, printing\n"
+        "'queued N, indexed N, failed N, removed N'.",
     )
     parser.add_argument(
         "paths",
