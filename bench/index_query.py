@@ -73,13 +73,14 @@ def write_photos(root: Path, count: int, size: tuple[int, int]) -> None:
         template[number % len(template)].save(folder / f"img{number:05d}.jpg", quality=90)
 
 
-def write_config(work: Path, photos: Path, model: str) -> Path:
+def write_config(work: Path, photos: Path, model: str, **extra: object) -> Path:
     config = {
         "roots": [str(photos)],
         "database": str(work / f"{model}.db"),
         "socket": str(work / f"{model}.sock"),
         "model": {**MODELS[model], "device": "cpu"},
         "log_level": "warning",
+        **extra,
     }
     path = work / f"{model}.yaml"
     path.write_text(yaml.safe_dump(config), encoding="utf-8")
