@@ -40,6 +40,8 @@ protos: $(VENV)/.test-installed
 
 bench: $(VENV)/.test-installed
 	$(BIN)/python -m bench.index_query
+	$(BIN)/python -m bench.freshness
+	$(BIN)/python -m bench.reconcile
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -18,8 +18,8 @@ def touch(root: Path, *names: str) -> None:
         path.write_bytes(b"x")
 
 
-def found(root: Path, matcher: Matcher) -> set[str]:
-    return {os.path.relpath(p, root) for p in scan(root, matcher).files}
+def found(root: Path, matcher: Matcher, follow: bool = False) -> set[str]:
+    return {os.path.relpath(p, root) for p in scan(root, matcher, follow=follow).files}
 
 
 def test_default_globs_hidden_and_case(tmp_path: Path) -> None:
@@ -76,3 +76,15 @@ def test_content_hash_sees_head_tail_and_size(tmp_path: Path) -> None:
     hashes = [content_hash(str(p), p.stat().st_size) for p in (a, b, c, d)]
     assert hashes[0] == hashes[1]
     assert len(set(hashes)) == 3
+
+
+def test_following_symlinks_detects_loops_and_lists_a_file_once(tmp_path: Path) -> None:
+    touch(tmp_path, "real/a.jpg", "real/b.jpg")
+    (tmp_path / "alias").symlink_to(tmp_path / "real")  # the same folder twice
+    (tmp_path / "real" / "loop").symlink_to(tmp_path)  # a loop back to the top
+    (tmp_path / "z-link.jpg").symlink_to(tmp_path / "real" / "a.jpg")  # the same file twice
+    (tmp_path / "dangling.jpg").symlink_to(tmp_path / "nowhere.jpg")
+    result = found(tmp_path, Matcher(DEFAULT_INCLUDE, (), True), follow=True)
+    names = sorted(Path(p).name for p in result)
+    assert names in (["a.jpg", "b.jpg"], ["b.jpg", "z-link.jpg"])
+    assert found(tmp_path, Matcher(DEFAULT_INCLUDE, (), True), follow=True) == result

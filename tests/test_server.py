@@ -19,6 +19,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from clipd.app import Daemon
 from clipd.config import load_config
+from clipd.progress import Progress
 from clipd_api.v1 import clipd_pb2 as pb
 from clipd_api.v1 import clipd_pb2_grpc as pb_grpc
 
@@ -201,6 +202,14 @@ def test_reindex_picks_up_new_changed_and_deleted_files(daemon: Running) -> None
 
     again = daemon.stub.Reindex(pb.ReindexRequest(paths=[str(root)], wait=True), timeout=60)
     assert (again.queued, again.indexed, again.removed) == (0, 0, 0)
+
+
+def test_results_are_flagged_partial_while_indexing(
+    daemon: Running, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert not daemon.search(text("a red circle")).partial
+    monkeypatch.setattr(Progress, "busy", property(lambda self: True))
+    assert daemon.search(text("a red circle")).partial
 
 
 def test_watch_status_streams_updates(daemon: Running) -> None:

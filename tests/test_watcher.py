@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from conftest import ConfigWriter
+from conftest import TINY_MODEL_JSON, TINY_MODEL_WEIGHTS, ConfigWriter
 from fixtures.corpus import write_corpus
 from fixtures.shapes import draw
 from test_end_to_end import wait_until_indexed
@@ -82,24 +82,35 @@ def picture(path: Path, colour: str = "red", shape: str = "circle", seed: int = 
     return path
 
 
+@contextlib.contextmanager
+def serving(config: Path, root: Path, files: int) -> Iterator[Live]:
+    """An in-process daemon on `config`, once it has indexed `files` files under `root`."""
+    daemon = Daemon(load_config(config, require_roots=False))
+    thread = threading.Thread(target=daemon.run, name="test-daemon")
+    thread.start()
+    try:
+        live = Live(daemon, root)
+        live.wait_for(
+            lambda: (
+                daemon.engine is not None
+                and daemon.engine.indexer is not None
+                and len(live.indexed()) == files
+            ),
+            "initial index",
+        )
+        yield live
+    finally:
+        daemon.stop()
+        thread.join(timeout=60)
+
+
 @pytest.fixture
 def live(tmp_path: Path, write_config: ConfigWriter) -> Iterator[Live]:
     root = tmp_path / "pics"
     picture(root / "a" / "first.png", seed=1)
     picture(root / "a" / "second.png", "blue", "square", seed=2)
-    config = load_config(
-        write_config([root], settle_seconds=0.3, poll_interval=0.5), require_roots=False
-    )
-    daemon = Daemon(config)
-    thread = threading.Thread(target=daemon.run, name="test-daemon")
-    thread.start()
-    try:
-        running = Live(daemon, root)
-        running.wait_for(lambda: daemon.engine is not None and len(running.indexed()) == 2, "start")
+    with serving(write_config([root], settle_seconds=0.3, poll_interval=0.5), root, 2) as running:
         yield running
-    finally:
-        daemon.stop()
-        thread.join(timeout=60)
 
 
 def test_create_modify_delete(live: Live) -> None:
@@ -156,6 +167,7 @@ def test_a_slow_write_is_embedded_once_after_it_settles(live: Live) -> None:
     time.sleep(0.5)
     assert live.indexer.model_passes == passes + 1
     assert live.store.failures(limit=10)[1] == 0
+    live.assert_consistent()
 
 
 def test_a_root_that_disappears_is_kept_offline_and_comes_back(live: Live) -> None:
@@ -179,17 +191,9 @@ def test_a_polled_root_sees_changes_without_native_events(
     root = tmp_path / "share"
     picture(root / "one.png", seed=7)
     path = write_config([{"path": str(root), "poll": True}], poll_interval=0.3, settle_seconds=0.1)
-    daemon = Daemon(load_config(path))
-    thread = threading.Thread(target=daemon.run, name="test-daemon")
-    thread.start()
-    try:
-        live = Live(daemon, root)
-        live.wait_for(lambda: daemon.engine is not None and len(live.indexed()) == 1, "start")
+    with serving(path, root, 1) as live:
         picture(root / "two.png", "green", "square", seed=8)
         live.wait_for(lambda: len(live.indexed()) == 2, "polled change indexed")
-    finally:
-        daemon.stop()
-        thread.join(timeout=60)
     assert f"polling {root} every 0.3s: asked for by `poll: true` in the config" in caplog.text
 
 
@@ -227,3 +231,24 @@ def test_sigkill_mid_batch_then_restart_loses_and_duplicates_nothing(
         assert set(store.known_files(str(corpus.root))) == {str(p) for p in corpus.images}
     finally:
         store.close()
+
+
+def test_another_model_re_embeds_everything_and_never_mixes(
+    tmp_path: Path, write_config: ConfigWriter
+) -> None:
+    import torch
+
+    root = tmp_path / "pics"
+    for seed, (colour, shape) in enumerate([("red", "circle"), ("blue", "square")]):
+        picture(root / f"{colour}.png", colour, shape, seed=seed)
+    weights = torch.load(TINY_MODEL_WEIGHTS, weights_only=True)
+    other = tmp_path / "other.pt"
+    torch.save({k: v * 1.01 if v.is_floating_point() else v for k, v in weights.items()}, other)
+    identities = []
+    for pretrained in (TINY_MODEL_WEIGHTS, other):
+        model = {"name": str(TINY_MODEL_JSON), "pretrained": str(pretrained), "device": "cpu"}
+        with serving(write_config([root], model=model), root, 2) as live:
+            assert live.indexer.model_passes == 2, "every file is embedded by each model"
+            identities.append(live.store.model)
+            live.assert_consistent()
+    assert identities[0] != identities[1]

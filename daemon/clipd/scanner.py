@@ -4,7 +4,7 @@ Include/exclude globs are case-insensitive. A glob without '/' matches a file or
 name anywhere ('*.jpg', 'node_modules'); a glob with '/' matches the path relative to its root
 ('Screenshots/*'). An excluded directory is not entered. Symlinks are followed only when asked;
 then a directory reached twice (a loop) is entered once, and a file reached by two paths is
-listed once, under the first path in sorted order.
+listed once, under the path the (deterministic) walk meets first.
 """
 
 from __future__ import annotations
