@@ -13,7 +13,7 @@ import math
 import os
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -117,17 +117,7 @@ class ImageSearch(pb_grpc.ImageSearchServicer):
             query.tobytes(), limit=limit, offset=request.offset, min_score=min_score, under=under
         )
         return pb.SearchResponse(
-            hits=[
-                pb.Hit(
-                    path=h.path,
-                    score=h.score,
-                    width=h.width,
-                    height=h.height,
-                    size_bytes=h.size_bytes,
-                    mtime=h.mtime,
-                )
-                for h in hits
-            ],
+            hits=[pb.Hit(**asdict(hit)) for hit in hits],  # the same fields, by design
             partial=self._engine.progress.busy,
             took_ms=(time.perf_counter() - started) * 1000,
         )
@@ -258,17 +248,7 @@ class ImageSearch(pb_grpc.ImageSearchServicer):
         limit = _limit(request.limit, DEFAULT_FAILURES_LIMIT)
         page, total = self._engine.store.failures(limit=limit, offset=request.offset)
         return pb.ListFailuresResponse(
-            failures=[
-                pb.Failure(
-                    path=f.path,
-                    error=f.error,
-                    message=f.message,
-                    attempts=f.attempts,
-                    last_seen=f.last_seen,
-                )
-                for f in page
-            ],
-            total=total,
+            failures=[pb.Failure(**asdict(failure)) for failure in page], total=total
         )
 
 
