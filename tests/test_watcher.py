@@ -4,6 +4,7 @@ copies cost no model pass, and files and vectors stay one-to-one."""
 from __future__ import annotations
 
 import contextlib
+import errno
 import random
 import shutil
 import signal
@@ -25,6 +26,7 @@ from clipd.app import Daemon
 from clipd.config import load_config
 from clipd.indexer import Indexer
 from clipd.store import Store
+from clipd.watcher import Watcher
 from clipq import Client, ClipqError
 
 
@@ -252,3 +254,30 @@ def test_another_model_re_embeds_everything_and_never_mixes(
             identities.append(live.store.model)
             live.assert_consistent()
     assert identities[0] != identities[1]
+
+
+def test_when_the_os_refuses_more_watches_the_root_is_polled(
+    tmp_path: Path, write_config: ConfigWriter, caplog: pytest.LogCaptureFixture
+) -> None:
+    root = tmp_path / "pics"
+    root.mkdir()
+    submitted: list[tuple[list[Path], list[tuple[Path, Path]]]] = []
+    config = load_config(write_config([root], poll_interval=0.2, settle_seconds=0.1))
+    watcher = Watcher(config, lambda paths, moves: submitted.append((list(paths), list(moves))))
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        # What inotify answers once fs.inotify.max_user_watches is used up.
+        raise OSError(errno.ENOSPC, "inotify watch limit reached")
+
+    watcher._native.schedule = refuse  # type: ignore[method-assign,assignment]
+    watcher.start()
+    try:
+        new = picture(root / "new.png")
+        deadline = time.monotonic() + 10
+        while not any(new in paths for paths, _ in submitted) and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        watcher.stop()
+    assert any(new in paths for paths, _ in submitted), submitted
+    assert "the inotify watch limit is reached; raise it with" in caplog.text
+    assert "fs.inotify.max_user_watches" in caplog.text
