@@ -88,3 +88,11 @@ def test_following_symlinks_detects_loops_and_lists_a_file_once(tmp_path: Path) 
     names = sorted(Path(p).name for p in result)
     assert names in (["a.jpg", "b.jpg"], ["b.jpg", "z-link.jpg"])
     assert found(tmp_path, Matcher(DEFAULT_INCLUDE, (), True), follow=True) == result
+
+
+def test_names_that_are_not_utf8_are_skipped_not_fatal(tmp_path: Path) -> None:
+    touch(tmp_path, "ok.jpg")
+    with open(os.path.join(os.fsencode(tmp_path), b"bad-\xff.jpg"), "wb") as handle:
+        handle.write(b"x")
+    result = scan(tmp_path, Matcher(DEFAULT_INCLUDE, (), True))
+    assert list(result.files) == [str(tmp_path / "ok.jpg")]

@@ -94,7 +94,8 @@ def scan(
         result.unreadable.append(str(root))
         return result
     if stat.S_ISREG(st.st_mode):
-        result.files[str(root)] = FileStat.of(str(root), st)
+        if _storable(str(root)):
+            result.files[str(root)] = FileStat.of(str(root), st)
     else:
         result.seen.add((st.st_dev, st.st_ino))
         _Walk(str(root), matcher, result, follow).run()
@@ -128,6 +129,8 @@ class _Walk:
                     log.debug("skipping %s: %s", entry.path, exc.strerror)
 
     def _visit(self, entry: os.DirEntry[str]) -> None:
+        if not _storable(entry.path):
+            return
         relative = os.path.relpath(entry.path, self.base)
         follow = self.follow
         if entry.is_dir(follow_symlinks=follow):
@@ -151,6 +154,16 @@ class _Walk:
             return False
         self.result.seen.add(key)
         return True
+
+
+def _storable(path: str) -> bool:
+    """False for a name that is not valid UTF-8: the index stores paths as text."""
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        log.warning("skipping %r: its name is not valid UTF-8", path)
+        return False
+    return True
 
 
 def is_below(path: str, prefix: str) -> bool:
