@@ -104,12 +104,12 @@ class Daemon:
         engine.store.bind_model(embedder.identity)
         indexer = Indexer(self.config, engine.store, embedder, self.progress)
         indexer.start()
+        engine.embedder, engine.indexer = embedder, indexer  # run() stops what is set here
         # Watch first, then scan: a change during the scan is caught by one or the other.
         if self.config.watch:
             self._watcher = Watcher(self.config, indexer.submit)
             self._watcher.start()
         indexer.submit(self.config.roots)
-        engine.embedder, engine.indexer = embedder, indexer
         self.progress.set_state("idle")
         return True
 

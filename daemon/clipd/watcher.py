@@ -95,6 +95,8 @@ class Watcher:
         for root in self._config.roots:
             identity = _identity(root)
             watched = self._watches.get(root)
+            if watched is None and identity is None:
+                continue  # still missing
             if watched is not None and watched[2] == identity:
                 continue
             if watched is not None:
@@ -114,20 +116,24 @@ class Watcher:
         reason = self._poll_reason(root)
         observer = self._polling if reason else self._native
         try:
-            watch = observer.schedule(
-                self._handler, str(root), recursive=True, event_filter=_EVENTS
-            )
+            watch = self._schedule(observer, root)
         except OSError as exc:
             if observer is self._polling:
-                raise
+                log.warning("cannot poll %s (%s); will try again", root, exc.strerror or exc)
+                return
             reason = _native_failure(exc)
             observer = self._polling
-            watch = observer.schedule(
-                self._handler, str(root), recursive=True, event_filter=_EVENTS
-            )
+            try:
+                watch = self._schedule(observer, root)
+            except OSError as retry:  # vanished meanwhile: check_roots() tries again
+                log.warning("cannot poll %s (%s); will try again", root, retry.strerror or retry)
+                return
         if reason:
             log.warning("polling %s every %gs: %s", root, self._config.poll_interval, reason)
         self._watches[root] = (observer, watch, identity)
+
+    def _schedule(self, observer: BaseObserver, root: Path) -> ObservedWatch:
+        return observer.schedule(self._handler, str(root), recursive=True, event_filter=_EVENTS)
 
     def _poll_reason(self, root: Path) -> str | None:
         if root in self._config.poll_roots:
