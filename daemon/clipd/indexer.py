@@ -25,7 +25,7 @@ from clipd.config import Config
 from clipd.embedder import Embedder
 from clipd.errors import ImageError
 from clipd.progress import Progress
-from clipd.scanner import FileStat, Matcher, ScanResult, content_hash, is_below, scan
+from clipd.scanner import FileStat, Matcher, ScanResult, content_hash, scan
 from clipd.store import FailureRecord, FileRecord, Store
 
 if TYPE_CHECKING:
@@ -158,23 +158,17 @@ class Indexer:
         present = [path for path in job.paths if self._root_is_present(path)]
         for path in present:
             scan(path, self._matcher, found, follow=self._config.follow_symlinks)
-        hidden = tuple(d + os.sep for d in found.unreadable)
-        todo: dict[str, FileStat] = {}
-        gone: set[str] = set()
+        known: dict[str, tuple[int, int]] = {}
+        failed: dict[str, tuple[int, int]] = {}
         for path in present:
-            prefix = str(path)
-            known = self._store.known_files(prefix)
-            failed = self._store.known_failures(prefix)
-            for candidate in (known, failed):
-                gone.update(
-                    p for p in candidate if p not in found.files and not p.startswith(hidden)
-                )
-            for p, st in found.files.items():
-                current = (st.size, st.mtime_ns)
-                if known.get(p) != current and failed.get(p) != current and is_below(p, prefix):
-                    todo[p] = st
+            known.update(self._store.known_files(str(path)))
+            failed.update(self._store.known_failures(str(path)))
+        hidden = tuple(d + os.sep for d in found.unreadable)
+        gone = {p for p in known.keys() | failed.keys() if p not in found.files}
+        todo = [st for p, st in found.files.items() if _changed(st, known.get(p), failed.get(p))]
         # Newest first: the photos a user just added are the ones they will look for.
-        return sorted(todo.values(), key=lambda st: st.mtime_ns, reverse=True), sorted(gone)
+        todo.sort(key=lambda st: st.mtime_ns, reverse=True)
+        return todo, sorted(p for p in gone if not p.startswith(hidden))
 
     def _root_is_present(self, path: Path) -> bool:
         """False for a root that is missing or emptied while files are indexed under it (an
@@ -304,6 +298,14 @@ class _Batch:
 
     def __len__(self) -> int:
         return len(self.loaded) + len(self.ready) + len(self.failures)
+
+
+def _changed(
+    stat: FileStat, indexed: tuple[int, int] | None, failed: tuple[int, int] | None
+) -> bool:
+    """New, or different from both its indexed row and its last failed attempt."""
+    current = (stat.size, stat.mtime_ns)
+    return current not in (indexed, failed)
 
 
 def _merge(

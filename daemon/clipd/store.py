@@ -232,13 +232,13 @@ class Store:
         """Make `identity` the database's model; returns True if existing vectors were dropped."""
         if identity == self.model:
             return False
-        dropped = self.model is not None
-        if dropped:
+        previous = self.model
+        if previous is not None:
             log.warning(
                 "database %s holds vectors of %s/%s; the config names %s/%s: re-embedding all",
                 self.path,
-                self.model.name if self.model else "",
-                self.model.pretrained if self.model else "",
+                previous.name,
+                previous.pretrained,
                 identity.name,
                 identity.pretrained,
             )
@@ -259,7 +259,7 @@ class Store:
                 ],
             )
         self.model = identity
-        return dropped
+        return previous is not None
 
     # -- writes ----------------------------------------------------------------------------
 
@@ -364,10 +364,12 @@ class Store:
     def set_offline(self, prefix: str, offline: bool) -> int:
         """Hide (or show again) every file at or below `prefix`; returns rows changed."""
         where, params = prefix_condition([prefix])
-        old, new = ("ok", "offline") if offline else ("offline", "ok")
+        state = "offline" if offline else "ok"
+        # `state != 'ok'` lets bringing a root back online (done on every scan) use the
+        # partial index of hidden rows instead of walking every row below the root.
         with self._transaction() as conn:
             cursor = conn.execute(
-                f"UPDATE files SET state = ? WHERE state = ? AND {where}", [new, old, *params]
+                f"UPDATE files SET state = ? WHERE state != ? AND {where}", [state, state, *params]
             )
             return cursor.rowcount
 
