@@ -70,6 +70,16 @@ class Matcher:
             return False
         return _matches(self._include, name, relative)
 
+    def wants_path(self, relative: str, is_directory: bool) -> bool:
+        """Whether a path relative to its root is a candidate, every folder on the way too."""
+        *parents, name = relative.split(os.sep)
+        for depth, part in enumerate(parents):
+            if not self.wants_dir(part, os.sep.join(parents[: depth + 1])):
+                return False
+        if is_directory:
+            return self.wants_dir(name, relative)
+        return self.wants_file(name, relative)
+
 
 def _compile(globs: Iterable[str]) -> list[tuple[bool, re.Pattern[str]]]:
     """(matches the relative path?, regex) for each glob."""

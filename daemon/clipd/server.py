@@ -142,15 +142,7 @@ class ImageSearch(pb_grpc.ImageSearchServicer):
         if kind == "text":
             return _text_vector(embedder, term.text, f"term {number}")
         if kind == "image":
-            return _image_vector(
-                embedder,
-                lambda: images.decode_bytes(
-                    term.image,
-                    max_pixels=self._engine.config.max_image_pixels,
-                    min_side=embedder.image_size,
-                ),
-                f"term {number}",
-            )
+            return self._image_vector(embedder, term.image, f"term {number}")
         if kind == "path":
             return self._path_vector(embedder, term.path, f"term {number}")
         raise RequestError(f"term {number} is empty; set one of text, image or path")
@@ -161,15 +153,22 @@ class ImageSearch(pb_grpc.ImageSearchServicer):
         if stored is not None:
             vector: Vectors = np.frombuffer(stored, dtype=np.float32)
             return vector
-        return _image_vector(
-            embedder,
-            lambda: images.decode_file(
-                Path(path),
-                max_pixels=self._engine.config.max_image_pixels,
-                min_side=embedder.image_size,
-            ),
-            label,
-        )
+        return self._image_vector(embedder, Path(path), label)
+
+    def _image_vector(self, embedder: Embedder, source: bytes | Path, label: str) -> Vectors:
+        """The vector of image bytes or an image file; one that cannot be decoded is refused."""
+        max_pixels, min_side = self._engine.config.max_image_pixels, embedder.image_size
+        try:
+            if isinstance(source, bytes):
+                decoded = images.decode_bytes(source, max_pixels=max_pixels, min_side=min_side)
+            else:
+                decoded = images.decode_file(source, max_pixels=max_pixels, min_side=min_side)
+        except ImageTooLarge as exc:
+            raise RequestError(f"{label}: {exc}", grpc.StatusCode.RESOURCE_EXHAUSTED) from exc
+        except ImageError as exc:
+            raise RequestError(f"{label}: {exc}") from exc
+        vector: Vectors = embedder.embed_images([decoded.image])[0]
+        return vector
 
     @_rpc
     def GetStatus(self, request: pb.StatusRequest, context: grpc.ServicerContext) -> pb.Status:
@@ -273,16 +272,3 @@ def _text_vector(embedder: Embedder, text: str, label: str) -> Vectors:
     if len(text) > MAX_TEXT_CHARS:
         raise RequestError(f"{label}: the text is over {MAX_TEXT_CHARS} characters")
     return embedder.embed_text(text)
-
-
-def _image_vector(
-    embedder: Embedder, decode: Callable[[], images.DecodedImage], label: str
-) -> Vectors:
-    try:
-        decoded = decode()
-    except ImageTooLarge as exc:
-        raise RequestError(f"{label}: {exc}", grpc.StatusCode.RESOURCE_EXHAUSTED) from exc
-    except ImageError as exc:
-        raise RequestError(f"{label}: {exc}") from exc
-    vector: Vectors = embedder.embed_images([decoded.image])[0]
-    return vector

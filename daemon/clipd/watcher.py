@@ -50,6 +50,13 @@ _NETWORK_FS = frozenset(
 _Identity = tuple[int, int]  # (st_dev, st_ino) of a root: changes when a disk is (un)mounted
 
 
+@dataclass(frozen=True, slots=True)
+class _Move:
+    source: Path
+    destination: Path
+    is_directory: bool
+
+
 @dataclass
 class _Pending:
     last_event: float
@@ -69,7 +76,7 @@ class Watcher:
         self._watches: dict[Path, tuple[BaseObserver, ObservedWatch, _Identity]] = {}
         self._lock = threading.Lock()
         self._pending: dict[str, _Pending] = {}
-        self._moves: list[tuple[Path, Path]] = []
+        self._moves: list[_Move] = []
         self._stopping = threading.Event()
         self._settler = threading.Thread(target=self._settle_loop, name="clipd-settle")
 
@@ -152,7 +159,7 @@ class Watcher:
             destination = os.fsdecode(event.dest_path)
             if self._wanted(destination, event.is_directory):
                 with self._lock:
-                    self._moves.append((Path(source), Path(destination)))
+                    self._moves.append(_Move(Path(source), Path(destination), event.is_directory))
                 self._touch(destination)
             else:
                 self._touch(source)  # renamed to something we do not index: it is gone
@@ -167,15 +174,7 @@ class Watcher:
         if root is None:
             return False
         relative = os.path.relpath(path, root)
-        if relative == ".":
-            return True
-        *parents, name = relative.split(os.sep)
-        for depth, part in enumerate(parents):
-            if not self._matcher.wants_dir(part, os.sep.join(parents[: depth + 1])):
-                return False
-        if is_directory:
-            return self._matcher.wants_dir(name, relative)
-        return self._matcher.wants_file(name, relative)
+        return relative == "." or self._matcher.wants_path(relative, is_directory)
 
     def _touch(self, path: str) -> None:
         entry = _Pending(time.monotonic(), _size_and_mtime(path))
@@ -213,7 +212,7 @@ class Watcher:
                 else:  # changed without telling us (or still being written): wait again
                     self._pending[path] = _Pending(now, current)
         if ready or moves:
-            self._submit([Path(p) for p in _outermost(ready)], moves)
+            self._submit([Path(p) for p in _outermost(ready)], _collapse(moves))
 
 
 class _Handler(events.FileSystemEventHandler):
@@ -222,6 +221,24 @@ class _Handler(events.FileSystemEventHandler):
 
     def on_any_event(self, event: events.FileSystemEvent) -> None:
         self._watcher.on_event(event)
+
+
+def _collapse(moves: list[_Move]) -> list[tuple[Path, Path]]:
+    """The moves to apply, without those a directory move before them already made: watchers
+    report every file of a moved directory as moved too."""
+    kept: list[tuple[Path, Path]] = []
+    directories: list[_Move] = []
+    for move in moves:
+        covered = any(
+            is_below(str(move.source), str(d.source))
+            and is_below(str(move.destination), str(d.destination))
+            for d in directories
+        )
+        if not covered:
+            kept.append((move.source, move.destination))
+            if move.is_directory:
+                directories.append(move)
+    return kept
 
 
 def _outermost(paths: list[str]) -> list[str]:
