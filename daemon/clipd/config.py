@@ -94,7 +94,8 @@ class Config:
 
 
 _LOG_LEVELS = ("debug", "info", "warning", "error")
-_DEFAULT_MODEL = ModelConfig()
+# Defaults come from the dataclasses alone, so the file and the code cannot disagree.
+_DEFAULTS = Config(roots=())
 
 
 def load_config(path: Path | None = None, *, require_roots: bool = True) -> Config:
@@ -129,6 +130,14 @@ def parse_config(data: object, source: Path, *, require_roots: bool = True) -> C
     table = reader.mapping(data, "", allowed=_field_names(Config))
     model = reader.mapping(table.get("model", {}), "model", allowed=_field_names(ModelConfig))
     base = source.parent
+
+    def key(name: str) -> Any:
+        """The file's value for a top-level key, else the Config default."""
+        return table.get(name, getattr(_DEFAULTS, name))
+
+    def model_key(name: str) -> Any:
+        return model.get(name, getattr(_DEFAULTS.model, name))
+
     roots = [
         reader.root(value, f"roots[{i}]", base, require_roots) for i, value in _roots(reader, table)
     ]
@@ -142,31 +151,25 @@ def parse_config(data: object, source: Path, *, require_roots: bool = True) -> C
         or reader.path(table.get("socket"), "socket", base)
         or default_socket_path(),
         model=ModelConfig(
-            name=reader.model_ref(
-                model.get("name", _DEFAULT_MODEL.name), "model.name", base, ".json"
-            ),
-            pretrained=reader.model_ref(
-                model.get("pretrained", _DEFAULT_MODEL.pretrained), "model.pretrained", base, None
-            ),
-            device=reader.choice(model.get("device", "auto"), "model.device", DEVICES),
-            precision=reader.choice(model.get("precision", "auto"), "model.precision", PRECISIONS),
+            name=reader.model_ref(model_key("name"), "model.name", base, ".json"),
+            pretrained=reader.model_ref(model_key("pretrained"), "model.pretrained", base, None),
+            device=reader.choice(model_key("device"), "model.device", DEVICES),
+            precision=reader.choice(model_key("precision"), "model.precision", PRECISIONS),
         ),
-        batch_size=reader.integer(table.get("batch_size", 16), "batch_size", 1, 1024),
-        loader_threads=reader.integer(table.get("loader_threads", 0), "loader_threads", 0, 64),
-        include=reader.globs(table.get("include", list(DEFAULT_INCLUDE)), "include"),
-        exclude=reader.globs(table.get("exclude", []), "exclude"),
-        skip_hidden=reader.boolean(table.get("skip_hidden", True), "skip_hidden"),
-        follow_symlinks=reader.boolean(table.get("follow_symlinks", False), "follow_symlinks"),
-        watch=reader.boolean(table.get("watch", True), "watch"),
-        settle_seconds=reader.number(table.get("settle_seconds", 1.0), "settle_seconds", 0, 600),
-        poll_interval=reader.number(table.get("poll_interval", 30.0), "poll_interval", 0.1, 86400),
+        batch_size=reader.integer(key("batch_size"), "batch_size", 1, 1024),
+        loader_threads=reader.integer(key("loader_threads"), "loader_threads", 0, 64),
+        include=reader.globs(key("include"), "include"),
+        exclude=reader.globs(key("exclude"), "exclude"),
+        skip_hidden=reader.boolean(key("skip_hidden"), "skip_hidden"),
+        follow_symlinks=reader.boolean(key("follow_symlinks"), "follow_symlinks"),
+        watch=reader.boolean(key("watch"), "watch"),
+        settle_seconds=reader.number(key("settle_seconds"), "settle_seconds", 0, 600),
+        poll_interval=reader.number(key("poll_interval"), "poll_interval", 0.1, 86400),
         reconcile_interval=reader.number(
-            table.get("reconcile_interval", 4 * 3600.0), "reconcile_interval", 0, 30 * 86400
+            key("reconcile_interval"), "reconcile_interval", 0, 30 * 86400
         ),
-        max_image_pixels=reader.integer(
-            table.get("max_image_pixels", DEFAULT_MAX_PIXELS), "max_image_pixels", 1, 10**10
-        ),
-        log_level=reader.choice(table.get("log_level", "info"), "log_level", _LOG_LEVELS),
+        max_image_pixels=reader.integer(key("max_image_pixels"), "max_image_pixels", 1, 10**10),
+        log_level=reader.choice(key("log_level"), "log_level", _LOG_LEVELS),
         source=source,
     )
     if not config.include:
@@ -276,6 +279,6 @@ class _Reader:
         return bool(value)
 
     def globs(self, value: object, key: str) -> tuple[str, ...]:
-        if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        if not isinstance(value, list | tuple) or not all(isinstance(v, str) and v for v in value):
             self.fail(key, "must be a list of glob patterns like ['*.jpg', 'Screenshots/*']")
         return tuple(value)
