@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import os
 from collections.abc import Generator, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any, TypeAlias
+from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar
 
 import grpc
 from google.protobuf.message import Message
@@ -16,8 +16,13 @@ from clipd_api.v1 import clipd_pb2 as pb
 from clipd_api.v1 import clipd_pb2_grpc as pb_grpc
 from clipq._errors import from_rpc_error
 
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
 QueryTerm: TypeAlias = str | tuple[str, float]
 """One part of a query: a text, or a (text, weight) pair; a negative weight subtracts it."""
+
+_Record = TypeVar("_Record", bound="DataclassInstance")
 
 # A local daemon never sits behind a proxy, and *_proxy variables would send TCP targets
 # through one.
@@ -307,46 +312,22 @@ def _embed_request(
     raise ValueError("give exactly one of text, image or path to embed")
 
 
+def _from_message(cls: type[_Record], message: Message, **overrides: Any) -> _Record:
+    """A dataclass filled from the message fields of the same names, some values replaced."""
+    values = {f.name: getattr(message, f.name) for f in fields(cls) if f.name not in overrides}
+    return cls(**values, **overrides)
+
+
 def _hit(hit: pb.Hit) -> Hit:
-    return Hit(
-        path=hit.path,
-        score=hit.score,
-        width=hit.width,
-        height=hit.height,
-        size_bytes=hit.size_bytes,
-        mtime=hit.mtime,
-    )
+    return _from_message(Hit, hit)
 
 
 def _status(status: pb.Status) -> Status:
-    return Status(
-        state=_state_name(status.state),
-        version=status.version,
-        indexed=status.indexed,
-        queued=status.queued,
-        failed=status.failed,
-        offline=status.offline,
-        images_per_second=status.images_per_second,
-        eta_seconds=status.eta_seconds,
-        model=status.model,
-        pretrained=status.pretrained,
-        dim=status.dim,
-        device=status.device,
-        roots=tuple(status.roots),
-        database=status.database,
-        database_bytes=status.database_bytes,
-        started_at=status.started_at,
-    )
+    return _from_message(Status, status, state=_state_name(status.state), roots=tuple(status.roots))
 
 
 def _failure(failure: pb.Failure) -> Failure:
-    return Failure(
-        path=failure.path,
-        error=failure.error,
-        message=failure.message,
-        attempts=failure.attempts,
-        last_seen=failure.last_seen,
-    )
+    return _from_message(Failure, failure)
 
 
 def _state_name(state: int) -> str:
