@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -137,7 +136,6 @@ def test_second_daemon_on_the_same_socket_is_refused(
         text=True,
         timeout=60,
         check=False,
-        env={**os.environ},
     )
     assert result.returncode == 1
     assert "another clipd is already serving" in result.stderr

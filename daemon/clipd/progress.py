@@ -47,7 +47,8 @@ class Progress:
     def begin_scan(self) -> None:
         with self._changed:
             self._scans += 1
-            self._last_batch_at = time.monotonic()
+            if self._scans == 1:  # the clock for the first batch's rate starts with the work
+                self._last_batch_at = time.monotonic()
             self._bump()
 
     def end_scan(self) -> None:
