@@ -24,8 +24,9 @@ from clipd.config import ModelConfig, parse_config
 from clipd.embedder import Embedder
 from clipd.indexer import Indexer
 from clipd.progress import Progress
+from clipd.records import FileRecord
 from clipd.scanner import FileStat
-from clipd.store import FileRecord, Store
+from clipd.store import Store
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = ModelConfig(

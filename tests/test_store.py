@@ -11,7 +11,8 @@ import pytest
 
 from clipd import sqlite, store
 from clipd.errors import StoreError
-from clipd.store import FailureRecord, FileRecord, ModelIdentity, Store
+from clipd.records import FailureRecord, FileRecord, ModelIdentity
+from clipd.store import Store
 
 DIM = 16
 MODEL = ModelIdentity("test-model", "test-weights", DIM)

@@ -21,7 +21,7 @@ import numpy.typing as npt
 
 from clipd.config import RANDOM_WEIGHTS, ModelConfig
 from clipd.errors import ModelError
-from clipd.store import ModelIdentity
+from clipd.records import ModelIdentity
 
 if TYPE_CHECKING:
     import torch

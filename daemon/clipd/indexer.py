@@ -25,8 +25,9 @@ from clipd.config import Config
 from clipd.embedder import Embedder
 from clipd.errors import ImageError
 from clipd.progress import Progress
+from clipd.records import FailureRecord, FileRecord
 from clipd.scanner import FileStat, Matcher, ScanResult, content_hash, scan
-from clipd.store import FailureRecord, FileRecord, Store
+from clipd.store import Store
 
 if TYPE_CHECKING:
     import torch

@@ -1,0 +1,66 @@
+"""The plain records that pass between the store and the rest of the daemon."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class ModelIdentity:
+    """Which model made the vectors: never mix two in one table."""
+
+    name: str
+    pretrained: str
+    dim: int
+
+
+@dataclass(frozen=True, slots=True)
+class FileRecord:
+    """An embedded file, ready to be written."""
+
+    path: str
+    size: int
+    mtime_ns: int
+    inode: int
+    device: int
+    content_hash: bytes
+    width: int
+    height: int
+    vector: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class FailureRecord:
+    """A file that could not be indexed; size and mtime let the scanner skip it until it changes."""
+
+    path: str
+    size: int
+    mtime_ns: int
+    error: str
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class Failure:
+    path: str
+    error: str
+    message: str
+    attempts: int
+    last_seen: float
+
+
+@dataclass(frozen=True, slots=True)
+class StoredHit:
+    path: str
+    score: float
+    width: int
+    height: int
+    size_bytes: int
+    mtime: float
+
+
+@dataclass(frozen=True, slots=True)
+class Counts:
+    indexed: int
+    offline: int
+    failed: int
