@@ -97,6 +97,12 @@ def png_bytes(colour: str, shape: str) -> bytes:
         ({"terms": [pb.Term(image=b"not an image")]}, "term 1:"),
         ({"terms": [pb.Term(path="/no/such/file.jpg")]}, "term 1:"),
         ({"terms": [text("red"), text("red", -1.0)]}, "cancel each other out"),
+        ({"terms": [text("red")], "extensions": ["j*g"]}, "is not a file extension"),
+        ({"terms": [text("red")], "modified_after": float("inf")}, "seconds since the Unix epoch"),
+        (
+            {"terms": [text("red")], "modified_after": 20.0, "modified_before": 10.0},
+            "must be earlier than",
+        ),
     ],
 )
 def test_bad_requests_get_invalid_argument_with_a_message(
@@ -131,6 +137,22 @@ def test_search_terms_filters_and_paging(daemon: Running) -> None:
     under = daemon.search(text("a red circle"), limit=50, under=[sub])
     assert under.hits
     assert all(h.path.startswith(sub + "/") for h in under.hits)
+
+    pngs = daemon.search(text("a red circle"), limit=100, extensions=[".PNG", "gif"])
+    assert {Path(h.path).suffix for h in pngs.hits} == {".png", ".gif"}
+
+    newest = max(daemon.corpus.images, key=lambda p: p.stat().st_mtime_ns)
+    cutoff = (newest.stat().st_mtime_ns - 1000) / 1e9  # a float cannot hold every ns
+    recent = daemon.search(text("a red circle"), limit=100, modified_after=cutoff)
+    assert newest in {Path(h.path) for h in recent.hits}
+    assert all(h.mtime >= cutoff for h in recent.hits)
+    older = daemon.search(text("a red circle"), limit=100, modified_before=cutoff)
+    assert all(h.mtime < cutoff for h in older.hits)
+    assert not older.nothing_indexed
+
+    none = daemon.search(text("a red circle"), under=["/nowhere"])
+    assert not none.hits
+    assert not none.nothing_indexed
 
     strict = daemon.search(text("a red circle"), limit=50, min_score=0.99)
     assert all(h.score >= 0.99 for h in strict.hits)

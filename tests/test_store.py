@@ -11,7 +11,7 @@ import pytest
 
 from clipd import sqlite, store
 from clipd.errors import StoreError
-from clipd.records import FailureRecord, FileRecord, ModelIdentity
+from clipd.records import FailureRecord, FileRecord, ModelIdentity, SearchFilter
 from clipd.store import Store
 
 DIM = 16
@@ -26,8 +26,8 @@ def unit_vectors(count: int, seed: int = 0) -> Matrix:
     return normalised
 
 
-def record(path: str, vector: Matrix, size: int = 100) -> FileRecord:
-    return FileRecord(path, size, 1_000_000_000, 1, 1, b"h" * 16, 64, 48, vector.tobytes())
+def record(path: str, vector: Matrix, size: int = 100, mtime_ns: int = 1_000_000_000) -> FileRecord:
+    return FileRecord(path, size, mtime_ns, 1, 1, b"h" * 16, 64, 48, vector.tobytes())
 
 
 @pytest.fixture
@@ -84,7 +84,7 @@ def test_min_score_cuts_the_tail(filled: tuple[Store, list[str], Matrix]) -> Non
 def test_under_filters_inside_the_knn(filled: tuple[Store, list[str], Matrix]) -> None:
     db, paths, vectors = filled
     query = vectors[1]  # lives in /pics/a
-    hits = db.search(query.tobytes(), limit=20, under=["/pics/b/"])
+    hits = db.search(query.tobytes(), limit=20, where=SearchFilter(under=("/pics/b/",)))
     in_b = [(p, v) for p, v in zip(paths, vectors, strict=True) if p.startswith("/pics/b/")]
     expected = brute_force([p for p, _ in in_b], np.array([v for _, v in in_b]), query)[:20]
     assert [h.path for h in hits] == [p for p, _ in expected]
@@ -101,9 +101,11 @@ def test_under_respects_directory_boundaries(db: Store) -> None:
         ],
         [],
     )
-    hits = db.search(vectors[0].tobytes(), limit=10, under=["/pics/a"])
+    hits = db.search(vectors[0].tobytes(), limit=10, where=SearchFilter(under=("/pics/a",)))
     assert [h.path for h in hits] == ["/pics/a/x.jpg"]
-    single = db.search(vectors[0].tobytes(), limit=10, under=["/pics/a.jpg", "/pics/ab"])
+    single = db.search(
+        vectors[0].tobytes(), limit=10, where=SearchFilter(under=("/pics/a.jpg", "/pics/ab"))
+    )
     assert {h.path for h in single} == {"/pics/a.jpg", "/pics/ab/y.jpg"}
 
 
@@ -116,8 +118,34 @@ def test_deep_pages_fall_back_to_an_exact_scan(
     monkeypatch.setattr(store, "KNN_MAX_K", 50)
     scanned = db.search(query.tobytes(), limit=30, offset=40)
     assert [h.path for h in scanned] == [h.path for h in knn]
-    under_b = db.search(query.tobytes(), limit=30, offset=40, under=["/pics/b"])
+    under_b = db.search(
+        query.tobytes(), limit=30, offset=40, where=SearchFilter(under=("/pics/b",))
+    )
     assert all(h.path.startswith("/pics/b/") for h in under_b)
+
+
+@pytest.mark.parametrize("knn_max_k", [store.KNN_MAX_K, 0])
+def test_extension_and_mtime_filters(
+    db: Store, knn_max_k: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(store, "KNN_MAX_K", knn_max_k)  # 0: the exact-scan path
+    vectors = unit_vectors(60)
+    names = [f"/pics/img{i:02d}.{('jpg', 'PNG', 'webp')[i % 3]}" for i in range(60)]
+    mtimes = [i * 1_000_000_000 for i in range(60)]
+    db.write_batch(
+        [record(n, v, mtime_ns=t) for n, v, t in zip(names, vectors, mtimes, strict=True)], []
+    )
+    query = vectors[0].tobytes()
+
+    def found(where: SearchFilter) -> set[str]:
+        return {h.path for h in db.search(query, limit=100, where=where)}
+
+    assert found(SearchFilter(extensions=("png",))) == set(names[1::3])
+    assert found(SearchFilter(extensions=("jpg", "webp"))) == set(names[0::3] + names[2::3])
+    window = SearchFilter(modified_after_ns=10_000_000_000, modified_before_ns=20_000_000_000)
+    assert found(window) == set(names[10:20])
+    both = SearchFilter(extensions=("jpg",), modified_after_ns=30_000_000_000)
+    assert found(both) == {n for n in names[30:] if n.endswith(".jpg")}
 
 
 def test_offline_files_are_hidden(filled: tuple[Store, list[str], Matrix]) -> None:

@@ -64,3 +64,23 @@ class Counts:
     indexed: int
     offline: int
     failed: int
+
+
+@dataclass(frozen=True, slots=True)
+class SearchFilter:
+    """Which files a search may return, besides being indexed and online."""
+
+    under: tuple[str, ...] = ()
+    # Lower case, without the dot.
+    extensions: tuple[str, ...] = ()
+    modified_after_ns: int | None = None
+    modified_before_ns: int | None = None
+
+    @property
+    def narrows(self) -> bool:
+        return bool(
+            self.under
+            or self.extensions
+            or self.modified_after_ns is not None
+            or self.modified_before_ns is not None
+        )

@@ -11,6 +11,7 @@ import functools
 import logging
 import math
 import os
+import re
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
@@ -25,6 +26,7 @@ from clipd.config import Config
 from clipd.embedder import Embedder, Vectors
 from clipd.errors import ImageError, ImageTooLarge
 from clipd.progress import Progress
+from clipd.records import SearchFilter
 from clipd.store import Store
 from clipd_api.v1 import clipd_pb2 as pb
 from clipd_api.v1 import clipd_pb2_grpc as pb_grpc
@@ -38,6 +40,7 @@ DEFAULT_LIMIT = 20
 MAX_LIMIT = 1000
 DEFAULT_FAILURES_LIMIT = 100
 MAX_TEXT_CHARS = 2000
+_EXTENSION = re.compile(r"[a-z0-9]{1,16}")
 # How often WatchStatus may push, at most, and how long it waits before re-sending anyway.
 _WATCH_MIN_INTERVAL_S = 0.25
 _WATCH_HEARTBEAT_S = 5.0
@@ -111,15 +114,17 @@ class ImageSearch(pb_grpc.ImageSearchServicer):
         min_score = request.min_score if request.HasField("min_score") else None
         if min_score is not None and not (math.isfinite(min_score) and -1 <= min_score <= 1):
             raise RequestError(f"min_score must be between -1 and 1, not {min_score}")
-        under = [_absolute(p, "under") for p in request.under]
+        where = _search_filter(request)
         query = self._query_vector(embedder, request.terms)
-        hits = self._engine.store.search(
-            query.tobytes(), limit=limit, offset=request.offset, min_score=min_score, under=under
+        store = self._engine.store
+        hits = store.search(
+            query.tobytes(), limit=limit, offset=request.offset, min_score=min_score, where=where
         )
         return pb.SearchResponse(
             hits=[pb.Hit(**asdict(hit)) for hit in hits],  # the same fields, by design
             partial=self._engine.progress.busy,
             took_ms=(time.perf_counter() - started) * 1000,
+            nothing_indexed=not hits and store.counts().indexed == 0,
         )
 
     def _query_vector(self, embedder: Embedder, terms: Sequence[pb.Term]) -> Vectors:
@@ -257,6 +262,34 @@ def _limit(requested: int, default: int) -> int:
             f"limit {requested} is over the maximum of {MAX_LIMIT}; page with offset"
         )
     return requested or default
+
+
+def _search_filter(request: pb.SearchRequest) -> SearchFilter:
+    extensions = []
+    for raw in request.extensions:
+        ext = raw.strip().lstrip(".").lower()
+        if not _EXTENSION.fullmatch(ext):
+            raise RequestError(f"extensions: {raw!r} is not a file extension like 'jpg'")
+        extensions.append(ext)
+    after = _time_ns(request, "modified_after")
+    before = _time_ns(request, "modified_before")
+    if after is not None and before is not None and after >= before:
+        raise RequestError("modified_after must be earlier than modified_before")
+    return SearchFilter(
+        under=tuple(_absolute(p, "under") for p in request.under),
+        extensions=tuple(extensions),
+        modified_after_ns=after,
+        modified_before_ns=before,
+    )
+
+
+def _time_ns(request: pb.SearchRequest, field: str) -> int | None:
+    if not request.HasField(field):
+        return None
+    seconds: float = getattr(request, field)
+    if not math.isfinite(seconds):
+        raise RequestError(f"{field} must be a time in seconds since the Unix epoch")
+    return round(seconds * 1e9)
 
 
 def _absolute(raw: str, label: str) -> str:

@@ -23,6 +23,7 @@ from clipd.records import (
     FailureRecord,
     FileRecord,
     ModelIdentity,
+    SearchFilter,
     StoredHit,
 )
 
@@ -79,6 +80,30 @@ def prefix_condition(prefixes: Sequence[str], column: str = "path") -> tuple[str
         clauses.append(f"({column} = ? OR ({column} >= ? AND {column} < ?))")
         params += [base or "/", base + "/", base + "0"]
     return "(" + " OR ".join(clauses) + ")", params
+
+
+def filter_condition(where: SearchFilter) -> tuple[str, list[object]]:
+    """SQL over `files f` selecting the online files that `where` lets through."""
+    clauses = ["f.state = 'ok'"]
+    params: list[object] = []
+    if where.under:
+        clause, prefix_params = prefix_condition(where.under, "f.path")
+        clauses.append(clause)
+        params += prefix_params
+    if where.extensions:
+        # LIKE ignores ASCII case; extensions are plain alphanumerics, checked by the servicer.
+        clauses.append("(" + " OR ".join("f.path LIKE ?" for _ in where.extensions) + ")")
+        params += [f"%.{ext}" for ext in where.extensions]
+    if where.modified_after_ns is not None:
+        clauses.append("f.mtime_ns >= ?")
+        params.append(where.modified_after_ns)
+    if where.modified_before_ns is not None:
+        clauses.append("f.mtime_ns < ?")
+        params.append(where.modified_before_ns)
+    return " AND ".join(clauses), params
+
+
+_EVERYTHING = SearchFilter()
 
 
 class Store:
@@ -361,26 +386,20 @@ class Store:
         limit: int,
         offset: int = 0,
         min_score: float | None = None,
-        under: Sequence[str] = (),
+        where: SearchFilter = _EVERYTHING,
     ) -> list[StoredHit]:
-        """Best `limit` files after `offset` by cosine score, optionally below some prefixes."""
+        """Best `limit` files after `offset` by cosine score among those `where` lets through."""
         if self.model is None or limit <= 0:
             return []
         max_distance = 2.0 if min_score is None else 1.0 - min_score
         hidden = self._read("SELECT count(*) FROM files WHERE state != 'ok'")[0][0]
-        filters = ["f.state = 'ok'"]
-        params: list[object] = []
-        if under:
-            clause, prefix_params = prefix_condition(under, "f.path")
-            filters.append(clause)
-            params += prefix_params
-        where = " AND ".join(filters)
+        condition, params = filter_condition(where)
         columns = "f.path, m.distance, f.width, f.height, f.size, f.mtime_ns"
         if limit + offset <= KNN_MAX_K:
             # Filters go inside the KNN (rowid IN) so that k candidates all qualify.
             prefilter = ""
-            if under or hidden:
-                prefilter = f"AND rowid IN (SELECT f.id FROM files f WHERE {where})"
+            if where.narrows or hidden:
+                prefilter = f"AND rowid IN (SELECT f.id FROM files f WHERE {condition})"
             sql = f"""
                 WITH m AS (
                     SELECT rowid, distance FROM vectors
@@ -396,7 +415,7 @@ class Store:
                     SELECT rowid, vec_distance_cosine(embedding, ?) AS distance FROM vectors
                 )
                 SELECT {columns} FROM m JOIN files f ON f.id = m.rowid
-                WHERE {where} AND m.distance <= ? ORDER BY m.distance LIMIT ? OFFSET ?
+                WHERE {condition} AND m.distance <= ? ORDER BY m.distance LIMIT ? OFFSET ?
             """
             args = [vector, *params, max_distance, limit, offset]
         return [

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x63lipd_api/v1/clipd.proto\x12\x08\x63lipd.v1\"_\n\x04Term\x12\x0e\n\x04text\x18\x01 \x01(\tH\x00\x12\x0f\n\x05image\x18\x02 \x01(\x0cH\x00\x12\x0e\n\x04path\x18\x03 \x01(\tH\x00\x12\x13\n\x06weight\x18\x04 \x01(\x02H\x01\x88\x01\x01\x42\x06\n\x04kindB\t\n\x07_weight\"\x82\x01\n\rSearchRequest\x12\x1d\n\x05terms\x18\x01 \x03(\x0b\x32\x0e.clipd.v1.Term\x12\r\n\x05limit\x18\x02 \x01(\r\x12\x0e\n\x06offset\x18\x03 \x01(\r\x12\x16\n\tmin_score\x18\x04 \x01(\x02H\x00\x88\x01\x01\x12\r\n\x05under\x18\x05 \x03(\tB\x0c\n\n_min_score\"d\n\x03Hit\x12\x0c\n\x04path\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x02\x12\r\n\x05width\x18\x03 \x01(\r\x12\x0e\n\x06height\x18\x04 \x01(\r\x12\x12\n\nsize_bytes\x18\x05 \x01(\x04\x12\r\n\x05mtime\x18\x06 \x01(\x01\"O\n\x0eSearchResponse\x12\x1b\n\x04hits\x18\x01 \x03(\x0b\x32\r.clipd.v1.Hit\x12\x0f\n\x07partial\x18\x02 \x01(\x08\x12\x0f\n\x07took_ms\x18\x03 \x01(\x01\"\x0f\n\rStatusRequest\"\x93\x03\n\x06Status\x12%\n\x05state\x18\x01 \x01(\x0e\x32\x16.clipd.v1.Status.State\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x0f\n\x07indexed\x18\x03 \x01(\x04\x12\x0e\n\x06queued\x18\x04 \x01(\x04\x12\x0e\n\x06\x66\x61iled\x18\x05 \x01(\x04\x12\x0f\n\x07offline\x18\x06 \x01(\x04\x12\x19\n\x11images_per_second\x18\x07 \x01(\x01\x12\x13\n\x0b\x65ta_seconds\x18\x08 \x01(\x01\x12\r\n\x05model\x18\t \x01(\t\x12\x12\n\npretrained\x18\n \x01(\t\x12\x0b\n\x03\x64im\x18\x0b \x01(\r\x12\x0e\n\x06\x64\x65vice\x18\x0c \x01(\t\x12\r\n\x05roots\x18\r \x03(\t\x12\x10\n\x08\x64\x61tabase\x18\x0e \x01(\t\x12\x16\n\x0e\x64\x61tabase_bytes\x18\x0f \x01(\x04\x12\x12\n\nstarted_at\x18\x10 \x01(\x01\"R\n\x05State\x12\x15\n\x11STATE_UNSPECIFIED\x10\x00\x12\x0c\n\x08STARTING\x10\x01\x12\x0c\n\x08INDEXING\x10\x02\x12\x08\n\x04IDLE\x10\x03\x12\x0c\n\x08STOPPING\x10\x04\"-\n\x0eReindexRequest\x12\r\n\x05paths\x18\x01 \x03(\t\x12\x0c\n\x04wait\x18\x02 \x01(\x08\"S\n\x0fReindexResponse\x12\x0e\n\x06queued\x18\x01 \x01(\x04\x12\x0f\n\x07removed\x18\x02 \x01(\x04\x12\x0f\n\x07indexed\x18\x03 \x01(\x04\x12\x0e\n\x06\x66\x61iled\x18\x04 \x01(\x04\"H\n\x0c\x45mbedRequest\x12\x0e\n\x04text\x18\x01 \x01(\tH\x00\x12\x0f\n\x05image\x18\x02 \x01(\x0cH\x00\x12\x0e\n\x04path\x18\x03 \x01(\tH\x00\x42\x07\n\x05input\"B\n\rEmbedResponse\x12\x0e\n\x06vector\x18\x01 \x03(\x02\x12\r\n\x05model\x18\x02 \x01(\t\x12\x12\n\npretrained\x18\x03 \x01(\t\"4\n\x13ListFailuresRequest\x12\r\n\x05limit\x18\x01 \x01(\r\x12\x0e\n\x06offset\x18\x02 \x01(\r\"\\\n\x07\x46\x61ilure\x12\x0c\n\x04path\x18\x01 \x01(\t\x12\r\n\x05\x65rror\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\x12\x10\n\x08\x61ttempts\x18\x04 \x01(\r\x12\x11\n\tlast_seen\x18\x05 \x01(\x01\"J\n\x14ListFailuresResponse\x12#\n\x08\x66\x61ilures\x18\x01 \x03(\x0b\x32\x11.clipd.v1.Failure\x12\r\n\x05total\x18\x02 \x01(\x04\x32\x87\x03\n\x0bImageSearch\x12;\n\x06Search\x12\x17.clipd.v1.SearchRequest\x1a\x18.clipd.v1.SearchResponse\x12\x36\n\tGetStatus\x12\x17.clipd.v1.StatusRequest\x1a\x10.clipd.v1.Status\x12:\n\x0bWatchStatus\x12\x17.clipd.v1.StatusRequest\x1a\x10.clipd.v1.Status0\x01\x12>\n\x07Reindex\x12\x18.clipd.v1.ReindexRequest\x1a\x19.clipd.v1.ReindexResponse\x12\x38\n\x05\x45mbed\x12\x16.clipd.v1.EmbedRequest\x1a\x17.clipd.v1.EmbedResponse\x12M\n\x0cListFailures\x12\x1d.clipd.v1.ListFailuresRequest\x1a\x1e.clipd.v1.ListFailuresResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x63lipd_api/v1/clipd.proto\x12\x08\x63lipd.v1\"_\n\x04Term\x12\x0e\n\x04text\x18\x01 \x01(\tH\x00\x12\x0f\n\x05image\x18\x02 \x01(\x0cH\x00\x12\x0e\n\x04path\x18\x03 \x01(\tH\x00\x12\x13\n\x06weight\x18\x04 \x01(\x02H\x01\x88\x01\x01\x42\x06\n\x04kindB\t\n\x07_weight\"\xf8\x01\n\rSearchRequest\x12\x1d\n\x05terms\x18\x01 \x03(\x0b\x32\x0e.clipd.v1.Term\x12\r\n\x05limit\x18\x02 \x01(\r\x12\x0e\n\x06offset\x18\x03 \x01(\r\x12\x16\n\tmin_score\x18\x04 \x01(\x02H\x00\x88\x01\x01\x12\r\n\x05under\x18\x05 \x03(\t\x12\x12\n\nextensions\x18\x06 \x03(\t\x12\x1b\n\x0emodified_after\x18\x07 \x01(\x01H\x01\x88\x01\x01\x12\x1c\n\x0fmodified_before\x18\x08 \x01(\x01H\x02\x88\x01\x01\x42\x0c\n\n_min_scoreB\x11\n\x0f_modified_afterB\x12\n\x10_modified_before\"d\n\x03Hit\x12\x0c\n\x04path\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x02\x12\r\n\x05width\x18\x03 \x01(\r\x12\x0e\n\x06height\x18\x04 \x01(\r\x12\x12\n\nsize_bytes\x18\x05 \x01(\x04\x12\r\n\x05mtime\x18\x06 \x01(\x01\"h\n\x0eSearchResponse\x12\x1b\n\x04hits\x18\x01 \x03(\x0b\x32\r.clipd.v1.Hit\x12\x0f\n\x07partial\x18\x02 \x01(\x08\x12\x0f\n\x07took_ms\x18\x03 \x01(\x01\x12\x17\n\x0fnothing_indexed\x18\x04 \x01(\x08\"\x0f\n\rStatusRequest\"\x93\x03\n\x06Status\x12%\n\x05state\x18\x01 \x01(\x0e\x32\x16.clipd.v1.Status.State\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x0f\n\x07indexed\x18\x03 \x01(\x04\x12\x0e\n\x06queued\x18\x04 \x01(\x04\x12\x0e\n\x06\x66\x61iled\x18\x05 \x01(\x04\x12\x0f\n\x07offline\x18\x06 \x01(\x04\x12\x19\n\x11images_per_second\x18\x07 \x01(\x01\x12\x13\n\x0b\x65ta_seconds\x18\x08 \x01(\x01\x12\r\n\x05model\x18\t \x01(\t\x12\x12\n\npretrained\x18\n \x01(\t\x12\x0b\n\x03\x64im\x18\x0b \x01(\r\x12\x0e\n\x06\x64\x65vice\x18\x0c \x01(\t\x12\r\n\x05roots\x18\r \x03(\t\x12\x10\n\x08\x64\x61tabase\x18\x0e \x01(\t\x12\x16\n\x0e\x64\x61tabase_bytes\x18\x0f \x01(\x04\x12\x12\n\nstarted_at\x18\x10 \x01(\x01\"R\n\x05State\x12\x15\n\x11STATE_UNSPECIFIED\x10\x00\x12\x0c\n\x08STARTING\x10\x01\x12\x0c\n\x08INDEXING\x10\x02\x12\x08\n\x04IDLE\x10\x03\x12\x0c\n\x08STOPPING\x10\x04\"-\n\x0eReindexRequest\x12\r\n\x05paths\x18\x01 \x03(\t\x12\x0c\n\x04wait\x18\x02 \x01(\x08\"S\n\x0fReindexResponse\x12\x0e\n\x06queued\x18\x01 \x01(\x04\x12\x0f\n\x07removed\x18\x02 \x01(\x04\x12\x0f\n\x07indexed\x18\x03 \x01(\x04\x12\x0e\n\x06\x66\x61iled\x18\x04 \x01(\x04\"H\n\x0c\x45mbedRequest\x12\x0e\n\x04text\x18\x01 \x01(\tH\x00\x12\x0f\n\x05image\x18\x02 \x01(\x0cH\x00\x12\x0e\n\x04path\x18\x03 \x01(\tH\x00\x42\x07\n\x05input\"B\n\rEmbedResponse\x12\x0e\n\x06vector\x18\x01 \x03(\x02\x12\r\n\x05model\x18\x02 \x01(\t\x12\x12\n\npretrained\x18\x03 \x01(\t\"4\n\x13ListFailuresRequest\x12\r\n\x05limit\x18\x01 \x01(\r\x12\x0e\n\x06offset\x18\x02 \x01(\r\"\\\n\x07\x46\x61ilure\x12\x0c\n\x04path\x18\x01 \x01(\t\x12\r\n\x05\x65rror\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\x12\x10\n\x08\x61ttempts\x18\x04 \x01(\r\x12\x11\n\tlast_seen\x18\x05 \x01(\x01\"J\n\x14ListFailuresResponse\x12#\n\x08\x66\x61ilures\x18\x01 \x03(\x0b\x32\x11.clipd.v1.Failure\x12\r\n\x05total\x18\x02 \x01(\x04\x32\x87\x03\n\x0bImageSearch\x12;\n\x06Search\x12\x17.clipd.v1.SearchRequest\x1a\x18.clipd.v1.SearchResponse\x12\x36\n\tGetStatus\x12\x17.clipd.v1.StatusRequest\x1a\x10.clipd.v1.Status\x12:\n\x0bWatchStatus\x12\x17.clipd.v1.StatusRequest\x1a\x10.clipd.v1.Status0\x01\x12>\n\x07Reindex\x12\x18.clipd.v1.ReindexRequest\x1a\x19.clipd.v1.ReindexResponse\x12\x38\n\x05\x45mbed\x12\x16.clipd.v1.EmbedRequest\x1a\x17.clipd.v1.EmbedResponse\x12M\n\x0cListFailures\x12\x1d.clipd.v1.ListFailuresRequest\x1a\x1e.clipd.v1.ListFailuresResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,31 +34,31 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_TERM']._serialized_start=38
   _globals['_TERM']._serialized_end=133
   _globals['_SEARCHREQUEST']._serialized_start=136
-  _globals['_SEARCHREQUEST']._serialized_end=266
-  _globals['_HIT']._serialized_start=268
-  _globals['_HIT']._serialized_end=368
-  _globals['_SEARCHRESPONSE']._serialized_start=370
-  _globals['_SEARCHRESPONSE']._serialized_end=449
-  _globals['_STATUSREQUEST']._serialized_start=451
-  _globals['_STATUSREQUEST']._serialized_end=466
-  _globals['_STATUS']._serialized_start=469
-  _globals['_STATUS']._serialized_end=872
-  _globals['_STATUS_STATE']._serialized_start=790
-  _globals['_STATUS_STATE']._serialized_end=872
-  _globals['_REINDEXREQUEST']._serialized_start=874
-  _globals['_REINDEXREQUEST']._serialized_end=919
-  _globals['_REINDEXRESPONSE']._serialized_start=921
-  _globals['_REINDEXRESPONSE']._serialized_end=1004
-  _globals['_EMBEDREQUEST']._serialized_start=1006
-  _globals['_EMBEDREQUEST']._serialized_end=1078
-  _globals['_EMBEDRESPONSE']._serialized_start=1080
-  _globals['_EMBEDRESPONSE']._serialized_end=1146
-  _globals['_LISTFAILURESREQUEST']._serialized_start=1148
-  _globals['_LISTFAILURESREQUEST']._serialized_end=1200
-  _globals['_FAILURE']._serialized_start=1202
-  _globals['_FAILURE']._serialized_end=1294
-  _globals['_LISTFAILURESRESPONSE']._serialized_start=1296
-  _globals['_LISTFAILURESRESPONSE']._serialized_end=1370
-  _globals['_IMAGESEARCH']._serialized_start=1373
-  _globals['_IMAGESEARCH']._serialized_end=1764
+  _globals['_SEARCHREQUEST']._serialized_end=384
+  _globals['_HIT']._serialized_start=386
+  _globals['_HIT']._serialized_end=486
+  _globals['_SEARCHRESPONSE']._serialized_start=488
+  _globals['_SEARCHRESPONSE']._serialized_end=592
+  _globals['_STATUSREQUEST']._serialized_start=594
+  _globals['_STATUSREQUEST']._serialized_end=609
+  _globals['_STATUS']._serialized_start=612
+  _globals['_STATUS']._serialized_end=1015
+  _globals['_STATUS_STATE']._serialized_start=933
+  _globals['_STATUS_STATE']._serialized_end=1015
+  _globals['_REINDEXREQUEST']._serialized_start=1017
+  _globals['_REINDEXREQUEST']._serialized_end=1062
+  _globals['_REINDEXRESPONSE']._serialized_start=1064
+  _globals['_REINDEXRESPONSE']._serialized_end=1147
+  _globals['_EMBEDREQUEST']._serialized_start=1149
+  _globals['_EMBEDREQUEST']._serialized_end=1221
+  _globals['_EMBEDRESPONSE']._serialized_start=1223
+  _globals['_EMBEDRESPONSE']._serialized_end=1289
+  _globals['_LISTFAILURESREQUEST']._serialized_start=1291
+  _globals['_LISTFAILURESREQUEST']._serialized_end=1343
+  _globals['_FAILURE']._serialized_start=1345
+  _globals['_FAILURE']._serialized_end=1437
+  _globals['_LISTFAILURESRESPONSE']._serialized_start=1439
+  _globals['_LISTFAILURESRESPONSE']._serialized_end=1513
+  _globals['_IMAGESEARCH']._serialized_start=1516
+  _globals['_IMAGESEARCH']._serialized_end=1907
 # @@protoc_insertion_point(module_scope)

@@ -20,18 +20,24 @@ class Term(_message.Message):
     def __init__(self, text: _Optional[str] = ..., image: _Optional[bytes] = ..., path: _Optional[str] = ..., weight: _Optional[float] = ...) -> None: ...
 
 class SearchRequest(_message.Message):
-    __slots__ = ("terms", "limit", "offset", "min_score", "under")
+    __slots__ = ("terms", "limit", "offset", "min_score", "under", "extensions", "modified_after", "modified_before")
     TERMS_FIELD_NUMBER: _ClassVar[int]
     LIMIT_FIELD_NUMBER: _ClassVar[int]
     OFFSET_FIELD_NUMBER: _ClassVar[int]
     MIN_SCORE_FIELD_NUMBER: _ClassVar[int]
     UNDER_FIELD_NUMBER: _ClassVar[int]
+    EXTENSIONS_FIELD_NUMBER: _ClassVar[int]
+    MODIFIED_AFTER_FIELD_NUMBER: _ClassVar[int]
+    MODIFIED_BEFORE_FIELD_NUMBER: _ClassVar[int]
     terms: _containers.RepeatedCompositeFieldContainer[Term]
     limit: int
     offset: int
     min_score: float
     under: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, terms: _Optional[_Iterable[_Union[Term, _Mapping]]] = ..., limit: _Optional[int] = ..., offset: _Optional[int] = ..., min_score: _Optional[float] = ..., under: _Optional[_Iterable[str]] = ...) -> None: ...
+    extensions: _containers.RepeatedScalarFieldContainer[str]
+    modified_after: float
+    modified_before: float
+    def __init__(self, terms: _Optional[_Iterable[_Union[Term, _Mapping]]] = ..., limit: _Optional[int] = ..., offset: _Optional[int] = ..., min_score: _Optional[float] = ..., under: _Optional[_Iterable[str]] = ..., extensions: _Optional[_Iterable[str]] = ..., modified_after: _Optional[float] = ..., modified_before: _Optional[float] = ...) -> None: ...
 
 class Hit(_message.Message):
     __slots__ = ("path", "score", "width", "height", "size_bytes", "mtime")
@@ -50,14 +56,16 @@ class Hit(_message.Message):
     def __init__(self, path: _Optional[str] = ..., score: _Optional[float] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., size_bytes: _Optional[int] = ..., mtime: _Optional[float] = ...) -> None: ...
 
 class SearchResponse(_message.Message):
-    __slots__ = ("hits", "partial", "took_ms")
+    __slots__ = ("hits", "partial", "took_ms", "nothing_indexed")
     HITS_FIELD_NUMBER: _ClassVar[int]
     PARTIAL_FIELD_NUMBER: _ClassVar[int]
     TOOK_MS_FIELD_NUMBER: _ClassVar[int]
+    NOTHING_INDEXED_FIELD_NUMBER: _ClassVar[int]
     hits: _containers.RepeatedCompositeFieldContainer[Hit]
     partial: bool
     took_ms: float
-    def __init__(self, hits: _Optional[_Iterable[_Union[Hit, _Mapping]]] = ..., partial: _Optional[bool] = ..., took_ms: _Optional[float] = ...) -> None: ...
+    nothing_indexed: bool
+    def __init__(self, hits: _Optional[_Iterable[_Union[Hit, _Mapping]]] = ..., partial: _Optional[bool] = ..., took_ms: _Optional[float] = ..., nothing_indexed: _Optional[bool] = ...) -> None: ...
 
 class StatusRequest(_message.Message):
     __slots__ = ()
