@@ -18,7 +18,9 @@ import threading
 import time
 from collections.abc import Iterator
 from concurrent import futures
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 
 import grpc
@@ -102,6 +104,9 @@ class FakeDaemon(pb_grpc.ImageSearchServicer):
 
     hits: list[pb.Hit] = field(default_factory=list)
     partial: bool = False
+    nothing_indexed: bool = False
+    # The invocation metadata of each Search call.
+    metadata: list[dict[str, str]] = field(default_factory=list)
     abort: tuple[grpc.StatusCode, str] | None = None
     status: pb.Status = field(default_factory=pb.Status)
     requests: list[pb.SearchRequest] = field(default_factory=list)
@@ -120,10 +125,16 @@ class FakeDaemon(pb_grpc.ImageSearchServicer):
 
     def Search(self, request: pb.SearchRequest, context: grpc.ServicerContext) -> pb.SearchResponse:
         self.requests.append(request)
+        self.metadata.append({k: str(v) for k, v in context.invocation_metadata()})
         if self.hold is not None:
             self.hold.wait(timeout=5)
         self._answer("Search", context)
-        return pb.SearchResponse(hits=self.hits, partial=self.partial, took_ms=1.5)
+        return pb.SearchResponse(
+            hits=self.hits,
+            partial=self.partial,
+            took_ms=1.5,
+            nothing_indexed=self.nothing_indexed,
+        )
 
     def GetStatus(self, request: pb.StatusRequest, context: grpc.ServicerContext) -> pb.Status:
         self._answer("GetStatus", context)
@@ -175,15 +186,27 @@ def short_dir() -> Iterator[Path]:
 
 @pytest.fixture
 def daemon(short_dir: Path) -> Iterator[tuple[FakeDaemon, str]]:
+    with fake_daemon(f"unix:{short_dir / 'clipd.sock'}") as (fake, _):
+        yield fake, str(short_dir / "clipd.sock")
+
+
+@pytest.fixture
+def tcp_daemon() -> Iterator[tuple[FakeDaemon, str]]:
+    """The stand-in daemon on a loopback TCP port; yields it and its HOST:PORT."""
+    with fake_daemon("127.0.0.1:0") as (fake, port):
+        yield fake, f"127.0.0.1:{port}"
+
+
+@contextmanager
+def fake_daemon(address: str) -> Iterator[tuple[FakeDaemon, int]]:
     fake = FakeDaemon()
-    path = str(short_dir / "clipd.sock")
     threads_before = set(threading.enumerate())
     executor = futures.ThreadPoolExecutor(max_workers=2)
     server = grpc.server(executor)
     pb_grpc.add_ImageSearchServicer_to_server(fake, server)  # type: ignore[no-untyped-call]
-    server.add_insecure_port(f"unix:{path}")
+    port = server.add_insecure_port(address)
     server.start()
-    yield fake, path
+    yield fake, port
     if fake.hold is not None:
         fake.hold.set()
     server.stop(None)
@@ -1013,3 +1036,258 @@ def test_library_embed_needs_exactly_one_input(
     with Client(path) as client, pytest.raises(ValueError, match="embed"):
         client.embed(**kwargs)  # type: ignore[arg-type]
     assert fake.calls == []
+
+
+# Query terms, filters and output modes of a search
+
+
+def terms_sent(fake: FakeDaemon) -> list[tuple[str, object, float]]:
+    """(kind, value, weight) of each term of the one search the stand-in got."""
+    [request] = fake.requests
+    return [
+        (
+            str(term.WhichOneof("kind")),
+            getattr(term, str(term.WhichOneof("kind"))),
+            term.weight if term.HasField("weight") else 1.0,
+        )
+        for term in request.terms
+    ]
+
+
+@pytest.mark.parametrize(
+    ("argv", "terms"),
+    [
+        (
+            ["beach", "-people", "2:sunset", "+dog"],
+            [
+                ("text", "beach", 1),
+                ("text", "people", -1),
+                ("text", "sunset", 2),
+                ("text", "dog", 1),
+            ],
+        ),
+        (["-n", "5", "city", "-night"], [("text", "city", 1), ("text", "night", -1)]),
+        (["city", "-n5", "-0.5:night"], [("text", "city", 1), ("text", "night", -0.5)]),
+        (["--", "-n", "status"], [("text", "status", 1), ("text", "n", -1)]),
+    ],
+)
+def test_query_algebra_reaches_the_daemon(
+    capsys: pytest.CaptureFixture[str],
+    daemon: tuple[FakeDaemon, str],
+    argv: list[str],
+    terms: list[tuple[str, object, float]],
+) -> None:
+    fake, path = daemon
+    assert run_clipq(capsys, "--socket", path, *argv)[0] == 0
+    assert terms_sent(fake) == terms
+
+
+def write_png(path: Path) -> Path:
+    import random
+
+    from fixtures.shapes import draw
+
+    draw("red", "circle", (40, 30), random.Random(1)).save(path, format="PNG")
+    return path
+
+
+def test_image_files_are_sent_as_paths_over_the_socket(
+    capsys: pytest.CaptureFixture[str],
+    daemon: tuple[FakeDaemon, str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    fake, path = daemon
+    monkeypatch.chdir(tmp_path)
+    write_png(tmp_path / "shot.png")
+    write_png(tmp_path / "other")
+    code, _, _ = run_clipq(capsys, "--socket", path, "shot.png", "-0.5:night", "--image", "other")
+    assert code == 0
+    assert terms_sent(fake) == [
+        ("path", str(tmp_path / "shot.png"), 1),
+        ("text", "night", -0.5),
+        ("path", str(tmp_path / "other"), 1),
+    ]
+
+
+def test_over_tcp_image_files_are_sent_as_bytes_with_the_token(
+    capsys: pytest.CaptureFixture[str], tcp_daemon: tuple[FakeDaemon, str], tmp_path: Path
+) -> None:
+    fake, address = tcp_daemon
+    image = write_png(tmp_path / "shot.png")
+    token = tmp_path / "token"
+    token.write_text("s3cret-token\n")
+    argv = ["--address", address, "--token-file", str(token), str(image), "+sunset"]
+    assert run_clipq(capsys, *argv)[0] == 0
+    assert terms_sent(fake) == [("image", image.read_bytes(), 1), ("text", "sunset", 1)]
+    assert fake.metadata[0]["authorization"] == "Bearer s3cret-token"
+
+
+def test_address_and_token_come_from_the_environment(
+    capsys: pytest.CaptureFixture[str],
+    tcp_daemon: tuple[FakeDaemon, str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    fake, address = tcp_daemon
+    token = tmp_path / "token"
+    token.write_text("from-env")
+    monkeypatch.setenv("CLIPD_ADDRESS", address)
+    monkeypatch.setenv("CLIPD_TOKEN_FILE", str(token))
+    assert run_clipq(capsys, "cat")[0] == 0
+    assert fake.metadata[0]["authorization"] == "Bearer from-env"
+
+
+def test_a_missing_token_file_is_one_line(
+    capsys: pytest.CaptureFixture[str], tcp_daemon: tuple[FakeDaemon, str], tmp_path: Path
+) -> None:
+    _, address = tcp_daemon
+    missing = tmp_path / "nope"
+    code, _, err = run_clipq(capsys, "--address", address, "--token-file", str(missing), "cat")
+    assert (code, err) == (
+        1,
+        f"clipq: cannot read the token file {missing}: No such file or directory\n",
+    )
+
+
+def test_filters_reach_the_daemon(
+    capsys: pytest.CaptureFixture[str],
+    daemon: tuple[FakeDaemon, str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    fake, path = daemon
+    monkeypatch.chdir(tmp_path)
+    argv = ["cat", "--under", "holidays", "--under=/pics/2023", "--ext", "JPG,.png"]
+    argv += ["--ext", "webp", "--min-score", "-0.2", "--offset", "40"]
+    argv += ["--since", "2023-05-01", "--until", "2024"]
+    assert run_clipq(capsys, "--socket", path, *argv)[0] == 0
+    [request] = fake.requests
+    assert list(request.under) == [str(tmp_path / "holidays"), "/pics/2023"]
+    assert list(request.extensions) == ["jpg", "png", "webp"]
+    assert request.min_score == pytest.approx(-0.2)
+    assert request.offset == 40
+    assert request.modified_after == datetime(2023, 5, 1).timestamp()
+    assert request.modified_before == datetime(2024, 1, 1).timestamp()
+
+
+def test_without_filters_none_are_sent(
+    capsys: pytest.CaptureFixture[str], daemon: tuple[FakeDaemon, str]
+) -> None:
+    fake, path = daemon
+    run_clipq(capsys, "--socket", path, "cat")
+    [request] = fake.requests
+    for name in ("min_score", "modified_after", "modified_before"):
+        assert not request.HasField(name)
+    assert (list(request.under), list(request.extensions), request.offset) == ([], [], 0)
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["cat", "--ext", "j*g"], "not a file extension"),
+        (["cat", "--since", "last week"], "is not a time"),
+        (["cat", "--min-score", "2"], "must be between -1 and 1"),
+        (["cat", "--since", "2025", "--until", "2024"], "--since must be earlier than --until"),
+        (["cat", "--image", "/no/such.jpg"], "not an image file"),
+        (["cat", "--json", "--paths"], "not allowed with argument"),
+        (["0:cat"], "a weight of 0"),
+        (["cat", "--socket", "/s", "--address", "h:1"], "not allowed with argument"),
+    ],
+)
+def test_bad_search_arguments_exit_2(
+    capsys: pytest.CaptureFixture[str], argv: list[str], message: str
+) -> None:
+    with pytest.raises(SystemExit) as raised:
+        main(argv)
+    out, err = capsys.readouterr()
+    assert (raised.value.code, out) == (2, "")
+    assert message in err
+
+
+@pytest.mark.parametrize(
+    ("flag", "expected"),
+    [
+        ("--jsonl", None),
+        ("--paths", "/pics/a.jpg\n/pics/b c.png\n"),
+        ("-0", "/pics/a.jpg\0/pics/b c.png\0"),
+        ("--print0", "/pics/a.jpg\0/pics/b c.png\0"),
+    ],
+)
+def test_machine_outputs(
+    capsys: pytest.CaptureFixture[str],
+    daemon: tuple[FakeDaemon, str],
+    flag: str,
+    expected: str | None,
+) -> None:
+    fake, path = daemon
+    fake.hits = CANNED_HITS
+    code, out, err = run_clipq(capsys, "--socket", path, flag, "cat")
+    assert (code, err) == (0, "")
+    if expected is None:
+        assert [json.loads(line)["path"] for line in out.splitlines()] == [
+            "/pics/a.jpg",
+            "/pics/b c.png",
+        ]
+    else:
+        assert out == expected
+
+
+def test_colour_is_chosen_by_flag(
+    capsys: pytest.CaptureFixture[str], daemon: tuple[FakeDaemon, str]
+) -> None:
+    fake, path = daemon
+    fake.hits = CANNED_HITS
+    _, coloured, _ = run_clipq(capsys, "--socket", path, "--color", "always", "cat")
+    assert "\x1b[1ma.jpg\x1b[0m" in coloured
+    # Not a terminal: auto means no colour.
+    _, plain, _ = run_clipq(capsys, "--socket", path, "cat")
+    assert "\x1b" not in plain
+
+
+def test_nothing_indexed_exits_5_and_says_what_to_do(
+    capsys: pytest.CaptureFixture[str], daemon: tuple[FakeDaemon, str]
+) -> None:
+    fake, path = daemon
+    fake.nothing_indexed = True
+    code, out, err = run_clipq(capsys, "--socket", path, "--json", "cat")
+    assert (code, out) == (5, "[]\n")
+    assert err.startswith("clipq: nothing is indexed yet;")
+    assert "'roots'" in err
+
+
+def test_open_starts_the_viewer_with_every_hit(
+    capsys: pytest.CaptureFixture[str],
+    daemon: tuple[FakeDaemon, str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    fake, path = daemon
+    fake.hits = CANNED_HITS
+    record = tmp_path / "opened"
+    viewer = tmp_path / "viewer"
+    viewer.write_text(
+        f'#!/bin/sh\nprintf "%s\\n" "$@" > {record}.tmp && mv {record}.tmp {record}\n'
+    )
+    viewer.chmod(0o755)
+    monkeypatch.setenv("CLIPQ_OPENER", f"{viewer} --fullscreen")
+    code, out, _ = run_clipq(capsys, "--socket", path, "--open", "cat")
+    assert code == 0
+    assert out.count("\n") == 2
+    deadline = time.monotonic() + 10
+    while not record.exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert record.read_text().splitlines() == ["--fullscreen", "/pics/a.jpg", "/pics/b c.png"]
+
+
+def test_open_without_a_viewer_says_what_to_install(
+    capsys: pytest.CaptureFixture[str],
+    daemon: tuple[FakeDaemon, str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    fake, path = daemon
+    fake.hits = CANNED_HITS
+    monkeypatch.setenv("CLIPQ_OPENER", "no-such-viewer-anywhere")
+    code, _, err = run_clipq(capsys, "--socket", path, "--open", "cat")
+    assert code == 1
+    assert "'no-such-viewer-anywhere' was not found" in err

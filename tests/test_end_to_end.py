@@ -15,7 +15,7 @@ from conftest import ConfigWriter
 from fixtures.corpus import Corpus, write_corpus
 
 from clipd_api.paths import default_socket_path
-from clipq import Client, ClipqError
+from clipq import BadRequest, Client, ClipqError, ImageFile, Text
 
 BIN = Path(sys.executable).parent
 QUERIES = [("red", "circle"), ("blue", "square"), ("green", "triangle"), ("yellow", "circle")]
@@ -139,3 +139,55 @@ def test_second_daemon_on_the_same_socket_is_refused(
     )
     assert result.returncode == 1
     assert "another clipd is already serving" in result.stderr
+
+
+def test_query_algebra_filters_and_output_modes(served: tuple[Corpus, Path]) -> None:
+    corpus, _ = served
+    # Subtracting "circle" from a red query keeps the red but drops the circles.
+    steered = clipq("--json", "-n", "3", "a red square", "-0.5:a red circle")
+    assert steered.returncode == 0, steered.stderr
+    classes = [corpus.class_of(hit["path"]) for hit in json.loads(steered.stdout)]
+    assert all(c is not None and c[0] == "red" and c[1] != "circle" for c in classes), classes
+
+    example = next(p for p, c in corpus.images.items() if c == ("blue", "triangle"))
+    by_example = clipq("--jsonl", "-n", "1", str(example))
+    assert by_example.returncode == 0, by_example.stderr
+    hit = json.loads(by_example.stdout)
+    assert hit["path"] == str(example)
+    assert hit["score"] == pytest.approx(1.0, abs=1e-4)
+
+    pngs = clipq("-0", "-n", "50", "--ext", "png", "--under", str(corpus.root), "a green circle")
+    assert pngs.returncode == 0, pngs.stderr
+    paths = pngs.stdout.split("\0")
+    assert paths.pop() == ""
+    assert paths
+    assert all(p.endswith(".png") for p in paths)
+
+    future = clipq("--paths", "--since", "2999", "a green circle")
+    assert (future.returncode, future.stdout) == (0, "")
+
+
+def test_library_against_the_real_daemon(served: tuple[Corpus, Path]) -> None:
+    corpus, _ = served
+    example = next(p for p, c in corpus.images.items() if c == ("yellow", "square"))
+    with Client(timeout=30) as client:
+        status = client.status()
+        mixed = client.search(ImageFile(example), Text("a yellow square", 0.5), limit=3)
+        assert [corpus.class_of(hit.path) for hit in mixed] == [("yellow", "square")] * 3
+        assert not mixed.nothing_indexed
+
+        vector = client.embed("a yellow square")
+        assert len(vector) == status.dim
+        assert sum(v * v for v in vector) == pytest.approx(1.0, abs=1e-4)
+        assert client.embed(path=example) == pytest.approx(
+            client.embed(image=example.read_bytes()), abs=1e-3
+        )
+
+        failures = client.failures()
+        assert failures.total == len(corpus.bad)
+        assert {f.path for f in failures} == {str(p) for p in corpus.bad}
+
+        rescan = client.reindex(corpus.root, wait=True)
+        assert (rescan.queued, rescan.indexed, rescan.removed) == (0, 0, 0)
+        with pytest.raises(BadRequest, match="limit 5000 is over the maximum"):
+            client.search("a cat", limit=5000)

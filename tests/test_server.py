@@ -6,6 +6,7 @@ import io
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +44,13 @@ class Running:
 @pytest.fixture
 def daemon(tmp_path: Path, write_config: ConfigWriter) -> Iterator[Running]:
     corpus = write_corpus(tmp_path / "pics", per_class=3)
+    with in_process(corpus, write_config) as running:
+        yield running
+
+
+@contextmanager
+def in_process(corpus: Corpus, write_config: ConfigWriter) -> Iterator[Running]:
+    """A Daemon on its own thread over corpus, once it has indexed everything."""
     config = load_config(write_config([corpus.root]))
     instance = Daemon(config)
     thread = threading.Thread(target=instance.run, name="test-daemon")
@@ -146,6 +154,7 @@ def test_search_terms_filters_and_paging(daemon: Running) -> None:
     recent = daemon.search(text("a red circle"), limit=100, modified_after=cutoff)
     assert newest in {Path(h.path) for h in recent.hits}
     assert all(h.mtime >= cutoff for h in recent.hits)
+    assert not daemon.search(text("a red circle"), modified_after=1e12).hits  # past int64 ns
     older = daemon.search(text("a red circle"), limit=100, modified_before=cutoff)
     assert all(h.mtime < cutoff for h in older.hits)
     assert not older.nothing_indexed
@@ -239,3 +248,14 @@ def test_watch_status_streams_updates(daemon: Running) -> None:
     first = next(stream)
     assert first.state == pb.Status.IDLE
     stream.cancel()
+
+
+def test_an_empty_index_says_why_nothing_was_found(
+    tmp_path: Path, write_config: ConfigWriter
+) -> None:
+    empty = Corpus(tmp_path / "empty")
+    empty.root.mkdir()
+    with in_process(empty, write_config) as running:
+        response = running.search(text("a red circle"))
+    assert not response.hits
+    assert response.nothing_indexed

@@ -1,9 +1,9 @@
 """clipq: the client of the clipd image search daemon, as a library and as a command.
 
-    from clipq import Client
+    from clipq import Client, Text
 
     with Client() as clipd:
-        for hit in clipd.search("red brick wall", limit=5):
+        for hit in clipd.search("red brick wall", Text("graffiti", -0.5), limit=5):
             print(f"{hit.score:.3f}  {hit.path}")
         print(clipd.status().state, len(clipd.failures()), "failures")
 
@@ -15,10 +15,14 @@ from clipq._client import (
     Failure,
     FailurePage,
     Hit,
+    ImageBytes,
+    ImageFile,
     QueryTerm,
     ReindexResult,
     SearchResult,
     Status,
+    Text,
+    Timestamp,
 )
 from clipq._errors import (
     BadRequest,
@@ -38,10 +42,14 @@ __all__ = [
     "Failure",
     "FailurePage",
     "Hit",
+    "ImageBytes",
+    "ImageFile",
     "NotFound",
     "QueryTerm",
     "ReindexResult",
     "RpcError",
     "SearchResult",
     "Status",
+    "Text",
+    "Timestamp",
 ]

@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Generator, Iterable, Iterator
 from dataclasses import dataclass, fields
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar
 
 import grpc
 from google.protobuf.message import Message
 
-from clipd_api.paths import default_socket_path
+from clipd_api.paths import default_socket_path, default_token_path
 from clipd_api.v1 import clipd_pb2 as pb
 from clipd_api.v1 import clipd_pb2_grpc as pb_grpc
 from clipq._errors import from_rpc_error
@@ -19,8 +19,40 @@ from clipq._errors import from_rpc_error
 if TYPE_CHECKING:
     from _typeshed import DataclassInstance
 
-QueryTerm: TypeAlias = str | tuple[str, float]
-"""One part of a query: a text, or a (text, weight) pair; a negative weight subtracts it."""
+
+@dataclass(frozen=True, slots=True)
+class Text:
+    """A text term of a query; a negative weight subtracts it."""
+
+    text: str
+    weight: float = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class ImageFile:
+    """An image file as a query term: query by example.
+
+    Over the Unix socket the daemon is sent the path, and uses the stored vector when the file
+    is indexed; over TCP the file's bytes are sent, since the daemon may not see this file.
+    """
+
+    path: str | Path
+    weight: float = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class ImageBytes:
+    """The encoded bytes of an image (JPEG, PNG, WebP, GIF, BMP, TIFF) as a query term."""
+
+    data: bytes
+    weight: float = 1.0
+
+
+QueryTerm: TypeAlias = str | tuple[str, float] | Text | ImageFile | ImageBytes
+"""One part of a query: a text, a (text, weight) pair, or a Text, ImageFile or ImageBytes."""
+
+Timestamp: TypeAlias = float | datetime
+"""Seconds since the Unix epoch, or a datetime (a naive one is local time)."""
 
 _Record = TypeVar("_Record", bound="DataclassInstance")
 
@@ -48,12 +80,14 @@ class SearchResult:
     """The hits of one search, best first; iterating over it, and len(), see only the hits.
 
     partial is True while the daemon is still (re)building its index, so files may be missing.
-    took_ms is the daemon's own time for the search.
+    took_ms is the daemon's own time for the search. nothing_indexed is True when the daemon
+    has no searchable file at all yet, which explains empty hits.
     """
 
     hits: tuple[Hit, ...]
     partial: bool
     took_ms: float
+    nothing_indexed: bool = False
 
     def __iter__(self) -> Iterator[Hit]:
         return iter(self.hits)
@@ -138,10 +172,11 @@ class Client:
     """A connection to a clipd daemon; use as a context manager, or call close().
 
     By default it talks to the Unix socket of default_socket_path() ($CLIPD_SOCKET, else
-    $XDG_RUNTIME_DIR/clipd/clipd.sock); `socket` names another socket, `target` a gRPC target
-    such as "localhost:50051". Each call fails after `timeout` seconds. Failures raise the
-    exceptions of clipq._errors, never grpc.RpcError. `where` is the absolute socket path, or
-    the target, as error messages name it.
+    $XDG_RUNTIME_DIR/clipd/clipd.sock); `socket` names another socket, `target` a daemon's TCP
+    address such as "localhost:7474". Over TCP every call carries `token`, by default the one
+    in $CLIPD_TOKEN_FILE or default_token_path() when that file exists. Each call fails after
+    `timeout` seconds. Failures raise the exceptions of clipq._errors, never grpc.RpcError.
+    `where` is the absolute socket path, or the target, as error messages name it.
     """
 
     def __init__(
@@ -149,10 +184,13 @@ class Client:
         socket: str | Path | None = None,
         *,
         target: str | None = None,
+        token: str | None = None,
         timeout: float = 30.0,
     ) -> None:
         if socket is not None and target is not None:
             raise ValueError("give either a socket path or a target, not both")
+        self._metadata: tuple[tuple[str, str], ...] = ()
+        self.over_tcp = target is not None
         if target is None:
             path = Path(socket).expanduser() if socket is not None else default_socket_path()
             # Absolute, so that error messages name the file unambiguously.
@@ -160,6 +198,9 @@ class Client:
             target = f"unix:{self.where}"
         else:
             self.where = target
+            token = token if token is not None else _default_token()
+            if token is not None:
+                self._metadata = (("authorization", f"Bearer {token}"),)
         self._timeout = timeout
         self._closed = False
         self._channel = grpc.insecure_channel(target, options=_CHANNEL_OPTIONS)
@@ -183,25 +224,52 @@ class Client:
         offset: int = 0,
         min_score: float | None = None,
         under: Iterable[str | Path] = (),
+        extensions: Iterable[str] = (),
+        modified_after: Timestamp | None = None,
+        modified_before: Timestamp | None = None,
     ) -> SearchResult:
         """The best `limit` hits after skipping `offset`, for the sum of the weighted terms.
 
         min_score drops hits scoring below it; under keeps only files at or below those
-        absolute paths. Raises ValueError for an empty query, before any call.
+        paths (relative ones are made absolute); extensions ("jpg", "png") keeps only files
+        with those endings; modified_after/modified_before keep only files modified in that
+        window. Raises ValueError for an empty query, and OSError for an ImageFile term that
+        cannot be read over TCP, before any call.
         """
         request = pb.SearchRequest(
-            terms=[_term(t) for t in _non_empty(terms)],
+            terms=[self._term(t) for t in _non_empty(terms)],
             limit=limit,
             offset=offset,
             min_score=min_score,
-            under=[os.fspath(p) for p in under],
+            under=[_absolute(p) for p in under],
+            extensions=list(extensions),
+            modified_after=_epoch(modified_after),
+            modified_before=_epoch(modified_before),
         )
         response: pb.SearchResponse = self._call(self._stub.Search, request)
         return SearchResult(
             hits=tuple(_hit(h) for h in response.hits),
             partial=response.partial,
             took_ms=response.took_ms,
+            nothing_indexed=response.nothing_indexed,
         )
+
+    def _term(self, term: QueryTerm) -> pb.Term:
+        if isinstance(term, str):
+            term = Text(term)
+        elif isinstance(term, tuple):
+            term = Text(*term)
+        # Weight 1 is the wire default; leaving it unset keeps requests minimal.
+        weight = None if term.weight == 1 else term.weight
+        if isinstance(term, Text):
+            if not term.text.strip():
+                raise ValueError("empty query: a search text is blank")
+            return pb.Term(text=term.text, weight=weight)
+        if isinstance(term, ImageBytes):
+            return pb.Term(image=term.data, weight=weight)
+        if self.over_tcp:
+            return pb.Term(image=Path(term.path).expanduser().read_bytes(), weight=weight)
+        return pb.Term(path=_absolute(term.path), weight=weight)
 
     def status(self) -> Status:
         """The daemon's current state, counters, model and roots."""
@@ -216,7 +284,9 @@ class Client:
         leaving a `with contextlib.closing(...)` block) cancels the call; to stop it from
         another thread, close the client, and the iterator then simply ends.
         """
-        call = self._stub.WatchStatus(pb.StatusRequest(), wait_for_ready=False)
+        call = self._stub.WatchStatus(
+            pb.StatusRequest(), wait_for_ready=False, metadata=self._metadata
+        )
         try:
             for status in call:
                 yield _status(status)
@@ -273,7 +343,7 @@ class Client:
         # the timeout for one to appear.
         timeout = self._timeout if deadline else None
         try:
-            return method(request, timeout=timeout, wait_for_ready=False)
+            return method(request, timeout=timeout, wait_for_ready=False, metadata=self._metadata)
         except grpc.RpcError as error:
             raise from_rpc_error(error, self.where) from None
 
@@ -284,14 +354,18 @@ def _non_empty(terms: tuple[QueryTerm, ...]) -> tuple[QueryTerm, ...]:
     return terms
 
 
-def _term(term: QueryTerm) -> pb.Term:
-    if isinstance(term, str):
-        text, weight = term, None
-    else:
-        text, weight = term
-    if not text.strip():
-        raise ValueError("empty query: a search text is blank")
-    return pb.Term(text=text, weight=weight)
+def _epoch(moment: Timestamp | None) -> float | None:
+    if isinstance(moment, datetime):
+        return moment.timestamp()
+    return moment
+
+
+def _default_token() -> str | None:
+    """The token in the default token file, or None when there is no such file."""
+    try:
+        return default_token_path().read_text(encoding="utf-8").strip()
+    except FileNotFoundError:
+        return None
 
 
 def _absolute(path: str | Path) -> str:

@@ -108,3 +108,45 @@ def size(num_bytes: int) -> str:
 def when(epoch_seconds: float) -> str:
     """An epoch time as local `YYYY-MM-DD HH:MM`."""
     return time.strftime("%Y-%m-%d %H:%M", time.localtime(epoch_seconds))
+
+
+# Search hits
+
+_ELLIPSIS = "…"
+_RESET = "\x1b[0m"
+_DIM = "\x1b[2m"
+_BOLD = "\x1b[1m"
+# Scores are coloured by how good a CLIP match they usually are: green, yellow, plain.
+_GOOD_SCORE, _FAIR_SCORE = 0.30, 0.22
+_GREEN, _YELLOW = "\x1b[32m", "\x1b[33m"
+
+
+def hit_line(score: float, path: str, *, width: int | None = None, colour: bool = False) -> str:
+    """`0.312  /pics/beach.jpg`; a path too long for `width` columns loses its middle.
+
+    With colour the score is coloured by quality, the folder dimmed and the file name bold.
+    """
+    score_text = f"{score:.3f}"
+    if width is not None:
+        path = shorten_path(path, width - len(score_text) - 2)
+    if not colour:
+        return f"{score_text}  {path}"
+    folder, slash, name = path.rpartition("/")
+    tint = _GREEN if score >= _GOOD_SCORE else _YELLOW if score >= _FAIR_SCORE else ""
+    score_text = f"{tint}{score_text}{_RESET}" if tint else score_text
+    return f"{score_text}  {_DIM}{folder}{slash}{_RESET}{_BOLD}{name}{_RESET}"
+
+
+def shorten_path(path: str, width: int) -> str:
+    """path, or when longer than width, its start and its end around an ellipsis.
+
+    The end (the file name) is kept whole when it fits, since it tells hits apart best.
+    """
+    if len(path) <= width:
+        return path
+    if width <= 1:
+        return _ELLIPSIS[:width]
+    name = path[path.rfind("/") :]
+    tail = len(name) if len(name) < width - 1 else width - 1
+    head = width - 1 - tail
+    return path[:head] + _ELLIPSIS + path[len(path) - tail :]

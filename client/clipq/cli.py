@@ -10,23 +10,28 @@ import argparse
 import json
 import math
 import os
+import shutil
 import sys
 import time
 from collections.abc import Callable, Sequence
 from contextlib import closing
 from dataclasses import asdict
+from pathlib import Path
 from typing import Any, NoReturn
 
-from clipd_api.paths import SOCKET_ENV, default_socket_path
+from clipd_api.paths import ADDRESS_ENV, SOCKET_ENV, default_socket_path, default_token_path
 from clipq._client import Client, SearchResult, Status
 from clipq._errors import ClipqError, DaemonStarting, DaemonUnavailable
-from clipq._format import failure_lines, progress_line, reindex_line, status_lines
+from clipq._format import failure_lines, hit_line, progress_line, reindex_line, status_lines
+from clipq._open import OPENER_ENV, open_paths
+from clipq._query import WHEN_HELP, QueryError, parse_when, query_terms
 
 EXIT_OK = 0
 EXIT_DAEMON_ERROR = 1
 EXIT_USAGE = 2
 EXIT_NO_DAEMON = 3
 EXIT_STARTING = 4
+EXIT_NOTHING_INDEXED = 5
 EXIT_INTERRUPTED = 130
 # What a shell reports for a program killed by SIGPIPE (128 + 13), as `cat big | head` does.
 EXIT_BROKEN_PIPE = 141
@@ -35,14 +40,22 @@ MAX_LIMIT = 1000
 MAX_OFFSET = 2**32 - 1
 
 COMMANDS = ("search", "status", "failures", "reindex")
-# The options of any command that take a value, so that peeking for the command skips values.
-_VALUE_OPTIONS = ("-n", "--limit", "--offset", "--socket", "--timeout")
 
 _USAGE = """\
-clipq [-n N] [--json] [--socket PATH] [--timeout SECONDS] QUERY...
+clipq [OPTIONS] QUERY...  (e.g. clipq beach -people 2:sunset, clipq photo.jpg)
        clipq status [--json] [--watch] [--until-idle]
        clipq failures [--json] [-n N] [--offset K]
        clipq reindex [--wait] [--json] [PATH...]"""
+
+_QUERY_HELP = """\
+query:
+  Plain words form one text: 'clipq red brick wall'. +TEXT and -TEXT add or subtract a
+  term of their own, W:TERM weights one ('clipq beach -people 2:sunset'); quote a term of
+  several words ('-"parked cars"'). A word naming an image file searches by example, and
+  text and images combine: 'clipq photo.jpg -0.5:night'. A -WORD that is also an option
+  (-n, -h) is the option; write -1:WORD to subtract that word.
+
+"""
 
 _COMMANDS_HELP = """\
 commands (the first word; any other word starts a search):
@@ -64,6 +77,7 @@ exit status:
   {EXIT_NO_DAEMON}    no daemon is running at the socket, or it stopped during
        'status --until-idle'; start it with 'clipd serve'
   {EXIT_STARTING}    the daemon is still starting (loading its model); try again shortly
+  {EXIT_NOTHING_INDEXED}    a search found nothing because nothing is indexed yet
   {EXIT_INTERRUPTED}  interrupted (Ctrl-C)
   {EXIT_BROKEN_PIPE}  the reader closed the output early, e.g. 'clipq ... | head -1'
 """
@@ -79,12 +93,19 @@ def main(argv: list[str] | None = None) -> int:
     args = _parse(sys.argv[1:] if argv is None else argv)
     run: _Runner = args.run
     try:
-        with Client(args.socket, timeout=args.timeout) as client:
+        with _connect(args) as client:
             run(client, args)
         # Flush here, so that a closed pipe raises inside this handler rather than at exit.
         sys.stdout.flush()
     except ClipqError as error:
         return _fail(error)
+    except _NothingIndexed:
+        print(
+            "clipq: nothing is indexed yet; check that the config lists your image folders "
+            "under 'roots', and follow the indexing with 'clipq status --watch'",
+            file=sys.stderr,
+        )
+        return EXIT_NOTHING_INDEXED
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
     except BrokenPipeError:
@@ -93,18 +114,42 @@ def main(argv: list[str] | None = None) -> int:
     return EXIT_OK
 
 
+class _NothingIndexed(Exception):
+    """A search came back empty because the daemon has no searchable file at all."""
+
+
+def _connect(args: argparse.Namespace) -> Client:
+    if args.address is None:
+        return Client(args.socket, timeout=args.timeout)
+    return Client(target=args.address, token=_read_token(args.token_file), timeout=args.timeout)
+
+
+def _read_token(path: str | None) -> str | None:
+    """The token in path; with no path, the default token file's, or None when there is none."""
+    if path is None:
+        return None  # the Client reads the default file when it exists
+    try:
+        return Path(path).expanduser().read_text(encoding="utf-8").strip()
+    except OSError as error:
+        raise ClipqError(f"cannot read the token file {path}: {error.strerror}") from None
+
+
 # Command line
 
 
 def _parse(argv: Sequence[str]) -> argparse.Namespace:
     command, rest = _split_command(list(argv))
     parser = _PARSERS[command]()
-    # Intermixed, so that options may come between words: `clipq red -n 5 brick wall`.
-    args = parser.parse_intermixed_args(rest)
-    if command == "search":
-        args.query = " ".join(args.query)
-        if not args.query.strip():
-            parser.error("the query is empty")
+    if command != "search":
+        # Intermixed, so that options may come between words: `clipq reindex a -w b`.
+        return parser.parse_intermixed_args(rest)
+    args = parser.parse_args(_options_then_words(parser, rest))
+    try:
+        args.terms = query_terms(args.query, args.image)
+    except QueryError as error:
+        parser.error(str(error))
+    if args.since is not None and args.until is not None and args.since >= args.until:
+        parser.error("--since must be earlier than --until")
     return args
 
 
@@ -114,6 +159,7 @@ def _split_command(argv: list[str]) -> tuple[str, list[str]]:
     Options before that word are skipped with their values (`clipq --socket S status`); after
     `--`, every word is a search word (`clipq -- status`).
     """
+    value_options = _value_options(_search_parser())
     skip_value = False
     for index, arg in enumerate(argv):
         if skip_value:
@@ -121,7 +167,7 @@ def _split_command(argv: list[str]) -> tuple[str, list[str]]:
         elif arg == "--":
             break
         elif arg.startswith("-") and arg != "-":
-            skip_value = _takes_value(arg)
+            skip_value = _needs_value(arg, value_options)
         else:
             if arg in COMMANDS:
                 return arg, argv[:index] + argv[index + 1 :]
@@ -129,13 +175,64 @@ def _split_command(argv: list[str]) -> tuple[str, list[str]]:
     return "search", argv
 
 
-def _takes_value(option: str) -> bool:
-    if "=" in option:
-        return False
-    if option.startswith("--"):
+def _options_then_words(parser: argparse.ArgumentParser, argv: list[str]) -> list[str]:
+    """argv rearranged as its options, `--`, then the query words, for argparse.
+
+    Query words may start with '-' (`-people`, `-0.5:night`): a word is an option only when it
+    is one of the parser's (`-n 5`, `-n5`, `--limit=5`, or an unambiguous `--lim 5`). Option
+    values are attached with '=' or directly, so a value like `-0.2` is never taken for an
+    option either.
+    """
+    value_options = _value_options(parser)
+    all_options = {opt for action in parser._actions for opt in action.option_strings}
+    options: list[str] = []
+    words: list[str] = []
+    items = iter(argv)
+    for arg in items:
+        if arg == "--":
+            words.extend(items)
+            break
+        if not arg.startswith("--") and _option_name(arg, all_options) not in all_options:
+            words.append(arg)
+        elif _needs_value(arg, value_options):
+            value = next(items, None)
+            options.append(arg if value is None else _attached(arg, value))
+        else:
+            # Unknown long options too, for argparse to refuse.
+            options.append(arg)
+    return [*options, "--", *words]
+
+
+def _option_name(arg: str, known: set[str]) -> str | None:
+    """The option that arg names: `--limit=5` and `--lim` name --limit, `-n5` names -n."""
+    if arg.startswith("--"):
+        name = arg.split("=", 1)[0]
         # argparse also accepts an unambiguous prefix of a long option: `--sock PATH`.
-        return any(name.startswith(option) for name in _VALUE_OPTIONS if name.startswith("--"))
-    return option in _VALUE_OPTIONS
+        matches = [opt for opt in known if opt.startswith(name) and opt.startswith("--")]
+        return name if name in known else matches[0] if len(matches) == 1 else name
+    if arg.startswith("-") and len(arg) > 1:
+        # `-n5` is -n with its value, but `-night` is a query word, not `-n ight`.
+        return arg if arg in known or not arg[2:].isdigit() else arg[:2]
+    return None
+
+
+def _needs_value(arg: str, value_options: set[str]) -> bool:
+    """Whether arg is an option whose value is the next word (`-n 5`, not `-n5` or `--limit=5`)."""
+    name = _option_name(arg, value_options)
+    if name not in value_options:
+        return False
+    return arg == name if not arg.startswith("--") else "=" not in arg
+
+
+def _attached(option: str, value: str) -> str:
+    if option.startswith("--"):
+        return f"{option}={value}"
+    # A short option's value follows it directly: `-n5`; an empty one cannot.
+    return option + value if value else option
+
+
+def _value_options(parser: argparse.ArgumentParser) -> set[str]:
+    return {opt for action in parser._actions if action.nargs != 0 for opt in action.option_strings}
 
 
 def _new_parser(command: str, description: str) -> argparse.ArgumentParser:
@@ -155,16 +252,32 @@ def _search_parser() -> argparse.ArgumentParser:
             "Search the images indexed by the clipd daemon by what they show, or check on\n"
             "the daemon and ask it to rescan (see commands below)."
         ),
-        epilog=_COMMANDS_HELP + _EPILOG,
+        epilog=_QUERY_HELP + _COMMANDS_HELP + _EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
         "query",
-        nargs="+",
+        nargs="*",
         metavar="QUERY",
-        help="words describing the image; they are joined into one text query",
+        help="words describing the image, terms (+TEXT, -TEXT, W:TERM) and image files",
     )
     parser.add_argument(
+        "--image",
+        action="append",
+        default=[],
+        metavar="PATH",
+        help="an image file to search by example (repeatable)",
+    )
+    _add_filter_options(parser.add_argument_group("filters and paging"))
+    _add_output_options(parser.add_argument_group("output"))
+    _add_connection_options(parser)
+    parser.add_argument("--version", action=_VersionAction, help="print the version and exit")
+    parser.set_defaults(run=_search)
+    return parser
+
+
+def _add_filter_options(group: argparse._ArgumentGroup) -> None:
+    group.add_argument(
         "-n",
         "--limit",
         type=_limit,
@@ -172,15 +285,84 @@ def _search_parser() -> argparse.ArgumentParser:
         metavar="N",
         help=f"number of hits to show, 1 to {MAX_LIMIT} (default: %(default)s)",
     )
-    parser.add_argument(
+    group.add_argument(
+        "--offset",
+        type=_offset,
+        default=0,
+        metavar="K",
+        help="skip the K best hits, for paging (default: %(default)s)",
+    )
+    group.add_argument(
+        "--min-score",
+        type=_score,
+        metavar="S",
+        help="drop hits whose cosine score is below S, -1 to 1 (CLIP matches are often 0.2-0.35)",
+    )
+    group.add_argument(
+        "--under",
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="only files at or below this folder (repeatable)",
+    )
+    group.add_argument(
+        "--ext",
+        action="append",
+        default=[],
+        type=_extensions,
+        metavar="EXT",
+        help="only files with this extension, e.g. jpg or jpg,png (repeatable)",
+    )
+    group.add_argument(
+        "--since",
+        type=_when,
+        metavar="WHEN",
+        help="only files modified at or after WHEN: " + WHEN_HELP,
+    )
+    group.add_argument(
+        "--until", type=_when, metavar="WHEN", help="only files modified before WHEN"
+    )
+
+
+def _add_output_options(group: argparse._ArgumentGroup) -> None:
+    formats = group.add_mutually_exclusive_group()
+    formats.add_argument(
         "--json",
-        action="store_true",
+        dest="output",
+        action="store_const",
+        const="json",
+        default="lines",
         help="print one JSON array of hits (path, score, width, height, size_bytes, mtime)",
     )
-    _add_connection_options(parser)
-    parser.add_argument("--version", action=_VersionAction, help="print the version and exit")
-    parser.set_defaults(run=_search)
-    return parser
+    formats.add_argument(
+        "--jsonl", dest="output", action="store_const", const="jsonl", help="one JSON hit per line"
+    )
+    formats.add_argument(
+        "--paths",
+        dest="output",
+        action="store_const",
+        const="paths",
+        help="only paths, one per line",
+    )
+    formats.add_argument(
+        "-0",
+        "--print0",
+        dest="output",
+        action="store_const",
+        const="print0",
+        help="only paths, each ended by a NUL byte, for 'xargs -0'",
+    )
+    group.add_argument(
+        "--open",
+        action="store_true",
+        help=f"also open the hits in the image viewer (xdg-open, macOS open, or ${OPENER_ENV})",
+    )
+    group.add_argument(
+        "--color",
+        choices=("auto", "always", "never"),
+        default="auto",
+        help="colour the score and file name: auto means on a terminal unless NO_COLOR is set",
+    )
 
 
 def _status_parser() -> argparse.ArgumentParser:
@@ -282,14 +464,28 @@ _PARSERS: dict[str, Callable[[], argparse.ArgumentParser]] = {
 
 
 def _add_connection_options(parser: argparse.ArgumentParser) -> None:
-    # argparse %-formats help texts, so a '%' in the path must be doubled.
+    group = parser.add_argument_group("connection")
+    # argparse %-formats help texts, so a '%' in a path must be doubled.
     socket_default = str(default_socket_path()).replace("%", "%%")
-    parser.add_argument(
+    token_default = str(default_token_path()).replace("%", "%%")
+    where = group.add_mutually_exclusive_group()
+    where.add_argument(
         "--socket",
         metavar="PATH",
         help=f"the daemon's Unix socket (default: {socket_default}; set ${SOCKET_ENV} to change)",
     )
-    parser.add_argument(
+    where.add_argument(
+        "--address",
+        metavar="HOST:PORT",
+        default=os.environ.get(ADDRESS_ENV) or None,
+        help=f"talk to a daemon over TCP instead (default: ${ADDRESS_ENV} when set)",
+    )
+    group.add_argument(
+        "--token-file",
+        metavar="PATH",
+        help=f"the TCP token, written by the daemon (default: {token_default})",
+    )
+    group.add_argument(
         "--timeout",
         type=_seconds,
         default=30.0,
@@ -304,6 +500,31 @@ def _limit(text: str) -> int:
 
 def _offset(text: str) -> int:
     return _whole_number(text, 0, MAX_OFFSET)
+
+
+def _score(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not -1 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"must be between -1 and 1, not {text}")
+    return value
+
+
+def _extensions(text: str) -> list[str]:
+    extensions = [part.strip().lstrip(".").lower() for part in text.split(",")]
+    for ext in extensions:
+        if not (ext.isascii() and ext.isalnum()):
+            raise argparse.ArgumentTypeError(f"not a file extension like jpg or png: {text!r}")
+    return extensions
+
+
+def _when(text: str) -> float:
+    try:
+        return parse_when(text)
+    except QueryError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def _whole_number(text: str, low: int, high: int) -> int:
@@ -360,18 +581,49 @@ class _VersionAction(argparse.Action):
 
 
 def _search(client: Client, args: argparse.Namespace) -> None:
-    result = client.search(args.query, limit=args.limit)
-    _print_result(result, as_json=args.json)
+    result = client.search(
+        *args.terms,
+        limit=args.limit,
+        offset=args.offset,
+        min_score=args.min_score,
+        under=args.under,
+        extensions=[ext for group in args.ext for ext in group],
+        modified_after=args.since,
+        modified_before=args.until,
+    )
+    _print_hits(result, args.output, colour=_use_colour(args.color))
+    if args.open and result.hits:
+        # Flushed first, so that the listing is complete before any viewer appears.
+        sys.stdout.flush()
+        open_paths([hit.path for hit in result])
+    if result.partial and args.output in ("lines", "preview"):
+        print("clipq: note: indexing in progress; results may be incomplete", file=sys.stderr)
+    if result.nothing_indexed:
+        raise _NothingIndexed
 
 
-def _print_result(result: SearchResult, *, as_json: bool) -> None:
-    if as_json:
+def _print_hits(result: SearchResult, output: str, *, colour: bool) -> None:
+    if output == "json":
         print(json.dumps([asdict(hit) for hit in result]))
-    else:
+    elif output == "jsonl":
         for hit in result:
-            print(f"{hit.score:.3f}  {hit.path}")
-        if result.partial:
-            print("clipq: note: indexing in progress; results may be incomplete", file=sys.stderr)
+            print(json.dumps(asdict(hit)))
+    elif output in ("paths", "print0"):
+        end = "\0" if output == "print0" else "\n"
+        sys.stdout.write("".join(hit.path + end for hit in result))
+    else:
+        width = shutil.get_terminal_size().columns if sys.stdout.isatty() else None
+        for hit in result:
+            print(hit_line(hit.score, hit.path, width=width, colour=colour))
+
+
+def _use_colour(when: str) -> bool:
+    if when != "auto":
+        return when == "always"
+    # https://no-color.org: any non-empty NO_COLOR turns colour off.
+    return (
+        sys.stdout.isatty() and not os.environ.get("NO_COLOR") and os.environ.get("TERM") != "dumb"
+    )
 
 
 def _status(client: Client, args: argparse.Namespace) -> None:

@@ -289,7 +289,8 @@ def _time_ns(request: pb.SearchRequest, field: str) -> int | None:
     seconds: float = getattr(request, field)
     if not math.isfinite(seconds):
         raise RequestError(f"{field} must be a time in seconds since the Unix epoch")
-    return round(seconds * 1e9)
+    # Clamped to SQLite's integers: the year 2999 is past int64 nanoseconds, yet a fine bound.
+    return max(-(2**63), min(2**63 - 1, round(seconds * 1e9)))
 
 
 def _absolute(raw: str, label: str) -> str:

@@ -7,6 +7,8 @@ import tempfile
 from pathlib import Path
 
 SOCKET_ENV = "CLIPD_SOCKET"
+ADDRESS_ENV = "CLIPD_ADDRESS"
+TOKEN_FILE_ENV = "CLIPD_TOKEN_FILE"
 
 
 def runtime_dir() -> Path:
@@ -24,3 +26,15 @@ def default_socket_path() -> Path:
     if override:
         return Path(override).expanduser()
     return runtime_dir() / "clipd.sock"
+
+
+def default_token_path() -> Path:
+    """$CLIPD_TOKEN_FILE when set, else $XDG_CONFIG_HOME/clipd/token (~/.config/clipd/token).
+
+    The daemon writes its TCP token there; clients on the same machine read it from there.
+    """
+    override = os.environ.get(TOKEN_FILE_ENV)
+    if override:
+        return Path(override).expanduser()
+    config_home = os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config"
+    return Path(config_home).expanduser() / "clipd" / "token"

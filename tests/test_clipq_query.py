@@ -1,0 +1,130 @@
+"""How clipq reads query words and times, and lays out hit lines: pure functions, no daemon."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+from fixtures.shapes import draw
+
+from clipq._client import ImageFile, Text
+from clipq._format import hit_line, shorten_path
+from clipq._query import QueryError, is_image_file, parse_when, query_terms
+
+IMAGES = {"photo.jpg", "/abs/shot.png"}
+
+
+def probe(word: str) -> bool:
+    return word in IMAGES
+
+
+@pytest.mark.parametrize(
+    ("words", "expected"),
+    [
+        (["red", "brick", "wall"], [Text("red brick wall")]),
+        (
+            ["beach", "-people", "2:sunset", "+dog"],
+            [Text("beach"), Text("people", -1), Text("sunset", 2), Text("dog")],
+        ),
+        (["-0.5:night", "city"], [Text("city"), Text("night", -0.5)]),
+        ([".5:fog", "+1.5:rain"], [Text("fog", 0.5), Text("rain", 1.5)]),
+        (["photo.jpg"], [ImageFile("photo.jpg")]),
+        (["photo.jpg", "at", "night"], [Text("at night"), ImageFile("photo.jpg")]),
+        (
+            ["-photo.jpg", "3:/abs/shot.png"],
+            [ImageFile("photo.jpg", -1), ImageFile("/abs/shot.png", 3)],
+        ),
+        (["-parked cars"], [Text("parked cars", -1)]),
+        (["note:thing", "-", "+"], [Text("note:thing - +")]),
+    ],
+)
+def test_query_words_become_terms(words: list[str], expected: list[Text | ImageFile]) -> None:
+    assert query_terms(words, probe=probe) == expected
+
+
+def test_image_option_adds_an_image_term() -> None:
+    terms = query_terms(["sunset"], ["/abs/shot.png"], probe=probe)
+    assert terms == [Text("sunset"), ImageFile("/abs/shot.png")]
+    assert query_terms([], ["photo.jpg"], probe=probe) == [ImageFile("photo.jpg")]
+
+
+@pytest.mark.parametrize(
+    ("words", "images", "message"),
+    [
+        ([], [], "the query is empty"),
+        (["  "], [], "the query is empty"),
+        (["0:cat"], [], "a weight of 0"),
+        (["2:"], [], "nothing follows the weight"),
+        (["cat"], ["notes.txt"], "--image notes.txt: not an image file"),
+    ],
+)
+def test_bad_queries_say_why(words: list[str], images: list[str], message: str) -> None:
+    with pytest.raises(QueryError, match=message):
+        query_terms(words, images, probe=probe)
+
+
+def test_image_files_are_told_apart_by_their_content(tmp_path: Path) -> None:
+    import random
+
+    for fmt, name in [("JPEG", "a.jpg"), ("PNG", "b"), ("WEBP", "c.bin"), ("GIF", "d.gif")]:
+        draw("red", "circle", (40, 30), random.Random(1)).save(tmp_path / name, format=fmt)
+        assert is_image_file(str(tmp_path / name)), name
+    (tmp_path / "cat").write_text("not a picture of a cat")
+    assert not is_image_file(str(tmp_path / "cat"))
+    assert not is_image_file(str(tmp_path))
+    assert not is_image_file(str(tmp_path / "missing.jpg"))
+
+
+NOW = datetime(2024, 6, 15, 12, 30).timestamp()
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("90m", NOW - 90 * 60),
+        ("36h", NOW - 36 * 3600),
+        ("3d", NOW - 3 * 86400),
+        ("2W", NOW - 14 * 86400),
+        ("6mo", NOW - 180 * 86400),
+        ("1y", NOW - 365 * 86400),
+        ("today", datetime(2024, 6, 15).timestamp()),
+        ("yesterday", datetime(2024, 6, 14).timestamp()),
+        ("2023", datetime(2023, 1, 1).timestamp()),
+        ("2023-05", datetime(2023, 5, 1).timestamp()),
+        ("2023-05-31", datetime(2023, 5, 31).timestamp()),
+        ("2023-05-31 18:00", datetime(2023, 5, 31, 18).timestamp()),
+        ("2023-05-31t18:00:30", datetime(2023, 5, 31, 18, 0, 30).timestamp()),
+        ("2023-05-31T18:00Z", 1685556000.0),
+    ],
+)
+def test_times_for_since_and_until(text: str, expected: float) -> None:
+    assert parse_when(text, now=NOW) == pytest.approx(expected)
+
+
+@pytest.mark.parametrize("text", ["", "last week", "3 parsecs", "2023-13-01", "-3d"])
+def test_bad_times_say_what_is_accepted(text: str) -> None:
+    with pytest.raises(QueryError, match="is not a time: use a date or time"):
+        parse_when(text, now=NOW)
+
+
+def test_hit_lines_fit_the_width_keeping_the_file_name() -> None:
+    path = "/home/someone/Pictures/2023/holidays/italy/IMG_2041.jpg"
+    assert hit_line(0.3124, path) == f"0.312  {path}"
+    line = hit_line(0.3124, path, width=40)
+    assert len(line) == 40
+    assert line.startswith("0.312  /home/")
+    assert line.endswith("…/IMG_2041.jpg")
+    assert shorten_path(path, len(path)) == path
+    assert shorten_path("/a/very-long-file-name.jpg", 10) == "…-name.jpg"
+
+
+def test_hit_lines_in_colour_keep_the_text() -> None:
+    line = hit_line(0.35, "/pics/beach.jpg", colour=True)
+    assert "\x1b[" in line
+    plain = line
+    for code in ("\x1b[0m", "\x1b[1m", "\x1b[2m", "\x1b[32m"):
+        plain = plain.replace(code, "")
+    assert plain == "0.350  /pics/beach.jpg"
+    assert "\x1b[33m" in hit_line(0.25, "/x.jpg", colour=True)
+    assert "\x1b[3" not in hit_line(0.1, "/x.jpg", colour=True)
