@@ -49,9 +49,9 @@ def daemon(tmp_path: Path, write_config: ConfigWriter) -> Iterator[Running]:
 
 
 @contextmanager
-def in_process(corpus: Corpus, write_config: ConfigWriter) -> Iterator[Running]:
+def in_process(corpus: Corpus, write_config: ConfigWriter, **overrides: Any) -> Iterator[Running]:
     """A Daemon on its own thread over corpus, once it has indexed everything."""
-    config = load_config(write_config([corpus.root]))
+    config = load_config(write_config([corpus.root], **overrides))
     instance = Daemon(config)
     thread = threading.Thread(target=instance.run, name="test-daemon")
     thread.start()
@@ -233,6 +233,23 @@ def test_reindex_picks_up_new_changed_and_deleted_files(daemon: Running) -> None
 
     again = daemon.stub.Reindex(pb.ReindexRequest(paths=[str(root)], wait=True), timeout=60)
     assert (again.queued, again.indexed, again.removed) == (0, 0, 0)
+
+
+def test_deadlines_are_honoured(tmp_path: Path, write_config: ConfigWriter) -> None:
+    import random
+
+    corpus = write_corpus(tmp_path / "pics", per_class=1)
+    # No watcher, so that only the Reindex below can pick the new files up.
+    with in_process(corpus, write_config, watch=False) as daemon:
+        for number in range(40):
+            image = draw("blue", "circle", (300, 300), random.Random(number))
+            image.save(corpus.root / f"new{number}.png")
+        with pytest.raises(grpc.RpcError) as caught:
+            daemon.stub.Reindex(pb.ReindexRequest(wait=True), timeout=0.05)
+        assert caught.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        # The abandoned wait frees its server thread, and the daemon goes on answering.
+        assert daemon.search(text("a blue circle"), limit=1).hits
+        _wait_idle(daemon, len(corpus.images) + len(corpus.bad) + 40)
 
 
 def test_results_are_flagged_partial_while_indexing(
