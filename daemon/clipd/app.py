@@ -6,26 +6,28 @@ The server starts before the model loads so that clients get a clear "still load
 
 from __future__ import annotations
 
-import errno
 import logging
 import os
-import socket
-import stat
+import signal
 import threading
 import time
+from collections import deque
 from concurrent import futures
 from importlib.metadata import PackageNotFoundError, version
-from pathlib import Path
+from types import FrameType
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from clipd.config import Config
+from clipd.config import Config, load_config
 from clipd.embedder import Embedder
-from clipd.errors import ClipdError
+from clipd.errors import ClipdError, ConfigError
 from clipd.indexer import Indexer
-from clipd.progress import Progress
+from clipd.instance import DatabaseLock, prepare_socket, remove_socket
+from clipd.notify import Notifier
+from clipd.progress import Progress, Snapshot
+from clipd.reload import plan_reload
 from clipd.server import Engine, ImageSearch
 from clipd.store import Store
 from clipd.watcher import Watcher
@@ -41,6 +43,8 @@ MAX_MESSAGE_BYTES = 64 << 20
 _RPC_THREADS = 16
 # How often to look for roots that vanished or came back (unmounted disks, network shares).
 _ROOT_CHECK_S = 5.0
+# The main loop's beat: how soon signals are acted on, and the status line's update rate.
+_TICK_S = 1.0
 
 
 def clipd_version() -> str:
@@ -51,11 +55,20 @@ def clipd_version() -> str:
 
 
 class Daemon:
-    """One running clipd: call run() on the main thread, stop() from a signal handler."""
+    """One running clipd: call run() on the main thread; stop() and reload() from anywhere.
 
-    def __init__(self, config: Config) -> None:
+    Signal handlers call on_signal(), which only records the signal: the main loop acts on it
+    within a tick, outside the handler, where taking locks and logging are safe.
+    """
+
+    def __init__(self, config: Config, notifier: Notifier | None = None) -> None:
         self.config = config
+        self._notifier = notifier or Notifier.from_environment()
         self._stop = threading.Event()
+        self._reload = threading.Event()
+        self._wake = threading.Event()
+        self._signals: deque[int] = deque()
+        self._status_line = ""
         self._watcher: Watcher | None = None
         self.progress = Progress()
         self.engine: Engine | None = None  # set by run(); tests look inside
@@ -65,9 +78,28 @@ class Daemon:
 
     def stop(self) -> None:
         self._stop.set()
+        self._wake.set()
+
+    def reload(self) -> None:
+        """Re-read the config file on the main loop (what SIGHUP does)."""
+        self._reload.set()
+        self._wake.set()
+
+    def on_signal(self, signum: int, frame: FrameType | None) -> None:
+        """A signal handler: no locks here, as the signal may have interrupted their holder."""
+        self._signals.append(signum)
 
     def run(self) -> None:
         """Serve until stop(); raises ClipdError for problems a user must fix."""
+        lock = DatabaseLock(self.config.database, "serve")
+        lock.acquire()
+        try:
+            prepare_socket(self.config.socket)
+            self._serve()
+        finally:
+            lock.release()
+
+    def _serve(self) -> None:
         store = Store(self.config.database)
         engine = self.engine = Engine(
             self.config, store, self.progress, clipd_version(), time.time()
@@ -77,6 +109,9 @@ class Daemon:
         except BaseException:
             store.close()
             raise
+        # Ready as soon as clients get answers: while the model loads they are told so, and
+        # a first start that downloads weights must not run into the manager's start timeout.
+        self._notify_status(engine, ready=True)
         try:
             if self._load(engine):
                 health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
@@ -85,6 +120,7 @@ class Daemon:
                 self._tend(engine)
         finally:
             log.info("shutting down")
+            self._notifier.stopping()
             self.progress.set_state("stopping")
             health_servicer.enter_graceful_shutdown()
             server.stop(SHUTDOWN_GRACE_S).wait()
@@ -94,12 +130,23 @@ class Daemon:
             if engine.indexer is not None:
                 engine.indexer.stop()
             store.close()
-            _remove_socket(self.config.socket)
+            remove_socket(self.config.socket)
+
+    def _stopping(self) -> bool:
+        """Act on the signals received since the last call; True once asked to stop."""
+        while self._signals:
+            signum = self._signals.popleft()
+            log.info("received %s", signal.Signals(signum).name)
+            if signum == signal.SIGHUP:
+                self._reload.set()
+            else:
+                self._stop.set()
+        return self._stop.is_set()
 
     def _load(self, engine: Engine) -> bool:
         """Load the model and start indexing; False if stop() came first."""
         embedder = Embedder(self.config.model)
-        if self._stop.is_set():
+        if self._stopping():
             return False
         engine.store.bind_model(embedder.identity)
         indexer = Indexer(self.config, engine.store, embedder, self.progress)
@@ -114,23 +161,89 @@ class Daemon:
         return True
 
     def _tend(self, engine: Engine) -> None:
-        """Until stop(): notice roots coming and going, and rescan everything periodically."""
+        """Until stop(): reload when asked, notice roots coming and going, rescan periodically,
+        and keep the service manager's status line current."""
         assert engine.indexer is not None
-        interval = self.config.reconcile_interval
-        next_reconcile = time.monotonic() + interval
-        while not self._stop.wait(min(_ROOT_CHECK_S, self.config.poll_interval)):
-            if self._watcher is not None:
+        now = time.monotonic()
+        next_check = now + min(_ROOT_CHECK_S, self.config.poll_interval)
+        next_reconcile = now + self.config.reconcile_interval
+        while not self._stopping():
+            now = time.monotonic()
+            if self._reload.is_set():
+                self._reload.clear()
+                self._reload_config(engine)
+                next_reconcile = now + self.config.reconcile_interval
+            if self._watcher is not None and now >= next_check:
                 self._watcher.check_roots()
-            if interval and time.monotonic() >= next_reconcile:
+                next_check = now + min(_ROOT_CHECK_S, self.config.poll_interval)
+            if self.config.reconcile_interval and now >= next_reconcile:
                 log.info("periodic rescan of every root")
                 engine.indexer.submit(self.config.roots)
-                next_reconcile = time.monotonic() + interval
+                next_reconcile = now + self.config.reconcile_interval
+            self._notify_status(engine)
+            self._wake.wait(_TICK_S)
+            self._wake.clear()
+
+    def _reload_config(self, engine: Engine) -> None:
+        self._notifier.reloading()
+        try:
+            self._apply_reload(engine)
+        finally:
+            self._notify_status(engine, ready=True)
+
+    def _apply_reload(self, engine: Engine) -> None:
+        """Apply what can change while running; keep the old config if the new one is bad."""
+        assert engine.indexer is not None
+        source = self.config.source
+        if source is None:
+            log.warning("reload: this daemon was not started from a config file; nothing to do")
+            return
+        try:
+            new = load_config(source, require_roots=False)
+        except ConfigError as exc:
+            log.error("reload failed, keeping the current config: %s", exc)
+            return
+        plan = plan_reload(self.config, new)
+        if plan.needs_restart:
+            log.warning(
+                "reload: %s changed; restart clipd to apply (systemctl --user restart clipd)",
+                ", ".join(plan.needs_restart),
+            )
+        # The watcher first: once it lets go of a removed root, forgetting that root is final.
+        if self._watcher is not None:
+            self._watcher.reconfigure(plan.config)
+        engine.indexer.reconfigure(plan.config)
+        if plan.removed:
+            engine.indexer.forget(plan.removed)
+        self.config = engine.config = plan.config
+        for root in plan.added:
+            if not root.is_dir():
+                log.warning("root %s is not there now; its files stay offline until it is", root)
+        if plan.rescan:
+            engine.indexer.submit(plan.rescan)
+        log.info(
+            "reloaded %s: %d roots added, %d removed%s",
+            source,
+            len(plan.added),
+            len(plan.removed),
+            "; rescanning every root for the new filters" if plan.refilter else "",
+        )
+
+    def _notify_status(self, engine: Engine, *, ready: bool = False) -> None:
+        """Tell the service manager what we are doing, when that changed (or with READY=1)."""
+        if not self._notifier.enabled:
+            return
+        line = _status_line(self.progress.snapshot(), engine)
+        if ready:
+            self._notifier.ready(line)
+        elif line != self._status_line:
+            self._notifier.status(line)
+        self._status_line = line
 
     def _start_server(
         self, engine: Engine
     ) -> tuple[grpc.Server, health.HealthServicer, futures.ThreadPoolExecutor]:
         path = self.config.socket
-        _prepare_socket(path)
         rpc_pool = futures.ThreadPoolExecutor(_RPC_THREADS, thread_name_prefix="clipd-rpc")
         server = grpc.server(
             rpc_pool,
@@ -159,43 +272,11 @@ class Daemon:
         return server, health_servicer, rpc_pool
 
 
-def _prepare_socket(path: Path) -> None:
-    """A private directory for the socket; refuse a live daemon there, clear a stale socket."""
-    try:
-        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    except OSError as exc:
-        raise ClipdError(f"cannot create the socket directory {path.parent}: {exc}") from exc
-    try:
-        mode = path.lstat().st_mode
-    except FileNotFoundError:
-        return
-    if not stat.S_ISSOCK(mode):
-        raise ClipdError(f"{path} exists and is not a socket; remove it or set `socket` elsewhere")
-    if _socket_is_live(path):
-        raise ClipdError(
-            f"another clipd is already serving on {path}; stop it first "
-            "(systemctl --user stop clipd), or set `socket` to another path"
-        )
-    log.info("removing stale socket %s left by an earlier run", path)
-    path.unlink()
-
-
-def _socket_is_live(path: Path) -> bool:
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
-        probe.settimeout(1.0)
-        try:
-            probe.connect(str(path))
-        except OSError as exc:
-            if exc.errno in (errno.ECONNREFUSED, errno.ENOENT):
-                return False
-            raise ClipdError(f"cannot check socket {path}: {exc.strerror}") from exc
-        return True
-
-
-def _remove_socket(path: Path) -> None:
-    try:
-        path.unlink()
-    except FileNotFoundError:
-        pass
-    except OSError as exc:
-        log.warning("could not remove socket %s: %s", path, exc.strerror)
+def _status_line(snap: Snapshot, engine: Engine) -> str:
+    if snap.state == "starting":
+        return "loading model"
+    if snap.state == "indexing":
+        return f"indexing: {snap.queued} queued, {snap.images_per_second:.1f} img/s"
+    if snap.state == "stopping":
+        return "stopping"
+    return f"idle: {engine.store.counts().indexed} images"
