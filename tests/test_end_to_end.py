@@ -123,7 +123,7 @@ def test_restart_reuses_the_index(tmp_path: Path, write_config: ConfigWriter) ->
     """A second run over the same folder embeds nothing again."""
     corpus = write_corpus(tmp_path / "pics", per_class=1)
     config = write_config([corpus.root])
-    command = [BIN / "clipd", "index", "--config", str(config), str(corpus.root)]
+    command = [str(BIN / "clipd"), "index", "--config", str(config), str(corpus.root)]
     runs = [
         subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
         for _ in range(2)

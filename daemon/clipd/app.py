@@ -6,8 +6,10 @@ The server starts before the model loads so that clients get a clear "still load
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import select
 import signal
 import threading
 import time
@@ -43,8 +45,10 @@ MAX_MESSAGE_BYTES = 64 << 20
 _RPC_THREADS = 16
 # How often to look for roots that vanished or came back (unmounted disks, network shares).
 _ROOT_CHECK_S = 5.0
-# The main loop's beat: how soon signals are acted on, and the status line's update rate.
+# The main loop's beat when nothing wakes it: root checks, periodic rescans, the status line.
 _TICK_S = 1.0
+# The service manager's status line changes at most this often.
+_STATUS_EVERY_S = 1.0
 
 
 def clipd_version() -> str:
@@ -57,8 +61,8 @@ def clipd_version() -> str:
 class Daemon:
     """One running clipd: call run() on the main thread; stop() and reload() from anywhere.
 
-    Signal handlers call on_signal(), which only records the signal: the main loop acts on it
-    within a tick, outside the handler, where taking locks and logging are safe.
+    Signal handlers call on_signal(), which only records the signal and wakes the main loop
+    through a pipe: the loop acts on it outside the handler, where locks and logging are safe.
     """
 
     def __init__(self, config: Config, notifier: Notifier | None = None) -> None:
@@ -66,9 +70,12 @@ class Daemon:
         self._notifier = notifier or Notifier.from_environment()
         self._stop = threading.Event()
         self._reload = threading.Event()
-        self._wake = threading.Event()
         self._signals: deque[int] = deque()
+        # The main loop sleeps on this pipe; -1 while run() is not running.
+        self._wake_read = self._wake_write = -1
+        self._wake_lock = threading.Lock()  # against closing the pipe under another thread
         self._status_line = ""
+        self._status_at = 0.0
         self._watcher: Watcher | None = None
         self.progress = Progress()
         self.engine: Engine | None = None  # set by run(); tests look inside
@@ -78,25 +85,37 @@ class Daemon:
 
     def stop(self) -> None:
         self._stop.set()
-        self._wake.set()
+        self._nudge()
 
     def reload(self) -> None:
         """Re-read the config file on the main loop (what SIGHUP does)."""
         self._reload.set()
-        self._wake.set()
+        self._nudge()
 
     def on_signal(self, signum: int, frame: FrameType | None) -> None:
-        """A signal handler: no locks here, as the signal may have interrupted their holder."""
+        """A signal handler. It takes no lock: the signal may have interrupted the holder."""
         self._signals.append(signum)
+        _poke(self._wake_write)
+
+    def _nudge(self) -> None:
+        with self._wake_lock:
+            _poke(self._wake_write)
 
     def run(self) -> None:
         """Serve until stop(); raises ClipdError for problems a user must fix."""
         lock = DatabaseLock(self.config.database, "serve")
         lock.acquire()
+        self._wake_read, self._wake_write = os.pipe()
+        for fd in (self._wake_read, self._wake_write):
+            os.set_blocking(fd, False)
         try:
             prepare_socket(self.config.socket)
             self._serve()
         finally:
+            with self._wake_lock:
+                write, self._wake_write = self._wake_write, -1
+            os.close(write)
+            os.close(self._wake_read)
             lock.release()
 
     def _serve(self) -> None:
@@ -123,12 +142,15 @@ class Daemon:
             self._notifier.stopping()
             self.progress.set_state("stopping")
             health_servicer.enter_graceful_shutdown()
-            server.stop(SHUTDOWN_GRACE_S).wait()
-            rpc_pool.shutdown(wait=True)  # grpc leaves its executor to its owner
+            # New calls are refused at once; those in flight get the grace period, meanwhile
+            # indexing ends with the batch in hand committed.
+            stopped = server.stop(SHUTDOWN_GRACE_S)
             if self._watcher is not None:
                 self._watcher.stop()
             if engine.indexer is not None:
                 engine.indexer.stop()
+            stopped.wait()
+            rpc_pool.shutdown(wait=True)  # grpc leaves its executor to its owner
             store.close()
             remove_socket(self.config.socket)
 
@@ -181,8 +203,13 @@ class Daemon:
                 engine.indexer.submit(self.config.roots)
                 next_reconcile = now + self.config.reconcile_interval
             self._notify_status(engine)
-            self._wake.wait(_TICK_S)
-            self._wake.clear()
+            self._sleep(_TICK_S)
+
+    def _sleep(self, timeout: float) -> None:
+        """Wait `timeout` seconds, or less if stop(), reload() or a signal comes."""
+        select.select([self._wake_read], [], [], timeout)
+        with contextlib.suppress(BlockingIOError):
+            os.read(self._wake_read, 4096)
 
     def _reload_config(self, engine: Engine) -> None:
         self._notifier.reloading()
@@ -234,11 +261,14 @@ class Daemon:
         if not self._notifier.enabled:
             return
         line = _status_line(self.progress.snapshot(), engine)
+        now = time.monotonic()
         if ready:
             self._notifier.ready(line)
-        elif line != self._status_line:
+        elif line != self._status_line and now - self._status_at >= _STATUS_EVERY_S:
             self._notifier.status(line)
-        self._status_line = line
+        else:
+            return
+        self._status_line, self._status_at = line, now
 
     def _start_server(
         self, engine: Engine
@@ -280,3 +310,10 @@ def _status_line(snap: Snapshot, engine: Engine) -> str:
     if snap.state == "stopping":
         return "stopping"
     return f"idle: {engine.store.counts().indexed} images"
+
+
+def _poke(fd: int) -> None:
+    """Wake a loop sleeping on the pipe whose write end is `fd` (-1: none)."""
+    if fd >= 0:
+        with contextlib.suppress(OSError):  # a full pipe: the loop is awake already
+            os.write(fd, b"\0")
