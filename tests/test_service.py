@@ -193,7 +193,7 @@ def test_the_repository_copies_are_the_rendered_templates() -> None:
     )
     assert (REPO / "systemd" / f"{LABEL}.plist").read_text() == plist
     pyproject = (REPO / "pyproject.toml").read_text()
-    assert '\nclipd = ["py.typed", "units/*"]\n' in pyproject, "the templates must ship"
+    assert '\n"clipd.units" = ["*.service", "*.plist"]\n' in pyproject, "the templates must ship"
 
 
 def systemd_verify(unit: Path, home: Path) -> subprocess.CompletedProcess[str]:
