@@ -36,7 +36,13 @@ def isolated_env(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.M
         "XDG_RUNTIME_DIR": runtime,
     }.items():
         monkeypatch.setenv(name, str(value))
-    for name in ("CLIPD_CONFIG", "CLIPD_SOCKET", "CLIPD_DATABASE", "JOURNAL_STREAM"):
+    for name in (
+        "CLIPD_CONFIG",
+        "CLIPD_SOCKET",
+        "CLIPD_DATABASE",
+        "JOURNAL_STREAM",
+        "NOTIFY_SOCKET",
+    ):
         monkeypatch.delenv(name, raising=False)
     return home
 

@@ -99,11 +99,10 @@ def test_failures_are_recorded_with_reasons_and_logged(served: tuple[Corpus, Pat
         assert f"cannot index {bad}" in text
 
 
-def test_restart_reuses_the_index(
+def test_clipd_index_refuses_a_database_a_daemon_serves(
     tmp_path: Path, write_config: ConfigWriter, served: tuple[Corpus, Path]
 ) -> None:
-    """A second run over the same folder embeds nothing again (the first is still serving:
-    `clipd index` on the same database shares it safely)."""
+    """Only one process writes the index: `clipd index` points at the daemon instead."""
     corpus, _ = served
     config = write_config([corpus.root])
     result = subprocess.run(
@@ -113,8 +112,25 @@ def test_restart_reuses_the_index(
         timeout=120,
         check=False,
     )
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.startswith("indexed 0, failed 0, removed 0"), result.stdout
+    assert result.returncode == 3, result.stderr
+    assert result.stdout == ""
+    assert "`clipd serve`) is serving the database" in result.stderr
+    assert "clipq reindex PATH..." in result.stderr
+    assert result.stderr.count("\n") == 1
+
+
+def test_restart_reuses_the_index(tmp_path: Path, write_config: ConfigWriter) -> None:
+    """A second run over the same folder embeds nothing again."""
+    corpus = write_corpus(tmp_path / "pics", per_class=1)
+    config = write_config([corpus.root])
+    command = [str(BIN / "clipd"), "index", "--config", str(config), str(corpus.root)]
+    runs = [
+        subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
+        for _ in range(2)
+    ]
+    assert [run.returncode for run in runs] == [0, 0], runs[-1].stderr
+    assert runs[0].stdout.startswith(f"indexed {len(corpus.images)}, failed 3,"), runs[0].stdout
+    assert runs[1].stdout.startswith("indexed 0, failed 0, removed 0"), runs[1].stdout
 
 
 def test_clipq_without_daemon_says_how_to_start_it(tmp_path: Path) -> None:
@@ -126,10 +142,10 @@ def test_clipq_without_daemon_says_how_to_start_it(tmp_path: Path) -> None:
 
 
 def test_second_daemon_on_the_same_socket_is_refused(
-    served: tuple[Corpus, Path], write_config: ConfigWriter
+    tmp_path: Path, served: tuple[Corpus, Path], write_config: ConfigWriter
 ) -> None:
     corpus, _ = served
-    config = write_config([corpus.root])
+    config = write_config([corpus.root], database=str(tmp_path / "other.db"))
     result = subprocess.run(
         [BIN / "clipd", "serve", "--config", str(config)],
         capture_output=True,
@@ -137,8 +153,29 @@ def test_second_daemon_on_the_same_socket_is_refused(
         timeout=60,
         check=False,
     )
-    assert result.returncode == 1
-    assert "another clipd is already serving" in result.stderr
+    assert result.returncode == 3
+    assert "another clipd is already serving on" in result.stderr
+    assert "systemctl --user stop clipd" in result.stderr
+
+
+def test_second_daemon_on_the_same_database_is_refused(
+    tmp_path: Path, served: tuple[Corpus, Path], write_config: ConfigWriter
+) -> None:
+    corpus, _ = served
+    config = write_config([corpus.root], socket=str(tmp_path / "other.sock"))
+    result = subprocess.run(
+        [BIN / "clipd", "serve", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 3
+    pid = (tmp_path / "index.db.lock").read_text().split()[0]
+    assert f"another clipd (pid {pid}, `clipd serve`) is using the database" in result.stderr
+    assert "systemctl --user stop clipd" in result.stderr
+    assert result.stderr.count("\n") == 1
+    assert not (tmp_path / "other.sock").exists()
 
 
 def test_query_algebra_filters_and_output_modes(served: tuple[Corpus, Path]) -> None:

@@ -6,26 +6,30 @@ The server starts before the model loads so that clients get a clear "still load
 
 from __future__ import annotations
 
-import errno
+import contextlib
 import logging
 import os
-import socket
-import stat
+import select
+import signal
 import threading
 import time
+from collections import deque
 from concurrent import futures
 from importlib.metadata import PackageNotFoundError, version
-from pathlib import Path
+from types import FrameType
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from clipd.config import Config
+from clipd.config import Config, load_config
 from clipd.embedder import Embedder
-from clipd.errors import ClipdError
+from clipd.errors import ClipdError, ConfigError
 from clipd.indexer import Indexer
-from clipd.progress import Progress
+from clipd.instance import DatabaseLock, prepare_socket, remove_socket
+from clipd.notify import Notifier
+from clipd.progress import Progress, Snapshot
+from clipd.reload import plan_reload
 from clipd.server import Engine, ImageSearch
 from clipd.store import Store
 from clipd.watcher import Watcher
@@ -41,6 +45,10 @@ MAX_MESSAGE_BYTES = 64 << 20
 _RPC_THREADS = 16
 # How often to look for roots that vanished or came back (unmounted disks, network shares).
 _ROOT_CHECK_S = 5.0
+# The main loop's beat when nothing wakes it: root checks, periodic rescans, the status line.
+_TICK_S = 1.0
+# The service manager's status line changes at most this often.
+_STATUS_EVERY_S = 1.0
 
 
 def clipd_version() -> str:
@@ -51,11 +59,23 @@ def clipd_version() -> str:
 
 
 class Daemon:
-    """One running clipd: call run() on the main thread, stop() from a signal handler."""
+    """One running clipd: call run() on the main thread; stop() and reload() from anywhere.
 
-    def __init__(self, config: Config) -> None:
+    Signal handlers call on_signal(), which only records the signal and wakes the main loop
+    through a pipe: the loop acts on it outside the handler, where locks and logging are safe.
+    """
+
+    def __init__(self, config: Config, notifier: Notifier | None = None) -> None:
         self.config = config
+        self._notifier = notifier or Notifier.from_environment()
         self._stop = threading.Event()
+        self._reload = threading.Event()
+        self._signals: deque[int] = deque()
+        # The main loop sleeps on this pipe; -1 while run() is not running.
+        self._wake_read = self._wake_write = -1
+        self._wake_lock = threading.Lock()  # against closing the pipe under another thread
+        self._status_line = ""
+        self._status_at = 0.0
         self._watcher: Watcher | None = None
         self.progress = Progress()
         self.engine: Engine | None = None  # set by run(); tests look inside
@@ -65,9 +85,40 @@ class Daemon:
 
     def stop(self) -> None:
         self._stop.set()
+        self._nudge()
+
+    def reload(self) -> None:
+        """Re-read the config file on the main loop (what SIGHUP does)."""
+        self._reload.set()
+        self._nudge()
+
+    def on_signal(self, signum: int, frame: FrameType | None) -> None:
+        """A signal handler. It takes no lock: the signal may have interrupted the holder."""
+        self._signals.append(signum)
+        _poke(self._wake_write)
+
+    def _nudge(self) -> None:
+        with self._wake_lock:
+            _poke(self._wake_write)
 
     def run(self) -> None:
         """Serve until stop(); raises ClipdError for problems a user must fix."""
+        lock = DatabaseLock(self.config.database, "serve")
+        lock.acquire()
+        self._wake_read, self._wake_write = os.pipe()
+        for fd in (self._wake_read, self._wake_write):
+            os.set_blocking(fd, False)
+        try:
+            prepare_socket(self.config.socket)
+            self._serve()
+        finally:
+            with self._wake_lock:
+                write, self._wake_write = self._wake_write, -1
+            os.close(write)
+            os.close(self._wake_read)
+            lock.release()
+
+    def _serve(self) -> None:
         store = Store(self.config.database)
         engine = self.engine = Engine(
             self.config, store, self.progress, clipd_version(), time.time()
@@ -77,6 +128,9 @@ class Daemon:
         except BaseException:
             store.close()
             raise
+        # Ready as soon as clients get answers: while the model loads they are told so, and
+        # a first start that downloads weights must not run into the manager's start timeout.
+        self._notify_status(engine, ready=True)
         try:
             if self._load(engine):
                 health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
@@ -85,21 +139,36 @@ class Daemon:
                 self._tend(engine)
         finally:
             log.info("shutting down")
+            self._notifier.stopping()
             self.progress.set_state("stopping")
             health_servicer.enter_graceful_shutdown()
-            server.stop(SHUTDOWN_GRACE_S).wait()
-            rpc_pool.shutdown(wait=True)  # grpc leaves its executor to its owner
+            # New calls are refused at once; those in flight get the grace period, meanwhile
+            # indexing ends with the batch in hand committed.
+            stopped = server.stop(SHUTDOWN_GRACE_S)
             if self._watcher is not None:
                 self._watcher.stop()
             if engine.indexer is not None:
                 engine.indexer.stop()
+            stopped.wait()
+            rpc_pool.shutdown(wait=True)  # grpc leaves its executor to its owner
             store.close()
-            _remove_socket(self.config.socket)
+            remove_socket(self.config.socket)
+
+    def _stopping(self) -> bool:
+        """Act on the signals received since the last call; True once asked to stop."""
+        while self._signals:
+            signum = self._signals.popleft()
+            log.info("received %s", signal.Signals(signum).name)
+            if signum == signal.SIGHUP:
+                self._reload.set()
+            else:
+                self._stop.set()
+        return self._stop.is_set()
 
     def _load(self, engine: Engine) -> bool:
         """Load the model and start indexing; False if stop() came first."""
         embedder = Embedder(self.config.model)
-        if self._stop.is_set():
+        if self._stopping():
             return False
         engine.store.bind_model(embedder.identity)
         indexer = Indexer(self.config, engine.store, embedder, self.progress)
@@ -114,23 +183,97 @@ class Daemon:
         return True
 
     def _tend(self, engine: Engine) -> None:
-        """Until stop(): notice roots coming and going, and rescan everything periodically."""
+        """Until stop(): reload when asked, notice roots coming and going, rescan periodically,
+        and keep the service manager's status line current."""
         assert engine.indexer is not None
-        interval = self.config.reconcile_interval
-        next_reconcile = time.monotonic() + interval
-        while not self._stop.wait(min(_ROOT_CHECK_S, self.config.poll_interval)):
-            if self._watcher is not None:
+        now = time.monotonic()
+        next_check = now + min(_ROOT_CHECK_S, self.config.poll_interval)
+        next_reconcile = now + self.config.reconcile_interval
+        while not self._stopping():
+            now = time.monotonic()
+            if self._reload.is_set():
+                self._reload.clear()
+                self._reload_config(engine)
+                next_reconcile = now + self.config.reconcile_interval
+            if self._watcher is not None and now >= next_check:
                 self._watcher.check_roots()
-            if interval and time.monotonic() >= next_reconcile:
+                next_check = now + min(_ROOT_CHECK_S, self.config.poll_interval)
+            if self.config.reconcile_interval and now >= next_reconcile:
                 log.info("periodic rescan of every root")
                 engine.indexer.submit(self.config.roots)
-                next_reconcile = time.monotonic() + interval
+                next_reconcile = now + self.config.reconcile_interval
+            self._notify_status(engine)
+            self._sleep(_TICK_S)
+
+    def _sleep(self, timeout: float) -> None:
+        """Wait `timeout` seconds, or less if stop(), reload() or a signal comes."""
+        select.select([self._wake_read], [], [], timeout)
+        with contextlib.suppress(BlockingIOError):
+            os.read(self._wake_read, 4096)
+
+    def _reload_config(self, engine: Engine) -> None:
+        self._notifier.reloading()
+        try:
+            self._apply_reload(engine)
+        finally:
+            self._notify_status(engine, ready=True)
+
+    def _apply_reload(self, engine: Engine) -> None:
+        """Apply what can change while running; keep the old config if the new one is bad."""
+        assert engine.indexer is not None
+        source = self.config.source
+        if source is None:
+            log.warning("reload: this daemon was not started from a config file; nothing to do")
+            return
+        try:
+            new = load_config(source, require_roots=False)
+        except ConfigError as exc:
+            log.error("reload failed, keeping the current config: %s", exc)
+            return
+        plan = plan_reload(self.config, new)
+        if plan.needs_restart:
+            log.warning(
+                "reload: %s changed; restart clipd to apply (systemctl --user restart clipd)",
+                ", ".join(plan.needs_restart),
+            )
+        # The watcher first: once it lets go of a removed root, forgetting that root is final.
+        if self._watcher is not None:
+            self._watcher.reconfigure(plan.config)
+        engine.indexer.reconfigure(plan.config)
+        if plan.removed:
+            engine.indexer.forget(plan.removed)
+        self.config = engine.config = plan.config
+        for root in plan.added:
+            if not root.is_dir():
+                log.warning("root %s is not there now; its files stay offline until it is", root)
+        if plan.rescan:
+            engine.indexer.submit(plan.rescan)
+        log.info(
+            "reloaded %s: %d roots added, %d removed%s",
+            source,
+            len(plan.added),
+            len(plan.removed),
+            "; rescanning every root for the new filters" if plan.refilter else "",
+        )
+
+    def _notify_status(self, engine: Engine, *, ready: bool = False) -> None:
+        """Tell the service manager what we are doing, when that changed (or with READY=1)."""
+        if not self._notifier.enabled:
+            return
+        line = _status_line(self.progress.snapshot(), engine)
+        now = time.monotonic()
+        if ready:
+            self._notifier.ready(line)
+        elif line != self._status_line and now - self._status_at >= _STATUS_EVERY_S:
+            self._notifier.status(line)
+        else:
+            return
+        self._status_line, self._status_at = line, now
 
     def _start_server(
         self, engine: Engine
     ) -> tuple[grpc.Server, health.HealthServicer, futures.ThreadPoolExecutor]:
         path = self.config.socket
-        _prepare_socket(path)
         rpc_pool = futures.ThreadPoolExecutor(_RPC_THREADS, thread_name_prefix="clipd-rpc")
         server = grpc.server(
             rpc_pool,
@@ -159,43 +302,18 @@ class Daemon:
         return server, health_servicer, rpc_pool
 
 
-def _prepare_socket(path: Path) -> None:
-    """A private directory for the socket; refuse a live daemon there, clear a stale socket."""
-    try:
-        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    except OSError as exc:
-        raise ClipdError(f"cannot create the socket directory {path.parent}: {exc}") from exc
-    try:
-        mode = path.lstat().st_mode
-    except FileNotFoundError:
-        return
-    if not stat.S_ISSOCK(mode):
-        raise ClipdError(f"{path} exists and is not a socket; remove it or set `socket` elsewhere")
-    if _socket_is_live(path):
-        raise ClipdError(
-            f"another clipd is already serving on {path}; stop it first "
-            "(systemctl --user stop clipd), or set `socket` to another path"
-        )
-    log.info("removing stale socket %s left by an earlier run", path)
-    path.unlink()
+def _status_line(snap: Snapshot, engine: Engine) -> str:
+    if snap.state == "starting":
+        return "loading model"
+    if snap.state == "indexing":
+        return f"indexing: {snap.queued} queued, {snap.images_per_second:.1f} img/s"
+    if snap.state == "stopping":
+        return "stopping"
+    return f"idle: {engine.store.counts().indexed} images"
 
 
-def _socket_is_live(path: Path) -> bool:
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
-        probe.settimeout(1.0)
-        try:
-            probe.connect(str(path))
-        except OSError as exc:
-            if exc.errno in (errno.ECONNREFUSED, errno.ENOENT):
-                return False
-            raise ClipdError(f"cannot check socket {path}: {exc.strerror}") from exc
-        return True
-
-
-def _remove_socket(path: Path) -> None:
-    try:
-        path.unlink()
-    except FileNotFoundError:
-        pass
-    except OSError as exc:
-        log.warning("could not remove socket %s: %s", path, exc.strerror)
+def _poke(fd: int) -> None:
+    """Wake a loop sleeping on the pipe whose write end is `fd` (-1: none)."""
+    if fd >= 0:
+        with contextlib.suppress(OSError):  # a full pipe: the loop is awake already
+            os.write(fd, b"\0")

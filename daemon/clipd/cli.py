@@ -1,4 +1,4 @@
-"""The `clipd` command: serve, check-config, index."""
+"""The `clipd` command: serve, check-config, index, install-service, uninstall-service."""
 
 from __future__ import annotations
 
@@ -10,28 +10,34 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from types import FrameType
 
+from clipd import service
 from clipd.config import CONFIG_ENV, Config, default_config_path, load_config
-from clipd.errors import ClipdError, ConfigError
+from clipd.errors import AlreadyRunning, ClipdError, ConfigError
 
 log = logging.getLogger("clipd")
 
 EXIT_OK = 0
 EXIT_ERROR = 1
 EXIT_CONFIG = 2
+EXIT_ALREADY_RUNNING = 3
 EXIT_INTERRUPTED = 130
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        config = load_config(args.config, require_roots=args.require_roots)
-        _setup_logging(args.log_level or config.log_level)
+        config = None
+        if args.require_roots is not None:  # None: a command that reads no config
+            config = load_config(args.config, require_roots=args.require_roots)
+        _setup_logging(args.log_level or (config.log_level if config else "info"))
         return int(args.command(config, args))
     except ConfigError as exc:
         print(f"clipd: {exc}", file=sys.stderr)
         return EXIT_CONFIG
+    except AlreadyRunning as exc:
+        print(f"clipd: {exc}", file=sys.stderr)
+        return EXIT_ALREADY_RUNNING
     except ClipdError as exc:
         print(f"clipd: {exc}", file=sys.stderr)
         return EXIT_ERROR
@@ -43,7 +49,8 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="clipd",
         description="Local semantic image search daemon: indexes image folders with OpenCLIP.",
-        epilog="exit codes: 0 ok, 1 runtime error, 2 bad config or usage, 130 interrupted",
+        epilog="exit codes: 0 ok, 1 runtime error, 2 bad config or usage, "
+        "3 another clipd owns the database or socket, 130 interrupted",
     )
     from clipd.app import clipd_version
 
@@ -74,6 +81,26 @@ def _parser() -> argparse.ArgumentParser:
     )
     index.add_argument("paths", nargs="+", type=Path, metavar="PATH")
     index.set_defaults(command=_index, require_roots=False)
+    manager = argparse.ArgumentParser(add_help=False)
+    manager.add_argument(
+        "--dry-run", action="store_true", help="print the files and commands; change nothing"
+    )
+    # Which service manager to write for; tests use it to exercise launchd on Linux.
+    manager.add_argument(
+        "--platform", choices=service.PLATFORMS, default=sys.platform, help=argparse.SUPPRESS
+    )
+    install = commands.add_parser(
+        "install-service",
+        parents=[common, manager],
+        help="run clipd at login: write the systemd user unit or launchd agent, enable, start",
+    )
+    install.set_defaults(command=_install_service, require_roots=False)
+    uninstall = commands.add_parser(
+        "uninstall-service",
+        parents=[common, manager],
+        help="stop the service and remove its unit or agent (the index is kept)",
+    )
+    uninstall.set_defaults(command=_uninstall_service, require_roots=None)
     return parser
 
 
@@ -91,13 +118,9 @@ def _serve(config: Config, args: argparse.Namespace) -> int:
     from clipd.app import Daemon
 
     daemon = Daemon(config)
-
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        log.info("received %s", signal.Signals(signum).name)
-        daemon.stop()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    # TERM and INT stop, HUP reloads the config.
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(signum, daemon.on_signal)
     daemon.run()
     return EXIT_OK
 
@@ -122,6 +145,7 @@ def _check_config(config: Config, args: argparse.Namespace) -> int:
 def _index(config: Config, args: argparse.Namespace) -> int:
     from clipd.embedder import Embedder
     from clipd.indexer import Indexer
+    from clipd.instance import DatabaseLock
     from clipd.progress import Progress
     from clipd.store import Store
 
@@ -130,13 +154,18 @@ def _index(config: Config, args: argparse.Namespace) -> int:
     if missing:
         raise ClipdError(f"no such file or directory: {', '.join(missing)}")
     started = time.monotonic()
-    store = Store(config.database)
+    lock = DatabaseLock(config.database, "index")
+    lock.acquire()
     try:
-        embedder = Embedder(config.model)
-        store.bind_model(embedder.identity)
-        job = Indexer(config, store, embedder, Progress()).run_once(paths)
+        store = Store(config.database)
+        try:
+            embedder = Embedder(config.model)
+            store.bind_model(embedder.identity)
+            job = Indexer(config, store, embedder, Progress()).run_once(paths)
+        finally:
+            store.close()
     finally:
-        store.close()
+        lock.release()
     elapsed = time.monotonic() - started
     rate = job.indexed / elapsed if elapsed > 0 else 0.0
     print(
@@ -144,6 +173,18 @@ def _index(config: Config, args: argparse.Namespace) -> int:
         f"in {elapsed:.1f} s ({rate:.1f} images/s) into {config.database}"
     )
     return EXIT_ERROR if job.failed and not job.indexed else EXIT_OK
+
+
+def _install_service(config: Config, args: argparse.Namespace) -> int:
+    assert config.source is not None  # loaded from a file
+    plan = service.plan_install(args.platform, config.source, service.clipd_executable())
+    service.execute(plan, sys.stdout, dry_run=args.dry_run)
+    return EXIT_OK
+
+
+def _uninstall_service(config: None, args: argparse.Namespace) -> int:
+    service.execute(service.plan_uninstall(args.platform), sys.stdout, dry_run=args.dry_run)
+    return EXIT_OK
 
 
 if __name__ == "__main__":

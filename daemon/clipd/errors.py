@@ -47,3 +47,7 @@ class Unreadable(ImageError):
     """The file cannot be opened or read (permissions, vanished, not a regular file)."""
 
     error_class = "Unreadable"
+
+
+class AlreadyRunning(ClipdError):
+    """Another clipd process owns the database or the socket."""

@@ -39,13 +39,14 @@ _LOG_EVERY_S = 5.0
 
 @dataclass
 class ScanJob:
-    """Apply known moves, then rescan these paths (files or directories).
+    """Forget what is indexed below `forget`, apply known moves, then rescan these paths.
 
     `done` is set when the job has finished; the counters say what it did.
     """
 
     paths: tuple[Path, ...]
     moves: tuple[tuple[Path, Path], ...] = ()
+    forget: tuple[Path, ...] = ()  # roots dropped from the config
     done: threading.Event = field(default_factory=threading.Event)
     queued: int = 0
     removed: int = 0
@@ -88,7 +89,18 @@ class Indexer:
 
     def submit(self, paths: Sequence[Path], moves: Sequence[tuple[Path, Path]] = ()) -> ScanJob:
         """Queue a rescan of `paths`; wait on the returned job's `done` to block until it ends."""
-        job = ScanJob(tuple(paths), tuple(moves))
+        return self._queue(ScanJob(tuple(paths), tuple(moves)))
+
+    def forget(self, roots: Sequence[Path]) -> ScanJob:
+        """Queue the removal of every file indexed at or below `roots`, from index and results."""
+        return self._queue(ScanJob((), forget=tuple(roots)))
+
+    def reconfigure(self, config: Config) -> None:
+        """Use a reloaded config (roots, filters, batch size, ...) from the next job on."""
+        self._matcher = Matcher(config.include, config.exclude, config.skip_hidden)
+        self._config = config
+
+    def _queue(self, job: ScanJob) -> ScanJob:
         self._progress.begin_scan()  # busy from now: status must not say idle before it runs
         self._jobs.put(job)
         return job
@@ -135,6 +147,8 @@ class Indexer:
     def _run_job(self, job: ScanJob) -> None:
         """Run a job whose begin_scan() was counted when it was submitted."""
         try:
+            for root in job.forget:
+                job.removed += self._forget(root)
             for source, destination in job.moves:
                 moved = self._store.move(str(source), str(destination))
                 log.info("moved %s -> %s (%d files, no re-embedding)", source, destination, moved)
@@ -147,11 +161,19 @@ class Indexer:
             # Removed only now, so that a file moved while no event told us can still be
             # matched to its old row by content and keep its vector.
             if gone and not self._stopping.is_set():
-                job.removed = self._store.remove(gone)
+                job.removed += self._store.remove(gone)
                 log.info("removed %d files that no longer exist", job.removed)
         finally:
             self._progress.end_scan()
             job.done.set()
+
+    def _forget(self, root: Path) -> int:
+        prefix = str(root)
+        paths = self._store.known_files(prefix).keys() | self._store.known_failures(prefix).keys()
+        removed = self._store.remove(sorted(paths))
+        self._offline.discard(prefix)
+        log.info("removed %d files of %s, which is no longer a root", removed, root)
+        return removed
 
     def _plan(self, job: ScanJob) -> tuple[list[FileStat], list[str]]:
         """Scan the job's paths: (files to embed, newest first; indexed paths that are gone)."""

@@ -97,6 +97,30 @@ class Watcher:
         if self._settler.is_alive():
             self._settler.join()
 
+    def reconfigure(self, config: Config) -> None:
+        """Apply a reloaded config: watch added roots, drop removed ones, new filters.
+
+        Nothing is submitted for a dropped root once this returns, so its files can be
+        forgotten right after without a late event bringing some back.
+        """
+        old = self._config
+        with self._lock:
+            self._config = config
+            self._matcher = Matcher(config.include, config.exclude, config.skip_hidden)
+            for root in old.roots:
+                if root not in config.roots:
+                    prefix = str(root)
+                    self._pending = {
+                        p: e for p, e in self._pending.items() if not is_below(p, prefix)
+                    }
+        for root in old.roots:
+            polled = (root in old.poll_roots) != (root in config.poll_roots)
+            if root not in config.roots or polled:
+                self._unwatch(root)
+        for root in config.roots:
+            if root not in self._watches:
+                self._watch(root)
+
     def check_roots(self) -> None:
         """Notice roots that vanished, came back, or were (un)mounted; rescan those."""
         for root in self._config.roots:
@@ -107,8 +131,7 @@ class Watcher:
             if watched is not None and watched[2] == identity:
                 continue
             if watched is not None:
-                watched[0].unschedule(watched[1])
-                del self._watches[root]
+                self._unwatch(root)
             if identity is not None:
                 self._watch(root)
             self._submit([root], [])
@@ -138,6 +161,11 @@ class Watcher:
         if reason:
             log.warning("polling %s every %gs: %s", root, self._config.poll_interval, reason)
         self._watches[root] = (observer, watch, identity)
+
+    def _unwatch(self, root: Path) -> None:
+        watched = self._watches.pop(root, None)
+        if watched is not None:
+            watched[0].unschedule(watched[1])
 
     def _schedule(self, observer: BaseObserver, root: Path) -> ObservedWatch:
         return observer.schedule(self._handler, str(root), recursive=True, event_filter=_EVENTS)
@@ -211,8 +239,15 @@ class Watcher:
                     del self._pending[path]
                 else:  # changed without telling us (or still being written): wait again
                     self._pending[path] = _Pending(now, current)
-        if ready or moves:
-            self._submit([Path(p) for p in _outermost(ready)], _collapse(moves))
+        if not (ready or moves):
+            return
+        # Under the lock, so that a root dropped by reconfigure() gets nothing after it returns.
+        with self._lock:
+            roots = [str(root) for root in self._config.roots]
+            paths = [Path(p) for p in _outermost(ready) if _below_any(p, roots)]
+            kept = [m for m in _collapse(moves) if _below_any(str(m[1]), roots)]
+            if paths or kept:
+                self._submit(paths, kept)
 
 
 class _Handler(events.FileSystemEventHandler):
@@ -239,6 +274,10 @@ def _collapse(moves: list[_Move]) -> list[tuple[Path, Path]]:
             if move.is_directory:
                 directories.append(move)
     return kept
+
+
+def _below_any(path: str, roots: list[str]) -> bool:
+    return any(is_below(path, root) for root in roots)
 
 
 def _outermost(paths: list[str]) -> list[str]:

@@ -1,0 +1,200 @@
+"""`clipd serve` as a real process, driven by signals: SIGTERM mid-indexing stops cleanly,
+SIGHUP reloads the config, and the service manager hears READY, STATUS, RELOADING, STOPPING."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import ConfigWriter
+from fixtures.shapes import COLOURS, SHAPES, draw
+from test_end_to_end import BIN, wait_until_indexed
+from test_watcher import assert_one_to_one, picture
+
+from clipd import sqlite
+from clipd_api.paths import default_socket_path
+from clipq import Client, ClipqError
+
+pytestmark = pytest.mark.slow
+
+
+class Process:
+    """A `clipd serve` process logging to a file."""
+
+    def __init__(self, config: Path, log: Path) -> None:
+        self.config = config
+        self.log = log
+        with log.open("wb") as sink:
+            self.popen = subprocess.Popen(
+                [BIN / "clipd", "serve", "--config", str(config)], stdout=sink, stderr=sink
+            )
+
+    def signal(self, signum: signal.Signals) -> None:
+        self.popen.send_signal(signum)
+
+    def wait_for_log(self, text: str, timeout: float = 30) -> None:
+        deadline = time.monotonic() + timeout
+        while text not in self.log.read_text() and time.monotonic() < deadline:
+            assert self.popen.poll() is None, self.log.read_text()
+            time.sleep(0.05)
+        assert text in self.log.read_text()
+
+    def stop(self) -> int:
+        if self.popen.poll() is None:
+            self.popen.send_signal(signal.SIGTERM)
+        return self.popen.wait(timeout=60)
+
+
+@contextlib.contextmanager
+def running(config: Path, log: Path) -> Iterator[Process]:
+    process = Process(config, log)
+    try:
+        yield process
+    finally:
+        code = process.stop()
+        assert code == 0, log.read_text()
+
+
+def many_pictures(root: Path, count: int) -> list[Path]:
+    rng = random.Random(3)
+    classes = [(colour, shape) for colour in COLOURS for shape in SHAPES]
+    paths = []
+    for number in range(count):
+        colour, shape = classes[number % len(classes)]
+        path = root / f"d{number % 7}" / f"{colour}-{shape}-{number}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        draw(colour, shape, (48, 40), rng).save(path)
+        paths.append(path)
+    return paths
+
+
+def edit_config(path: Path, **changes: object) -> None:
+    data = yaml.safe_load(path.read_text())
+    data.update(changes)
+    path.write_text(yaml.safe_dump(data))
+
+
+def indexed_paths(client: Client) -> set[str]:
+    return {hit.path for hit in client.search("a red circle", limit=1000).hits}
+
+
+def wait_for(condition: Callable[[], bool], what: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(ClipqError):
+            if condition():
+                return
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for: {what}")
+
+
+def test_sigterm_while_indexing_exits_0_with_a_consistent_database(
+    tmp_path: Path, write_config: ConfigWriter
+) -> None:
+    root = tmp_path / "pics"
+    total = len(many_pictures(root, 300))
+    log = tmp_path / "clipd.log"
+    process = Process(write_config([root], batch_size=4), log)
+    try:
+        seen = 0
+        deadline = time.monotonic() + 120
+        while seen < 8 and time.monotonic() < deadline:
+            with contextlib.suppress(ClipqError), Client(timeout=2) as client:
+                seen = client.status().indexed
+            time.sleep(0.02)
+    finally:
+        process.signal(signal.SIGTERM)
+        code = process.popen.wait(timeout=60)
+    text = log.read_text()
+    assert code == 0, text
+    assert 0 < seen < total, "the signal must land in the middle of indexing"
+    assert "received SIGTERM" in text
+    assert "Traceback" not in text
+    assert not default_socket_path().exists(), "the socket must be removed on exit"
+    database = tmp_path / "index.db"
+    assert_one_to_one(database)
+    conn = sqlite.connect(database)
+    try:
+        assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        (rows,) = conn.execute("SELECT count(*) FROM files").fetchone()
+    finally:
+        conn.close()
+    assert seen <= rows < total, "every batch reported indexed is committed"
+
+
+def test_sighup_adds_and_removes_roots_and_survives_a_bad_config(
+    tmp_path: Path, write_config: ConfigWriter
+) -> None:
+    first, second = tmp_path / "first", tmp_path / "second"
+    kept = {str(picture(first / f"{n}.png", seed=n)) for n in range(3)}
+    added = {str(picture(second / f"{n}.png", "blue", "square", seed=10 + n)) for n in range(2)}
+    config = write_config([first])
+    with running(config, tmp_path / "clipd.log") as process, Client(timeout=10) as client:
+        wait_until_indexed(3, 0)
+
+        edit_config(config, roots=[str(first), str(second)])
+        process.signal(signal.SIGHUP)
+        wait_for(lambda: indexed_paths(client) == kept | added, "the added root searchable")
+        assert client.status().roots == (str(first), str(second))
+        process.wait_for_log("1 roots added, 0 removed")
+
+        edit_config(config, roots=[str(second)])
+        process.signal(signal.SIGHUP)
+        wait_for(lambda: indexed_paths(client) == added, "the removed root's files gone")
+        assert client.status().indexed == 2
+
+        edit_config(config, database=str(tmp_path / "moved.db"), batch_size=2)
+        process.signal(signal.SIGHUP)
+        process.wait_for_log("reload: database changed; restart clipd to apply")
+        assert client.status().database == str(tmp_path / "index.db")
+
+        config.write_text("roots: 5\n")
+        process.signal(signal.SIGHUP)
+        process.wait_for_log("reload failed, keeping the current config: ")
+        process.wait_for_log("key 'roots' must be a non-empty list")
+        assert client.status().roots == (str(second),)
+        assert indexed_paths(client) == added
+
+
+def test_the_service_manager_hears_ready_status_reloading_and_stopping(
+    tmp_path: Path, write_config: ConfigWriter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = tmp_path / "pics"
+    for n in range(3):
+        picture(root / f"{n}.png", seed=n)
+    address = Path(os.environ["XDG_RUNTIME_DIR"]) / "notify.sock"
+    manager = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    manager.bind(str(address))
+    manager.settimeout(60)
+    monkeypatch.setenv("NOTIFY_SOCKET", str(address))
+
+    def receive() -> str:
+        return manager.recv(4096).decode()
+
+    def receive_until(wanted: str) -> str:
+        """The first message containing `wanted`; those before it must be status updates."""
+        while wanted not in (message := receive()):
+            assert message.startswith("STATUS="), message
+        return message
+
+    try:
+        with running(write_config([root]), tmp_path / "clipd.log") as process:
+            assert receive() == "READY=1\nSTATUS=loading model"
+            receive_until("STATUS=idle: 3 images")
+            process.signal(signal.SIGHUP)
+            reloading = receive_until("RELOADING=1")
+            assert reloading.startswith("RELOADING=1\nMONOTONIC_USEC=")
+            assert int(reloading.split("=")[-1]) > 0
+            assert receive() == "READY=1\nSTATUS=idle: 3 images"
+        assert receive_until("STOPPING=1") == "STOPPING=1\nSTATUS=stopping"
+    finally:
+        manager.close()
