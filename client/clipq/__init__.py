@@ -19,6 +19,7 @@ from clipq._client import (
     ReindexResult,
     SearchResult,
     Status,
+    Thumbnail,
 )
 from clipq._errors import (
     BadRequest,
@@ -26,6 +27,7 @@ from clipq._errors import (
     DaemonStarting,
     DaemonUnavailable,
     NotFound,
+    PreviewUnsupported,
     RpcError,
 )
 
@@ -39,9 +41,11 @@ __all__ = [
     "FailurePage",
     "Hit",
     "NotFound",
+    "PreviewUnsupported",
     "QueryTerm",
     "ReindexResult",
     "RpcError",
     "SearchResult",
     "Status",
+    "Thumbnail",
 ]
