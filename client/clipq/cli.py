@@ -34,7 +34,7 @@ EXIT_BROKEN_PIPE = 141
 MAX_LIMIT = 1000
 MAX_OFFSET = 2**32 - 1
 
-COMMANDS = ("search", "status", "failures", "reindex")
+COMMANDS = ("search", "status", "failures", "reindex", "completion")
 # The options of any command that take a value, so that peeking for the command skips values.
 _VALUE_OPTIONS = ("-n", "--limit", "--offset", "--socket", "--timeout")
 
@@ -42,7 +42,8 @@ _USAGE = """\
 clipq [-n N] [--json] [--socket PATH] [--timeout SECONDS] QUERY...
        clipq status [--json] [--watch] [--until-idle]
        clipq failures [--json] [-n N] [--offset K]
-       clipq reindex [--wait] [--json] [PATH...]"""
+       clipq reindex [--wait] [--json] [PATH...]
+       clipq completion {bash,zsh,fish}"""
 
 _COMMANDS_HELP = """\
 commands (the first word; any other word starts a search):
@@ -52,6 +53,7 @@ commands (the first word; any other word starts a search):
   status             the daemon's state, counts, model and database; --watch follows it
   failures           files that could not be indexed, and why
   reindex [PATH...]  rescan files or folders (default: every root)
+  completion SHELL   print the completion script for bash, zsh or fish
 'clipq COMMAND --help' describes a command's options.
 
 """
@@ -273,11 +275,28 @@ def _reindex_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _completion_parser() -> argparse.ArgumentParser:
+    parser = _new_parser(
+        "completion",
+        "Print the completion script for a shell, made from clipq's own options. Install it:\n"
+        "  bash: clipq completion bash > ~/.local/share/bash-completion/completions/clipq\n"
+        "  zsh:  clipq completion zsh > DIR/_clipq   (DIR: a directory in $fpath)\n"
+        "  fish: clipq completion fish > ~/.config/fish/completions/clipq.fish",
+    )
+    parser.add_argument("shell", choices=("bash", "zsh", "fish"), help="the shell")
+    _add_connection_options(parser)
+    parser.set_defaults(run=_completion)
+    return parser
+
+
+# Completion scripts are generated from these parsers (see clipq._completion): an option whose
+# metavar is PATH, FILE or IMAGE completes file names, DIR directory names, choices their values.
 _PARSERS: dict[str, Callable[[], argparse.ArgumentParser]] = {
     "search": _search_parser,
     "status": _status_parser,
     "failures": _failures_parser,
     "reindex": _reindex_parser,
+    "completion": _completion_parser,
 }
 
 
@@ -459,6 +478,14 @@ def _reindex(client: Client, args: argparse.Namespace) -> None:
         print(json.dumps(asdict(result)))
     else:
         print(reindex_line(result, waited=args.wait))
+
+
+def _completion(client: Client, args: argparse.Namespace) -> None:
+    # Imported here, so that no other command pays for it; the daemon is never called.
+    from clipq._completion import script
+
+    parsers = {name: make() for name, make in _PARSERS.items()}
+    sys.stdout.write(script(args.shell, parsers, default_command="search"))
 
 
 # Errors
