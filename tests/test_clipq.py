@@ -170,6 +170,12 @@ class FakeDaemon(pb_grpc.ImageSearchServicer):
         self._answer("Embed", context)
         return pb.EmbedResponse(vector=[0.6, 0.8], model="ViT-B-32", pretrained="x")
 
+    def Thumbnail(
+        self, request: pb.ThumbnailRequest, context: grpc.ServicerContext
+    ) -> pb.ThumbnailResponse:
+        self._answer("Thumbnail", context)
+        return pb.ThumbnailResponse(data=b"PNG of " + request.path.encode(), width=4, height=3)
+
     def _answer(self, name: str, context: grpc.ServicerContext) -> None:
         self.calls.append(name)
         if self.abort is not None:
@@ -1291,3 +1297,37 @@ def test_open_without_a_viewer_says_what_to_install(
     code, _, err = run_clipq(capsys, "--socket", path, "--open", "cat")
     assert code == 1
     assert "'no-such-viewer-anywhere' was not found" in err
+
+
+def test_preview_draws_each_hit_then_its_line(
+    capsysbinary: pytest.CaptureFixture[bytes],
+    daemon: tuple[FakeDaemon, str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import base64
+
+    fake, path = daemon
+    fake.hits = CANNED_HITS
+    monkeypatch.setenv("CLIPQ_GRAPHICS", "kitty")
+    assert main(["--socket", path, "--preview", "cat"]) == 0
+    out = capsysbinary.readouterr().out
+    for hit in CANNED_HITS:
+        assert base64.b64encode(b"PNG of " + hit.path.encode()) in out
+        assert f"{hit.score:.3f}  {hit.path}\n".encode() in out
+    assert out.count(b"\x1b_G") == 2
+    assert fake.calls == ["Search", "Thumbnail", "Thumbnail"]
+
+
+def test_preview_on_a_terminal_without_graphics_lists_the_hits_and_says_so(
+    capsys: pytest.CaptureFixture[str],
+    daemon: tuple[FakeDaemon, str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    fake, path = daemon
+    fake.hits = CANNED_HITS
+    monkeypatch.setenv("CLIPQ_GRAPHICS", "none")
+    code, out, err = run_clipq(capsys, "--socket", path, "--preview", "cat")
+    assert code == 0
+    assert out == "0.312  /pics/a.jpg\n0.200  /pics/b c.png\n"
+    assert err.startswith("clipq: this terminal cannot show images inline")
+    assert "Thumbnail" not in fake.calls

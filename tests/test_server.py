@@ -276,3 +276,38 @@ def test_an_empty_index_says_why_nothing_was_found(
         response = running.search(text("a red circle"))
     assert not response.hits
     assert response.nothing_indexed
+
+
+def test_thumbnails_of_indexed_images_only(daemon: Running) -> None:
+    from PIL import Image
+
+    path = next(p for p in daemon.corpus.images if p.suffix == ".jpg")
+    with Image.open(path) as original:
+        longer = max(original.size)
+    png = daemon.stub.Thumbnail(pb.ThumbnailRequest(path=str(path), max_side=40), timeout=10)
+    with Image.open(io.BytesIO(png.data)) as image:
+        assert image.format == "PNG"
+        assert image.size == (png.width, png.height)
+    assert max(png.width, png.height) == min(40, longer)
+
+    sixel = daemon.stub.Thumbnail(
+        pb.ThumbnailRequest(path=str(path), format=pb.ThumbnailRequest.SIXEL), timeout=10
+    )
+    assert sixel.data.startswith(b'\x1bPq"1;1;%d;%d' % (sixel.width, sixel.height))
+    assert sixel.data.endswith(b"\x1b\\")
+    assert max(sixel.width, sixel.height) == min(256, longer)
+
+    refused = {
+        "relative/a.jpg": grpc.StatusCode.INVALID_ARGUMENT,
+        str(daemon.corpus.bad[0]): grpc.StatusCode.NOT_FOUND,  # exists, but failed to index
+        __file__: grpc.StatusCode.NOT_FOUND,  # readable, never indexed
+    }
+    for refused_path, code in refused.items():
+        with pytest.raises(grpc.RpcError) as caught:
+            daemon.stub.Thumbnail(pb.ThumbnailRequest(path=refused_path), timeout=10)
+        assert caught.value.code() == code
+    assert "not an indexed image" in caught.value.details()
+
+    with pytest.raises(grpc.RpcError) as too_big:
+        daemon.stub.Thumbnail(pb.ThumbnailRequest(path=str(path), max_side=1025), timeout=10)
+    assert "over the maximum of 1024" in too_big.value.details()

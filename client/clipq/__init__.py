@@ -22,6 +22,7 @@ from clipq._client import (
     SearchResult,
     Status,
     Text,
+    Thumbnail,
     Timestamp,
 )
 from clipq._errors import (
@@ -30,6 +31,7 @@ from clipq._errors import (
     DaemonStarting,
     DaemonUnavailable,
     NotFound,
+    PreviewUnsupported,
     RpcError,
 )
 
@@ -45,11 +47,13 @@ __all__ = [
     "ImageBytes",
     "ImageFile",
     "NotFound",
+    "PreviewUnsupported",
     "QueryTerm",
     "ReindexResult",
     "RpcError",
     "SearchResult",
     "Status",
     "Text",
+    "Thumbnail",
     "Timestamp",
 ]

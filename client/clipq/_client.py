@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Generator, Iterable, Iterator
 from dataclasses import dataclass, fields
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeAlias, TypeVar
 
 import grpc
 from google.protobuf.message import Message
@@ -166,6 +167,16 @@ class FailurePage:
 
     def __len__(self) -> int:
         return len(self.failures)
+
+
+@dataclass(frozen=True, slots=True)
+class Thumbnail:
+    """A small picture of an indexed image: a PNG file, or a sixel sequence for a terminal."""
+
+    data: bytes
+    # In pixels, EXIF orientation applied.
+    width: int
+    height: int
 
 
 class Client:
@@ -335,6 +346,25 @@ class Client:
         """
         response: pb.EmbedResponse = self._call(self._stub.Embed, _embed_request(text, image, path))
         return list(response.vector)
+
+    def thumbnail(
+        self, path: str | Path, *, max_side: int = 256, fmt: Literal["png", "sixel"] = "png"
+    ) -> Thumbnail:
+        """A picture of an indexed image that fits in max_side x max_side pixels (at most 1024).
+
+        fmt "png" gives a PNG file; "sixel" the escape sequence that draws the picture on a
+        terminal that speaks sixel. A path the daemon has not indexed raises NotFound; an image
+        it can no longer read raises BadRequest.
+        """
+        formats = {"png": pb.ThumbnailRequest.PNG, "sixel": pb.ThumbnailRequest.SIXEL}
+        if fmt not in formats:
+            raise ValueError(f"fmt must be 'png' or 'sixel', not {fmt!r}")
+        # Not resolved: the daemon knows a file by the path it indexed, symlinks included.
+        request = pb.ThumbnailRequest(
+            path=os.path.abspath(path), max_side=max_side, format=formats[fmt]
+        )
+        response: pb.ThumbnailResponse = self._call(self._stub.Thumbnail, request)
+        return Thumbnail(data=response.data, width=response.width, height=response.height)
 
     def _call(
         self, method: grpc.UnaryUnaryMultiCallable, request: Message, *, deadline: bool = True

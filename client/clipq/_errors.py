@@ -64,6 +64,18 @@ class RpcError(ClipqError):
         super().__init__(f"clipd call failed ({code}): {details}")
 
 
+class PreviewUnsupported(ClipqError):
+    """Images cannot be shown inline here: the terminal has no graphics protocol clipq speaks."""
+
+    def __init__(self, message: str | None = None) -> None:
+        super().__init__(
+            message
+            or "this terminal cannot show images inline (clipq --preview needs kitty, iTerm2, "
+            "WezTerm, Ghostty or a sixel terminal such as foot or xterm -ti vt340); "
+            "set CLIPQ_GRAPHICS=kitty|iterm2|sixel to force one"
+        )
+
+
 _BAD_REQUEST_CODES = frozenset(
     {
         grpc.StatusCode.INVALID_ARGUMENT,

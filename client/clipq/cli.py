@@ -21,7 +21,7 @@ from typing import Any, NoReturn
 
 from clipd_api.paths import ADDRESS_ENV, SOCKET_ENV, default_socket_path, default_token_path
 from clipq._client import Client, SearchResult, Status
-from clipq._errors import ClipqError, DaemonStarting, DaemonUnavailable
+from clipq._errors import ClipqError, DaemonStarting, DaemonUnavailable, PreviewUnsupported
 from clipq._format import failure_lines, hit_line, progress_line, reindex_line, status_lines
 from clipq._open import OPENER_ENV, open_paths
 from clipq._query import WHEN_HELP, QueryError, parse_when, query_terms
@@ -39,13 +39,14 @@ EXIT_BROKEN_PIPE = 141
 MAX_LIMIT = 1000
 MAX_OFFSET = 2**32 - 1
 
-COMMANDS = ("search", "status", "failures", "reindex")
+COMMANDS = ("search", "status", "failures", "reindex", "completion")
 
 _USAGE = """\
 clipq [OPTIONS] QUERY...  (e.g. clipq beach -people 2:sunset, clipq photo.jpg)
        clipq status [--json] [--watch] [--until-idle]
        clipq failures [--json] [-n N] [--offset K]
-       clipq reindex [--wait] [--json] [PATH...]"""
+       clipq reindex [--wait] [--json] [PATH...]
+       clipq completion {bash,zsh,fish}"""
 
 _QUERY_HELP = """\
 query:
@@ -65,6 +66,7 @@ commands (the first word; any other word starts a search):
   status             the daemon's state, counts, model and database; --watch follows it
   failures           files that could not be indexed, and why
   reindex [PATH...]  rescan files or folders (default: every root)
+  completion SHELL   print the completion script for bash, zsh or fish
 'clipq COMMAND --help' describes a command's options.
 
 """
@@ -352,6 +354,16 @@ def _add_output_options(group: argparse._ArgumentGroup) -> None:
         const="print0",
         help="only paths, each ended by a NUL byte, for 'xargs -0'",
     )
+    formats.add_argument(
+        "--preview",
+        dest="output",
+        action="store_const",
+        const="preview",
+        help=(
+            "show thumbnails inline on terminals that can (kitty, iTerm2, WezTerm, Ghostty, "
+            "sixel); $CLIPQ_GRAPHICS=kitty|iterm2|sixel|none overrides the detection"
+        ),
+    )
     group.add_argument(
         "--open",
         action="store_true",
@@ -455,11 +467,28 @@ def _reindex_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _completion_parser() -> argparse.ArgumentParser:
+    parser = _new_parser(
+        "completion",
+        "Print the completion script for a shell, made from clipq's own options. Install it:\n"
+        "  bash: clipq completion bash > ~/.local/share/bash-completion/completions/clipq\n"
+        "  zsh:  clipq completion zsh > DIR/_clipq   (DIR: a directory in $fpath)\n"
+        "  fish: clipq completion fish > ~/.config/fish/completions/clipq.fish",
+    )
+    parser.add_argument("shell", choices=("bash", "zsh", "fish"), help="the shell")
+    _add_connection_options(parser)
+    parser.set_defaults(run=_completion)
+    return parser
+
+
+# Completion scripts are generated from these parsers (see clipq._completion): an option whose
+# metavar is PATH, FILE or IMAGE completes file names, DIR directory names, choices their values.
 _PARSERS: dict[str, Callable[[], argparse.ArgumentParser]] = {
     "search": _search_parser,
     "status": _status_parser,
     "failures": _failures_parser,
     "reindex": _reindex_parser,
+    "completion": _completion_parser,
 }
 
 
@@ -591,7 +620,10 @@ def _search(client: Client, args: argparse.Namespace) -> None:
         modified_after=args.since,
         modified_before=args.until,
     )
-    _print_hits(result, args.output, colour=_use_colour(args.color))
+    if args.output == "preview":
+        _preview(client, result, colour=_use_colour(args.color))
+    else:
+        _print_hits(result, args.output, colour=_use_colour(args.color))
     if args.open and result.hits:
         # Flushed first, so that the listing is complete before any viewer appears.
         sys.stdout.flush()
@@ -600,6 +632,26 @@ def _search(client: Client, args: argparse.Namespace) -> None:
         print("clipq: note: indexing in progress; results may be incomplete", file=sys.stderr)
     if result.nothing_indexed:
         raise _NothingIndexed
+
+
+def _preview(client: Client, result: SearchResult, *, colour: bool) -> None:
+    # Imported here: only --preview pays for the terminal probing code.
+    from clipq._preview import GRAPHICS_ENV, detect_graphics, preview_hits
+
+    forced = bool(os.environ.get(GRAPHICS_ENV))
+    graphics = detect_graphics(os.environ) if forced or sys.stdout.isatty() else None
+    if graphics is None:
+        print(f"clipq: {PreviewUnsupported()}; listing the hits instead", file=sys.stderr)
+        _print_hits(result, "lines", colour=colour)
+        return
+    sys.stdout.flush()
+    preview_hits(
+        client,
+        result.hits,
+        sys.stdout.buffer,
+        graphics,
+        caption=lambda hit: hit_line(hit.score, hit.path, colour=colour),
+    )
 
 
 def _print_hits(result: SearchResult, output: str, *, colour: bool) -> None:
@@ -711,6 +763,14 @@ def _reindex(client: Client, args: argparse.Namespace) -> None:
         print(json.dumps(asdict(result)))
     else:
         print(reindex_line(result, waited=args.wait))
+
+
+def _completion(client: Client, args: argparse.Namespace) -> None:
+    # Imported here, so that no other command pays for it; the daemon is never called.
+    from clipq._completion import script
+
+    parsers = {name: make() for name, make in _PARSERS.items()}
+    sys.stdout.write(script(args.shell, parsers, default_command="search"))
 
 
 # Errors

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import grpc
 import numpy as np
 
-from clipd import images
+from clipd import images, thumbnails
 from clipd.config import Config
 from clipd.embedder import Embedder, Vectors
 from clipd.errors import ImageError, ImageTooLarge
@@ -40,10 +40,18 @@ DEFAULT_LIMIT = 20
 MAX_LIMIT = 1000
 DEFAULT_FAILURES_LIMIT = 100
 MAX_TEXT_CHARS = 2000
+DEFAULT_THUMBNAIL_SIDE = 256
+MAX_THUMBNAIL_SIDE = 1024
 _EXTENSION = re.compile(r"[a-z0-9]{1,16}")
 # How often WatchStatus may push, at most, and how long it waits before re-sending anyway.
 _WATCH_MIN_INTERVAL_S = 0.25
 _WATCH_HEARTBEAT_S = 5.0
+
+_THUMBNAIL_FORMATS: dict[int, thumbnails.Format] = {
+    pb.ThumbnailRequest.FORMAT_UNSPECIFIED: "png",
+    pb.ThumbnailRequest.PNG: "png",
+    pb.ThumbnailRequest.SIXEL: "sixel",
+}
 
 _STATES = {
     "starting": pb.Status.STARTING,
@@ -254,6 +262,41 @@ class ImageSearch(pb_grpc.ImageSearchServicer):
         return pb.ListFailuresResponse(
             failures=[pb.Failure(**asdict(failure)) for failure in page], total=total
         )
+
+    @_rpc
+    def Thumbnail(
+        self, request: pb.ThumbnailRequest, context: grpc.ServicerContext
+    ) -> pb.ThumbnailResponse:
+        path = _absolute(request.path, "path")
+        max_side = _thumbnail_side(request.max_side)
+        fmt = _THUMBNAIL_FORMATS.get(request.format)
+        if fmt is None:
+            raise RequestError(f"format {request.format} is unknown; use PNG or SIXEL")
+        # Only indexed files: thumbnails are for hits, and the daemon must not become a way to
+        # read any file its user can read for whoever reaches the socket.
+        if self._engine.store.vector_for(path) is None:
+            raise RequestError(f"{path!r} is not an indexed image", grpc.StatusCode.NOT_FOUND)
+        try:
+            # min_side lets a JPEG decode at a reduced scale that still covers max_side.
+            decoded = images.decode_file(
+                Path(path), max_pixels=self._engine.config.max_image_pixels, min_side=max_side
+            )
+        except ImageTooLarge as exc:
+            raise RequestError(f"{path}: {exc}", grpc.StatusCode.RESOURCE_EXHAUSTED) from exc
+        except ImageError as exc:
+            raise RequestError(f"{path}: {exc}") from exc
+        thumbnail = thumbnails.render(decoded.image, max_side, fmt)
+        return pb.ThumbnailResponse(
+            data=thumbnail.data, width=thumbnail.width, height=thumbnail.height
+        )
+
+
+def _thumbnail_side(requested: int) -> int:
+    if requested > MAX_THUMBNAIL_SIDE:
+        raise RequestError(
+            f"max_side {requested} is over the maximum of {MAX_THUMBNAIL_SIDE} pixels"
+        )
+    return requested or DEFAULT_THUMBNAIL_SIDE
 
 
 def _limit(requested: int, default: int) -> int:

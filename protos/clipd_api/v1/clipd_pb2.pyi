@@ -188,3 +188,31 @@ class ListFailuresResponse(_message.Message):
     failures: _containers.RepeatedCompositeFieldContainer[Failure]
     total: int
     def __init__(self, failures: _Optional[_Iterable[_Union[Failure, _Mapping]]] = ..., total: _Optional[int] = ...) -> None: ...
+
+class ThumbnailRequest(_message.Message):
+    __slots__ = ("path", "max_side", "format")
+    class Format(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+        __slots__ = ()
+        FORMAT_UNSPECIFIED: _ClassVar[ThumbnailRequest.Format]
+        PNG: _ClassVar[ThumbnailRequest.Format]
+        SIXEL: _ClassVar[ThumbnailRequest.Format]
+    FORMAT_UNSPECIFIED: ThumbnailRequest.Format
+    PNG: ThumbnailRequest.Format
+    SIXEL: ThumbnailRequest.Format
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    MAX_SIDE_FIELD_NUMBER: _ClassVar[int]
+    FORMAT_FIELD_NUMBER: _ClassVar[int]
+    path: str
+    max_side: int
+    format: ThumbnailRequest.Format
+    def __init__(self, path: _Optional[str] = ..., max_side: _Optional[int] = ..., format: _Optional[_Union[ThumbnailRequest.Format, str]] = ...) -> None: ...
+
+class ThumbnailResponse(_message.Message):
+    __slots__ = ("data", "width", "height")
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    WIDTH_FIELD_NUMBER: _ClassVar[int]
+    HEIGHT_FIELD_NUMBER: _ClassVar[int]
+    data: bytes
+    width: int
+    height: int
+    def __init__(self, data: _Optional[bytes] = ..., width: _Optional[int] = ..., height: _Optional[int] = ...) -> None: ...

@@ -64,6 +64,11 @@ class ImageSearchStub:
                 request_serializer=clipd__api_dot_v1_dot_clipd__pb2.ListFailuresRequest.SerializeToString,
                 response_deserializer=clipd__api_dot_v1_dot_clipd__pb2.ListFailuresResponse.FromString,
                 _registered_method=True)
+        self.Thumbnail = channel.unary_unary(
+                '/clipd.v1.ImageSearch/Thumbnail',
+                request_serializer=clipd__api_dot_v1_dot_clipd__pb2.ThumbnailRequest.SerializeToString,
+                response_deserializer=clipd__api_dot_v1_dot_clipd__pb2.ThumbnailResponse.FromString,
+                _registered_method=True)
 
 
 class ImageSearchServicer:
@@ -111,6 +116,13 @@ class ImageSearchServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Thumbnail(self, request, context):
+        """A small picture of an indexed image, for showing hits, e.g. inline in a terminal.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ImageSearchServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -143,6 +155,11 @@ def add_ImageSearchServicer_to_server(servicer, server):
                     servicer.ListFailures,
                     request_deserializer=clipd__api_dot_v1_dot_clipd__pb2.ListFailuresRequest.FromString,
                     response_serializer=clipd__api_dot_v1_dot_clipd__pb2.ListFailuresResponse.SerializeToString,
+            ),
+            'Thumbnail': grpc.unary_unary_rpc_method_handler(
+                    servicer.Thumbnail,
+                    request_deserializer=clipd__api_dot_v1_dot_clipd__pb2.ThumbnailRequest.FromString,
+                    response_serializer=clipd__api_dot_v1_dot_clipd__pb2.ThumbnailResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -307,6 +324,33 @@ class ImageSearch:
             '/clipd.v1.ImageSearch/ListFailures',
             clipd__api_dot_v1_dot_clipd__pb2.ListFailuresRequest.SerializeToString,
             clipd__api_dot_v1_dot_clipd__pb2.ListFailuresResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Thumbnail(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/clipd.v1.ImageSearch/Thumbnail',
+            clipd__api_dot_v1_dot_clipd__pb2.ThumbnailRequest.SerializeToString,
+            clipd__api_dot_v1_dot_clipd__pb2.ThumbnailResponse.FromString,
             options,
             channel_credentials,
             insecure,
