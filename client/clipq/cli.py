@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import shutil
 import sys
@@ -20,11 +19,22 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from clipd_api.paths import ADDRESS_ENV, SOCKET_ENV, default_socket_path, default_token_path
+from clipq._arguments import (
+    MAX_LIMIT,
+    extensions,
+    limit,
+    offset,
+    options_then_words,
+    score,
+    seconds,
+    split_command,
+    when,
+)
 from clipq._client import Client, SearchResult, Status
 from clipq._errors import ClipqError, DaemonStarting, DaemonUnavailable, PreviewUnsupported
 from clipq._format import failure_lines, hit_line, progress_line, reindex_line, status_lines
 from clipq._open import OPENER_ENV, open_paths
-from clipq._query import WHEN_HELP, QueryError, parse_when, query_terms
+from clipq._query import WHEN_HELP, QueryError, query_terms
 
 EXIT_OK = 0
 EXIT_DAEMON_ERROR = 1
@@ -35,9 +45,6 @@ EXIT_NOTHING_INDEXED = 5
 EXIT_INTERRUPTED = 130
 # What a shell reports for a program killed by SIGPIPE (128 + 13), as `cat big | head` does.
 EXIT_BROKEN_PIPE = 141
-
-MAX_LIMIT = 1000
-MAX_OFFSET = 2**32 - 1
 
 COMMANDS = ("search", "status", "failures", "reindex", "completion")
 
@@ -140,12 +147,12 @@ def _read_token(path: str | None) -> str | None:
 
 
 def _parse(argv: Sequence[str]) -> argparse.Namespace:
-    command, rest = _split_command(list(argv))
+    command, rest = split_command(list(argv), COMMANDS, _search_parser())
     parser = _PARSERS[command]()
     if command != "search":
         # Intermixed, so that options may come between words: `clipq reindex a -w b`.
         return parser.parse_intermixed_args(rest)
-    args = parser.parse_args(_options_then_words(parser, rest))
+    args = parser.parse_args(options_then_words(parser, rest))
     try:
         args.terms = query_terms(args.query, args.image)
     except QueryError as error:
@@ -153,88 +160,6 @@ def _parse(argv: Sequence[str]) -> argparse.Namespace:
     if args.since is not None and args.until is not None and args.since >= args.until:
         parser.error("--since must be earlier than --until")
     return args
-
-
-def _split_command(argv: list[str]) -> tuple[str, list[str]]:
-    """The command that the first word of argv names, and argv without it; else "search".
-
-    Options before that word are skipped with their values (`clipq --socket S status`); after
-    `--`, every word is a search word (`clipq -- status`).
-    """
-    value_options = _value_options(_search_parser())
-    skip_value = False
-    for index, arg in enumerate(argv):
-        if skip_value:
-            skip_value = False
-        elif arg == "--":
-            break
-        elif arg.startswith("-") and arg != "-":
-            skip_value = _needs_value(arg, value_options)
-        else:
-            if arg in COMMANDS:
-                return arg, argv[:index] + argv[index + 1 :]
-            break
-    return "search", argv
-
-
-def _options_then_words(parser: argparse.ArgumentParser, argv: list[str]) -> list[str]:
-    """argv rearranged as its options, `--`, then the query words, for argparse.
-
-    Query words may start with '-' (`-people`, `-0.5:night`): a word is an option only when it
-    is one of the parser's (`-n 5`, `-n5`, `--limit=5`, or an unambiguous `--lim 5`). Option
-    values are attached with '=' or directly, so a value like `-0.2` is never taken for an
-    option either.
-    """
-    value_options = _value_options(parser)
-    all_options = {opt for action in parser._actions for opt in action.option_strings}
-    options: list[str] = []
-    words: list[str] = []
-    items = iter(argv)
-    for arg in items:
-        if arg == "--":
-            words.extend(items)
-            break
-        if not arg.startswith("--") and _option_name(arg, all_options) not in all_options:
-            words.append(arg)
-        elif _needs_value(arg, value_options):
-            value = next(items, None)
-            options.append(arg if value is None else _attached(arg, value))
-        else:
-            # Unknown long options too, for argparse to refuse.
-            options.append(arg)
-    return [*options, "--", *words]
-
-
-def _option_name(arg: str, known: set[str]) -> str | None:
-    """The option that arg names: `--limit=5` and `--lim` name --limit, `-n5` names -n."""
-    if arg.startswith("--"):
-        name = arg.split("=", 1)[0]
-        # argparse also accepts an unambiguous prefix of a long option: `--sock PATH`.
-        matches = [opt for opt in known if opt.startswith(name) and opt.startswith("--")]
-        return name if name in known else matches[0] if len(matches) == 1 else name
-    if arg.startswith("-") and len(arg) > 1:
-        # `-n5` is -n with its value, but `-night` is a query word, not `-n ight`.
-        return arg if arg in known or not arg[2:].isdigit() else arg[:2]
-    return None
-
-
-def _needs_value(arg: str, value_options: set[str]) -> bool:
-    """Whether arg is an option whose value is the next word (`-n 5`, not `-n5` or `--limit=5`)."""
-    name = _option_name(arg, value_options)
-    if name not in value_options:
-        return False
-    return arg == name if not arg.startswith("--") else "=" not in arg
-
-
-def _attached(option: str, value: str) -> str:
-    if option.startswith("--"):
-        return f"{option}={value}"
-    # A short option's value follows it directly: `-n5`; an empty one cannot.
-    return option + value if value else option
-
-
-def _value_options(parser: argparse.ArgumentParser) -> set[str]:
-    return {opt for action in parser._actions if action.nargs != 0 for opt in action.option_strings}
 
 
 def _new_parser(command: str, description: str) -> argparse.ArgumentParser:
@@ -282,21 +207,21 @@ def _add_filter_options(group: argparse._ArgumentGroup) -> None:
     group.add_argument(
         "-n",
         "--limit",
-        type=_limit,
+        type=limit,
         default=20,
         metavar="N",
         help=f"number of hits to show, 1 to {MAX_LIMIT} (default: %(default)s)",
     )
     group.add_argument(
         "--offset",
-        type=_offset,
+        type=offset,
         default=0,
         metavar="K",
         help="skip the K best hits, for paging (default: %(default)s)",
     )
     group.add_argument(
         "--min-score",
-        type=_score,
+        type=score,
         metavar="S",
         help="drop hits whose cosine score is below S, -1 to 1 (CLIP matches are often 0.2-0.35)",
     )
@@ -311,19 +236,17 @@ def _add_filter_options(group: argparse._ArgumentGroup) -> None:
         "--ext",
         action="append",
         default=[],
-        type=_extensions,
+        type=extensions,
         metavar="EXT",
         help="only files with this extension, e.g. jpg or jpg,png (repeatable)",
     )
     group.add_argument(
         "--since",
-        type=_when,
+        type=when,
         metavar="WHEN",
         help="only files modified at or after WHEN: " + WHEN_HELP,
     )
-    group.add_argument(
-        "--until", type=_when, metavar="WHEN", help="only files modified before WHEN"
-    )
+    group.add_argument("--until", type=when, metavar="WHEN", help="only files modified before WHEN")
 
 
 def _add_output_options(group: argparse._ArgumentGroup) -> None:
@@ -422,14 +345,14 @@ def _failures_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "-n",
         "--limit",
-        type=_limit,
+        type=limit,
         default=100,
         metavar="N",
         help=f"number of failures to show, 1 to {MAX_LIMIT} (default: %(default)s)",
     )
     parser.add_argument(
         "--offset",
-        type=_offset,
+        type=offset,
         default=0,
         metavar="K",
         help="skip the first K failures, for paging (default: %(default)s)",
@@ -516,65 +439,11 @@ def _add_connection_options(parser: argparse.ArgumentParser) -> None:
     )
     group.add_argument(
         "--timeout",
-        type=_seconds,
+        type=seconds,
         default=30.0,
         metavar="SECONDS",
         help="give up on the daemon after this long (default: %(default)s)",
     )
-
-
-def _limit(text: str) -> int:
-    return _whole_number(text, 1, MAX_LIMIT)
-
-
-def _offset(text: str) -> int:
-    return _whole_number(text, 0, MAX_OFFSET)
-
-
-def _score(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not -1 <= value <= 1:
-        raise argparse.ArgumentTypeError(f"must be between -1 and 1, not {text}")
-    return value
-
-
-def _extensions(text: str) -> list[str]:
-    extensions = [part.strip().lstrip(".").lower() for part in text.split(",")]
-    for ext in extensions:
-        if not (ext.isascii() and ext.isalnum()):
-            raise argparse.ArgumentTypeError(f"not a file extension like jpg or png: {text!r}")
-    return extensions
-
-
-def _when(text: str) -> float:
-    try:
-        return parse_when(text)
-    except QueryError as error:
-        raise argparse.ArgumentTypeError(str(error)) from None
-
-
-def _whole_number(text: str, low: int, high: int) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if not low <= value <= high:
-        raise argparse.ArgumentTypeError(f"must be between {low} and {high}, not {value}")
-    return value
-
-
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
-    # `value > 0` also rejects NaN.
-    if not (value > 0 and math.isfinite(value)):
-        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, not {text}")
-    return value
 
 
 class _VersionAction(argparse.Action):
