@@ -57,6 +57,12 @@ def served(tmp_path: Path, write_config: ConfigWriter) -> Iterator[tuple[Corpus,
     assert not default_socket_path().exists(), "the socket must be removed on exit"
 
 
+def clipd(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [BIN / "clipd", *args], capture_output=True, text=True, timeout=120, check=False
+    )
+
+
 def clipq(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [BIN / "clipq", *args], capture_output=True, text=True, timeout=60, check=False
@@ -146,13 +152,7 @@ def test_second_daemon_on_the_same_socket_is_refused(
 ) -> None:
     corpus, _ = served
     config = write_config([corpus.root], database=str(tmp_path / "other.db"))
-    result = subprocess.run(
-        [BIN / "clipd", "serve", "--config", str(config)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    result = clipd("serve", "--config", str(config))
     assert result.returncode == 3
     assert "another clipd is already serving on" in result.stderr
     assert "systemctl --user stop clipd" in result.stderr
@@ -163,13 +163,7 @@ def test_second_daemon_on_the_same_database_is_refused(
 ) -> None:
     corpus, _ = served
     config = write_config([corpus.root], socket=str(tmp_path / "other.sock"))
-    result = subprocess.run(
-        [BIN / "clipd", "serve", "--config", str(config)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    result = clipd("serve", "--config", str(config))
     assert result.returncode == 3
     pid = (tmp_path / "index.db.lock").read_text().split()[0]
     assert f"another clipd (pid {pid}, `clipd serve`) is using the database" in result.stderr
