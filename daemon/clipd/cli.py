@@ -98,6 +98,9 @@ def _serve(config: Config, args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    # Over a file size limit (ulimit -f) a write then fails with EFBIG, which the store reports
+    # and retries, instead of the signal killing the daemon mid-transaction.
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
     daemon.run()
     return EXIT_OK
 

@@ -15,6 +15,10 @@ class StoreError(ClipdError):
     """The database cannot be opened, is from a newer clipd, or is damaged."""
 
 
+class StoreUnwritable(StoreError):
+    """A write failed for want of storage (disk full, read-only, I/O error); none of it was kept."""
+
+
 class ModelError(ClipdError):
     """The model or its weights cannot be loaded."""
 
@@ -47,3 +51,9 @@ class Unreadable(ImageError):
     """The file cannot be opened or read (permissions, vanished, not a regular file)."""
 
     error_class = "Unreadable"
+
+
+class UnusablePath(ImageError):
+    """The file's path cannot be stored or opened (not valid UTF-8, longer than the OS allows)."""
+
+    error_class = "UnusablePath"

@@ -20,10 +20,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from clipd import images, sqlite
+from clipd import images
 from clipd.config import Config
 from clipd.embedder import Embedder
-from clipd.errors import ImageError
+from clipd.errors import ImageError, StoreUnwritable
 from clipd.progress import Progress
 from clipd.records import FailureRecord, FileRecord
 from clipd.scanner import FileStat, Matcher, ScanResult, content_hash, scan
@@ -35,6 +35,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 _LOG_EVERY_S = 5.0
+# A batch the storage refused (disk full, read-only) is retried after these waits, doubling.
+_RETRY_FIRST_S = 1.0
+_RETRY_MAX_S = 60.0
 
 
 @dataclass
@@ -120,6 +123,8 @@ class Indexer:
                 break
             try:
                 self._run_job(job)
+            except StoreUnwritable as exc:  # a move or removal refused: the next scan redoes it
+                log.error("scan of %s stopped: %s", ", ".join(map(str, job.paths)), exc)
             except Exception:  # a bug in one job must not end indexing for good
                 log.exception("scan of %s failed", ", ".join(map(str, job.paths)))
         # Release anyone waiting on jobs that will never run.
@@ -248,11 +253,9 @@ class Indexer:
         embedded, embed_failures = self._embed(batch.loaded)
         records = batch.ready + embedded
         failures = batch.failures + embed_failures
-        try:
-            self._store.write_batch(records, failures)
-        except sqlite.Error as exc:
-            # Nothing of the batch was written; the next scan finds these files again.
-            log.error("could not store a batch of %d files: %s", len(batch), exc)
+        if not self._write(records, failures):
+            # Stopped while the storage refused it: nothing was written; the next start's scan
+            # finds these files again.
             self._progress.add_done(0, 0, len(batch))
             return
         for failure in failures:
@@ -261,6 +264,29 @@ class Indexer:
         job.failed += len(failures)
         self.model_passes += len(batch.loaded)
         self._progress.add_done(len(records), len(failures), 0)
+
+    def _write(self, records: list[FileRecord], failures: list[FailureRecord]) -> bool:
+        """Store a batch, waiting out storage faults; False if stop() came first.
+
+        The batch is held, not dropped and not recorded as failed: its files are fine, the disk
+        is not, and nothing else would bring them back before the next periodic rescan.
+        """
+        delay = _RETRY_FIRST_S
+        refused = False
+        while True:
+            try:
+                self._store.write_batch(records, failures)
+            except StoreUnwritable as exc:
+                refused = True
+                waiting = len(records) + len(failures)
+                log.error("%s; %d files wait, retrying in %.3g s", exc, waiting, delay)
+                if self._stopping.wait(delay):
+                    return False
+                delay = min(2 * delay, _RETRY_MAX_S)
+                continue
+            if refused:
+                log.info("the database accepts writes again; indexing resumes")
+            return True
 
     def _embed(self, loaded: list[_Loaded]) -> tuple[list[FileRecord], list[FailureRecord]]:
         if not loaded:
