@@ -26,19 +26,28 @@ from clipd.embedder import Embedder
 from clipd.errors import ClipdError
 from clipd.indexer import Indexer
 from clipd.progress import Progress
-from clipd.server import Engine, ImageSearch
+from clipd.server import Engine, ImageSearch, add_image_search
 from clipd.store import Store
+from clipd.tcp import TcpServer, start_tcp
 from clipd.watcher import Watcher
-from clipd_api.v1 import clipd_pb2, clipd_pb2_grpc
+from clipd_api.v1 import clipd_pb2
 
 log = logging.getLogger(__name__)
 
 SERVICE_NAME = clipd_pb2.DESCRIPTOR.services_by_name["ImageSearch"].full_name
+_REFLECTED = (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME)
 # In-flight RPCs get this long to finish on shutdown.
 SHUTDOWN_GRACE_S = 5.0
 # Image terms arrive as whole files: allow phone photos, refuse anything absurd.
 MAX_MESSAGE_BYTES = 64 << 20
+_SERVER_OPTIONS = (
+    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+)
 _RPC_THREADS = 16
+# Calls beyond the threads wait, holding their requests; past this many they are refused with
+# RESOURCE_EXHAUSTED, so a flood of clients cannot pile up memory without bound.
+MAX_CONCURRENT_RPCS = 64
 # How often to look for roots that vanished or came back (unmounted disks, network shares).
 _ROOT_CHECK_S = 5.0
 
@@ -77,7 +86,16 @@ class Daemon:
         except BaseException:
             store.close()
             raise
+        tcp: TcpServer | None = None
         try:
+            tcp = start_tcp(
+                self.config,
+                engine,
+                health_servicer,
+                options=_SERVER_OPTIONS,
+                maximum_concurrent_rpcs=MAX_CONCURRENT_RPCS,
+                services=_REFLECTED,
+            )
             if self._load(engine):
                 health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
                 health_servicer.set(SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
@@ -87,6 +105,8 @@ class Daemon:
             log.info("shutting down")
             self.progress.set_state("stopping")
             health_servicer.enter_graceful_shutdown()
+            if tcp is not None:
+                tcp.stop(SHUTDOWN_GRACE_S)
             server.stop(SHUTDOWN_GRACE_S).wait()
             rpc_pool.shutdown(wait=True)  # grpc leaves its executor to its owner
             if self._watcher is not None:
@@ -133,21 +153,14 @@ class Daemon:
         _prepare_socket(path)
         rpc_pool = futures.ThreadPoolExecutor(_RPC_THREADS, thread_name_prefix="clipd-rpc")
         server = grpc.server(
-            rpc_pool,
-            options=[
-                ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-                ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-            ],
+            rpc_pool, options=_SERVER_OPTIONS, maximum_concurrent_rpcs=MAX_CONCURRENT_RPCS
         )
-        add_servicer = clipd_pb2_grpc.add_ImageSearchServicer_to_server  # untyped, generated
-        add_servicer(ImageSearch(engine), server)  # type: ignore[no-untyped-call]
+        add_image_search(ImageSearch(engine), server)
         health_servicer = health.HealthServicer()
         health_servicer.set("", health_pb2.HealthCheckResponse.NOT_SERVING)
         health_servicer.set(SERVICE_NAME, health_pb2.HealthCheckResponse.NOT_SERVING)
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-        reflection.enable_server_reflection(
-            (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
-        )
+        reflection.enable_server_reflection(_REFLECTED, server)
         try:
             server.add_insecure_port(f"unix:{path}")
         except RuntimeError as exc:

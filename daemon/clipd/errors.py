@@ -19,6 +19,10 @@ class StoreUnwritable(StoreError):
     """A write failed for want of storage (disk full, read-only, I/O error); none of it was kept."""
 
 
+class TokenError(ClipdError):
+    """The TCP token file cannot be created or read, or other users could read it."""
+
+
 class ModelError(ClipdError):
     """The model or its weights cannot be loaded."""
 

@@ -1,8 +1,12 @@
 """The gRPC servicer: validates requests, turns terms into a query vector, answers from the store.
 
 Every failure a caller can cause becomes INVALID_ARGUMENT (or RESOURCE_EXHAUSTED) with a message
-a person can act on; an unexpected error becomes INTERNAL with a short message and a logged
-traceback, never UNKNOWN.
+a person can act on, bytes that are not a valid request message included; an unexpected error
+becomes INTERNAL with a short message and a logged traceback, never UNKNOWN.
+
+A servicer for remote callers (TCP) never opens a file a query names: a path term must be
+indexed, and only paths below a root may be reindexed. The daemon may read files its caller
+could not.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import logging
 import math
 import os
 import re
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
@@ -20,6 +25,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import grpc
 import numpy as np
+from google.protobuf.message import DecodeError, Message
 
 from clipd import images
 from clipd.config import Config
@@ -27,6 +33,7 @@ from clipd.embedder import Embedder, Vectors
 from clipd.errors import ImageError, ImageTooLarge
 from clipd.progress import Progress
 from clipd.records import SearchFilter
+from clipd.scanner import is_below
 from clipd.store import Store
 from clipd_api.v1 import clipd_pb2 as pb
 from clipd_api.v1 import clipd_pb2_grpc as pb_grpc
@@ -44,6 +51,8 @@ _EXTENSION = re.compile(r"[a-z0-9]{1,16}")
 # How often WatchStatus may push, at most, and how long it waits before re-sending anyway.
 _WATCH_MIN_INTERVAL_S = 0.25
 _WATCH_HEARTBEAT_S = 5.0
+# Each WatchStatus stream holds an RPC thread for its whole life: leave threads for the rest.
+MAX_WATCHERS = 8
 
 _STATES = {
     "starting": pb.Status.STARTING,
@@ -94,8 +103,10 @@ def _rpc(handler: _Handler) -> _Handler:
 
 
 class ImageSearch(pb_grpc.ImageSearchServicer):
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, *, remote: bool = False) -> None:
         self._engine = engine
+        self._remote = remote
+        self._watchers = threading.BoundedSemaphore(MAX_WATCHERS)
 
     def _ready(self) -> tuple[Embedder, Indexer]:
         engine = self._engine
@@ -158,6 +169,11 @@ class ImageSearch(pb_grpc.ImageSearchServicer):
         if stored is not None:
             vector: Vectors = np.frombuffer(stored, dtype=np.float32)
             return vector
+        if self._remote:
+            raise RequestError(
+                f"{label}: over TCP only indexed paths can be used as query terms, "
+                f"and {path} is not indexed; send the image's bytes instead"
+            )
         return self._image_vector(embedder, Path(path), label)
 
     def _image_vector(self, embedder: Embedder, source: bytes | Path, label: str) -> Vectors:
@@ -182,6 +198,18 @@ class ImageSearch(pb_grpc.ImageSearchServicer):
     def WatchStatus(
         self, request: pb.StatusRequest, context: grpc.ServicerContext
     ) -> Iterator[pb.Status]:
+        if not self._watchers.acquire(blocking=False):
+            context.abort(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"{MAX_WATCHERS} WatchStatus streams are open already; close one, or poll "
+                "GetStatus",
+            )
+        try:
+            yield from self._watch(context)
+        finally:
+            self._watchers.release()
+
+    def _watch(self, context: grpc.ServicerContext) -> Iterator[pb.Status]:
         progress = self._engine.progress
         version = -1
         while context.is_active():
@@ -222,6 +250,12 @@ class ImageSearch(pb_grpc.ImageSearchServicer):
     ) -> pb.ReindexResponse:
         _, indexer = self._ready()
         paths = [Path(_absolute(p, "paths")) for p in request.paths]
+        roots = [str(root) for root in self._engine.config.roots]
+        outside = [p for p in paths if not any(is_below(str(p), root) for root in roots)]
+        if self._remote and outside:
+            raise RequestError(
+                f"paths: over TCP only paths below a root can be reindexed, not {outside[0]}"
+            )
         job = indexer.submit(paths or list(self._engine.config.roots))
         if request.wait:
             while not job.done.wait(timeout=0.5):
@@ -305,3 +339,66 @@ def _text_vector(embedder: Embedder, text: str, label: str) -> Vectors:
     if len(text) > MAX_TEXT_CHARS:
         raise RequestError(f"{label}: the text is over {MAX_TEXT_CHARS} characters")
     return embedder.embed_text(text)
+
+
+class _Malformed:
+    """What a lenient deserializer returns for bytes that are not the expected message."""
+
+    def __init__(self, message: str) -> None:
+        self.message = message
+
+
+def _lenient(message_type: type[Message]) -> Callable[[bytes], Message | _Malformed]:
+    """A request deserializer that lets the handler refuse garbage with INVALID_ARGUMENT.
+
+    gRPC answers INTERNAL when a deserializer raises; a malformed request is the caller's fault.
+    """
+
+    def parse(data: bytes) -> Message | _Malformed:
+        try:
+            return message_type.FromString(data)
+        except DecodeError as exc:
+            name = message_type.DESCRIPTOR.full_name
+            return _Malformed(f"the request is not a valid {name} message: {exc}")
+
+    return parse
+
+
+def _refuse_malformed(behaviour: Callable[..., Any], streaming: bool) -> Callable[..., Any]:
+    def check(request: object, context: grpc.ServicerContext) -> None:
+        if isinstance(request, _Malformed):
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, request.message)
+
+    def unary(request: object, context: grpc.ServicerContext) -> Any:
+        check(request, context)
+        return behaviour(request, context)
+
+    def stream(request: object, context: grpc.ServicerContext) -> Iterator[Any]:
+        check(request, context)
+        yield from behaviour(request, context)
+
+    return stream if streaming else unary
+
+
+def add_image_search(servicer: ImageSearch, server: grpc.Server) -> None:
+    """Register the servicer like the generated add_ImageSearchServicer_to_server, except that
+    a request that does not parse gets INVALID_ARGUMENT instead of INTERNAL."""
+    service = pb.DESCRIPTOR.services_by_name["ImageSearch"]
+    handlers = {}
+    for method in service.methods:
+        request_type: type[Message] = getattr(pb, method.input_type.name)
+        response_type: type[Message] = getattr(pb, method.output_type.name)
+        streaming = method.server_streaming
+        make = (
+            grpc.unary_stream_rpc_method_handler
+            if streaming
+            else grpc.unary_unary_rpc_method_handler
+        )
+        handlers[method.name] = make(
+            _refuse_malformed(getattr(servicer, method.name), streaming),
+            request_deserializer=_lenient(request_type),
+            response_serializer=response_type.SerializeToString,
+        )
+    server.add_generic_rpc_handlers(
+        (grpc.method_handlers_generic_handler(service.full_name, handlers),)
+    )
