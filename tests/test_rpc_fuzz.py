@@ -134,7 +134,7 @@ def request_of(message: type[Any], **fields: Any) -> Any:
 
 searches = st.builds(
     lambda **f: request_of(pb.SearchRequest, **f),
-    terms=st.lists(terms, max_size=40),
+    terms=st.lists(terms, max_size=70),
     limit=uint32 | st.integers(0, 30),
     offset=uint32 | st.integers(0, 30),
     min_score=optional(numbers),
@@ -230,3 +230,17 @@ def test_watch_status_streams_are_capped(served: Served) -> None:
     finally:
         for stream in streams:
             stream.cancel()
+
+
+def test_extreme_weights_work_and_too_many_terms_are_refused(served: Served) -> None:
+    huge = pb.Term(text="a red circle", weight=3.4e38)
+    hits = served.stub.Search(pb.SearchRequest(terms=[huge, pb.Term(text="red")]), timeout=30)
+    assert len(hits.hits) == 2
+    assert all(-1.0001 <= hit.score <= 1.0001 for hit in hits.hits)
+    far = pb.SearchRequest(terms=[pb.Term(text="red")], modified_before=1e300)
+    assert len(served.stub.Search(far, timeout=30).hits) == 2
+    many = pb.SearchRequest(terms=[pb.Term(text="red")] * 65)
+    with pytest.raises(grpc.RpcError) as caught:
+        served.stub.Search(many, timeout=30)
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "at most 64 are allowed" in caught.value.details()

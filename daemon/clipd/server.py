@@ -47,10 +47,14 @@ DEFAULT_LIMIT = 20
 MAX_LIMIT = 1000
 DEFAULT_FAILURES_LIMIT = 100
 MAX_TEXT_CHARS = 2000
+# Each term costs a model pass or a file read: a query needs a few, never hundreds.
+MAX_TERMS = 64
 _EXTENSION = re.compile(r"[a-z0-9]{1,16}")
 # How often WatchStatus may push, at most, and how long it waits before re-sending anyway.
 _WATCH_MIN_INTERVAL_S = 0.25
 _WATCH_HEARTBEAT_S = 5.0
+# Times in requests are clamped to this many seconds either side of the epoch (int64 ns).
+_MAX_SECONDS = 9e9
 # Each WatchStatus stream holds an RPC thread for its whole life: leave threads for the rest.
 MAX_WATCHERS = 8
 
@@ -141,7 +145,10 @@ class ImageSearch(pb_grpc.ImageSearchServicer):
     def _query_vector(self, embedder: Embedder, terms: Sequence[pb.Term]) -> Vectors:
         if not terms:
             raise RequestError("the query is empty; give at least one text, image or path term")
-        total = np.zeros(embedder.identity.dim, dtype=np.float32)
+        if len(terms) > MAX_TERMS:
+            raise RequestError(f"the query has {len(terms)} terms; at most {MAX_TERMS} are allowed")
+        # float64: weights up to float32's maximum cannot overflow the sum.
+        total = np.zeros(embedder.identity.dim, dtype=np.float64)
         for number, term in enumerate(terms, start=1):
             weight = term.weight if term.HasField("weight") else 1.0
             if not math.isfinite(weight) or weight == 0:
@@ -150,7 +157,7 @@ class ImageSearch(pb_grpc.ImageSearchServicer):
         norm = float(np.linalg.norm(total))
         if norm < 1e-6:
             raise RequestError("the query terms cancel each other out; change their weights")
-        normalised: Vectors = total / norm
+        normalised: Vectors = (total / norm).astype(np.float32)
         return normalised
 
     def _term_vector(self, embedder: Embedder, term: pb.Term, number: int) -> Vectors:
@@ -323,7 +330,8 @@ def _time_ns(request: pb.SearchRequest, field: str) -> int | None:
     seconds: float = getattr(request, field)
     if not math.isfinite(seconds):
         raise RequestError(f"{field} must be a time in seconds since the Unix epoch")
-    return round(seconds * 1e9)
+    # Beyond what SQLite's 64-bit nanoseconds hold (years 1678-2262) no file can be: clamp.
+    return round(max(-_MAX_SECONDS, min(seconds, _MAX_SECONDS)) * 1e9)
 
 
 def _absolute(raw: str, label: str) -> str:
