@@ -143,7 +143,11 @@ class Indexer:
             for source, destination in job.moves:
                 moved = self._store.move(str(source), str(destination))
                 log.info("moved %s -> %s (%d files, no re-embedding)", source, destination, moved)
-            todo, gone = self._plan(job)
+            todo, gone, rejected = self._plan(job)
+            if rejected and self._write([], rejected):
+                for failure in rejected:
+                    log.warning("cannot index %s: %s", failure.path, failure.message)
+                job.failed += len(rejected)
             job.queued = len(todo)
             self._progress.add_queued(len(todo))
             if todo:
@@ -158,8 +162,9 @@ class Indexer:
             self._progress.end_scan()
             job.done.set()
 
-    def _plan(self, job: ScanJob) -> tuple[list[FileStat], list[str]]:
-        """Scan the job's paths: (files to embed, newest first; indexed paths that are gone)."""
+    def _plan(self, job: ScanJob) -> tuple[list[FileStat], list[str], list[FailureRecord]]:
+        """Scan the job's paths: (files to embed, newest first; indexed paths that are gone;
+        new failures for paths that cannot be indexed)."""
         found = ScanResult()
         present = [path for path in job.paths if self._root_is_present(path)]
         for path in present:
@@ -170,11 +175,17 @@ class Indexer:
             known.update(self._store.known_files(str(path)))
             failed.update(self._store.known_failures(str(path)))
         hidden = tuple(d + os.sep for d in found.unreadable)
-        gone = {p for p in known.keys() | failed.keys() if p not in found.files}
+        listed = found.files.keys() | found.rejected.keys()
+        gone = {p for p in known.keys() | failed.keys() if p not in listed}
         todo = [st for p, st in found.files.items() if _changed(st, known.get(p), failed.get(p))]
         # Newest first: the photos a user just added are the ones they will look for.
         todo.sort(key=lambda st: st.mtime_ns, reverse=True)
-        return todo, sorted(p for p in gone if not p.startswith(hidden))
+        rejected = [
+            _failure(st, problem.error_class, str(problem))
+            for p, (st, problem) in found.rejected.items()
+            if _changed(st, None, failed.get(p))
+        ]
+        return todo, sorted(p for p in gone if not p.startswith(hidden)), rejected
 
     def _root_is_present(self, path: Path) -> bool:
         """False for a root that is missing or emptied while files are indexed under it (an
@@ -229,6 +240,7 @@ class Indexer:
         Never raises: every problem becomes a FailureRecord.
         """
         try:
+            images.require_regular(Path(stat.path))  # before hashing: a device never ends
             digest = content_hash(stat.path, stat.size)
             copy = self._store.find_copy(digest, stat.size)
             if copy is not None:  # a copy, a touched file, or a move no event told us of
