@@ -85,6 +85,17 @@ def check_database(database: Path) -> tuple[int, int]:
     return files, failures
 
 
+def stored_paths(database: Path) -> set[str]:
+    if not database.exists():
+        return set()
+    conn = sqlite.connect(database)
+    try:
+        rows = conn.execute("SELECT path FROM files UNION ALL SELECT path FROM failures")
+        return {path for (path,) in rows}
+    finally:
+        conn.close()
+
+
 def status(stub: pb_grpc.ImageSearchStub) -> pb.Status | None:
     try:
         answer: pb.Status = stub.GetStatus(pb.StatusRequest(), timeout=2)
@@ -97,8 +108,9 @@ def kill_round(command: list[str], settings: Config, root: Path, rng: random.Ran
     """Start the daemon and SIGKILL it at a random point of the work it has to do: once a
     random number of the pending files are stored, plus a random fraction of a batch."""
     files, failures = check_database(settings.database)
-    candidates = sum(1 for _ in root.rglob("*.jpg"))
-    target = files + failures + rng.randint(0, max(0, candidates - files - failures - 1))
+    known = stored_paths(settings.database)
+    new = sum(1 for path in root.rglob("*.jpg") if str(path) not in known)
+    target = files + failures + rng.randint(0, max(0, new - 1))
     daemon = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     last: pb.Status | None = None
     started = time.monotonic()
@@ -107,10 +119,9 @@ def kill_round(command: list[str], settings: Config, root: Path, rng: random.Ran
             stub = pb_grpc.ImageSearchStub(channel)  # type: ignore[no-untyped-call]
             while time.monotonic() < started + 120:
                 last = status(stub)
-                if (
-                    last is not None
-                    and last.state == pb.Status.INDEXING
-                    and last.indexed + last.failed >= target
+                if last is not None and (
+                    (last.state == pb.Status.INDEXING and last.indexed + last.failed >= target)
+                    or (last.state == pb.Status.IDLE and not last.queued)  # done before target
                 ):
                     break
                 time.sleep(0.005)
