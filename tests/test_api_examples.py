@@ -21,15 +21,14 @@ README = (REPO / "README.md").read_text()
 SERVICE = pb.DESCRIPTOR.services_by_name["ImageSearch"]
 
 
-def readme_block(language: str, containing: str) -> str:
+def readme_blocks(language: str, containing: str) -> list[str]:
     blocks = re.findall(rf"```{language}\n(.*?)```", README, re.DOTALL)
-    [block] = [b for b in blocks if containing in b]
-    return str(block)
+    return [str(b) for b in blocks if containing in b]
 
 
 def test_the_grpcurl_example_names_a_real_method_and_valid_fields() -> None:
-    command = readme_block("sh", "grpcurl").replace("\\\n", " ")
-    calls = [shlex.split(line) for line in command.splitlines() if "-d" in line]
+    commands = "\n".join(readme_blocks("sh", "grpcurl")).replace("\\\n", " ")
+    calls = [shlex.split(line) for line in commands.splitlines() if " -d " in line]
     assert calls, "the README shows a grpcurl call with a request body"
     for argv in calls:
         body = argv[argv.index("-d") + 1]
@@ -63,7 +62,8 @@ def test_the_node_example_searches_a_real_daemon(
     tmp_path: Path, write_config: ConfigWriter
 ) -> None:
     script = tmp_path / "search.js"
-    script.write_text(readme_block("js", 'require("@grpc/grpc-js")'))
+    [example] = readme_blocks("js", 'require("@grpc/grpc-js")')
+    script.write_text(example)
     corpus = write_corpus(tmp_path / "pics", per_class=1)
     with in_process(corpus, write_config):
         result = subprocess.run(

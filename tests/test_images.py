@@ -532,3 +532,17 @@ def test_mutated_images_decode_or_raise_image_error(
         return
     assert decoded.image.mode == "RGB"
     assert decoded.width * decoded.height > 0
+
+
+MAGIC = [b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"GIF89a", b"RIFF", b"BM", b"II*\x00", b"MM\x00*"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(data=st.binary(max_size=2048) | st.tuples(st.sampled_from(MAGIC), st.binary()).map(b"".join))
+def test_random_bytes_decode_or_raise_image_error(data: bytes) -> None:
+    # Random bytes, bare or behind each format's magic number so that its parser runs.
+    try:
+        decoded = decode_bytes(data, min_side=8)
+    except ImageError:
+        return
+    assert decoded.image.mode == "RGB"

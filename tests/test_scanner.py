@@ -90,9 +90,16 @@ def test_following_symlinks_detects_loops_and_lists_a_file_once(tmp_path: Path) 
     assert found(tmp_path, Matcher(DEFAULT_INCLUDE, (), True), follow=True) == result
 
 
-def test_names_that_are_not_utf8_are_skipped_not_fatal(tmp_path: Path) -> None:
+def test_names_that_are_not_utf8_are_rejected_readably_not_fatal(tmp_path: Path) -> None:
     touch(tmp_path, "ok.jpg")
     with open(os.path.join(os.fsencode(tmp_path), b"bad-\xff.jpg"), "wb") as handle:
         handle.write(b"x")
     result = scan(tmp_path, Matcher(DEFAULT_INCLUDE, (), True))
     assert list(result.files) == [str(tmp_path / "ok.jpg")]
+    shown = str(tmp_path / "bad-\ufffd.jpg")
+    assert list(result.rejected) == [shown]
+    stat, problem = result.rejected[shown]
+    assert (stat.path, stat.size) == (shown, 1)
+    assert problem.error_class == "UnusablePath"
+    assert "not valid UTF-8 (raw bytes b'bad-\\xff.jpg')" in str(problem)
+    assert "rename the file" in str(problem)

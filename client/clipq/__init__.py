@@ -33,6 +33,7 @@ from clipq._errors import (
     NotFound,
     PreviewUnsupported,
     RpcError,
+    Unauthenticated,
 )
 
 __all__ = [
@@ -56,4 +57,5 @@ __all__ = [
     "Text",
     "Thumbnail",
     "Timestamp",
+    "Unauthenticated",
 ]

@@ -55,6 +55,14 @@ class NotFound(ClipqError):
     """Something the request names (a path, a file) does not exist for the daemon."""
 
 
+class Unauthenticated(ClipqError):
+    """A daemon reached over TCP refused the call: no token, or the wrong one."""
+
+    def __init__(self, details: str) -> None:
+        self.details = details
+        super().__init__(f"clipd refused the token: {details}")
+
+
 class RpcError(ClipqError):
     """Any other gRPC failure; code is the gRPC status code's name, e.g. "DEADLINE_EXCEEDED"."""
 
@@ -95,6 +103,8 @@ def from_rpc_error(error: grpc.RpcError, where: str) -> ClipqError:
         return BadRequest(details)
     if code == grpc.StatusCode.NOT_FOUND:
         return NotFound(details)
+    if code == grpc.StatusCode.UNAUTHENTICATED:
+        return Unauthenticated(details)
     return RpcError(code.name, details)
 
 

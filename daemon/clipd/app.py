@@ -30,19 +30,28 @@ from clipd.instance import DatabaseLock, prepare_socket, remove_socket
 from clipd.notify import Notifier
 from clipd.progress import Progress, Snapshot
 from clipd.reload import plan_reload
-from clipd.server import Engine, ImageSearch
+from clipd.server import Engine, ImageSearch, add_image_search
 from clipd.store import Store
+from clipd.tcp import TcpServer, start_tcp
 from clipd.watcher import Watcher
-from clipd_api.v1 import clipd_pb2, clipd_pb2_grpc
+from clipd_api.v1 import clipd_pb2
 
 log = logging.getLogger(__name__)
 
 SERVICE_NAME = clipd_pb2.DESCRIPTOR.services_by_name["ImageSearch"].full_name
+_REFLECTED = (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME)
 # In-flight RPCs get this long to finish on shutdown.
 SHUTDOWN_GRACE_S = 5.0
 # Image terms arrive as whole files: allow phone photos, refuse anything absurd.
 MAX_MESSAGE_BYTES = 64 << 20
+_SERVER_OPTIONS = (
+    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+)
 _RPC_THREADS = 16
+# Calls beyond the threads wait, holding their requests; past this many they are refused with
+# RESOURCE_EXHAUSTED, so a flood of clients cannot pile up memory without bound.
+MAX_CONCURRENT_RPCS = 64
 # How often to look for roots that vanished or came back (unmounted disks, network shares).
 _ROOT_CHECK_S = 5.0
 # The main loop's beat when nothing wakes it: root checks, periodic rescans, the status line.
@@ -128,10 +137,19 @@ class Daemon:
         except BaseException:
             store.close()
             raise
+        tcp: TcpServer | None = None
         # Ready as soon as clients get answers: while the model loads they are told so, and
         # a first start that downloads weights must not run into the manager's start timeout.
         self._notify_status(engine, ready=True)
         try:
+            tcp = start_tcp(
+                self.config,
+                engine,
+                health_servicer,
+                options=_SERVER_OPTIONS,
+                maximum_concurrent_rpcs=MAX_CONCURRENT_RPCS,
+                services=_REFLECTED,
+            )
             if self._load(engine):
                 health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
                 health_servicer.set(SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
@@ -144,13 +162,18 @@ class Daemon:
             health_servicer.enter_graceful_shutdown()
             # New calls are refused at once; those in flight get the grace period, meanwhile
             # indexing ends with the batch in hand committed.
-            stopped = server.stop(SHUTDOWN_GRACE_S)
+            stopped = [server.stop(SHUTDOWN_GRACE_S)]
+            if tcp is not None:
+                stopped.append(tcp.stop(SHUTDOWN_GRACE_S))
             if self._watcher is not None:
                 self._watcher.stop()
             if engine.indexer is not None:
                 engine.indexer.stop()
-            stopped.wait()
+            for event in stopped:
+                event.wait()
             rpc_pool.shutdown(wait=True)  # grpc leaves its executor to its owner
+            if tcp is not None:
+                tcp.release()
             store.close()
             remove_socket(self.config.socket)
 
@@ -276,21 +299,14 @@ class Daemon:
         path = self.config.socket
         rpc_pool = futures.ThreadPoolExecutor(_RPC_THREADS, thread_name_prefix="clipd-rpc")
         server = grpc.server(
-            rpc_pool,
-            options=[
-                ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-                ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-            ],
+            rpc_pool, options=_SERVER_OPTIONS, maximum_concurrent_rpcs=MAX_CONCURRENT_RPCS
         )
-        add_servicer = clipd_pb2_grpc.add_ImageSearchServicer_to_server  # untyped, generated
-        add_servicer(ImageSearch(engine), server)  # type: ignore[no-untyped-call]
+        add_image_search(ImageSearch(engine), server)
         health_servicer = health.HealthServicer()
         health_servicer.set("", health_pb2.HealthCheckResponse.NOT_SERVING)
         health_servicer.set(SERVICE_NAME, health_pb2.HealthCheckResponse.NOT_SERVING)
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-        reflection.enable_server_reflection(
-            (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
-        )
+        reflection.enable_server_reflection(_REFLECTED, server)
         try:
             server.add_insecure_port(f"unix:{path}")
         except RuntimeError as exc:

@@ -121,6 +121,9 @@ def _serve(config: Config, args: argparse.Namespace) -> int:
     # TERM and INT stop, HUP reloads the config.
     for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(signum, daemon.on_signal)
+    # Over a file size limit (ulimit -f) a write then fails with EFBIG, which the store reports
+    # and retries, instead of the signal killing the daemon mid-transaction.
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
     daemon.run()
     return EXIT_OK
 

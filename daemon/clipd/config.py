@@ -7,6 +7,7 @@ relative to the file's directory; `~` and `$VARS` are expanded in every path.
 from __future__ import annotations
 
 import difflib
+import ipaddress
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
@@ -17,7 +18,7 @@ import yaml
 
 from clipd.errors import ConfigError
 from clipd.images import DEFAULT_MAX_PIXELS
-from clipd_api.paths import SOCKET_ENV, default_socket_path
+from clipd_api.paths import SOCKET_ENV, TOKEN_FILE_ENV, default_socket_path, user_token_path
 
 CONFIG_ENV = "CLIPD_CONFIG"
 DATABASE_ENV = "CLIPD_DATABASE"
@@ -56,6 +57,24 @@ def default_database_path() -> Path:
 
 
 @dataclass(frozen=True, slots=True)
+class TcpAddress:
+    host: str
+    port: int  # 0: any free port
+
+    @property
+    def loopback(self) -> bool:
+        if self.host == "localhost":
+            return True
+        try:
+            return ipaddress.ip_address(self.host).is_loopback
+        except ValueError:  # a host name: it may resolve to anything
+            return False
+
+    def __str__(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True, slots=True)
 class ModelConfig:
     # An OpenCLIP model name, or the path of an OpenCLIP model-config JSON.
     name: str = "ViT-B-32"
@@ -90,6 +109,9 @@ class Config:
     reconcile_interval: float = 4 * 3600.0
     max_image_pixels: int = DEFAULT_MAX_PIXELS
     log_level: str = "info"
+    # Also serve gRPC on this TCP address (token required); None: the Unix socket only.
+    tcp: TcpAddress | None = None
+    token_file: Path = field(default_factory=user_token_path)
     source: Path | None = None  # the file this came from, for messages
 
 
@@ -170,6 +192,10 @@ def parse_config(data: object, source: Path, *, require_roots: bool = True) -> C
         ),
         max_image_pixels=reader.integer(key("max_image_pixels"), "max_image_pixels", 1, 10**10),
         log_level=reader.choice(key("log_level"), "log_level", _LOG_LEVELS),
+        tcp=reader.tcp(table.get("tcp")),
+        token_file=_env_path(TOKEN_FILE_ENV)
+        or reader.path(table.get("token_file"), "token_file", base)
+        or user_token_path(),
         source=source,
     )
     if not config.include:
@@ -277,6 +303,20 @@ class _Reader:
         if not isinstance(value, bool):
             self.fail(key, f"must be true or false, not {value!r}")
         return bool(value)
+
+    def tcp(self, value: object) -> TcpAddress | None:
+        """None, a port (loopback), or "HOST:PORT" ("[::1]:PORT" for IPv6)."""
+        if value is None:
+            return None
+        if isinstance(value, int) and not isinstance(value, bool):
+            value = str(value)
+        if not isinstance(value, str):
+            self.fail("tcp", f"must be a port or 'HOST:PORT' like '127.0.0.1:50051', not {value!r}")
+        host, _, port = value.rpartition(":")
+        host = host.removeprefix("[").removesuffix("]") or "127.0.0.1"
+        if not port.isdigit() or not 0 <= int(port) <= 65535:
+            self.fail("tcp", f"is {value!r}; write a port from 0 to 65535 as 'HOST:PORT'")
+        return TcpAddress(host, int(port))
 
     def globs(self, value: object, key: str) -> tuple[str, ...]:
         if not isinstance(value, list | tuple) or not all(isinstance(v, str) and v for v in value):

@@ -15,6 +15,14 @@ class StoreError(ClipdError):
     """The database cannot be opened, is from a newer clipd, or is damaged."""
 
 
+class StoreUnwritable(StoreError):
+    """A write failed for want of storage (disk full, read-only, I/O error); none of it was kept."""
+
+
+class TokenError(ClipdError):
+    """The TCP token file cannot be created or read, or other users could read it."""
+
+
 class ModelError(ClipdError):
     """The model or its weights cannot be loaded."""
 
@@ -51,3 +59,9 @@ class Unreadable(ImageError):
 
 class AlreadyRunning(ClipdError):
     """Another clipd process owns the database or the socket."""
+
+
+class UnusablePath(ImageError):
+    """The file's path cannot be stored or opened (not valid UTF-8, longer than the OS allows)."""
+
+    error_class = "UnusablePath"

@@ -189,6 +189,16 @@ def _read_file(path: Path) -> bytes:
     return data
 
 
+def require_regular(path: Path) -> None:
+    """Raise Unreadable unless path is a regular file (FIFO, device, socket, directory...)."""
+    try:
+        _check_regular(os.stat(path))
+    except FileNotFoundError as e:
+        raise Unreadable("no such file (deleted, moved, or a broken symlink)") from e
+    except OSError as e:
+        raise Unreadable(f"cannot read file: {e.strerror or e}") from e
+
+
 def _open_nonblocking(path: str, flags: int) -> int:
     """os.open for open(opener=...), adding O_NONBLOCK so FIFOs and devices cannot hang us."""
     return os.open(path, flags | os.O_NONBLOCK)

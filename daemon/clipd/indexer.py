@@ -20,10 +20,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from clipd import images, sqlite
+from clipd import images
 from clipd.config import Config
 from clipd.embedder import Embedder
-from clipd.errors import ImageError
+from clipd.errors import ImageError, StoreUnwritable
 from clipd.progress import Progress
 from clipd.records import FailureRecord, FileRecord
 from clipd.scanner import FileStat, Matcher, ScanResult, content_hash, scan
@@ -35,6 +35,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 _LOG_EVERY_S = 5.0
+# A batch the storage refused (disk full, read-only) is retried after these waits, doubling.
+_RETRY_FIRST_S = 1.0
+_RETRY_MAX_S = 60.0
 
 
 @dataclass
@@ -132,6 +135,8 @@ class Indexer:
                 break
             try:
                 self._run_job(job)
+            except StoreUnwritable as exc:  # a move or removal refused: the next scan redoes it
+                log.error("scan of %s stopped: %s", ", ".join(map(str, job.paths)), exc)
             except Exception:  # a bug in one job must not end indexing for good
                 log.exception("scan of %s failed", ", ".join(map(str, job.paths)))
         # Release anyone waiting on jobs that will never run.
@@ -152,7 +157,11 @@ class Indexer:
             for source, destination in job.moves:
                 moved = self._store.move(str(source), str(destination))
                 log.info("moved %s -> %s (%d files, no re-embedding)", source, destination, moved)
-            todo, gone = self._plan(job)
+            todo, gone, rejected = self._plan(job)
+            if rejected and self._write([], rejected):
+                for failure in rejected:
+                    log.warning("cannot index %s: %s", failure.path, failure.message)
+                job.failed += len(rejected)
             job.queued = len(todo)
             self._progress.add_queued(len(todo))
             if todo:
@@ -175,8 +184,9 @@ class Indexer:
         log.info("removed %d files of %s, which is no longer a root", removed, root)
         return removed
 
-    def _plan(self, job: ScanJob) -> tuple[list[FileStat], list[str]]:
-        """Scan the job's paths: (files to embed, newest first; indexed paths that are gone)."""
+    def _plan(self, job: ScanJob) -> tuple[list[FileStat], list[str], list[FailureRecord]]:
+        """Scan the job's paths: (files to embed, newest first; indexed paths that are gone;
+        new failures for paths that cannot be indexed)."""
         found = ScanResult()
         present = [path for path in job.paths if self._root_is_present(path)]
         for path in present:
@@ -187,11 +197,17 @@ class Indexer:
             known.update(self._store.known_files(str(path)))
             failed.update(self._store.known_failures(str(path)))
         hidden = tuple(d + os.sep for d in found.unreadable)
-        gone = {p for p in known.keys() | failed.keys() if p not in found.files}
+        listed = found.files.keys() | found.rejected.keys()
+        gone = {p for p in known.keys() | failed.keys() if p not in listed}
         todo = [st for p, st in found.files.items() if _changed(st, known.get(p), failed.get(p))]
         # Newest first: the photos a user just added are the ones they will look for.
         todo.sort(key=lambda st: st.mtime_ns, reverse=True)
-        return todo, sorted(p for p in gone if not p.startswith(hidden))
+        rejected = [
+            _failure(st, problem.error_class, str(problem))
+            for p, (st, problem) in found.rejected.items()
+            if _changed(st, None, failed.get(p))
+        ]
+        return todo, sorted(p for p in gone if not p.startswith(hidden)), rejected
 
     def _root_is_present(self, path: Path) -> bool:
         """False for a root that is missing or emptied while files are indexed under it (an
@@ -246,6 +262,7 @@ class Indexer:
         Never raises: every problem becomes a FailureRecord.
         """
         try:
+            images.require_regular(Path(stat.path))  # before hashing: a device never ends
             digest = content_hash(stat.path, stat.size)
             copy = self._store.find_copy(digest, stat.size)
             if copy is not None:  # a copy, a touched file, or a move no event told us of
@@ -270,11 +287,9 @@ class Indexer:
         embedded, embed_failures = self._embed(batch.loaded)
         records = batch.ready + embedded
         failures = batch.failures + embed_failures
-        try:
-            self._store.write_batch(records, failures)
-        except sqlite.Error as exc:
-            # Nothing of the batch was written; the next scan finds these files again.
-            log.error("could not store a batch of %d files: %s", len(batch), exc)
+        if not self._write(records, failures):
+            # Stopped while the storage refused it: nothing was written; the next start's scan
+            # finds these files again.
             self._progress.add_done(0, 0, len(batch))
             return
         for failure in failures:
@@ -283,6 +298,29 @@ class Indexer:
         job.failed += len(failures)
         self.model_passes += len(batch.loaded)
         self._progress.add_done(len(records), len(failures), 0)
+
+    def _write(self, records: list[FileRecord], failures: list[FailureRecord]) -> bool:
+        """Store a batch, waiting out storage faults; False if stop() came first.
+
+        The batch is held, not dropped and not recorded as failed: its files are fine, the disk
+        is not, and nothing else would bring them back before the next periodic rescan.
+        """
+        delay = _RETRY_FIRST_S
+        refused = False
+        while True:
+            try:
+                self._store.write_batch(records, failures)
+            except StoreUnwritable as exc:
+                refused = True
+                waiting = len(records) + len(failures)
+                log.error("%s; %d files wait, retrying in %.3g s", exc, waiting, delay)
+                if self._stopping.wait(delay):
+                    return False
+                delay = min(2 * delay, _RETRY_MAX_S)
+                continue
+            if refused:
+                log.info("the database accepts writes again; indexing resumes")
+            return True
 
     def _embed(self, loaded: list[_Loaded]) -> tuple[list[FileRecord], list[FailureRecord]]:
         if not loaded:

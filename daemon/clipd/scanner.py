@@ -9,6 +9,7 @@ listed once, under the path the (deterministic) walk meets first.
 
 from __future__ import annotations
 
+import errno
 import fnmatch
 import hashlib
 import logging
@@ -18,6 +19,8 @@ import stat
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from clipd.errors import UnusablePath
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +47,9 @@ class FileStat:
 @dataclass
 class ScanResult:
     files: dict[str, FileStat] = field(default_factory=dict)
+    # Candidates whose path cannot be indexed, by a readable form of the path: they go to the
+    # failures, so that a user learns of them.
+    rejected: dict[str, tuple[FileStat, UnusablePath]] = field(default_factory=dict)
     # Directories that could not be listed: what is indexed below them must not be dropped.
     unreadable: list[str] = field(default_factory=list)
     # (device, inode) of directories entered and files listed, when following symlinks.
@@ -104,8 +110,7 @@ def scan(
         result.unreadable.append(str(root))
         return result
     if stat.S_ISREG(st.st_mode):
-        if _storable(str(root)):
-            result.files[str(root)] = FileStat.of(str(root), st)
+        _add(result, str(root), st)
     else:
         result.seen.add((st.st_dev, st.st_ino))
         _Walk(str(root), matcher, result, follow).run()
@@ -129,30 +134,35 @@ class _Walk:
                 # Sorted, so that which of two paths to one file is listed does not vary.
                 entries = sorted(os.scandir(directory), key=lambda e: e.name, reverse=True)
             except OSError as exc:
-                log.warning("cannot list %s: %s", directory, exc.strerror)
+                log.warning("cannot list %s: %s", _readable(directory), exc.strerror)
                 self.result.unreadable.append(directory)
+                if exc.errno == errno.ENAMETOOLONG:
+                    unknown = FileStat(directory, 0, 0, 0, 0)
+                    _reject(self.result, directory, unknown, _TOO_LONG)
                 continue
             for entry in entries:
                 try:
                     self._visit(entry)
                 except OSError as exc:  # vanished since listed, a dangling link, permissions
-                    log.debug("skipping %s: %s", entry.path, exc.strerror)
+                    if exc.errno == errno.ENAMETOOLONG:
+                        unknown = FileStat(entry.path, 0, 0, 0, 0)
+                        _reject(self.result, entry.path, unknown, _TOO_LONG)
+                    log.debug("skipping %s: %s", _readable(entry.path), exc.strerror)
 
     def _visit(self, entry: os.DirEntry[str]) -> None:
-        if not _storable(entry.path):
-            return
         relative = os.path.relpath(entry.path, self.base)
         follow = self.follow
         if entry.is_dir(follow_symlinks=follow):
             if self.matcher.wants_dir(entry.name, relative) and self._first_visit(entry):
                 self.stack.append(entry.path)
         elif (
-            entry.is_file(follow_symlinks=follow)
+            (follow or not entry.is_symlink())
             and self.matcher.wants_file(entry.name, relative)
             and self._first_visit(entry)
         ):
-            st = entry.stat(follow_symlinks=follow)
-            self.result.files[entry.path] = FileStat.of(entry.path, st)
+            # FIFOs, sockets and devices with image names are listed too: reading them fails
+            # (without blocking), so they are recorded as failures instead of vanishing.
+            _add(self.result, entry.path, entry.stat(follow_symlinks=follow))
 
     def _first_visit(self, entry: os.DirEntry[str]) -> bool:
         """Without symlinks every path is reached once; with them, remember what was reached."""
@@ -166,14 +176,37 @@ class _Walk:
         return True
 
 
-def _storable(path: str) -> bool:
-    """False for a name that is not valid UTF-8: the index stores paths as text."""
+_TOO_LONG = (
+    "the path is longer than this system allows (PATH_MAX); move or rename its folders to "
+    "shorten it"
+)
+
+
+def _add(result: ScanResult, path: str, st: os.stat_result) -> None:
+    """List a candidate file, or reject it if its path cannot be stored as text."""
     try:
         path.encode("utf-8")
     except UnicodeEncodeError:
-        log.warning("skipping %r: its name is not valid UTF-8", path)
-        return False
-    return True
+        # Paths are TEXT in the index and proto3 strings must be UTF-8: such a path could be
+        # neither stored nor returned in a hit.
+        message = (
+            f"the name is not valid UTF-8 (raw bytes {os.fsencode(os.path.basename(path))!r}); "
+            "clipd keeps paths as text: rename the file (e.g. with convmv) to index it"
+        )
+        _reject(result, path, FileStat.of(path, st), message)
+        return
+    result.files[path] = FileStat.of(path, st)
+
+
+def _reject(result: ScanResult, path: str, st: FileStat, message: str) -> None:
+    shown = _readable(path)
+    stat_shown = FileStat(shown, st.size, st.mtime_ns, st.inode, st.device)
+    result.rejected[shown] = (stat_shown, UnusablePath(message))
+
+
+def _readable(path: str) -> str:
+    """The path with bytes that are not UTF-8 shown as U+FFFD, for messages and failures."""
+    return os.fsencode(path).decode("utf-8", "replace")
 
 
 def is_below(path: str, prefix: str) -> bool:

@@ -1,8 +1,12 @@
 """The gRPC servicer: validates requests, turns terms into a query vector, answers from the store.
 
 Every failure a caller can cause becomes INVALID_ARGUMENT (or RESOURCE_EXHAUSTED) with a message
-a person can act on; an unexpected error becomes INTERNAL with a short message and a logged
-traceback, never UNKNOWN.
+a person can act on, bytes that are not a valid request message included; an unexpected error
+becomes INTERNAL with a short message and a logged traceback, never UNKNOWN.
+
+A servicer for remote callers (TCP) never opens a file a query names: a path term must be
+indexed, and only paths below a root may be reindexed. The daemon may read files its caller
+could not.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import logging
 import math
 import os
 import re
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
@@ -20,6 +25,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import grpc
 import numpy as np
+from google.protobuf.message import DecodeError, Message
 
 from clipd import images, thumbnails
 from clipd.config import Config
@@ -27,6 +33,7 @@ from clipd.embedder import Embedder, Vectors
 from clipd.errors import ImageError, ImageTooLarge
 from clipd.progress import Progress
 from clipd.records import SearchFilter
+from clipd.scanner import is_below
 from clipd.store import Store
 from clipd_api.v1 import clipd_pb2 as pb
 from clipd_api.v1 import clipd_pb2_grpc as pb_grpc
@@ -42,10 +49,16 @@ DEFAULT_FAILURES_LIMIT = 100
 MAX_TEXT_CHARS = 2000
 DEFAULT_THUMBNAIL_SIDE = 256
 MAX_THUMBNAIL_SIDE = 1024
+# Each term costs a model pass or a file read: a query needs a few, never hundreds.
+MAX_TERMS = 64
 _EXTENSION = re.compile(r"[a-z0-9]{1,16}")
 # How often WatchStatus may push, at most, and how long it waits before re-sending anyway.
 _WATCH_MIN_INTERVAL_S = 0.25
 _WATCH_HEARTBEAT_S = 5.0
+# Times in requests are clamped to this many seconds either side of the epoch (int64 ns).
+_MAX_SECONDS = 9e9
+# Each WatchStatus stream holds an RPC thread for its whole life: leave threads for the rest.
+MAX_WATCHERS = 8
 
 _THUMBNAIL_FORMATS: dict[int, thumbnails.Format] = {
     pb.ThumbnailRequest.FORMAT_UNSPECIFIED: "png",
@@ -102,8 +115,10 @@ def _rpc(handler: _Handler) -> _Handler:
 
 
 class ImageSearch(pb_grpc.ImageSearchServicer):
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, *, remote: bool = False) -> None:
         self._engine = engine
+        self._remote = remote
+        self._watchers = threading.BoundedSemaphore(MAX_WATCHERS)
 
     def _ready(self) -> tuple[Embedder, Indexer]:
         engine = self._engine
@@ -138,7 +153,10 @@ class ImageSearch(pb_grpc.ImageSearchServicer):
     def _query_vector(self, embedder: Embedder, terms: Sequence[pb.Term]) -> Vectors:
         if not terms:
             raise RequestError("the query is empty; give at least one text, image or path term")
-        total = np.zeros(embedder.identity.dim, dtype=np.float32)
+        if len(terms) > MAX_TERMS:
+            raise RequestError(f"the query has {len(terms)} terms; at most {MAX_TERMS} are allowed")
+        # float64: weights up to float32's maximum cannot overflow the sum.
+        total = np.zeros(embedder.identity.dim, dtype=np.float64)
         for number, term in enumerate(terms, start=1):
             weight = term.weight if term.HasField("weight") else 1.0
             if not math.isfinite(weight) or weight == 0:
@@ -147,7 +165,7 @@ class ImageSearch(pb_grpc.ImageSearchServicer):
         norm = float(np.linalg.norm(total))
         if norm < 1e-6:
             raise RequestError("the query terms cancel each other out; change their weights")
-        normalised: Vectors = total / norm
+        normalised: Vectors = (total / norm).astype(np.float32)
         return normalised
 
     def _term_vector(self, embedder: Embedder, term: pb.Term, number: int) -> Vectors:
@@ -166,6 +184,11 @@ class ImageSearch(pb_grpc.ImageSearchServicer):
         if stored is not None:
             vector: Vectors = np.frombuffer(stored, dtype=np.float32)
             return vector
+        if self._remote:
+            raise RequestError(
+                f"{label}: over TCP only indexed paths can be used as query terms, "
+                f"and {path} is not indexed; send the image's bytes instead"
+            )
         return self._image_vector(embedder, Path(path), label)
 
     def _image_vector(self, embedder: Embedder, source: bytes | Path, label: str) -> Vectors:
@@ -190,6 +213,18 @@ class ImageSearch(pb_grpc.ImageSearchServicer):
     def WatchStatus(
         self, request: pb.StatusRequest, context: grpc.ServicerContext
     ) -> Iterator[pb.Status]:
+        if not self._watchers.acquire(blocking=False):
+            context.abort(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"{MAX_WATCHERS} WatchStatus streams are open already; close one, or poll "
+                "GetStatus",
+            )
+        try:
+            yield from self._watch(context)
+        finally:
+            self._watchers.release()
+
+    def _watch(self, context: grpc.ServicerContext) -> Iterator[pb.Status]:
         progress = self._engine.progress
         version = -1
         while context.is_active():
@@ -230,6 +265,12 @@ class ImageSearch(pb_grpc.ImageSearchServicer):
     ) -> pb.ReindexResponse:
         _, indexer = self._ready()
         paths = [Path(_absolute(p, "paths")) for p in request.paths]
+        roots = [str(root) for root in self._engine.config.roots]
+        outside = [p for p in paths if not any(is_below(str(p), root) for root in roots)]
+        if self._remote and outside:
+            raise RequestError(
+                f"paths: over TCP only paths below a root can be reindexed, not {outside[0]}"
+            )
         job = indexer.submit(paths or list(self._engine.config.roots))
         if request.wait:
             while not job.done.wait(timeout=0.5):
@@ -332,8 +373,8 @@ def _time_ns(request: pb.SearchRequest, field: str) -> int | None:
     seconds: float = getattr(request, field)
     if not math.isfinite(seconds):
         raise RequestError(f"{field} must be a time in seconds since the Unix epoch")
-    # Clamped to SQLite's integers: the year 2999 is past int64 nanoseconds, yet a fine bound.
-    return max(-(2**63), min(2**63 - 1, round(seconds * 1e9)))
+    # Beyond what SQLite's 64-bit nanoseconds hold (years 1678-2262) no file can be: clamp.
+    return round(max(-_MAX_SECONDS, min(seconds, _MAX_SECONDS)) * 1e9)
 
 
 def _absolute(raw: str, label: str) -> str:
@@ -349,3 +390,66 @@ def _text_vector(embedder: Embedder, text: str, label: str) -> Vectors:
     if len(text) > MAX_TEXT_CHARS:
         raise RequestError(f"{label}: the text is over {MAX_TEXT_CHARS} characters")
     return embedder.embed_text(text)
+
+
+class _Malformed:
+    """What a lenient deserializer returns for bytes that are not the expected message."""
+
+    def __init__(self, message: str) -> None:
+        self.message = message
+
+
+def _lenient(message_type: type[Message]) -> Callable[[bytes], Message | _Malformed]:
+    """A request deserializer that lets the handler refuse garbage with INVALID_ARGUMENT.
+
+    gRPC answers INTERNAL when a deserializer raises; a malformed request is the caller's fault.
+    """
+
+    def parse(data: bytes) -> Message | _Malformed:
+        try:
+            return message_type.FromString(data)
+        except DecodeError as exc:
+            name = message_type.DESCRIPTOR.full_name
+            return _Malformed(f"the request is not a valid {name} message: {exc}")
+
+    return parse
+
+
+def _refuse_malformed(behaviour: Callable[..., Any], streaming: bool) -> Callable[..., Any]:
+    def check(request: object, context: grpc.ServicerContext) -> None:
+        if isinstance(request, _Malformed):
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, request.message)
+
+    def unary(request: object, context: grpc.ServicerContext) -> Any:
+        check(request, context)
+        return behaviour(request, context)
+
+    def stream(request: object, context: grpc.ServicerContext) -> Iterator[Any]:
+        check(request, context)
+        yield from behaviour(request, context)
+
+    return stream if streaming else unary
+
+
+def add_image_search(servicer: ImageSearch, server: grpc.Server) -> None:
+    """Register the servicer like the generated add_ImageSearchServicer_to_server, except that
+    a request that does not parse gets INVALID_ARGUMENT instead of INTERNAL."""
+    service = pb.DESCRIPTOR.services_by_name["ImageSearch"]
+    handlers = {}
+    for method in service.methods:
+        request_type: type[Message] = getattr(pb, method.input_type.name)
+        response_type: type[Message] = getattr(pb, method.output_type.name)
+        streaming = method.server_streaming
+        make = (
+            grpc.unary_stream_rpc_method_handler
+            if streaming
+            else grpc.unary_unary_rpc_method_handler
+        )
+        handlers[method.name] = make(
+            _refuse_malformed(getattr(servicer, method.name), streaming),
+            request_deserializer=_lenient(request_type),
+            response_serializer=response_type.SerializeToString,
+        )
+    server.add_generic_rpc_handlers(
+        (grpc.method_handlers_generic_handler(service.full_name, handlers),)
+    )

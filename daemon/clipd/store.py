@@ -8,6 +8,7 @@ so cosine distance is 1 - score.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -16,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from clipd import sqlite
-from clipd.errors import StoreError
+from clipd.errors import StoreError, StoreUnwritable
 from clipd.records import (
     Counts,
     Failure,
@@ -69,6 +70,33 @@ MIGRATIONS: tuple[tuple[str, str], ...] = (
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
+# SQLite result codes (extended names start with these) that mean the storage, not the data,
+# refused a write; the words a person reads first for each.
+_STORAGE_FAULTS = (
+    ("SQLITE_FULL", "disk full"),
+    ("SQLITE_READONLY", "database is read-only"),
+    ("SQLITE_IOERR", "disk I/O error (a failing disk, or a file size limit)"),
+    ("SQLITE_CANTOPEN", "cannot open the database's files"),
+)
+
+
+def _check_writable(path: Path) -> None:
+    """Refuse a database clipd could open but never write (it must keep its index current)."""
+    blocked = [p for p in (path, path.parent) if p.exists() and not os.access(p, os.W_OK)]
+    if blocked:
+        raise StoreError(
+            f"database {path} is read-only ({blocked[0]} is not writable); clipd must write its "
+            "index: make it writable, or set `database` (or $CLIPD_DATABASE) to a writable path"
+        )
+
+
+def _storage_fault(exc: BaseException) -> str | None:
+    """What a SQLite error says about the storage, or None if it is not a storage fault."""
+    name = getattr(exc, "sqlite_errorname", "")
+    if not isinstance(exc, sqlite.Error) or not isinstance(name, str):
+        return None
+    return next((words for code, words in _STORAGE_FAULTS if name.startswith(code)), None)
+
 
 def prefix_condition(prefixes: Sequence[str], column: str = "path") -> tuple[str, list[str]]:
     """SQL matching `column` equal to or below any of the normalised absolute prefixes."""
@@ -115,6 +143,7 @@ class Store:
             path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise StoreError(f"cannot create the database directory {path.parent}: {exc}") from exc
+        _check_writable(path)
         self._writer = sqlite.connect(path)
         self._writer.isolation_level = None  # explicit transactions only
         self._write_lock = threading.Lock()
@@ -122,6 +151,7 @@ class Store:
         self._readers: list[sqlite.Connection] = []
         self._readers_lock = threading.Lock()
         try:
+            self._check_integrity()
             self._migrate()
             self.model = self._read_model()
         except BaseException:
@@ -145,15 +175,22 @@ class Store:
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite.Connection]:
+        """One write transaction: all of it is committed, or none (StoreUnwritable if the
+        storage refused it)."""
         with self._write_lock:
             conn = self._writer
-            conn.execute("BEGIN IMMEDIATE")
             try:
+                conn.execute("BEGIN IMMEDIATE")
                 yield conn
-            except BaseException:
-                conn.execute("ROLLBACK")
+                conn.execute("COMMIT")
+            except BaseException as exc:
+                # A failed COMMIT may already have rolled back (SQLite does on a full disk).
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                fault = _storage_fault(exc)
+                if fault is not None:
+                    raise StoreUnwritable(f"{fault}: cannot write {self.path} ({exc})") from exc
                 raise
-            conn.execute("COMMIT")
 
     def _read(self, sql: str, params: Sequence[object] = ()) -> list[Any]:
         """All rows of a query on this thread's reader connection.
@@ -174,6 +211,22 @@ class Store:
         return conn
 
     # -- schema and model ------------------------------------------------------------------
+
+    def _check_integrity(self) -> None:
+        """Refuse a damaged file before anything reads or writes it (never recreate over it)."""
+        try:
+            rows = self._writer.execute("PRAGMA quick_check(1)").fetchall()
+        except sqlite.Error as exc:
+            problem = str(exc)
+        else:
+            lines = [ln for ln in str(rows[0][0]).splitlines() if not ln.startswith("***")]
+            problem = "" if rows == [("ok",)] else (lines or ["integrity check failed"])[0]
+        if problem:
+            raise StoreError(
+                f"{self.path} is damaged ({problem}); clipd leaves it untouched. Stop clipd and "
+                "move the file aside (clipd then builds a new index, embedding every image "
+                "again), or restore a backup of it"
+            )
 
     def _migrate(self) -> None:
         try:

@@ -29,12 +29,17 @@ def default_socket_path() -> Path:
 
 
 def default_token_path() -> Path:
-    """$CLIPD_TOKEN_FILE when set, else $XDG_CONFIG_HOME/clipd/token (~/.config/clipd/token).
+    """$CLIPD_TOKEN_FILE when set, else user_token_path().
 
     The daemon writes its TCP token there; clients on the same machine read it from there.
     """
     override = os.environ.get(TOKEN_FILE_ENV)
     if override:
         return Path(override).expanduser()
+    return user_token_path()
+
+
+def user_token_path() -> Path:
+    """$XDG_CONFIG_HOME/clipd/token (~/.config/clipd/token): the secret TCP clients must send."""
     config_home = os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config"
     return Path(config_home).expanduser() / "clipd" / "token"
