@@ -160,6 +160,12 @@ class Store:
         """True once searches use the RAM copy of the vectors."""
         return self._matrix is not None
 
+    @property
+    def in_memory_bytes(self) -> int:
+        """RAM held by the in-memory copy of the vectors."""
+        matrix = self._matrix
+        return matrix.nbytes if matrix is not None else 0
+
     def wait_in_memory(self) -> None:
         """Block until the RAM copy has loaded (or will not be: off, closing)."""
         if self._loader is not None:
