@@ -38,10 +38,9 @@ pytest: $(VENV)/.test-installed
 protos: $(VENV)/.test-installed
 	$(BIN)/python protos/generate.py
 
+# BENCH_ARGS=--quick for a short run.
 bench: $(VENV)/.test-installed
-	$(BIN)/python -m bench.index_query
-	$(BIN)/python -m bench.freshness
-	$(BIN)/python -m bench.reconcile
+	$(BIN)/python -m bench $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

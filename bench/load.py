@@ -26,7 +26,8 @@ from pathlib import Path
 
 import grpc
 
-from bench.index_query import BIN, photo, write_config
+from bench.common import BIN, write_config
+from bench.corpus import photo
 from clipd_api.v1 import clipd_pb2 as pb
 from clipd_api.v1 import clipd_pb2_grpc as pb_grpc
 

@@ -26,7 +26,8 @@ import grpc
 import numpy as np
 import numpy.typing as npt
 
-from bench.index_query import BIN, photo, write_config
+from bench.common import BIN, write_config
+from bench.corpus import photo
 from clipd import sqlite
 from clipd.config import Config, load_config
 from clipd_api.v1 import clipd_pb2 as pb

@@ -12,6 +12,7 @@ import pytest
 from conftest import TINY_MODEL_JSON, TINY_MODEL_WEIGHTS, ConfigWriter
 from fixtures.shapes import COLOURS, SHAPES, caption, draw
 
+from clipd import embedder
 from clipd.config import ModelConfig
 from clipd.embedder import Embedder
 from clipd.errors import ModelError
@@ -22,6 +23,11 @@ TINY = ModelConfig(name=str(TINY_MODEL_JSON), pretrained=str(TINY_MODEL_WEIGHTS)
 @pytest.fixture(scope="module")
 def tiny() -> Embedder:
     return Embedder(TINY)
+
+
+@pytest.fixture(scope="module")
+def fp32() -> Embedder:
+    return Embedder(ModelConfig(TINY.name, TINY.pretrained, device="cpu", precision="fp32"))
 
 
 def test_vectors_are_unit_float32_and_rank_the_right_caption_first(tiny: Embedder) -> None:
@@ -51,12 +57,43 @@ def test_text_cache_returns_the_same_vector(tiny: Embedder) -> None:
     assert not first.flags.writeable
 
 
-def test_bf16_stays_close_to_fp32(tiny: Embedder) -> None:
+def test_bf16_stays_close_to_fp32_and_keeps_the_identity(fp32: Embedder) -> None:
     half = Embedder(
         ModelConfig(TINY.name, TINY.pretrained, device="cpu", precision="bf16"),
     )
+    assert half.precision == "bf16"
     for text in ("a red circle", "a blue square"):
-        assert float(half.embed_text(text) @ tiny.embed_text(text)) > 0.99
+        assert float(half.embed_text(text) @ fp32.embed_text(text)) > 0.999
+    # A precision change must not make the store drop and re-embed every vector.
+    assert half.identity == fp32.identity
+
+
+def auto(monkeypatch: pytest.MonkeyPatch, has_bf16: bool) -> Embedder:
+    monkeypatch.setattr(embedder, "_cpu_has_bf16", lambda: has_bf16)
+    return Embedder(ModelConfig(TINY.name, TINY.pretrained, device="cpu", precision="auto"))
+
+
+def test_auto_picks_bf16_where_the_cpu_has_it_and_the_drift_is_small(
+    monkeypatch: pytest.MonkeyPatch, fp32: Embedder
+) -> None:
+    chosen = auto(monkeypatch, has_bf16=True)
+    assert chosen.precision == "bf16"
+    assert chosen.bf16_cosine is not None
+    assert chosen.bf16_cosine >= embedder.MIN_BF16_COSINE
+    assert float(chosen.embed_text("a red circle") @ fp32.embed_text("a red circle")) > 0.999
+
+
+def test_auto_stays_fp32_without_bf16_or_when_it_drifts(
+    monkeypatch: pytest.MonkeyPatch, fp32: Embedder
+) -> None:
+    assert auto(monkeypatch, has_bf16=False).precision == "fp32"
+    monkeypatch.setattr(embedder, "MIN_BF16_COSINE", 1.01)  # no bf16 result can pass
+    refused = auto(monkeypatch, has_bf16=True)
+    assert refused.precision == "fp32"
+    assert refused.bf16_cosine is not None
+    # Reloaded in fp32, not bf16 weights cast back: the same vectors as a plain fp32 model.
+    text = "a green triangle"
+    assert np.array_equal(refused.embed_text(text), fp32.embed_text(text))
 
 
 def test_unknown_model_name() -> None:

@@ -241,15 +241,16 @@ def test_deadlines_are_honoured(tmp_path: Path, write_config: ConfigWriter) -> N
     corpus = write_corpus(tmp_path / "pics", per_class=1)
     # No watcher, so that only the Reindex below can pick the new files up.
     with in_process(corpus, write_config, watch=False) as daemon:
-        for number in range(40):
-            image = draw("blue", "circle", (300, 300), random.Random(number))
+        # Enough work to outlast the deadline many times over, even at the tiny model's speed.
+        for number in range(120):
+            image = draw("blue", "circle", (400, 400), random.Random(number))
             image.save(corpus.root / f"new{number}.png")
         with pytest.raises(grpc.RpcError) as caught:
-            daemon.stub.Reindex(pb.ReindexRequest(wait=True), timeout=0.05)
+            daemon.stub.Reindex(pb.ReindexRequest(wait=True), timeout=0.02)
         assert caught.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
         # The abandoned wait frees its server thread, and the daemon goes on answering.
         assert daemon.search(text("a blue circle"), limit=1).hits
-        _wait_idle(daemon, len(corpus.images) + len(corpus.bad) + 40)
+        _wait_idle(daemon, len(corpus.images) + len(corpus.bad) + 120)
 
 
 def test_results_are_flagged_partial_while_indexing(

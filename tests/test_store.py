@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -251,3 +252,130 @@ def test_migrations_are_recorded(tmp_path: Path) -> None:
     assert conn.execute("PRAGMA user_version").fetchone()[0] == store.SCHEMA_VERSION
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     conn.close()
+
+
+def same_hits(ram: Store, vec0: Store, query: Matrix, **kwargs: object) -> list[str]:
+    """Search both paths; assert they agree; return the paths found."""
+    fast = ram.search(query.tobytes(), **kwargs)  # type: ignore[arg-type]
+    slow = vec0.search(query.tobytes(), **kwargs)  # type: ignore[arg-type]
+    assert [h.path for h in fast] == [h.path for h in slow]
+    assert [h.score for h in fast] == pytest.approx([h.score for h in slow], abs=1e-5)
+    assert [(h.width, h.height, h.size_bytes, h.mtime) for h in fast] == [
+        (h.width, h.height, h.size_bytes, h.mtime) for h in slow
+    ]
+    return [h.path for h in fast]
+
+
+FILTERS = (
+    SearchFilter(),
+    SearchFilter(under=("/pics/b",)),
+    SearchFilter(under=("/pics/c", "/pics/a/sub")),
+    SearchFilter(extensions=("png",)),
+    SearchFilter(modified_after_ns=50_000_000_000, modified_before_ns=150_000_000_000),
+    SearchFilter(under=("/pics/a",), extensions=("jpg",), modified_after_ns=20_000_000_000),
+)
+
+
+def test_ram_and_vec0_paths_agree_after_mixed_writes(tmp_path: Path) -> None:
+    ram = Store(tmp_path / "index.db")
+    ram.bind_model(MODEL)
+    vec0 = Store(tmp_path / "index.db", in_memory=False)
+    assert ram.in_memory_ready
+    assert not vec0.in_memory_ready
+    vectors = unit_vectors(400, seed=1)
+    paths = [
+        f"/pics/{'abc'[i % 3]}/{'sub/' if i % 5 == 0 else ''}img{i:03d}.{('jpg', 'png')[i % 2]}"
+        for i in range(400)
+    ]
+    mtimes = [i * 1_000_000_000 for i in range(400)]
+    ram.write_batch(
+        [record(p, v, mtime_ns=t) for p, v, t in zip(paths, vectors, mtimes, strict=True)], []
+    )
+    # Changed files get new vectors; some turn unreadable; some are deleted; a folder moves over
+    # another; a root goes offline and half of it comes back.
+    changed = zip(paths[:40], unit_vectors(40, seed=2), strict=True)
+    ram.write_batch([record(p, v) for p, v in changed], [])
+    ram.write_batch([], [FailureRecord(p, 1, 1, "CorruptImage", "bad") for p in paths[40:60]])
+    ram.remove(paths[60:120:2])
+    ram.write_batch([record("/pics/c/new.png", unit_vectors(1, seed=3)[0])], [])
+    assert ram.move("/pics/a/sub", "/pics/c/sub") > 0
+    ram.set_offline("/pics/c", offline=True)
+    ram.set_offline("/pics/c/sub", offline=False)
+    for seed in range(4):
+        query = unit_vectors(1, seed=200 + seed)[0]
+        for where in FILTERS:
+            found = same_hits(ram, vec0, query, limit=30, where=where)
+            assert all(not p.startswith("/pics/c/") or p.startswith("/pics/c/sub/") for p in found)
+        same_hits(ram, vec0, query, limit=25, offset=50)
+        same_hits(ram, vec0, query, limit=400, min_score=0.1)
+        same_hits(ram, vec0, query, limit=400, where=SearchFilter(under=("/pics/c/sub",)))
+    ram.close()
+    vec0.close()
+
+
+def test_a_reopened_store_loads_its_vectors_into_ram(
+    filled: tuple[Store, list[str], Matrix],
+) -> None:
+    db, paths, vectors = filled
+    db.remove(paths[:5])
+    reopened = Store(db.path)
+    reopened.wait_in_memory()
+    assert reopened.in_memory_ready
+    vec0 = Store(db.path, in_memory=False)
+    for query in vectors[:10]:
+        found = same_hits(reopened, vec0, query, limit=20)
+        assert paths[0] not in found
+    reopened.close()
+    vec0.close()
+
+
+def test_a_new_model_empties_the_ram_copy(db: Store) -> None:
+    db.write_batch([record("/p/a.jpg", unit_vectors(1)[0])], [])
+    eight = np.full(8, 8**-0.5, dtype=np.float32)
+    assert db.bind_model(ModelIdentity("other", "weights", 8)) is True
+    assert db.search(eight.tobytes(), limit=5) == []
+    db.write_batch([record("/p/b.jpg", eight)], [])
+    assert [h.path for h in db.search(eight.tobytes(), limit=5)] == ["/p/b.jpg"]
+
+
+def test_searches_beside_a_writer_thread_stay_consistent(tmp_path: Path) -> None:
+    ram = Store(tmp_path / "index.db")
+    ram.bind_model(MODEL)
+    vectors = unit_vectors(600, seed=5)
+    paths = [f"/pics/{i % 4}/img{i:03d}.jpg" for i in range(600)]
+    errors: list[BaseException] = []
+    done = threading.Event()
+
+    def write() -> None:
+        try:
+            for start in range(0, 600, 20):
+                batch = zip(paths[start : start + 20], vectors[start : start + 20], strict=True)
+                ram.write_batch([record(p, v) for p, v in batch], [])
+                ram.remove(paths[start : start + 5])
+                ram.set_offline("/pics/3", offline=start % 40 == 0)
+        except BaseException as exc:
+            errors.append(exc)
+        finally:
+            done.set()
+
+    def read(seed: int) -> None:
+        try:
+            while not done.is_set():
+                for hit in ram.search(unit_vectors(1, seed)[0].tobytes(), limit=10):
+                    assert hit.path in paths
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=write)] + [
+        threading.Thread(target=read, args=(seed,)) for seed in range(3)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors
+    vec0 = Store(tmp_path / "index.db", in_memory=False)
+    for query in vectors[::50]:
+        assert len(same_hits(ram, vec0, query, limit=50)) == 50
+    ram.close()
+    vec0.close()

@@ -3,10 +3,17 @@
 One writer (serialised by a lock, short explicit transactions) and one reader connection per
 thread; WAL lets searches run while a batch commits. Vectors are float32 bytes, L2-normalised,
 so cosine distance is 1 - score.
+
+Searches score an in-RAM copy of vec0 (clipd.matrix) once it is loaded, which happens on a
+background thread at open so that serving never waits for it; until then, and when the copy is
+turned off, they run vec0's KNN. Both paths take the files a search may return from the same
+SQL (filter_condition), so every filter behaves the same on both.
 """
 
 from __future__ import annotations
 
+import itertools
+import json
 import logging
 import os
 import threading
@@ -16,8 +23,11 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from clipd import sqlite
 from clipd.errors import StoreError, StoreUnwritable
+from clipd.matrix import Floats, Ids, VectorMatrix
 from clipd.records import (
     Counts,
     Failure,
@@ -32,6 +42,8 @@ log = logging.getLogger(__name__)
 
 # sqlite-vec refuses a KNN `k` above this; deeper pages fall back to an exact scan.
 KNN_MAX_K = 4096
+# Rows per fetch while loading vectors into RAM.
+_LOAD_CHUNK = 8192
 
 # Ordered, named migrations; the schema version is how many have run (PRAGMA user_version).
 # Append only: never edit one that has shipped. The vec0 table is not here because its width
@@ -137,7 +149,8 @@ _EVERYTHING = SearchFilter()
 class Store:
     """The index database. Thread-safe: writes are serialised, reads use per-thread connections."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, in_memory: bool = True) -> None:
+        """Open (creating) the database; in_memory=False keeps searches on vec0 (benchmarks)."""
         self.path = path
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -150,6 +163,15 @@ class Store:
         self._local = threading.local()
         self._readers: list[sqlite.Connection] = []
         self._readers_lock = threading.Lock()
+        self._in_memory = in_memory
+        # The RAM copy of vec0, None until loaded. Changed only under _write_lock: a transaction
+        # logs its vector changes in order (a vector, or None for a removal; `_reset` for a new
+        # model), and they are applied once it commits.
+        self._matrix: VectorMatrix | None = None
+        self._changes: list[tuple[int, bytes | None]] = []
+        self._reset: int | None = None
+        self._closing = threading.Event()
+        self._loader: threading.Thread | None = None
         try:
             self._check_integrity()
             self._migrate()
@@ -157,11 +179,32 @@ class Store:
         except BaseException:
             self._writer.close()
             raise
+        if self.model is not None and in_memory:
+            self._loader = threading.Thread(target=self._load_matrix, name="clipd-store-load")
+            self._loader.start()
 
     # -- lifecycle -------------------------------------------------------------------------
 
+    @property
+    def in_memory_ready(self) -> bool:
+        """True once searches use the RAM copy of the vectors."""
+        return self._matrix is not None
+
+    @property
+    def in_memory_bytes(self) -> int:
+        """RAM held by the in-memory copy of the vectors."""
+        matrix = self._matrix
+        return matrix.nbytes if matrix is not None else 0
+
+    def wait_in_memory(self) -> None:
+        """Block until the RAM copy has loaded (or will not be: off, closing)."""
+        if self._loader is not None:
+            self._loader.join()
+
     def close(self) -> None:
         """Checkpoint the WAL into the main file and close every connection."""
+        self._closing.set()
+        self.wait_in_memory()
         with self._readers_lock:
             for conn in self._readers:
                 conn.close()
@@ -187,10 +230,60 @@ class Store:
                 # A failed COMMIT may already have rolled back (SQLite does on a full disk).
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
+                self._changes.clear()
+                self._reset = None
                 fault = _storage_fault(exc)
                 if fault is not None:
                     raise StoreUnwritable(f"{fault}: cannot write {self.path} ({exc})") from exc
                 raise
+            self._apply_to_matrix()
+
+    def _apply_to_matrix(self) -> None:
+        """Mirror the committed transaction's vector changes in RAM, in commit order."""
+        changes, self._changes = self._changes, []
+        if self._reset is not None:
+            self._matrix = VectorMatrix(self._reset) if self._in_memory else None
+            self._reset = None
+        matrix = self._matrix
+        if matrix is None:
+            return
+        # Runs of puts and of removals, applied as blocks, in their order.
+        for is_put, run in itertools.groupby(changes, key=lambda change: change[1] is not None):
+            items = list(run)
+            ids = np.array([file_id for file_id, _ in items], dtype=np.int64)
+            if is_put:
+                matrix.put(ids, _as_matrix([v for _, v in items if v is not None], matrix.dim))
+            else:
+                matrix.discard(ids)
+
+    def _load_matrix(self) -> None:
+        """Runs on the loader thread: copy vec0 into RAM while holding writes back.
+
+        Holding the write lock makes the copy exactly the committed state: no write can land
+        between the read and the switch to the RAM path. Searches meanwhile use vec0.
+        """
+        started = time.perf_counter()
+        with self._write_lock:
+            model = self.model
+            if model is None:
+                return
+            matrix = VectorMatrix(model.dim)
+            cursor = self._reader().execute("SELECT rowid, embedding FROM vectors")
+            try:
+                while rows := cursor.fetchmany(_LOAD_CHUNK):
+                    ids = np.array([file_id for file_id, _ in rows], dtype=np.int64)
+                    matrix.put(ids, _as_matrix([blob for _, blob in rows], model.dim))
+                    if self._closing.is_set():
+                        return
+            finally:
+                cursor.close()  # ends the read transaction even when stopped half-way
+            self._matrix = matrix
+        log.info(
+            "%d vectors loaded into RAM (%.0f MB) in %.1f s",
+            len(matrix),
+            matrix.nbytes / 1e6,
+            time.perf_counter() - started,
+        )
 
     def _read(self, sql: str, params: Sequence[object] = ()) -> list[Any]:
         """All rows of a query on this thread's reader connection.
@@ -274,6 +367,7 @@ class Store:
                 f"CREATE VIRTUAL TABLE vectors USING vec0("
                 f"embedding float[{int(identity.dim)}] distance_metric=cosine)"
             )
+            self._reset = identity.dim
             conn.executemany(
                 "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
                 [
@@ -322,6 +416,7 @@ class Store:
                 conn.execute(
                     "INSERT INTO vectors (rowid, embedding) VALUES (?, ?)", (file_id, rec.vector)
                 )
+                self._changes.append((file_id, rec.vector))
                 conn.execute("DELETE FROM failures WHERE path = ?", (rec.path,))
             for fail in failures:
                 # A file that changed into something unreadable no longer matches its old vector.
@@ -344,14 +439,14 @@ class Store:
             conn.executemany("DELETE FROM failures WHERE path = ?", [(p,) for p in paths])
             return self._delete_files(conn, paths)
 
-    @staticmethod
-    def _delete_files(conn: sqlite.Connection, paths: Sequence[str]) -> int:
+    def _delete_files(self, conn: sqlite.Connection, paths: Sequence[str]) -> int:
         """Delete file rows and their vectors; returns how many existed."""
         removed = 0
         for path in paths:
             rows = conn.execute("DELETE FROM files WHERE path = ? RETURNING id", (path,)).fetchall()
             if rows:
                 conn.execute("DELETE FROM vectors WHERE rowid = ?", (rows[0][0],))
+                self._changes.append((rows[0][0], None))
                 removed += 1
         return removed
 
@@ -444,6 +539,63 @@ class Store:
         """Best `limit` files after `offset` by cosine score among those `where` lets through."""
         if self.model is None or limit <= 0:
             return []
+        matrix = self._matrix
+        if matrix is not None:
+            return self._search_matrix(
+                matrix, vector, limit=limit, offset=offset, min_score=min_score, where=where
+            )
+        return self._search_vec0(
+            vector, limit=limit, offset=offset, min_score=min_score, where=where
+        )
+
+    def _search_matrix(
+        self,
+        matrix: VectorMatrix,
+        vector: bytes,
+        *,
+        limit: int,
+        offset: int,
+        min_score: float | None,
+        where: SearchFilter,
+    ) -> list[StoredHit]:
+        condition, params = filter_condition(where)
+        allowed = excluded = None
+        if where.narrows:
+            allowed = self._ids(f"SELECT f.id FROM files f WHERE {condition}", params)
+        else:  # hidden rows are few, and found through their partial index
+            excluded = self._ids("SELECT id FROM files WHERE state != 'ok'")
+        query: Floats = np.frombuffer(vector, dtype=np.float32)
+        ids, scores = matrix.top(query, limit + offset, allowed=allowed, excluded=excluded)
+        if min_score is not None:
+            ids, scores = ids[scores >= min_score], scores[scores >= min_score]
+        # The filter again, on rows read now: a row changed since `allowed` was read drops out.
+        rows = self._read(
+            f"SELECT f.id, f.path, f.width, f.height, f.size, f.mtime_ns FROM files f "
+            f"WHERE f.id IN (SELECT value FROM json_each(?)) AND {condition}",
+            [json.dumps(ids.tolist()), *params],
+        )
+        by_id = {row[0]: row[1:] for row in rows}
+        hits = [
+            StoredHit(path, float(score), width, height, size, mtime_ns / 1e9)
+            for file_id, score in zip(ids.tolist(), scores.tolist(), strict=True)
+            if file_id in by_id
+            for path, width, height, size, mtime_ns in (by_id[file_id],)
+        ]
+        return hits[offset : offset + limit]
+
+    def _ids(self, sql: str, params: Sequence[object] = ()) -> Ids:
+        rows = self._read(sql, params)
+        return np.fromiter((row[0] for row in rows), dtype=np.int64, count=len(rows))
+
+    def _search_vec0(
+        self,
+        vector: bytes,
+        *,
+        limit: int,
+        offset: int,
+        min_score: float | None,
+        where: SearchFilter,
+    ) -> list[StoredHit]:
         max_distance = 2.0 if min_score is None else 1.0 - min_score
         hidden = self._read("SELECT count(*) FROM files WHERE state != 'ok'")[0][0]
         condition, params = filter_condition(where)
@@ -500,3 +652,8 @@ class Store:
             with suppress(FileNotFoundError):
                 total += Path(f"{self.path}{suffix}").stat().st_size
         return total
+
+
+def _as_matrix(blobs: Sequence[bytes], dim: int) -> Floats:
+    """float32 vector blobs as one (len, dim) matrix."""
+    return np.frombuffer(b"".join(blobs), dtype=np.float32).reshape(len(blobs), dim)

@@ -1,0 +1,34 @@
+"""What several benchmarks share: where the installed commands are, and daemon config files."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+MODELS = {
+    "tiny": {
+        "name": str(REPO / "tests/fixtures/tiny-clip.json"),
+        "pretrained": str(REPO / "tests/fixtures/tiny-clip.pt"),
+    },
+    "vit-b-32": {"name": "ViT-B-32", "pretrained": "random"},
+}
+
+
+def write_config(work: Path, photos: Path, model: str, **extra: object) -> Path:
+    """A config file in work for a daemon over photos with one of MODELS, on CPU."""
+    config = {
+        "roots": [str(photos)],
+        "database": str(work / f"{model}.db"),
+        "socket": str(work / f"{model}.sock"),
+        "model": {**MODELS[model], "device": "cpu"},
+        "log_level": "warning",
+        **extra,
+    }
+    work.mkdir(parents=True, exist_ok=True)
+    path = work / f"{model}.yaml"
+    path.write_text(yaml.safe_dump(config), encoding="utf-8")
+    return path
