@@ -5,7 +5,9 @@ from __future__ import annotations
 import random
 import subprocess
 import sys
+import threading
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -55,6 +57,46 @@ def test_text_cache_returns_the_same_vector(tiny: Embedder) -> None:
     first = tiny.embed_text("a red circle")
     assert tiny.embed_text("a red circle") is first
     assert not first.flags.writeable
+
+
+def test_indexing_in_chunks_gives_the_same_vectors(fp32: Embedder) -> None:
+    rng = random.Random(4)
+    pixels = [fp32.prepare(draw("red", "square", (64, 64), rng)) for _ in range(19)]
+    together = fp32.embed_prepared(pixels)
+    assert together.shape == (19, fp32.identity.dim)
+    one_by_one = np.concatenate([fp32.embed_prepared([p]) for p in pixels])
+    assert np.allclose(together, one_by_one, atol=1e-5)
+
+
+def test_indexing_waits_while_a_query_uses_the_model(
+    fp32: Embedder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    encoding, release = threading.Event(), threading.Event()
+    encode_text = fp32._encode_text
+
+    def held(tokens: Any) -> Any:
+        encoding.set()
+        release.wait(30)
+        return encode_text(tokens)
+
+    monkeypatch.setattr(fp32, "_encode_text", held)
+    query = threading.Thread(target=fp32.embed_text, args=("a query that holds the model",))
+    query.start()
+    assert encoding.wait(30)
+    pixels = [fp32.prepare(draw("blue", "circle", (64, 64), random.Random(5)))] * 3
+    indexed = threading.Event()
+
+    def index() -> None:
+        fp32.embed_prepared(pixels)
+        indexed.set()
+
+    indexing = threading.Thread(target=index)
+    indexing.start()
+    assert not indexed.wait(0.5), "indexing ran while a query held the model"
+    release.set()
+    query.join()
+    indexing.join()
+    assert indexed.is_set()
 
 
 def test_bf16_stays_close_to_fp32_and_keeps_the_identity(fp32: Embedder) -> None:
