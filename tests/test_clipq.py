@@ -720,6 +720,19 @@ def test_status_prints_aligned_lines(
     )
 
 
+def test_status_shows_a_problem_only_when_there_is_one(
+    capsys: pytest.CaptureFixture[str], daemon: tuple[FakeDaemon, str]
+) -> None:
+    fake, path = daemon
+    fake.status.CopyFrom(FULL_STATUS)
+    fake.status.problem = "disk full: cannot write /data/index.db; indexing waits and retries"
+    _, out, _ = run_clipq(capsys, "status", "--socket", path)
+    assert "problem:  disk full: cannot write /data/index.db;" in out
+    fake.status.problem = ""
+    _, out, _ = run_clipq(capsys, "status", "--socket", path)
+    assert "problem" not in out
+
+
 def test_idle_status_shows_no_rate_or_eta(
     capsys: pytest.CaptureFixture[str], daemon: tuple[FakeDaemon, str]
 ) -> None:
@@ -754,6 +767,7 @@ def test_status_json_has_every_field(
         "database": "/data/index.db",
         "database_bytes": 12_345_678,
         "started_at": 1.0,
+        "problem": "",
     }
 
 

@@ -139,8 +139,12 @@ def test_a_file_size_limit_is_survived_not_fatal(
         assert daemon.poll() is None, "SIGXFSZ must not kill the daemon"
         with Client(timeout=10) as client:
             assert len(client.search("a red circle").hits) == 1
+            # The status says what is wrong, not only the log.
+            assert fault in client.status().problem
         resource.prlimit(daemon.pid, resource.RLIMIT_FSIZE, (unlimited, unlimited))
         wait_until_indexed(2, 0)
+        with Client(timeout=10) as client:
+            assert client.status().problem == ""
     finally:
         daemon.send_signal(signal.SIGTERM)
         code = daemon.wait(timeout=30)

@@ -121,6 +121,8 @@ class Status:
     database: str
     database_bytes: int
     started_at: float
+    # What keeps the daemon from indexing, e.g. a full disk; "" when nothing does.
+    problem: str = ""
 
 
 @dataclass(frozen=True, slots=True)

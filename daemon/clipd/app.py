@@ -319,6 +319,8 @@ class Daemon:
 
 
 def _status_line(snap: Snapshot, engine: Engine) -> str:
+    if snap.problem:
+        return f"stalled: {snap.problem}"
     if snap.state == "starting":
         return "loading model"
     if snap.state == "indexing":

@@ -314,12 +314,14 @@ class Indexer:
                 refused = True
                 waiting = len(records) + len(failures)
                 log.error("%s; %d files wait, retrying in %.3g s", exc, waiting, delay)
+                self._progress.set_problem(f"{exc}; indexing waits and retries")
                 if self._stopping.wait(delay):
                     return False
                 delay = min(2 * delay, _RETRY_MAX_S)
                 continue
             if refused:
                 log.info("the database accepts writes again; indexing resumes")
+                self._progress.set_problem("")
             return True
 
     def _embed(self, loaded: list[_Loaded]) -> tuple[list[FileRecord], list[FailureRecord]]:

@@ -19,6 +19,7 @@ class Snapshot:
     images_per_second: float
     eta_seconds: float
     version: int  # bumps on every change, so watchers can wait for the next one
+    problem: str  # what keeps indexing from going on, or ""
 
 
 class Progress:
@@ -34,6 +35,7 @@ class Progress:
         self._rate = 0.0
         self._last_batch_at: float | None = None
         self._version = 0
+        self._problem = ""
 
     def _bump(self) -> None:
         self._version += 1
@@ -43,6 +45,13 @@ class Progress:
         with self._changed:
             self._state = state
             self._bump()
+
+    def set_problem(self, problem: str) -> None:
+        """Say what keeps indexing from going on ("" once it goes on again)."""
+        with self._changed:
+            if problem != self._problem:
+                self._problem = problem
+                self._bump()
 
     def begin_scan(self) -> None:
         with self._changed:
@@ -95,7 +104,14 @@ class Progress:
             state = "indexing"
         eta = self._queued / self._rate if self._rate > 0 and self._queued else 0.0
         return Snapshot(
-            state, self._queued, self._indexed, self._failed, self._rate, eta, self._version
+            state,
+            self._queued,
+            self._indexed,
+            self._failed,
+            self._rate,
+            eta,
+            self._version,
+            self._problem,
         )
 
     def wait_for_change(self, version: int, timeout: float) -> Snapshot:

@@ -257,6 +257,7 @@ class ImageSearch(pb_grpc.ImageSearchServicer):
             database=str(engine.store.path),
             database_bytes=engine.store.size_bytes(),
             started_at=engine.started_at,
+            problem=snap.problem,
         )
 
     @_rpc
