@@ -224,3 +224,20 @@ def test_the_client_finds_the_token_and_sends_image_files_as_bytes(
     err = capsys.readouterr().err
     assert err.startswith("clipq: clipd refused the token:")
     assert err.count("\n") == 1
+
+
+def test_a_loosened_socket_directory_is_made_private_again(tmp_path: Path) -> None:
+    from clipd.instance import prepare_socket
+    from clipd_api.paths import runtime_dir
+
+    own = runtime_dir()
+    own.mkdir(parents=True, exist_ok=True)
+    own.chmod(0o755)
+    prepare_socket(own / "clipd.sock")
+    assert stat.S_IMODE(own.stat().st_mode) == 0o700
+    # A directory the user chose for `socket` is theirs to set; the socket is 0600 anyway.
+    chosen = tmp_path / "chosen"
+    chosen.mkdir()
+    chosen.chmod(0o755)
+    prepare_socket(chosen / "clipd.sock")
+    assert stat.S_IMODE(chosen.stat().st_mode) == 0o755

@@ -17,6 +17,7 @@ import stat
 from pathlib import Path
 
 from clipd.errors import AlreadyRunning, ClipdError
+from clipd_api.paths import runtime_dir
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +89,7 @@ def prepare_socket(path: Path) -> None:
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     except OSError as exc:
         raise ClipdError(f"cannot create the socket directory {path.parent}: {exc}") from exc
+    _make_private(path.parent)
     try:
         mode = path.lstat().st_mode
     except FileNotFoundError:
@@ -101,6 +103,19 @@ def prepare_socket(path: Path) -> None:
         )
     log.info("removing stale socket %s left by an earlier run", path)
     path.unlink()
+
+
+def _make_private(directory: Path) -> None:
+    """Tighten clipd's own socket directory to 0700 if it was made looser (by hand, or by an
+    old version); a directory the user chose for `socket`, such as /tmp, is left alone, since
+    the socket itself is 0600 anyway."""
+    if directory != runtime_dir():
+        return
+    info = directory.stat()
+    if info.st_uid == os.getuid() and info.st_mode & 0o077:
+        log.warning("making %s private (it was %o): only you may reach clipd's socket",
+                    directory, stat.S_IMODE(info.st_mode))  # fmt: skip
+        directory.chmod(0o700)
 
 
 def _socket_is_live(path: Path) -> bool:
