@@ -15,7 +15,7 @@ from google.protobuf.message import Message
 from clipd_api.paths import default_socket_path, default_token_path
 from clipd_api.v1 import clipd_pb2 as pb
 from clipd_api.v1 import clipd_pb2_grpc as pb_grpc
-from clipq._errors import from_rpc_error
+from clipq._errors import ClipqError, from_rpc_error
 
 if TYPE_CHECKING:
     from _typeshed import DataclassInstance
@@ -392,12 +392,18 @@ def _epoch(moment: Timestamp | None) -> float | None:
     return moment
 
 
+def read_token(path: str | Path) -> str:
+    """The token in a token file; ClipqError naming the file when it cannot be read."""
+    try:
+        return Path(path).expanduser().read_text(encoding="utf-8").strip()
+    except OSError as error:
+        raise ClipqError(f"cannot read the token file {path}: {error.strerror}") from None
+
+
 def _default_token() -> str | None:
     """The token in the default token file, or None when there is no such file."""
-    try:
-        return default_token_path().read_text(encoding="utf-8").strip()
-    except FileNotFoundError:
-        return None
+    path = default_token_path()
+    return read_token(path) if path.exists() else None
 
 
 def _absolute(path: str | Path) -> str:

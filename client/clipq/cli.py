@@ -15,7 +15,6 @@ import time
 from collections.abc import Callable, Sequence
 from contextlib import closing
 from dataclasses import asdict
-from pathlib import Path
 from typing import Any, NoReturn
 
 from clipd_api.paths import ADDRESS_ENV, SOCKET_ENV, default_socket_path, default_token_path
@@ -30,7 +29,7 @@ from clipq._arguments import (
     split_command,
     when,
 )
-from clipq._client import Client, SearchResult, Status
+from clipq._client import Client, SearchResult, Status, read_token
 from clipq._errors import ClipqError, DaemonStarting, DaemonUnavailable, PreviewUnsupported
 from clipq._format import failure_lines, hit_line, progress_line, reindex_line, status_lines
 from clipq._open import OPENER_ENV, open_paths
@@ -130,25 +129,18 @@ class _NothingIndexed(Exception):
 def _connect(args: argparse.Namespace) -> Client:
     if args.address is None:
         return Client(args.socket, timeout=args.timeout)
-    return Client(target=args.address, token=_read_token(args.token_file), timeout=args.timeout)
-
-
-def _read_token(path: str | None) -> str | None:
-    """The token in path; with no path, the default token file's, or None when there is none."""
-    if path is None:
-        return None  # the Client reads the default file when it exists
-    try:
-        return Path(path).expanduser().read_text(encoding="utf-8").strip()
-    except OSError as error:
-        raise ClipqError(f"cannot read the token file {path}: {error.strerror}") from None
+    # Without --token-file the Client reads the default token file, when there is one.
+    token = read_token(args.token_file) if args.token_file else None
+    return Client(target=args.address, token=token, timeout=args.timeout)
 
 
 # Command line
 
 
 def _parse(argv: Sequence[str]) -> argparse.Namespace:
-    command, rest = split_command(list(argv), COMMANDS, _search_parser())
-    parser = _PARSERS[command]()
+    search = _search_parser()  # it knows every option that takes a value
+    command, rest = split_command(list(argv), COMMANDS, search)
+    parser = search if command == "search" else _PARSERS[command]()
     if command != "search":
         # Intermixed, so that options may come between words: `clipq reindex a -w b`.
         return parser.parse_intermixed_args(rest)
