@@ -193,18 +193,21 @@ class ImageSearch(pb_grpc.ImageSearchServicer):
 
     def _image_vector(self, embedder: Embedder, source: bytes | Path, label: str) -> Vectors:
         """The vector of image bytes or an image file; one that cannot be decoded is refused."""
-        max_pixels, min_side = self._engine.config.max_image_pixels, embedder.image_size
+        decoded = self._decode(source, embedder.image_size, label)
+        vector: Vectors = embedder.embed_images([decoded.image])[0]
+        return vector
+
+    def _decode(self, source: bytes | Path, min_side: int, label: str) -> images.DecodedImage:
+        """Image bytes or file, decoded down to min_side; bad input becomes a RequestError."""
+        max_pixels = self._engine.config.max_image_pixels
         try:
             if isinstance(source, bytes):
-                decoded = images.decode_bytes(source, max_pixels=max_pixels, min_side=min_side)
-            else:
-                decoded = images.decode_file(source, max_pixels=max_pixels, min_side=min_side)
+                return images.decode_bytes(source, max_pixels=max_pixels, min_side=min_side)
+            return images.decode_file(source, max_pixels=max_pixels, min_side=min_side)
         except ImageTooLarge as exc:
             raise RequestError(f"{label}: {exc}", grpc.StatusCode.RESOURCE_EXHAUSTED) from exc
         except ImageError as exc:
             raise RequestError(f"{label}: {exc}") from exc
-        vector: Vectors = embedder.embed_images([decoded.image])[0]
-        return vector
 
     @_rpc
     def GetStatus(self, request: pb.StatusRequest, context: grpc.ServicerContext) -> pb.Status:
@@ -318,15 +321,8 @@ class ImageSearch(pb_grpc.ImageSearchServicer):
         # read any file its user can read for whoever reaches the socket.
         if self._engine.store.vector_for(path) is None:
             raise RequestError(f"{path!r} is not an indexed image", grpc.StatusCode.NOT_FOUND)
-        try:
-            # min_side lets a JPEG decode at a reduced scale that still covers max_side.
-            decoded = images.decode_file(
-                Path(path), max_pixels=self._engine.config.max_image_pixels, min_side=max_side
-            )
-        except ImageTooLarge as exc:
-            raise RequestError(f"{path}: {exc}", grpc.StatusCode.RESOURCE_EXHAUSTED) from exc
-        except ImageError as exc:
-            raise RequestError(f"{path}: {exc}") from exc
+        # min_side lets a JPEG decode at a reduced scale that still covers max_side.
+        decoded = self._decode(Path(path), max_side, path)
         thumbnail = thumbnails.render(decoded.image, max_side, fmt)
         return pb.ThumbnailResponse(
             data=thumbnail.data, width=thumbnail.width, height=thumbnail.height
