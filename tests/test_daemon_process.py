@@ -17,7 +17,7 @@ import pytest
 import yaml
 from conftest import ConfigWriter
 from fixtures.shapes import COLOURS, SHAPES, draw
-from test_end_to_end import BIN, wait_until_indexed
+from test_end_to_end import BIN, indexed_soon, wait_until_indexed
 from test_watcher import assert_one_to_one, picture
 
 from clipd import sqlite
@@ -105,12 +105,7 @@ def test_sigterm_while_indexing_exits_0_with_a_consistent_database(
     log = tmp_path / "clipd.log"
     process = Process(write_config([root], batch_size=4), log)
     try:
-        seen = 0
-        deadline = time.monotonic() + 120
-        while seen < 8 and time.monotonic() < deadline:
-            with contextlib.suppress(ClipqError), Client(timeout=2) as client:
-                seen = client.status().indexed
-            time.sleep(0.02)
+        seen = indexed_soon(8)
     finally:
         process.signal(signal.SIGTERM)
         code = process.popen.wait(timeout=60)

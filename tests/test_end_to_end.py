@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
 import subprocess
@@ -35,6 +36,20 @@ def wait_until_indexed(expected: int, failed: int, timeout: float = 120) -> None
             last = exc
         time.sleep(0.2)
     raise AssertionError(f"not indexed in {timeout}s; last status: {last}")
+
+
+def indexed_soon(at_least: int, timeout: float = 120) -> int:
+    """Poll until the daemon reports at_least files indexed (or timeout); the count it saw.
+
+    For tests that interrupt indexing: they stop the daemon as soon as this returns.
+    """
+    deadline = time.monotonic() + timeout
+    indexed = 0
+    while indexed < at_least and time.monotonic() < deadline:
+        with contextlib.suppress(ClipqError), Client(timeout=2) as client:
+            indexed = client.status().indexed
+        time.sleep(0.02)
+    return indexed
 
 
 @pytest.fixture

@@ -19,7 +19,7 @@ import pytest
 from conftest import TINY_MODEL_JSON, TINY_MODEL_WEIGHTS, ConfigWriter
 from fixtures.corpus import write_corpus
 from fixtures.shapes import draw
-from test_end_to_end import wait_until_indexed
+from test_end_to_end import indexed_soon, wait_until_indexed
 
 from clipd import sqlite
 from clipd.app import Daemon
@@ -27,7 +27,6 @@ from clipd.config import load_config
 from clipd.indexer import Indexer
 from clipd.store import Store
 from clipd.watcher import Watcher
-from clipq import Client, ClipqError
 
 
 class Live:
@@ -207,12 +206,7 @@ def test_sigkill_mid_batch_then_restart_loses_and_duplicates_nothing(
     command = [str(Path(sys.executable).parent / "clipd"), "serve", "--config", str(config)]
     first = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        deadline = time.monotonic() + 120
-        indexed = 0
-        while indexed < 8 and time.monotonic() < deadline:
-            with contextlib.suppress(ClipqError), Client(timeout=2) as client:
-                indexed = client.status().indexed
-            time.sleep(0.02)
+        indexed = indexed_soon(8)
     finally:
         first.send_signal(signal.SIGKILL)
         first.wait(timeout=30)
