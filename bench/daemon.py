@@ -17,9 +17,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
-
-from bench.common import BIN
+from bench.common import BIN, write_config
 from bench.corpus import photo
 from clipq import Client, ClipqError
 
@@ -46,20 +44,8 @@ def rss_mb(pid: int) -> float:
 def run(work: Path, photos: Path, queries: int, fresh_files: int) -> DaemonResult:
     fresh = work / "fresh"
     fresh.mkdir(exist_ok=True)
-    socket = work / "clipd.sock"
-    config = work / "daemon.yaml"
-    config.write_text(
-        yaml.safe_dump(
-            {
-                "roots": [str(photos), str(fresh)],
-                "database": str(work / "daemon.db"),
-                "socket": str(socket),
-                "model": {"name": "ViT-B-32", "pretrained": "random", "device": "cpu"},
-                "log_level": "warning",
-            }
-        ),
-        encoding="utf-8",
-    )
+    config = write_config(work, photos, "vit-b-32", roots=[str(photos), str(fresh)])
+    socket = work / "vit-b-32.sock"  # where write_config puts it
     env = {**os.environ, "CLIPD_SOCKET": str(socket)}
     daemon = subprocess.Popen([BIN / "clipd", "serve", "--config", str(config)], env=env)
     try:
