@@ -14,8 +14,10 @@ import signal
 import threading
 import time
 from collections import deque
+from collections.abc import Iterable
 from concurrent import futures
 from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
 from types import FrameType
 
 import grpc
@@ -88,9 +90,7 @@ class Daemon:
         self._watcher: Watcher | None = None
         self.progress = Progress()
         self.engine: Engine | None = None  # set by run(); tests look inside
-        for root in config.roots:
-            if not root.is_dir():
-                log.warning("root %s is not there now; its files stay offline until it is", root)
+        _warn_if_missing(config.roots)
 
     def stop(self) -> None:
         self._stop.set()
@@ -266,9 +266,7 @@ class Daemon:
         if plan.removed:
             engine.indexer.forget(plan.removed)
         self.config = engine.config = plan.config
-        for root in plan.added:
-            if not root.is_dir():
-                log.warning("root %s is not there now; its files stay offline until it is", root)
+        _warn_if_missing(plan.added)
         if plan.rescan:
             engine.indexer.submit(plan.rescan)
         log.info(
@@ -316,6 +314,12 @@ class Daemon:
         os.chmod(path, 0o600)  # the 0700 directory already keeps others out; belt and braces
         log.info("listening on %s (loading the model)", path)
         return server, health_servicer, rpc_pool
+
+
+def _warn_if_missing(roots: Iterable[Path]) -> None:
+    for root in roots:
+        if not root.is_dir():
+            log.warning("root %s is not there now; its files stay offline until it is", root)
 
 
 def _status_line(snap: Snapshot, engine: Engine) -> str:
