@@ -124,6 +124,7 @@ window.addEventListener("popstate", (event) => {
   queryImage = (key && imagesByEntry.get(key)) || null;
   typingEntry = false;
   showControls();
+  showTitle();
   search();
 });
 
@@ -136,7 +137,15 @@ let runs = 0;
 function newRun() {
   if (run) run.controller.abort();
   runs += 1;
-  run = { id: runs, offset: 0, done: false, busy: false, controller: new AbortController(), hits: [] };
+  run = {
+    id: runs,
+    offset: 0,
+    done: false,
+    busy: false,
+    nothingIndexed: false,
+    controller: new AbortController(),
+    hits: [],
+  };
   return run;
 }
 
@@ -232,11 +241,16 @@ function failed(current, error) {
 // ---------------------------------------------------------------------------------------------
 // The state line: one plain sentence about what is going on.
 
+/** Text with `backquoted` commands, as nodes: the commands set as code. Never HTML. */
+function withCode(text) {
+  return text.split("`").map((part, i) =>
+    i % 2 ? Object.assign(document.createElement("code"), { textContent: part }) : part,
+  );
+}
+
 function say(kind, text, { retry = false, html = null } = {}) {
   el.state.className = `state state-${kind}`;
-  el.state.replaceChildren();
-  if (html) el.state.append(html);
-  else el.state.textContent = text;
+  el.state.replaceChildren(...(html ? [html] : withCode(text)));
   if (retry) {
     const button = document.createElement("button");
     button.className = "button";
@@ -273,10 +287,13 @@ function showIdleState() {
 }
 
 function describeResults(current, answer) {
+  current.nothingIndexed = Boolean(answer.nothing_indexed);
   if (answer.nothing_indexed) {
-    daemon = daemon ? { ...daemon, indexed: 0 } : daemon;
-    say("nothing", "Nothing is indexed yet, so there is nothing to search. " +
-      "Add pictures to a watched folder; they show up here as soon as they are read.");
+    say("nothing", daemon && daemon.state === "indexing"
+      ? "clipd is reading your pictures for the first time; none is searchable yet. " +
+        "This search runs again by itself as soon as some are."
+      : "Nothing is indexed yet, so there is nothing to search. " +
+        "Add pictures to a watched folder; they show up here as soon as they are read.");
     return;
   }
   const shown = current.hits.length;
@@ -352,6 +369,12 @@ function tile(hit, index) {
   more.setAttribute("aria-label", `More like ${name}`);
   meta.append(scoreBadge, more);
   li.append(open, meta);
+  if (index > 0) {
+    open.tabIndex = -1;
+    more.tabIndex = -1;
+  } else {
+    li.classList.add("current");
+  }
   return li;
 }
 
@@ -365,6 +388,11 @@ el.results.addEventListener("click", (event) => {
   const index = Number(li.dataset.index);
   if (event.target.closest(".more-like")) moreLike(hitAt(index).path);
   else if (event.target.closest(".open")) openLightbox(index);
+});
+
+el.results.addEventListener("focusin", (event) => {
+  const li = event.target.closest(".hit");
+  if (li && !li.classList.contains("current")) makeCurrent(li);
 });
 
 el.results.addEventListener("dragstart", (event) => {
@@ -407,11 +435,23 @@ function verticalNeighbour(li, direction) {
   return Number(inRow[0].dataset.index);
 }
 
+/** The grid is one stop for Tab: only the current tile's buttons are in the tab order, and
+ * the arrow keys move between tiles (a "roving tabindex"). */
+function makeCurrent(li) {
+  for (const old of el.results.querySelectorAll(".hit.current")) {
+    old.classList.remove("current");
+    for (const button of old.querySelectorAll("button")) button.tabIndex = -1;
+  }
+  li.classList.add("current");
+  for (const button of li.querySelectorAll("button")) button.tabIndex = 0;
+}
+
 function focusTile(index) {
   const tiles = el.results.children;
   if (!tiles.length) return;
   const clamped = Math.max(0, Math.min(tiles.length - 1, index));
   const button = tiles[clamped].querySelector(".open");
+  makeCurrent(tiles[clamped]);
   button.focus();
   button.scrollIntoView({ block: "nearest", behavior: "smooth" });
   if (clamped >= tiles.length - 6) loadMore();
@@ -488,7 +528,13 @@ function chip(label, title, onRemove) {
 }
 
 /** Run the search for the current query and give it its own history entry. */
+function showTitle() {
+  const what = query.q.trim() || (queryImage ? "an image" : query.like.length ? "more like this" : "");
+  document.title = what ? `${what} · clipd` : "clipd";
+}
+
 function commit({ typing = false } = {}) {
+  showTitle();
   remember({ typing });
   showChips();
   showFilterSummary();
@@ -509,8 +555,11 @@ function searchByImage(file) {
     toast(`${file ? file.name || "That" : "That"} is not an image clipd can search by.`, "error");
     return;
   }
+  // A new picture starts a new search: the text and "like" terms of the last one go.
   queryImage = file;
   query.like = [];
+  query.q = "";
+  el.q.value = "";
   commit();
 }
 
@@ -752,7 +801,8 @@ async function uploadFiles(files) {
   try {
     const answer = await api.upload(files);
     if (answer.saved.length) {
-      toast(`Added ${fmt.plural(answer.saved.length, "picture")}; they appear in searches once indexed.`);
+      const added = answer.saved.length;
+      toast(`Added ${fmt.plural(added, "picture")}; ${added === 1 ? "it appears" : "they appear"} in searches once indexed.`);
     }
     for (const refused of answer.refused) toast(`${refused.name}: ${refused.reason}`, "error");
   } catch (error) {
@@ -771,7 +821,6 @@ el.uploadFiles.addEventListener("change", () => {
 // Live status at the bottom: progress, rate, time left, and any problem.
 
 function showStatus(status) {
-  const first = daemon === null;
   daemon = status;
   const s = status;
   const total = s.indexed + s.queued;
@@ -785,8 +834,8 @@ function showStatus(status) {
   else if (s.state === "indexing") {
     const parts = [`Indexing: ${fmt.number(s.indexed)} of ${fmt.number(total)} pictures`];
     if (s.images_per_second > 0) parts.push(`${s.images_per_second.toFixed(1)} pictures/s`);
-    const left = fmt.duration(s.eta_seconds);
-    if (left) parts.push(`about ${left} left`);
+    const left = fmt.timeLeft(s.eta_seconds);
+    if (left) parts.push(left);
     text = parts.join(" · ");
   } else {
     text = `${fmt.plural(s.indexed, "picture")} indexed`;
@@ -806,9 +855,9 @@ function showStatus(status) {
   if (s.roots) {
     el.roots.replaceChildren(...s.roots.map((root) => Object.assign(document.createElement("option"), { value: root })));
   }
-  if (first || !hasTerms()) {
-    if (!hasTerms()) showIdleState();
-  }
+  if (!hasTerms()) showIdleState();
+  // A search that found an empty index runs again once there is something to find.
+  else if (run && run.nothingIndexed && s.indexed > 0) search();
 }
 
 function lostStatus(source) {
@@ -908,6 +957,7 @@ function toast(text, kind = "info") {
 function start() {
   query = queryFromURL();
   showControls();
+  showTitle();
   if (query.under || query.since || query.until || query.ext.length || query.min) el.filters.open = true;
   history.replaceState({ image: null }, "", location.href);
   showView(location.hash === "#failures" ? "failures" : "search");
