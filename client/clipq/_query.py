@@ -2,8 +2,8 @@
 
     clipq beach -people 2:sunset +dog photo.jpg
 
-Plain words form one text ("beach"); `+TEXT` and `-TEXT` add and subtract a term of their own;
-`W:TERM` gives a term the weight W; a word that names an existing image file queries by example.
+The query language itself lives in clipd_api.query, shared with the daemon's web search box;
+here a word names an image when it names an existing image file.
 """
 
 from __future__ import annotations
@@ -11,13 +11,14 @@ from __future__ import annotations
 import os
 import re
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 
+from clipd_api.query import ImageProbe, QueryError, parse_words
 from clipq._client import ImageFile, Text
 
-# "2:sunset", "-0.5:people", ".5:dog"
-_WEIGHTED = re.compile(r"([+-]?(?:\d+(?:\.\d*)?|\.\d+)):(.*)", re.DOTALL)
+# QueryError too: parse_when raises it, and clipq's callers catch it from here.
+__all__ = ["WHEN_HELP", "QueryError", "Term", "is_image_file", "parse_when", "query_terms"]
 
 # How image files begin, for the formats the daemon reads.
 _IMAGE_SIGNATURES: tuple[tuple[int, bytes], ...] = (
@@ -32,11 +33,6 @@ _IMAGE_SIGNATURES: tuple[tuple[int, bytes], ...] = (
 )
 
 Term = Text | ImageFile
-ImageProbe = Callable[[str], bool]
-
-
-class QueryError(ValueError):
-    """A query word that cannot be understood; str() says which and why."""
 
 
 def is_image_file(path: str) -> bool:
@@ -58,20 +54,10 @@ def query_terms(
 
     `probe` tells image files from words; an explicit --image must be one.
     """
-    plain: list[str] = []
-    terms: list[Term] = []
-    for word in words:
-        signed = _signed_term(word)
-        if signed is not None:
-            body, weight = signed
-            terms.append(ImageFile(body, weight) if probe(body) else Text(body, weight))
-        elif probe(word):
-            terms.append(ImageFile(word))
-        else:
-            plain.append(word)
-    text = " ".join(plain).strip()
-    if text:
-        terms.insert(0, Text(text))
+    terms: list[Term] = [
+        ImageFile(term.value, term.weight) if term.image else Text(term.value, term.weight)
+        for term in parse_words(words, probe)
+    ]
     for path in images:
         if not probe(path):
             raise QueryError(
@@ -81,22 +67,6 @@ def query_terms(
     if not terms:
         raise QueryError("the query is empty")
     return terms
-
-
-def _signed_term(word: str) -> tuple[str, float] | None:
-    """(term, weight) for `+TERM`, `-TERM` and `W:TERM`; None for a plain word."""
-    match = _WEIGHTED.fullmatch(word)
-    if match:
-        body, weight = match[2], float(match[1])
-    elif len(word) > 1 and word[0] in "+-":
-        body, weight = word[1:], (1.0 if word[0] == "+" else -1.0)
-    else:
-        return None
-    if not body.strip():
-        raise QueryError(f"{word!r}: nothing follows the {'weight' if match else 'sign'}")
-    if weight == 0:
-        raise QueryError(f"{word!r}: a weight of 0 would ignore the term; leave it out instead")
-    return body, weight
 
 
 # --since / --until
