@@ -8,6 +8,7 @@ const PAGE = 60; // hits per request: the first screenful and then some
 const THUMB = 400; // longest side of a tile's thumbnail, in pixels (tiles are ~200 CSS px)
 const TYPING_PAUSE_MS = 220; // search as you type, once the typing pauses this long
 const SLOW_MS = 150; // only say "Searching…" when an answer takes longer than this
+const EAGER = 24; // tiles whose thumbnails load without waiting for layout
 
 const $ = (selector) => document.querySelector(selector);
 const el = {
@@ -344,7 +345,8 @@ function tile(hit, index) {
   open.setAttribute("aria-label", `${name}, score ${fmt.score(hit.score)}: open`);
   const img = document.createElement("img");
   img.alt = name;
-  img.loading = "lazy";
+  // The first screenful loads at once; the rest only as it nears the viewport.
+  img.loading = index < EAGER ? "eager" : "lazy";
   img.decoding = "async";
   img.draggable = true;
   if (hit.width > 0 && hit.height > 0) {
