@@ -211,7 +211,33 @@ function fetchPage(current) {
     signal: current.controller.signal,
   };
   if (queryImage) return api.searchImage({ ...common, image: queryImage });
-  return api.searchText({ ...common, like: query.like });
+  return rememberedAnswer({ ...common, like: query.like });
+}
+
+// Answers to text and "like" searches, kept a little while so that Back, a reload of the same
+// query or Enter pressed again shows the grid at once. An answer is reused only while the index
+// looks unchanged (same count, idle) and for at most ANSWER_TTL_MS, so edits show up soon.
+const ANSWER_TTL_MS = 30_000;
+const ANSWERS_KEPT = 40;
+const answers = new Map(); // search key -> {answer, stamp, at}
+
+function indexStamp() {
+  return daemon && daemon.state === "idle" ? `${daemon.indexed}:${daemon.failed}` : null;
+}
+
+async function rememberedAnswer(request) {
+  const { signal, ...what } = request;
+  const key = JSON.stringify(what);
+  const stamp = indexStamp();
+  const kept = answers.get(key);
+  if (kept && stamp && kept.stamp === stamp && performance.now() - kept.at < ANSWER_TTL_MS) {
+    return kept.answer;
+  }
+  const answer = await api.searchText(request);
+  answers.delete(key);
+  answers.set(key, { answer, stamp, at: performance.now() });
+  if (answers.size > ANSWERS_KEPT) answers.delete(answers.keys().next().value);
+  return answer;
 }
 
 function afterPage(current, answer) {
