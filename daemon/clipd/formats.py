@@ -30,7 +30,7 @@ class Decoder:
 
 
 HEIF = Decoder("HEIC/HEIF", "pip install pillow-heif")
-AVIF = Decoder("AVIF", "a Pillow built with AVIF (PyPI's Pillow 11.2 or newer: pip install -U pillow)")
+AVIF = Decoder("AVIF", "Pillow with AVIF (PyPI's Pillow 11.2 or newer: pip install -U Pillow)")
 JXL = Decoder("JPEG XL", "pip install pillow-jxl-plugin")
 RAW = Decoder("camera RAW", "pip install rawpy")
 
@@ -119,7 +119,9 @@ def _optional(decoder: Decoder) -> str:
 
 def missing(decoder: Decoder) -> MissingDecoder:
     """The failure for a file whose decoder is not installed."""
-    return MissingDecoder(f"{decoder.label} image, but its decoder is not installed: {decoder.install}")
+    return MissingDecoder(
+        f"{decoder.label} image, but its decoder is not installed: {decoder.install}"
+    )
 
 
 # -- JPEG XL dimensions -----------------------------------------------------------------------

@@ -45,8 +45,9 @@ MAX_FILE_BYTES = 512 * 1024 * 1024
 _BACKGROUND = (128, 128, 128)
 
 # What Pillow raises on damaged data. Its header parsers also let IndexError/TypeError/KeyError
-# escape from some plugins; Warning is here because a process running with warnings as errors
-# (the test suite) gets Pillow's metadata warnings raised from inside these calls.
+# escape from some plugins, and the JPEG XL plugin raises RuntimeError; Warning is here because
+# a process running with warnings as errors (the test suite) gets Pillow's metadata warnings
+# raised from inside these calls.
 _DECODE_ERRORS = (
     OSError,
     SyntaxError,
@@ -56,6 +57,7 @@ _DECODE_ERRORS = (
     IndexError,
     TypeError,
     KeyError,
+    RuntimeError,
     Warning,
 )
 _BOMB_ERRORS = (Image.DecompressionBombError, Image.DecompressionBombWarning)
@@ -88,6 +90,7 @@ _SWAPS_SIDES = frozenset(
         Image.Transpose.ROTATE_270,
     }
 )
+
 
 @dataclass(frozen=True, slots=True)
 class DecodedImage:

@@ -23,6 +23,7 @@ import subprocess
 import sys
 import threading
 import time
+from contextlib import suppress
 from dataclasses import dataclass
 
 from PIL import Image
@@ -159,7 +160,8 @@ class _Worker:
         self._proc = subprocess.Popen(
             argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL
         )
-        assert self._proc.stdin is not None and self._proc.stdout is not None
+        assert self._proc.stdin is not None
+        assert self._proc.stdout is not None
         self._stdin, self._stdout = self._proc.stdin, self._proc.stdout
         os.set_blocking(self._stdin.fileno(), False)
         os.set_blocking(self._stdout.fileno(), False)
@@ -231,10 +233,8 @@ class _Worker:
     def close(self) -> None:
         """Close stdin (the worker's signal to end) and reap it."""
         for stream in (self._stdin, self._stdout):
-            try:
+            with suppress(OSError):  # a broken pipe flushing nothing: the child is gone anyway
                 stream.close()
-            except OSError:  # a broken pipe flushing nothing: the child is gone anyway
-                pass
         try:
             self._proc.wait(timeout=5)
         except subprocess.TimeoutExpired:

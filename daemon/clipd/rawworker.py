@@ -54,7 +54,7 @@ def _decode(data: bytes, max_pixels: int, min_side: int | None) -> tuple[dict[st
         with rawpy.imread(io.BytesIO(data)) as raw:
             return _picture(raw, max_pixels, min_side)
     except rawpy.LibRawFileUnsupportedError:
-        return _error("CorruptImage", "libraw cannot read this RAW (unsupported camera, or damaged)")
+        return _error("CorruptImage", "libraw cannot read this RAW (unknown camera, or damaged)")
     except (rawpy.LibRawTooBigError, MemoryError):
         return _error("ImageTooLarge", "RAW too large for libraw to decode in memory")
     except rawpy.LibRawError as exc:

@@ -34,7 +34,16 @@ _OFFSET = re.compile(r"([+-])(\d\d):?(\d\d)")
 _FIRST_YEAR = 1826
 
 # What Pillow's EXIF directory parser raises (or warns, under warnings-as-errors) on damage.
-_EXIF_ERRORS = (OSError, SyntaxError, ValueError, EOFError, IndexError, TypeError, KeyError, Warning)
+_EXIF_ERRORS = (
+    OSError,
+    SyntaxError,
+    ValueError,
+    EOFError,
+    IndexError,
+    TypeError,
+    KeyError,
+    Warning,
+)
 
 
 def from_exif(exif: Image.Exif) -> float | None:
