@@ -352,16 +352,24 @@ def _search_filter(request: pb.SearchRequest) -> SearchFilter:
         if not _EXTENSION.fullmatch(ext):
             raise RequestError(f"extensions: {raw!r} is not a file extension like 'jpg'")
         extensions.append(ext)
-    after = _time_ns(request, "modified_after")
-    before = _time_ns(request, "modified_before")
-    if after is not None and before is not None and after >= before:
-        raise RequestError("modified_after must be earlier than modified_before")
+    after, before = _time_range(request, "modified")
+    taken_after, taken_before = _time_range(request, "taken")
     return SearchFilter(
         under=tuple(_absolute(p, "under") for p in request.under),
         extensions=tuple(extensions),
         modified_after_ns=after,
         modified_before_ns=before,
+        taken_after_ns=taken_after,
+        taken_before_ns=taken_before,
     )
+
+
+def _time_range(request: pb.SearchRequest, prefix: str) -> tuple[int | None, int | None]:
+    after = _time_ns(request, f"{prefix}_after")
+    before = _time_ns(request, f"{prefix}_before")
+    if after is not None and before is not None and after >= before:
+        raise RequestError(f"{prefix}_after must be earlier than {prefix}_before")
+    return after, before
 
 
 def _time_ns(request: pb.SearchRequest, field: str) -> int | None:
