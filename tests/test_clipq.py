@@ -47,7 +47,15 @@ from clipq.cli import main
 HEAVY_MODULES = {"torch", "numpy", "PIL", "yaml", "clipd", "open_clip"}
 
 CANNED_HITS = [
-    pb.Hit(path="/pics/a.jpg", score=0.3124, width=640, height=480, size_bytes=1234, mtime=1.5),
+    pb.Hit(
+        path="/pics/a.jpg",
+        score=0.3124,
+        width=640,
+        height=480,
+        size_bytes=1234,
+        mtime=1.5,
+        taken=0.5,
+    ),
     pb.Hit(path="/pics/b c.png", score=0.2, width=10, height=20, size_bytes=99, mtime=2.0),
 ]
 
@@ -387,7 +395,9 @@ def test_json_prints_one_array_of_hits(
         "height": 480,
         "size_bytes": 1234,
         "mtime": 1.5,
+        "taken": 0.5,
     }
+    assert hits[1]["taken"] is None  # no capture time recorded
 
 
 def test_json_with_no_hits_prints_empty_array(
@@ -1187,8 +1197,22 @@ def test_filters_reach_the_daemon(
     assert list(request.extensions) == ["jpg", "png", "webp"]
     assert request.min_score == pytest.approx(-0.2)
     assert request.offset == 40
-    assert request.modified_after == datetime(2023, 5, 1).timestamp()
-    assert request.modified_before == datetime(2024, 1, 1).timestamp()
+    # --since/--until filter on capture times (the daemon falls back to mtime per file).
+    assert request.taken_after == datetime(2023, 5, 1).timestamp()
+    assert request.taken_before == datetime(2024, 1, 1).timestamp()
+    assert not request.HasField("modified_after")
+    assert not request.HasField("modified_before")
+
+
+def test_mtime_flag_filters_on_modification_time(
+    capsys: pytest.CaptureFixture[str], daemon: tuple[FakeDaemon, str]
+) -> None:
+    fake, path = daemon
+    assert run_clipq(capsys, "--socket", path, "cat", "--mtime", "--since", "2023")[0] == 0
+    [request] = fake.requests
+    assert request.modified_after == datetime(2023, 1, 1).timestamp()
+    assert not request.HasField("modified_before")
+    assert not request.HasField("taken_after")
 
 
 def test_without_filters_none_are_sent(
@@ -1197,7 +1221,7 @@ def test_without_filters_none_are_sent(
     fake, path = daemon
     run_clipq(capsys, "--socket", path, "cat")
     [request] = fake.requests
-    for name in ("min_score", "modified_after", "modified_before"):
+    for name in ("min_score", "modified_after", "modified_before", "taken_after", "taken_before"):
         assert not request.HasField(name)
     assert (list(request.under), list(request.extensions), request.offset) == ([], [], 0)
 
