@@ -28,6 +28,8 @@ PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 # Weights named like this mean "random initialisation": for benchmarks, never for real use.
 RANDOM_WEIGHTS = "random"
 
+# What cameras and phones write, and the common web and editing formats. Files are identified by
+# content, so a name only decides which files are looked at.
 DEFAULT_INCLUDE = (
     "*.jpg",
     "*.jpeg",
@@ -38,6 +40,32 @@ DEFAULT_INCLUDE = (
     "*.bmp",
     "*.tif",
     "*.tiff",
+    # HEIC/HEIF (iPhones; .hif: Canon, Sony, Fujifilm), AVIF, JPEG XL
+    "*.heic",
+    "*.heif",
+    "*.hif",
+    "*.avif",
+    "*.jxl",
+    # Camera RAW: Adobe DNG (and phones' ProRAW), Canon, Nikon, Sony, Fujifilm, Olympus/OM,
+    # Panasonic/Leica, Pentax, Samsung, Hasselblad, Epson, Kodak.
+    "*.dng",
+    "*.cr2",
+    "*.cr3",
+    "*.nef",
+    "*.nrw",
+    "*.arw",
+    "*.srf",
+    "*.sr2",
+    "*.raf",
+    "*.orf",
+    "*.rw2",
+    "*.rwl",
+    "*.pef",
+    "*.srw",
+    "*.3fr",
+    "*.erf",
+    "*.dcr",
+    "*.kdc",
 )
 
 

@@ -123,11 +123,13 @@ class Indexer:
         self._pool.shutdown(wait=True, cancel_futures=True)
 
     def run_once(self, paths: Sequence[Path]) -> ScanJob:
-        """Run one scan job on the calling thread (for `clipd index`)."""
+        """Run one scan job, then the capture-time backfill, on the calling thread (for
+        `clipd index`)."""
         job = ScanJob(tuple(paths))
         self._progress.begin_scan()
         try:
             self._run_job(job)
+            self._backfill()
         finally:
             self._pool.shutdown(wait=True, cancel_futures=True)
         return job

@@ -48,8 +48,10 @@ _FLIPS = {
 }
 
 _TIFF_MAGIC = (b"II*\x00", b"MM\x00*")
-_DNG_VERSION, _PHOTOMETRIC, _SUB_IFDS, _MAKE = 50706, 262, 330, 271
+_DNG_VERSION, _COMPRESSION, _PHOTOMETRIC, _SUB_IFDS, _MAKE = 50706, 259, 262, 330, 271
 _CFA = 32803  # PhotometricInterpretation of raw sensor data
+# Compression codes that only camera makers use (Sony, Nikon, Samsung, Panasonic, Kodak, Pentax).
+_VENDOR_COMPRESSIONS = frozenset({32767, 32769, 32770, 34713, 34316, 65000, 65535})
 
 
 def recognise(data: bytes) -> str | None:
@@ -72,7 +74,8 @@ def recognise(data: bytes) -> str | None:
     # NEF, ARW, PEF, SRW...: TIFF files whose first directory is raw sensor data, or a preview
     # pointing to the raw data in sub-directories, from a camera maker. A scanner's or editor's
     # TIFF has neither.
-    if tags.get(_PHOTOMETRIC) == _CFA or (_SUB_IFDS in tags and _MAKE in tags):
+    sensor = tags.get(_PHOTOMETRIC) == _CFA or tags.get(_COMPRESSION) in _VENDOR_COMPRESSIONS
+    if sensor or (_SUB_IFDS in tags and _MAKE in tags):
         return "RAW"
     return None
 

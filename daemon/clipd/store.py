@@ -559,16 +559,14 @@ class Store:
         ]
 
     def set_capture_times(self, times: Sequence[tuple[int, int, int, int | None]]) -> None:
-        """Store (id, size, mtime_ns, taken_ns) read by the backfill; a row whose file changed
-        since (another size or mtime) is left for its re-indexing to fill in."""
+        """Store (id, size, mtime_ns, taken_ns) read by the backfill. A time read from a file
+        that has changed since its row was written (another size or mtime) is not kept: the
+        scan re-indexes that file, with its time."""
         with self._transaction() as conn:
             conn.executemany(
-                "UPDATE files SET taken_ns = ?, taken_read = 1 "
-                "WHERE id = ? AND size = ? AND mtime_ns = ?",
-                [
-                    (taken_ns, file_id, size, mtime_ns)
-                    for file_id, size, mtime_ns, taken_ns in times
-                ],
+                "UPDATE files SET taken_read = 1, taken_ns = "
+                "CASE WHEN size = ? AND mtime_ns = ? THEN ? ELSE taken_ns END WHERE id = ?",
+                [(size, mtime, taken_ns, file_id) for file_id, size, mtime, taken_ns in times],
             )
 
     def forget_failures(self, error: str) -> int:
