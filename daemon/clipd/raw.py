@@ -296,3 +296,8 @@ atexit.register(_POOL.close)
 def decode(data: bytes, *, max_pixels: int, min_side: int | None) -> RawPicture:
     """Decode RAW bytes in the shared worker pool."""
     return _POOL.decode(data, max_pixels=max_pixels, min_side=min_side)
+
+
+def close_workers() -> None:
+    """End the shared pool's idle workers now (the next RAW starts new ones)."""
+    _POOL.close()
