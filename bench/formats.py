@@ -100,7 +100,7 @@ def measure(rounds: int = 5, per_round: int = 4) -> list[tuple[str, int, float]]
     """(label, file size, median CPU-ms per image), rounds interleaved across formats."""
     paths = files()
     tiny = OUT / "formats" / "tiny.dng"
-    tiny.write_bytes(make_dng(Image.new("RGB", (16, 16))))
+    tiny.write_bytes(make_dng(Image.new("RGB", (64, 48))))
     for path in paths.values():  # warm caches, load plugins
         images.decode_file(path, min_side=MODEL_SIDE)
     raw.close_workers()

@@ -5,7 +5,7 @@ bugs; in the daemon's process one hostile file could crash it, or hang a loader 
 So libraw is never loaded here: `python -m clipd.rawworker` children do the decoding, one
 request at a time each, over pipes. A child that dies (a crash) or overruns DECODE_TIMEOUT_S
 is killed and replaced, and only that file fails, with the reason. A few children are started
-on demand (at most MAX_WORKERS) and kept for the next RAW; each holds ~50 MB while idle.
+on demand (at most MAX_WORKERS) and kept for the next RAW; each holds ~35 MB while idle.
 
 What comes back is the preview JPEG the camera embedded, when it is at least min_side on its
 short side (fast: no demosaic), else a half-size demosaic (libraw's fast path); the caller
