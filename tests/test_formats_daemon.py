@@ -19,7 +19,12 @@ from fixtures.shapes import COLOURS, SHAPES, draw
 from PIL import ExifTags, Image
 from test_end_to_end import wait_until_indexed
 
-import clipd.formats  # noqa: F401  (registers the HEIF and JPEG XL plugins used to write files)
+import clipd.formats  # (also registers the HEIF and JPEG XL plugins used to write files)
+from clipd.config import load_config
+from clipd.embedder import Embedder
+from clipd.indexer import Indexer
+from clipd.progress import Progress
+from clipd.store import Store
 from clipq import Client
 
 BIN = Path(sys.executable).parent
@@ -100,3 +105,28 @@ def test_every_format_of_one_picture_is_found_alike(library: Path) -> None:
                 assert max(im.size) == 64
                 red, green, blue = im.convert("RGB").getpixel((32, 24))  # type: ignore[misc]
                 assert red > 150 > green, (ext, red, green, blue)
+
+
+def test_a_missing_decoder_fails_its_files_until_a_restart_finds_it(
+    tmp_path: Path, write_config: ConfigWriter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = tmp_path / "pics"
+    root.mkdir()
+    draw("red", "circle", (64, 48), random.Random(1)).save(root / "phone.heic", "HEIF")
+    config = load_config(write_config([root]))
+    store = Store(config.database)
+    try:
+        embedder = Embedder(config.model)
+        store.bind_model(embedder.identity)
+        with monkeypatch.context() as without_heif:
+            without_heif.setitem(clipd.formats.AVAILABLE, clipd.formats.HEIF, False)
+            job = Indexer(config, store, embedder, Progress()).run_once([root])
+            assert (job.indexed, job.failed) == (0, 1)
+            (failure,), _ = store.failures(limit=10)
+            assert failure.error == "MissingDecoder"
+            assert "pip install pillow-heif" in failure.message
+        job = Indexer(config, store, embedder, Progress()).run_once([root])  # a restart
+        assert (job.indexed, job.failed) == (1, 0)
+        assert store.failures(limit=10) == ([], 0)
+    finally:
+        store.close()
