@@ -64,11 +64,14 @@ def from_tiff(data: bytes) -> float | None:
     """The capture time in a TIFF-structured file's EXIF (DNG, CR2, NEF, ARW, ORF, RW2...)."""
     if data[:2] not in (b"II", b"MM"):
         return None
-    # ORF and RW2 are TIFF with their own magic numbers: give the parser the standard one.
-    magic = b"II*\x00" if data[:2] == b"II" else b"MM\x00*"
+    tiff = data
+    if data[:4] not in (b"II*\x00", b"MM\x00*"):
+        # ORF and RW2 are TIFF with magic numbers of their own: give the parser the standard
+        # one (a copy of the file, which standard TIFF is spared).
+        tiff = (b"II*\x00" if data[:2] == b"II" else b"MM\x00*") + data[4:]
     exif = Image.Exif()
     try:
-        exif.load(magic + data[4:])
+        exif.load(tiff)
     except _EXIF_ERRORS:
         return None
     return from_exif(exif)
