@@ -1209,7 +1209,7 @@ def test_without_filters_none_are_sent(
         (["cat", "--since", "last week"], "is not a time"),
         (["cat", "--min-score", "2"], "must be between -1 and 1"),
         (["cat", "--since", "2025", "--until", "2024"], "--since must be earlier than --until"),
-        (["cat", "--image", "/no/such.jpg"], "not an image file"),
+        (["cat", "--image", "/no/such.jpg"], "--image /no/such.jpg: no such file"),
         (["cat", "--json", "--paths"], "not allowed with argument"),
         (["0:cat"], "a weight of 0"),
         (["cat", "--socket", "/s", "--address", "h:1"], "not allowed with argument"),

@@ -10,13 +10,13 @@ from fixtures.shapes import draw
 
 from clipq._client import ImageFile, Text
 from clipq._format import hit_line, shorten_path
-from clipq._query import QueryError, is_image_file, parse_when, query_terms
+from clipq._query import QueryError, image_problem, parse_when, query_terms
 
 IMAGES = {"photo.jpg", "/abs/shot.png"}
 
 
-def probe(word: str) -> bool:
-    return word in IMAGES
+def check(word: str) -> str | None:
+    return None if word in IMAGES else "no such file"
 
 
 @pytest.mark.parametrize(
@@ -40,13 +40,13 @@ def probe(word: str) -> bool:
     ],
 )
 def test_query_words_become_terms(words: list[str], expected: list[Text | ImageFile]) -> None:
-    assert query_terms(words, probe=probe) == expected
+    assert query_terms(words, check=check) == expected
 
 
 def test_image_option_adds_an_image_term() -> None:
-    terms = query_terms(["sunset"], ["/abs/shot.png"], probe=probe)
+    terms = query_terms(["sunset"], ["/abs/shot.png"], check=check)
     assert terms == [Text("sunset"), ImageFile("/abs/shot.png")]
-    assert query_terms([], ["photo.jpg"], probe=probe) == [ImageFile("photo.jpg")]
+    assert query_terms([], ["photo.jpg"], check=check) == [ImageFile("photo.jpg")]
 
 
 @pytest.mark.parametrize(
@@ -56,12 +56,12 @@ def test_image_option_adds_an_image_term() -> None:
         (["  "], [], "the query is empty"),
         (["0:cat"], [], "a weight of 0"),
         (["2:"], [], "nothing follows the weight"),
-        (["cat"], ["notes.txt"], "--image notes.txt: not an image file"),
+        (["cat"], ["notes.txt"], "--image notes.txt: no such file"),
     ],
 )
 def test_bad_queries_say_why(words: list[str], images: list[str], message: str) -> None:
     with pytest.raises(QueryError, match=message):
-        query_terms(words, images, probe=probe)
+        query_terms(words, images, check=check)
 
 
 def test_image_files_are_told_apart_by_their_content(tmp_path: Path) -> None:
@@ -69,11 +69,13 @@ def test_image_files_are_told_apart_by_their_content(tmp_path: Path) -> None:
 
     for fmt, name in [("JPEG", "a.jpg"), ("PNG", "b"), ("WEBP", "c.bin"), ("GIF", "d.gif")]:
         draw("red", "circle", (40, 30), random.Random(1)).save(tmp_path / name, format=fmt)
-        assert is_image_file(str(tmp_path / name)), name
+        assert image_problem(str(tmp_path / name)) is None, name
     (tmp_path / "cat").write_text("not a picture of a cat")
-    assert not is_image_file(str(tmp_path / "cat"))
-    assert not is_image_file(str(tmp_path))
-    assert not is_image_file(str(tmp_path / "missing.jpg"))
+    assert image_problem(str(tmp_path / "cat")) == (
+        "not an image file (JPEG, PNG, WebP, GIF, BMP, TIFF, HEIC, AVIF, JPEG XL or camera RAW)"
+    )
+    assert image_problem(str(tmp_path)).startswith("is a folder")  # type: ignore[union-attr]
+    assert image_problem(str(tmp_path / "missing.jpg")) == "no such file"
 
 
 NOW = datetime(2024, 6, 15, 12, 30).timestamp()

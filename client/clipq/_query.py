@@ -3,13 +3,15 @@
     clipq beach -people 2:sunset +dog photo.jpg
 
 Plain words form one text ("beach"); `+TEXT` and `-TEXT` add and subtract a term of their own;
-`W:TERM` gives a term the weight W; a word that names an existing image file queries by example.
+`W:TERM` gives a term the weight W; a word that looks like a path (a '/' or an image extension)
+names an image file to query by example, and is an error when it names none.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import stat
 import time
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
@@ -19,7 +21,8 @@ from clipq._client import ImageFile, Text
 # "2:sunset", "-0.5:people", ".5:dog"
 _WEIGHTED = re.compile(r"([+-]?(?:\d+(?:\.\d*)?|\.\d+)):(.*)", re.DOTALL)
 
-# How image files begin, for the formats the daemon reads.
+# How image files begin, for the formats the daemon reads (RAW files from most cameras are TIFF
+# inside); the daemon has the last word, this only keeps a text file from being sent as one.
 _IMAGE_SIGNATURES: tuple[tuple[int, bytes], ...] = (
     (0, b"\xff\xd8\xff"),  # JPEG
     (0, b"\x89PNG\r\n\x1a\n"),
@@ -29,58 +32,105 @@ _IMAGE_SIGNATURES: tuple[tuple[int, bytes], ...] = (
     (0, b"BM"),
     (0, b"II*\x00"),  # TIFF, little endian
     (0, b"MM\x00*"),  # TIFF, big endian
+    (4, b"ftyp"),  # ISO media: HEIC, HEIF, AVIF, Canon CR3
+    (0, b"\xff\x0a"),  # JPEG XL codestream
+    (0, b"\x00\x00\x00\x0cJXL "),  # JPEG XL container
+    (0, b"IIRO"),  # Olympus ORF
+    (0, b"IIU\x00"),  # Panasonic RW2
+    (0, b"FUJIFILMCCD-RAW"),
 )
 
+# Endings that make a word a file name rather than text: `clipq beach.jpg` means that file.
+IMAGE_EXTENSIONS = frozenset(
+    {
+        *("jpg", "jpeg", "jpe", "jfif", "png", "webp", "gif", "bmp", "tif", "tiff"),
+        *("heic", "heif", "avif", "jxl"),
+        *("dng", "cr2", "cr3", "nef", "nrw", "arw", "orf", "rw2", "raf", "pef", "srw"),
+    }
+)
+
+_FORMATS = "JPEG, PNG, WebP, GIF, BMP, TIFF, HEIC, AVIF, JPEG XL or camera RAW"
+
 Term = Text | ImageFile
-ImageProbe = Callable[[str], bool]
+ImageCheck = Callable[[str], str | None]
 
 
 class QueryError(ValueError):
     """A query word that cannot be understood; str() says which and why."""
 
 
-def is_image_file(path: str) -> bool:
-    """Whether path is a readable regular file that starts like an image the daemon reads."""
+def looks_like_path(word: str) -> bool:
+    """Whether a query word names a file: it has a '/' or ends in an image extension.
+
+    Any other word is text, even when a file of that name happens to be in the current folder
+    (`clipq square` searches for squares); `./square` names the file.
+    """
+    ext = word.rpartition(".")[2]
+    return "/" in word or ("." in word and ext.lower() in IMAGE_EXTENSIONS)
+
+
+def image_problem(path: str) -> str | None:
+    """None when path is a readable file that starts like an image; else what is wrong with it."""
     try:
-        if not os.path.isfile(path):
-            return False
+        # stat first: opening a FIFO or a device could block.
+        mode = os.stat(path).st_mode
+        if stat.S_ISDIR(mode):
+            return "is a folder, not an image file (--under DIR searches within a folder)"
+        if not stat.S_ISREG(mode):
+            return "not a regular file"
         with open(path, "rb") as file:
             head = file.read(16)
-    except OSError:
-        return False
-    return any(head[offset : offset + len(magic)] == magic for offset, magic in _IMAGE_SIGNATURES)
+    except FileNotFoundError:
+        return "no such file"
+    except OSError as error:
+        return f"cannot read it: {error.strerror}"
+    if any(head[offset : offset + len(magic)] == magic for offset, magic in _IMAGE_SIGNATURES):
+        return None
+    return f"not an image file ({_FORMATS})"
 
 
 def query_terms(
-    words: Sequence[str], images: Sequence[str] = (), probe: ImageProbe = is_image_file
+    words: Sequence[str],
+    images: Sequence[str] = (),
+    texts: Sequence[str] = (),
+    check: ImageCheck = image_problem,
 ) -> list[Term]:
-    """The terms the query words and --image paths ask for; plain words join into one text.
+    """The terms the query words, --image paths and --text texts ask for.
 
-    `probe` tells image files from words; an explicit --image must be one.
+    Plain words and texts join into one text. A word that looks like a path must name an image
+    (`check` says what is wrong with it otherwise): it is never searched as text by mistake.
     """
     plain: list[str] = []
     terms: list[Term] = []
     for word in words:
         signed = _signed_term(word)
-        if signed is not None:
-            body, weight = signed
-            terms.append(ImageFile(body, weight) if probe(body) else Text(body, weight))
-        elif probe(word):
-            terms.append(ImageFile(word))
+        body, weight = signed if signed is not None else (word, None)
+        if looks_like_path(body):
+            _check_image(body, check, label=body)
+            terms.append(ImageFile(body, 1.0 if weight is None else weight))
+        elif weight is not None:
+            terms.append(Text(body, weight))
         else:
             plain.append(word)
-    text = " ".join(plain).strip()
+    text = " ".join([*plain, *texts]).strip()
     if text:
         terms.insert(0, Text(text))
     for path in images:
-        if not probe(path):
-            raise QueryError(
-                f"--image {path}: not an image file (JPEG, PNG, WebP, GIF, BMP or TIFF)"
-            )
+        _check_image(path, check, label=f"--image {path}")
         terms.append(ImageFile(path))
     if not terms:
         raise QueryError("the query is empty")
     return terms
+
+
+def _check_image(path: str, check: ImageCheck, *, label: str) -> None:
+    problem = check(path)
+    if problem is None:
+        return
+    has_extension = path.rpartition(".")[2].lower() in IMAGE_EXTENSIONS
+    # A word like 'AC/DC' is more likely text than a mistyped path: say how to search it.
+    hint = "" if has_extension or label.startswith("--") else "; to search it as text, use --text"
+    raise QueryError(f"{label}: {problem}{hint}")
 
 
 def _signed_term(word: str) -> tuple[str, float] | None:

@@ -58,9 +58,12 @@ _QUERY_HELP = """\
 query:
   Plain words form one text: 'clipq red brick wall'. +TEXT and -TEXT add or subtract a
   term of their own, W:TERM weights one ('clipq beach -people 2:sunset'); quote a term of
-  several words ('-"parked cars"'). A word naming an image file searches by example, and
-  text and images combine: 'clipq photo.jpg -0.5:night'. A -WORD that is also an option
-  (-n, -h) is the option; write -1:WORD to subtract that word.
+  several words ('-"parked cars"'). A word that looks like a path (it has a '/' or an
+  image extension such as .jpg) names an image to search by example, and is an error if it
+  names none; other words are always text ('./photo' names a file called photo, and
+  --text 'AC/DC' searches a text with a '/'). Text and images combine:
+  'clipq photo.jpg -0.5:night'. A -WORD that is also an option (-n, -h) is the option;
+  write -1:WORD to subtract that word.
 
 """
 
@@ -146,7 +149,7 @@ def _parse(argv: Sequence[str]) -> argparse.Namespace:
         return parser.parse_intermixed_args(rest)
     args = parser.parse_args(options_then_words(parser, rest))
     try:
-        args.terms = query_terms(args.query, args.image)
+        args.terms = query_terms(args.query, args.image, args.text)
     except QueryError as error:
         parser.error(str(error))
     if args.since is not None and args.until is not None and args.since >= args.until:
@@ -185,7 +188,14 @@ def _search_parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="PATH",
-        help="an image file to search by example (repeatable)",
+        help="an image file to search by example, whatever its name (repeatable)",
+    )
+    parser.add_argument(
+        "--text",
+        action="append",
+        default=[],
+        metavar="TEXT",
+        help="text to search for, never read as a file name, e.g. --text 'AC/DC' (repeatable)",
     )
     _add_filter_options(parser.add_argument_group("filters and paging"))
     _add_output_options(parser.add_argument_group("output"))
