@@ -203,6 +203,8 @@ class Client:
         if socket is not None and target is not None:
             raise ValueError("give either a socket path or a target, not both")
         self._metadata: tuple[tuple[str, str], ...] = ()
+        # The token file looked for in vain, to say so if the daemon asks for a token.
+        self._missing_token: Path | None = None
         self.over_tcp = target is not None
         if target is None:
             path = Path(socket).expanduser() if socket is not None else default_socket_path()
@@ -211,7 +213,8 @@ class Client:
             target = f"unix:{self.where}"
         else:
             self.where = target
-            token = token if token is not None else _default_token()
+            if token is None:
+                token, self._missing_token = _default_token()
             if token is not None:
                 self._metadata = (("authorization", f"Bearer {token}"),)
         self._timeout = timeout
@@ -306,7 +309,7 @@ class Client:
         except grpc.RpcError as error:
             if self._closed:
                 return
-            raise from_rpc_error(error, self.where) from None
+            raise self._error(error) from None
         finally:
             call.cancel()
 
@@ -377,7 +380,10 @@ class Client:
         try:
             return method(request, timeout=timeout, wait_for_ready=False, metadata=self._metadata)
         except grpc.RpcError as error:
-            raise from_rpc_error(error, self.where) from None
+            raise self._error(error, timeout) from None
+
+    def _error(self, error: grpc.RpcError, timeout: float | None = None) -> ClipqError:
+        return from_rpc_error(error, self.where, timeout=timeout, missing_token=self._missing_token)
 
 
 def _non_empty(terms: tuple[QueryTerm, ...]) -> tuple[QueryTerm, ...]:
@@ -400,10 +406,10 @@ def read_token(path: str | Path) -> str:
         raise ClipqError(f"cannot read the token file {path}: {error.strerror}") from None
 
 
-def _default_token() -> str | None:
-    """The token in the default token file, or None when there is no such file."""
+def _default_token() -> tuple[str | None, Path | None]:
+    """(the token in the default token file, None), or (None, that file) when it is missing."""
     path = default_token_path()
-    return read_token(path) if path.exists() else None
+    return (read_token(path), None) if path.exists() else (None, path)
 
 
 def _absolute(path: str | Path) -> str:

@@ -17,7 +17,13 @@ from contextlib import closing
 from dataclasses import asdict
 from typing import Any, NoReturn
 
-from clipd_api.paths import ADDRESS_ENV, SOCKET_ENV, default_socket_path, default_token_path
+from clipd_api.paths import (
+    ADDRESS_ENV,
+    SOCKET_ENV,
+    TOKEN_FILE_ENV,
+    default_socket_path,
+    default_token_path,
+)
 from clipq._arguments import (
     MAX_LIMIT,
     extensions,
@@ -30,7 +36,14 @@ from clipq._arguments import (
     when,
 )
 from clipq._client import Client, SearchResult, Status, read_token
-from clipq._errors import ClipqError, DaemonStarting, DaemonUnavailable, PreviewUnsupported
+from clipq._errors import (
+    ClipqError,
+    DaemonStarting,
+    DaemonUnavailable,
+    PreviewUnsupported,
+    TimedOut,
+    Unauthenticated,
+)
 from clipq._format import failure_lines, hit_line, progress_line, reindex_line, status_lines
 from clipq._open import OPENER_ENV, open_paths
 from clipq._query import WHEN_HELP, QueryError, query_terms
@@ -650,12 +663,24 @@ def _completion(client: Client, args: argparse.Namespace) -> None:
 def _fail(error: ClipqError) -> int:
     # One line, even when the daemon's message has several.
     message = " ".join(str(error).split())
-    print(f"clipq: {message}", file=sys.stderr)
+    print(f"clipq: {message}{_what_to_do(error)}", file=sys.stderr)
     if isinstance(error, DaemonUnavailable):
         return EXIT_NO_DAEMON
     if isinstance(error, DaemonStarting):
         return EXIT_STARTING
     return EXIT_DAEMON_ERROR
+
+
+def _what_to_do(error: ClipqError) -> str:
+    """The command's own advice for errors whose fix is one of its options."""
+    if isinstance(error, TimedOut):
+        return "; allow it longer with --timeout SECONDS"
+    if isinstance(error, Unauthenticated) and error.token_file is not None:
+        return (
+            "; name the token file the daemon wrote (its token_file setting) with --token-file "
+            f"or ${TOKEN_FILE_ENV}"
+        )
+    return ""
 
 
 def _silence_stdout() -> None:
