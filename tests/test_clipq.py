@@ -1312,7 +1312,11 @@ def test_open_without_a_viewer_says_what_to_install(
     monkeypatch.setenv("CLIPQ_OPENER", "no-such-viewer-anywhere")
     code, _, err = run_clipq(capsys, "--socket", path, "--open", "cat")
     assert code == 1
-    assert "'no-such-viewer-anywhere' was not found" in err
+    assert err == (
+        "clipq: cannot open the results: 'no-such-viewer-anywhere' ($CLIPQ_OPENER) was not "
+        "found; install it, or set CLIPQ_OPENER to an image viewer that is installed, "
+        "e.g. CLIPQ_OPENER=feh\n"
+    )
 
 
 def test_preview_draws_each_hit_then_its_line(
@@ -1345,5 +1349,5 @@ def test_preview_on_a_terminal_without_graphics_lists_the_hits_and_says_so(
     code, out, err = run_clipq(capsys, "--socket", path, "--preview", "cat")
     assert code == 0
     assert out == "0.312  /pics/a.jpg\n0.200  /pics/b c.png\n"
-    assert err.startswith("clipq: this terminal cannot show images inline")
+    assert err == "clipq: CLIPQ_GRAPHICS=none turns previews off; listing the hits instead\n"
     assert "Thumbnail" not in fake.calls

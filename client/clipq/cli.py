@@ -167,6 +167,14 @@ def _parse(argv: Sequence[str]) -> argparse.Namespace:
         parser.error(str(error))
     if args.since is not None and args.until is not None and args.since >= args.until:
         parser.error("--since must be earlier than --until")
+    if args.output == "preview":
+        # Imported here: only --preview pays for the terminal code.
+        from clipq._preview import graphics_setting
+
+        try:
+            graphics_setting(os.environ)
+        except ValueError as error:
+            parser.error(str(error))
     return args
 
 
@@ -520,12 +528,14 @@ def _search(client: Client, args: argparse.Namespace) -> None:
 
 def _preview(client: Client, result: SearchResult, *, colour: bool) -> None:
     # Imported here: only --preview pays for the terminal probing code.
-    from clipq._preview import GRAPHICS_ENV, detect_graphics, preview_hits
+    from clipq._preview import detect_graphics, graphics_setting, preview_hits
 
-    forced = bool(os.environ.get(GRAPHICS_ENV))
-    graphics = detect_graphics(os.environ) if forced or sys.stdout.isatty() else None
-    if graphics is None:
-        print(f"clipq: {PreviewUnsupported()}; listing the hits instead", file=sys.stderr)
+    try:
+        if not (graphics_setting(os.environ) or sys.stdout.isatty()):
+            raise PreviewUnsupported("the output is not a terminal")
+        graphics = detect_graphics(os.environ)
+    except PreviewUnsupported as error:
+        print(f"clipq: {error}; listing the hits instead", file=sys.stderr)
         _print_hits(result, "lines", colour=colour)
         return
     sys.stdout.flush()
