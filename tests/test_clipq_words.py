@@ -1,4 +1,4 @@
-"""Which query words clipq reads as image files, and how it says that a named file is not one.
+"""How clipq reads the words of a search: which name image files, and what times mean.
 
 These are all decided before any call, so no daemon is needed: a word that looks like a path
 (a '/' or an image extension) must name a readable image, or the command stops with exit 2.
@@ -6,12 +6,13 @@ These are all decided before any call, so no daemon is needed: a word that looks
 
 from __future__ import annotations
 
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
 
 from clipq._client import ImageFile, Text
-from clipq._query import QueryError, looks_like_path, query_terms
+from clipq._query import QueryError, looks_like_path, parse_when, query_terms
 from clipq.cli import main
 
 PNG_HEAD = b"\x89PNG\r\n\x1a\n" + bytes(24)
@@ -97,3 +98,58 @@ def test_text_option_is_never_read_as_a_file(in_folder: Path) -> None:
 
 def test_image_option_takes_any_name_of_an_image(in_folder: Path) -> None:
     assert query_terms([], ["square"]) == [ImageFile("square")]
+
+
+# --since / --until
+
+NOW = datetime(2024, 6, 15, 12, 30).timestamp()
+# 2024-05-31 18:00 in UTC; Berlin is two hours ahead in summer, Kolkata five and a half.
+EVENING_UTC = datetime(2024, 5, 31, 18, tzinfo=timezone.utc).timestamp()
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("2024-05-31 18:00 UTC", EVENING_UTC),
+        ("2024-05-31 18:00 utc", EVENING_UTC),
+        ("2024-05-31T18:00 Z", EVENING_UTC),
+        ("2024-05-31 20:00 Europe/Berlin", EVENING_UTC),
+        ("2024-05-31  20:00   Europe/Berlin", EVENING_UTC),
+        ("2024-05-31 23:30 Asia/Kolkata", EVENING_UTC),
+        ("2024-05-31 20:00 +02:00", EVENING_UTC),
+        ("2024-05-31 13:00 -0500", EVENING_UTC),
+        ("2024-06 UTC", datetime(2024, 6, 1, tzinfo=timezone.utc).timestamp()),
+        ("15min", NOW - 15 * 60),
+        ("15m", NOW - 15 * 60),
+        ("3 days", NOW - 3 * 86400),
+        ("2 weeks ago", NOW - 14 * 86400),
+        ("6mo", NOW - 180 * 86400),
+        ("6 months", NOW - 180 * 86400),
+        ("1Y", NOW - 365 * 86400),
+    ],
+)
+def test_times_with_zones_and_ages_in_words(text: str, expected: float) -> None:
+    assert parse_when(text, now=NOW) == pytest.approx(expected)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("1M", "'1M' is ambiguous: write min for minutes or mo for months"),
+        ("90M", "'90M' is ambiguous"),
+        ("2024-05-31 18:00 Mars/Olympus", "unknown time zone 'Mars/Olympus': use UTC, a name"),
+        ("2024-05-31T18:00Z UTC", "names two time zones"),
+        ("3 fortnights", "is not a time: use a date or time"),
+    ],
+)
+def test_ambiguous_units_and_unknown_zones_are_refused(text: str, message: str) -> None:
+    with pytest.raises(QueryError, match=message):
+        parse_when(text, now=NOW)
+
+
+def test_an_ambiguous_age_is_a_usage_error_on_the_command_line(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert usage_error(capsys, "cat", "--since", "1M") == (
+        "clipq: error: argument --since: '1M' is ambiguous: write min for minutes or mo for months"
+    )

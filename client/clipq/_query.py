@@ -14,7 +14,7 @@ import re
 import stat
 import time
 from collections.abc import Callable, Sequence
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone, tzinfo
 
 from clipq._client import ImageFile, Text
 
@@ -151,41 +151,88 @@ def _signed_term(word: str) -> tuple[str, float] | None:
 
 # --since / --until
 
-_AGO = re.compile(r"(\d+(?:\.\d+)?)\s*(s|sec|m|min|h|d|w|mo|y)", re.IGNORECASE)
-_UNIT_SECONDS = {
-    "s": 1,
-    "sec": 1,
-    "m": 60,
-    "min": 60,
-    "h": 3600,
-    "d": 86400,
-    "w": 7 * 86400,
-    "mo": 30 * 86400,
-    "y": 365 * 86400,
-}
+_AGO = re.compile(r"(\d+(?:\.\d+)?)\s*([a-z]+)(?:\s+ago)?", re.IGNORECASE)
+_UNITS: tuple[tuple[int, tuple[str, ...]], ...] = (
+    (1, ("s", "sec", "secs", "second", "seconds")),
+    (60, ("m", "min", "mins", "minute", "minutes")),
+    (3600, ("h", "hr", "hrs", "hour", "hours")),
+    (86400, ("d", "day", "days")),
+    (7 * 86400, ("w", "wk", "wks", "week", "weeks")),
+    (30 * 86400, ("mo", "mon", "mos", "month", "months")),
+    (365 * 86400, ("y", "yr", "yrs", "year", "years")),
+)
+_UNIT_SECONDS = {name: seconds for seconds, names in _UNITS for name in names}
+# A time zone at the end of a date: "UTC", "Europe/Berlin", "+02:00", "-0530".
+_ZONE_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_+-]*(?:/[A-Za-z0-9_+-]+)*")
+_ZONE_OFFSET = re.compile(r"[+-]\d{2}:?\d{2}")
 WHEN_HELP = (
-    "a date or time (2024-05-31, 2024-05, 2024, '2024-05-31 18:00', local time unless it "
-    "names a zone), 'today', 'yesterday', or an age such as 90m, 36h, 3d, 2w, 6mo, 1y"
+    "a date or time (2024-05-31, 2024-05, 2024, '2024-05-31 18:00', local time unless a zone "
+    "follows: '2024-05-31 18:00 UTC', '... Europe/Berlin', '...+02:00'), 'today', "
+    "'yesterday', or an age such as 90s, 15min, 36h, 3d, 2w, 6mo, 1y (m is minutes, "
+    "mo months; M is refused as ambiguous)"
 )
 
 
 def parse_when(text: str, now: float | None = None) -> float:
     """Seconds since the Unix epoch for a --since/--until value (see WHEN_HELP)."""
     now = time.time() if now is None else now
-    value = text.strip().lower()
+    value = " ".join(text.split())
     ago = _AGO.fullmatch(value)
     if ago:
-        return now - float(ago[1]) * _UNIT_SECONDS[ago[2]]
-    if value in ("today", "yesterday"):
+        return now - float(ago[1]) * _age_unit(ago[2], text)
+    if value.lower() in ("today", "yesterday"):
         midnight = datetime.fromtimestamp(now).replace(hour=0, minute=0, second=0, microsecond=0)
-        return (midnight - timedelta(days=value == "yesterday")).timestamp()
+        return (midnight - timedelta(days=value.lower() == "yesterday")).timestamp()
+    date, zone = _split_zone(value)
     # A bare year or year-month means its first day.
-    if re.fullmatch(r"\d{4}", value):
-        value += "-01-01"
-    elif re.fullmatch(r"\d{4}-\d{2}", value):
-        value += "-01"
+    if re.fullmatch(r"\d{4}", date):
+        date += "-01-01"
+    elif re.fullmatch(r"\d{4}-\d{2}", date):
+        date += "-01"
     try:
-        # Naive times are local, as a person types them.
-        return datetime.fromisoformat(value.upper()).timestamp()
+        moment = datetime.fromisoformat(date.upper())
     except ValueError:
         raise QueryError(f"{text!r} is not a time: use {WHEN_HELP}") from None
+    if zone is not None:
+        if moment.tzinfo is not None:
+            raise QueryError(f"{text!r} names two time zones; keep one")
+        moment = moment.replace(tzinfo=_time_zone(zone))
+    # Naive times are local, as a person types them.
+    return moment.timestamp()
+
+
+def _age_unit(unit: str, text: str) -> int:
+    # 'M' is minutes to some tools and months to others (systemd): refuse to guess.
+    if unit == "M":
+        raise QueryError(f"{text!r} is ambiguous: write min for minutes or mo for months")
+    seconds = _UNIT_SECONDS.get(unit.lower())
+    if seconds is None:
+        raise QueryError(f"{text!r} is not a time: use {WHEN_HELP}")
+    return seconds
+
+
+def _split_zone(value: str) -> tuple[str, str | None]:
+    """('2024-05-31 18:00', 'UTC') from '2024-05-31 18:00 UTC'; no zone: (value, None)."""
+    date, _, last = value.rpartition(" ")
+    if date and (_ZONE_NAME.fullmatch(last) or _ZONE_OFFSET.fullmatch(last)):
+        return date, last
+    return value, None
+
+
+def _time_zone(name: str) -> tzinfo:
+    if _ZONE_OFFSET.fullmatch(name):
+        sign = 1 if name[0] == "+" else -1
+        digits = name[1:].replace(":", "")
+        return timezone(sign * timedelta(hours=int(digits[:2]), minutes=int(digits[2:])))
+    if name.upper() in ("UTC", "Z", "GMT"):
+        return timezone.utc
+    # Imported here: only a named zone pays for it.
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise QueryError(
+            f"unknown time zone {name!r}: use UTC, a name like Europe/Berlin, or an offset "
+            "like +02:00"
+        ) from None
