@@ -387,6 +387,7 @@ def test_json_prints_one_array_of_hits(
         "height": 480,
         "size_bytes": 1234,
         "mtime": 1.5,
+        "partial": False,
     }
 
 
@@ -405,8 +406,9 @@ def test_partial_results_note_on_stderr_in_human_mode_only(
     fake.partial = True
     note = "clipq: note: indexing in progress; results may be incomplete\n"
     assert run_clipq(capsys, "--socket", path, "cat") == (0, "0.312  /pics/a.jpg\n", note)
-    code, _, err = run_clipq(capsys, "--socket", path, "--json", "cat")
-    assert (code, err) == (0, "")
+    code, out, err = run_clipq(capsys, "--socket", path, "--json", "cat")
+    assert (code, err) == (0, note)
+    assert json.loads(out)[0]["partial"] is True
 
 
 def test_closed_stdout_exits_141_quietly(daemon: tuple[FakeDaemon, str]) -> None:
@@ -939,13 +941,15 @@ def test_reindex_wait_prints_counts_and_sends_absolute_paths(
 ) -> None:
     fake, path = daemon
     monkeypatch.chdir(short_dir)
-    assert run_clipq(capsys, "reindex", "pics", "--wait", "/a/../b", "--socket", path) == (
+    (short_dir / "pics").mkdir()
+    (short_dir / "more").mkdir()
+    assert run_clipq(capsys, "reindex", "pics", "--wait", "pics/../more", "--socket", path) == (
         0,
         "queued 7, indexed 5, failed 1, removed 2\n",
         "",
     )
     [(request, time_left)] = fake.reindexes
-    assert list(request.paths) == [str(short_dir.resolve() / "pics"), "/b"]
+    assert list(request.paths) == [str(short_dir.resolve() / name) for name in ("pics", "more")]
     # A full rescan may take long: no deadline (gRPC reports an infinite one as ~292 years).
     assert request.wait
     assert time_left > 1e9
@@ -1180,12 +1184,14 @@ def test_filters_reach_the_daemon(
 ) -> None:
     fake, path = daemon
     monkeypatch.chdir(tmp_path)
-    argv = ["cat", "--under", "holidays", "--under=/pics/2023", "--ext", "JPG,.png"]
+    (tmp_path / "holidays").mkdir()
+    (tmp_path / "2023").mkdir()
+    argv = ["cat", "--under", "holidays", f"--under={tmp_path}/2023", "--ext", "JPG,.png"]
     argv += ["--ext", "webp", "--min-score", "-0.2", "--offset", "40"]
     argv += ["--since", "2023-05-01", "--until", "2024"]
     assert run_clipq(capsys, "--socket", path, *argv)[0] == 0
     [request] = fake.requests
-    assert list(request.under) == [str(tmp_path / "holidays"), "/pics/2023"]
+    assert list(request.under) == [str(tmp_path / "holidays"), str(tmp_path / "2023")]
     assert list(request.extensions) == ["jpg", "png", "webp"]
     assert request.min_score == pytest.approx(-0.2)
     assert request.offset == 40

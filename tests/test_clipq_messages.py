@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 import threading
 from pathlib import Path
@@ -11,10 +12,21 @@ import pytest
 from test_clipq import CANNED_HITS, FakeDaemon, daemon, run_clipq, short_dir, tcp_daemon
 
 from clipd_api.paths import user_token_path
+from clipd_api.v1 import clipd_pb2 as pb
 from clipq import Client, TimedOut, Unauthenticated
 from clipq.cli import main
 
 __all__ = ["daemon", "short_dir", "tcp_daemon"]  # fixtures
+
+
+def usage_error(capsys: pytest.CaptureFixture[str], *argv: str) -> str:
+    """The last stderr line of a command that must stop with exit 2 before any call."""
+    with pytest.raises(SystemExit) as raised:
+        main(list(argv))
+    assert raised.value.code == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    return err.strip().splitlines()[-1]
 
 
 def test_a_call_past_the_timeout_raises_timed_out(daemon: tuple[FakeDaemon, str]) -> None:
@@ -59,12 +71,8 @@ def test_an_unknown_graphics_setting_is_a_usage_error(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("CLIPQ_GRAPHICS", "bogus")
-    with pytest.raises(SystemExit) as raised:
-        main(["--socket", "/nonexistent/clipd.sock", "--preview", "cat"])
-    assert raised.value.code == 2
-    err = capsys.readouterr().err
-    assert err.endswith(
-        "clipq: error: CLIPQ_GRAPHICS='bogus' is not one of kitty, iterm2, sixel, none\n"
+    assert usage_error(capsys, "--socket", "/nonexistent/clipd.sock", "--preview", "cat") == (
+        "clipq: error: CLIPQ_GRAPHICS='bogus' is not one of kitty, iterm2, sixel, none"
     )
 
 
@@ -98,3 +106,87 @@ def test_a_missing_default_opener_names_it_and_what_to_set(
         "was not found; install it, or set CLIPQ_OPENER to an image viewer that is installed, "
         "e.g. CLIPQ_OPENER=feh\n"
     )
+
+
+# Empty results and paths that are not there
+
+
+def test_no_matches_on_a_terminal_says_so_on_stderr(
+    capsys: pytest.CaptureFixture[str],
+    daemon: tuple[FakeDaemon, str],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    _, path = daemon
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: True)
+    assert run_clipq(capsys, "--socket", path, "cat") == (0, "", "clipq: no matches\n")
+    narrowed = ["--under", str(tmp_path), "--since", "3d", "--min-score", "0.3", "cat"]
+    assert run_clipq(capsys, "--socket", path, *narrowed) == (
+        0,
+        "",
+        "clipq: no matches with --min-score, --under, --since\n",
+    )
+
+
+def test_nothing_searchable_because_every_root_is_offline_says_so(
+    capsys: pytest.CaptureFixture[str], daemon: tuple[FakeDaemon, str]
+) -> None:
+    fake, path = daemon
+    fake.nothing_indexed = True
+    fake.status = pb.Status(state=pb.Status.IDLE, indexed=0, offline=214, roots=["/media/disk"])
+    assert run_clipq(capsys, "--socket", path, "cat") == (
+        5,
+        "",
+        "clipq: nothing is searchable: every root is offline (214 indexed files are on folders "
+        "that are not there now); mount or reconnect them, and see the roots with "
+        "'clipq status'\n",
+    )
+
+
+def test_under_a_folder_that_is_not_there_is_a_usage_error(
+    capsys: pytest.CaptureFixture[str], daemon: tuple[FakeDaemon, str]
+) -> None:
+    fake, path = daemon
+    assert usage_error(capsys, "--socket", path, "--under", "/nonexistent", "cat") == (
+        "clipq: error: --under /nonexistent: no such file or folder"
+    )
+    assert fake.requests == []
+
+
+def test_under_over_tcp_is_the_daemons_path_and_not_checked_here(
+    capsys: pytest.CaptureFixture[str], tcp_daemon: tuple[FakeDaemon, str], tmp_path: Path
+) -> None:
+    fake, address = tcp_daemon
+    token = tmp_path / "token"
+    token.write_text("t")
+    argv = ["--address", address, "--token-file", str(token), "--under", "/elsewhere", "cat"]
+    assert run_clipq(capsys, *argv)[0] == 0
+    assert list(fake.requests[0].under) == ["/elsewhere"]
+
+
+def test_reindex_of_a_path_that_is_not_there_notes_it_and_still_asks(
+    capsys: pytest.CaptureFixture[str], daemon: tuple[FakeDaemon, str]
+) -> None:
+    fake, path = daemon
+    assert run_clipq(capsys, "reindex", "--socket", path, "/nonexistent") == (
+        0,
+        "rescan requested; follow it with 'clipq status --watch'\n",
+        "clipq: note: /nonexistent does not exist; the rescan only drops what the index holds "
+        "there\n",
+    )
+    assert [list(request.paths) for request, _ in fake.reindexes] == [["/nonexistent"]]
+
+
+@pytest.mark.parametrize("partial", [True, False])
+def test_every_machine_readable_hit_says_whether_the_result_is_partial(
+    capsys: pytest.CaptureFixture[str], daemon: tuple[FakeDaemon, str], partial: bool
+) -> None:
+    fake, path = daemon
+    fake.hits = CANNED_HITS
+    fake.partial = partial
+    for flag in ("--json", "--jsonl"):
+        code, out, err = run_clipq(capsys, "--socket", path, flag, "cat")
+        hits = json.loads(out) if flag == "--json" else [json.loads(x) for x in out.splitlines()]
+        assert code == 0
+        assert [hit["partial"] for hit in hits] == [partial, partial]
+        assert ("results may be incomplete" in err) is partial

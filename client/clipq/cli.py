@@ -35,7 +35,7 @@ from clipq._arguments import (
     split_command,
     when,
 )
-from clipq._client import Client, SearchResult, Status, read_token
+from clipq._client import Client, Hit, SearchResult, Status, read_token
 from clipq._errors import (
     ClipqError,
     DaemonStarting,
@@ -123,12 +123,8 @@ def main(argv: list[str] | None = None) -> int:
         sys.stdout.flush()
     except ClipqError as error:
         return _fail(error)
-    except _NothingIndexed:
-        print(
-            "clipq: nothing is indexed yet; check that the config lists your image folders "
-            "under 'roots', and follow the indexing with 'clipq status --watch'",
-            file=sys.stderr,
-        )
+    except _NothingIndexed as nothing:
+        print(f"clipq: {nothing}", file=sys.stderr)
         return EXIT_NOTHING_INDEXED
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
@@ -139,7 +135,24 @@ def main(argv: list[str] | None = None) -> int:
 
 
 class _NothingIndexed(Exception):
-    """A search came back empty because the daemon has no searchable file at all."""
+    """A search came back empty because the daemon has no searchable file at all.
+
+    offline counts the indexed files on roots that are not there now (an unmounted disk).
+    """
+
+    def __init__(self, offline: int) -> None:
+        if offline:
+            message = (
+                f"nothing is searchable: every root is offline ({offline} indexed files are on "
+                "folders that are not there now); mount or reconnect them, and see the roots "
+                "with 'clipq status'"
+            )
+        else:
+            message = (
+                "nothing is indexed yet; check that the config lists your image folders under "
+                "'roots', and follow the indexing with 'clipq status --watch'"
+            )
+        super().__init__(message)
 
 
 def _connect(args: argparse.Namespace) -> Client:
@@ -167,6 +180,11 @@ def _parse(argv: Sequence[str]) -> argparse.Namespace:
         parser.error(str(error))
     if args.since is not None and args.until is not None and args.since >= args.until:
         parser.error("--since must be earlier than --until")
+    if args.address is None:
+        # The daemon behind the socket shares this file system; over TCP paths are its own.
+        for folder in args.under:
+            if not os.path.exists(os.path.expanduser(folder)):
+                parser.error(f"--under {folder}: no such file or folder")
     if args.output == "preview":
         # Imported here: only --preview pays for the terminal code.
         from clipq._preview import graphics_setting
@@ -520,10 +538,31 @@ def _search(client: Client, args: argparse.Namespace) -> None:
         # Flushed first, so that the listing is complete before any viewer appears.
         sys.stdout.flush()
         open_paths([hit.path for hit in result])
-    if result.partial and args.output in ("lines", "preview"):
+    if result.partial:
+        # Machine outputs carry it too (each hit's "partial"), but an empty list cannot.
         print("clipq: note: indexing in progress; results may be incomplete", file=sys.stderr)
     if result.nothing_indexed:
-        raise _NothingIndexed
+        # Only on this path: the status says whether the files are there but offline.
+        raise _NothingIndexed(client.status().offline)
+    if not result.hits and sys.stdout.isatty():
+        print(f"clipq: no matches{_narrowed_by(args)}", file=sys.stderr)
+
+
+def _narrowed_by(args: argparse.Namespace) -> str:
+    """' with --under, --since' for the options that narrowed a search, else ''."""
+    used = [
+        option
+        for option, value in (
+            ("--offset", args.offset),
+            ("--min-score", args.min_score is not None),
+            ("--under", args.under),
+            ("--ext", args.ext),
+            ("--since", args.since is not None),
+            ("--until", args.until is not None),
+        )
+        if value
+    ]
+    return f" with {', '.join(used)}" if used else ""
 
 
 def _preview(client: Client, result: SearchResult, *, colour: bool) -> None:
@@ -550,10 +589,10 @@ def _preview(client: Client, result: SearchResult, *, colour: bool) -> None:
 
 def _print_hits(result: SearchResult, output: str, *, colour: bool) -> None:
     if output == "json":
-        print(json.dumps([asdict(hit) for hit in result]))
+        print(json.dumps([_hit_object(hit, result) for hit in result]))
     elif output == "jsonl":
         for hit in result:
-            print(json.dumps(asdict(hit)))
+            print(json.dumps(_hit_object(hit, result)))
     elif output in ("paths", "print0"):
         end = "\0" if output == "print0" else "\n"
         sys.stdout.write("".join(hit.path + end for hit in result))
@@ -561,6 +600,11 @@ def _print_hits(result: SearchResult, output: str, *, colour: bool) -> None:
         width = shutil.get_terminal_size().columns if sys.stdout.isatty() else None
         for hit in result:
             print(hit_line(hit.score, hit.path, width=width, colour=colour))
+
+
+def _hit_object(hit: Hit, result: SearchResult) -> dict[str, Any]:
+    # partial belongs to the whole result; each hit carries it so that --json stays an array.
+    return {**asdict(hit), "partial": result.partial}
 
 
 def _use_colour(when: str) -> bool:
@@ -652,6 +696,15 @@ def _failures(client: Client, args: argparse.Namespace) -> None:
 
 
 def _reindex(client: Client, args: argparse.Namespace) -> None:
+    if not client.over_tcp:
+        for path in args.paths:
+            if not os.path.lexists(os.path.expanduser(path)):
+                # Still sent: rescanning a vanished path is how its entries leave the index.
+                print(
+                    f"clipq: note: {path} does not exist; the rescan only drops what the "
+                    "index holds there",
+                    file=sys.stderr,
+                )
     result = client.reindex(*args.paths, wait=args.wait)
     if args.json:
         print(json.dumps(asdict(result)))
