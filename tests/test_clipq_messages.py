@@ -190,3 +190,20 @@ def test_every_machine_readable_hit_says_whether_the_result_is_partial(
         assert code == 0
         assert [hit["partial"] for hit in hits] == [partial, partial]
         assert ("results may be incomplete" in err) is partial
+
+
+def test_a_narrow_terminal_keeps_the_folder_that_tells_hits_apart(
+    capsys: pytest.CaptureFixture[str],
+    daemon: tuple[FakeDaemon, str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    fake, path = daemon
+    shared = "/home/someone/Pictures/2023/holidays/"
+    fake.hits = [
+        pb.Hit(path=shared + "italy/IMG_2041.jpg", score=0.31),
+        pb.Hit(path=shared + "norway/IMG_2041.jpg", score=-0.01),
+    ]
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: True)
+    monkeypatch.setenv("COLUMNS", "30")
+    code, out, _ = run_clipq(capsys, "--socket", path, "--color", "never", "cat")
+    assert (code, out) == (0, "0.310  /h…/italy/IMG_2041.jpg\n-0.010  /…/norway/IMG_2041.jpg\n")

@@ -9,7 +9,7 @@ import pytest
 from fixtures.shapes import draw
 
 from clipq._client import ImageFile, Text
-from clipq._format import hit_line, shorten_path
+from clipq._format import fit_paths, hit_line, shorten_path
 from clipq._query import QueryError, image_problem, parse_when, query_terms
 
 IMAGES = {"photo.jpg", "/abs/shot.png"}
@@ -110,15 +110,45 @@ def test_bad_times_say_what_is_accepted(text: str) -> None:
         parse_when(text, now=NOW)
 
 
-def test_hit_lines_fit_the_width_keeping_the_file_name() -> None:
+def test_a_long_path_alone_keeps_its_start_and_its_file_name() -> None:
     path = "/home/someone/Pictures/2023/holidays/italy/IMG_2041.jpg"
-    assert hit_line(0.3124, path) == f"0.312  {path}"
-    line = hit_line(0.3124, path, width=40)
-    assert len(line) == 40
-    assert line.startswith("0.312  /home/")
-    assert line.endswith("…/IMG_2041.jpg")
+    assert fit_paths([path], len(path)) == [path]
+    [fitted] = fit_paths([path], 33)
+    assert fitted == "/home/someone/Pictu…/IMG_2041.jpg"
     assert shorten_path(path, len(path)) == path
     assert shorten_path("/a/very-long-file-name.jpg", 10) == "…-name.jpg"
+    assert shorten_path("no-folder-at-all.jpg", 8) == "…all.jpg"
+
+
+HOLIDAYS = "/home/someone/Pictures/2023/holidays/"
+
+
+@pytest.mark.parametrize(
+    ("width", "expected"),
+    [
+        (
+            40,
+            [
+                "/home/someone/Pictur…/italy/IMG_2041.jpg",
+                "/home/someone/Pictu…/norway/IMG_2041.jpg",
+                # Too long even without the shared folders: the middle of the rest goes too.
+                "…/norw…/a-very-long-file-name-indeed.jpg",
+            ],
+        ),
+        (20, ["…/italy/IMG_2041.jpg", "…/norw…/IMG_2041.jpg", "…ile-name-indeed.jpg"]),
+        (2, ["…g", "…g", "…g"]),
+        (0, ["", "", ""]),
+    ],
+)
+def test_paths_listed_together_lose_the_folders_they_share_first(
+    width: int, expected: list[str]
+) -> None:
+    paths = [
+        HOLIDAYS + "italy/IMG_2041.jpg",
+        HOLIDAYS + "norway/IMG_2041.jpg",
+        HOLIDAYS + "norway/a-very-long-file-name-indeed.jpg",
+    ]
+    assert fit_paths(paths, width) == expected
 
 
 def test_hit_lines_in_colour_keep_the_text() -> None:

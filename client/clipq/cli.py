@@ -44,7 +44,15 @@ from clipq._errors import (
     TimedOut,
     Unauthenticated,
 )
-from clipq._format import failure_lines, hit_line, progress_line, reindex_line, status_lines
+from clipq._format import (
+    failure_lines,
+    fit_paths,
+    hit_line,
+    progress_line,
+    reindex_line,
+    score_width,
+    status_lines,
+)
 from clipq._open import OPENER_ENV, open_paths
 from clipq._query import WHEN_HELP, QueryError, query_terms
 
@@ -597,9 +605,12 @@ def _print_hits(result: SearchResult, output: str, *, colour: bool) -> None:
         end = "\0" if output == "print0" else "\n"
         sys.stdout.write("".join(hit.path + end for hit in result))
     else:
-        width = shutil.get_terminal_size().columns if sys.stdout.isatty() else None
-        for hit in result:
-            print(hit_line(hit.score, hit.path, width=width, colour=colour))
+        paths = [hit.path for hit in result]
+        if sys.stdout.isatty():
+            scores = score_width([hit.score for hit in result])
+            paths = fit_paths(paths, shutil.get_terminal_size().columns - scores)
+        for hit, path in zip(result, paths, strict=True):
+            print(hit_line(hit.score, path, colour=colour))
 
 
 def _hit_object(hit: Hit, result: SearchResult) -> dict[str, Any]:
