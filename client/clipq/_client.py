@@ -12,9 +12,9 @@ from typing import TYPE_CHECKING, Any, Literal, TypeAlias, TypeVar
 import grpc
 from google.protobuf.message import Message
 
-from clipd_api.paths import default_socket_path, default_token_path
 from clipd_api.v1 import clipd_pb2 as pb
 from clipd_api.v1 import clipd_pb2_grpc as pb_grpc
+from clipq._daemon_config import socket_path, token_path
 from clipq._errors import ClipqError, from_rpc_error
 
 if TYPE_CHECKING:
@@ -184,10 +184,11 @@ class Thumbnail:
 class Client:
     """A connection to a clipd daemon; use as a context manager, or call close().
 
-    By default it talks to the Unix socket of default_socket_path() ($CLIPD_SOCKET, else
-    $XDG_RUNTIME_DIR/clipd/clipd.sock); `socket` names another socket, `target` a daemon's TCP
-    address such as "localhost:7474". Over TCP every call carries `token`, by default the one
-    in $CLIPD_TOKEN_FILE or default_token_path() when that file exists. Each call fails after
+    By default it talks to the daemon's Unix socket ($CLIPD_SOCKET, else the `socket` of the
+    daemon's config file, else $XDG_RUNTIME_DIR/clipd/clipd.sock); `socket` names another one,
+    `target` a daemon's TCP address such as "localhost:7474". Over TCP every call carries
+    `token`, by default the one in the token file ($CLIPD_TOKEN_FILE, else the config's
+    `token_file`, else ~/.config/clipd/token) when that file exists. Each call fails after
     `timeout` seconds. Failures raise the exceptions of clipq._errors, never grpc.RpcError.
     `where` is the absolute socket path, or the target, as error messages name it.
     """
@@ -207,7 +208,7 @@ class Client:
         self._missing_token: Path | None = None
         self.over_tcp = target is not None
         if target is None:
-            path = Path(socket).expanduser() if socket is not None else default_socket_path()
+            path = Path(socket).expanduser() if socket is not None else socket_path()
             # Absolute, so that error messages name the file unambiguously.
             self.where = str(path.absolute())
             target = f"unix:{self.where}"
@@ -408,7 +409,7 @@ def read_token(path: str | Path) -> str:
 
 def _default_token() -> tuple[str | None, Path | None]:
     """(the token in the default token file, None), or (None, that file) when it is missing."""
-    path = default_token_path()
+    path = token_path()
     return (read_token(path), None) if path.exists() else (None, path)
 
 

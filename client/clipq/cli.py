@@ -17,13 +17,7 @@ from contextlib import closing
 from dataclasses import asdict
 from typing import Any, NoReturn
 
-from clipd_api.paths import (
-    ADDRESS_ENV,
-    SOCKET_ENV,
-    TOKEN_FILE_ENV,
-    default_socket_path,
-    default_token_path,
-)
+from clipd_api.paths import ADDRESS_ENV, CONFIG_ENV, SOCKET_ENV, TOKEN_FILE_ENV
 from clipq._arguments import (
     MAX_LIMIT,
     extensions,
@@ -36,6 +30,7 @@ from clipq._arguments import (
     when,
 )
 from clipq._client import Client, Hit, SearchResult, Status, read_token
+from clipq._daemon_config import socket_path, token_path
 from clipq._errors import (
     ClipqError,
     DaemonStarting,
@@ -109,7 +104,8 @@ exit status:
   {EXIT_NO_DAEMON}    no daemon is running at the socket, or it stopped during
        'status --until-idle'; start it with 'clipd serve'
   {EXIT_STARTING}    the daemon is still starting (loading its model); try again shortly
-  {EXIT_NOTHING_INDEXED}    a search found nothing because nothing is indexed yet
+  {EXIT_NOTHING_INDEXED}    a search found nothing because nothing is searchable: nothing is
+       indexed yet, or every root is offline
   {EXIT_INTERRUPTED}  interrupted (Ctrl-C)
   {EXIT_BROKEN_PIPE}  the reader closed the output early, e.g. 'clipq ... | head -1'
 """
@@ -467,13 +463,16 @@ _PARSERS: dict[str, Callable[[], argparse.ArgumentParser]] = {
 def _add_connection_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("connection")
     # argparse %-formats help texts, so a '%' in a path must be doubled.
-    socket_default = str(default_socket_path()).replace("%", "%%")
-    token_default = str(default_token_path()).replace("%", "%%")
+    socket_default = str(socket_path()).replace("%", "%%")
+    token_default = str(token_path()).replace("%", "%%")
     where = group.add_mutually_exclusive_group()
     where.add_argument(
         "--socket",
         metavar="PATH",
-        help=f"the daemon's Unix socket (default: {socket_default}; set ${SOCKET_ENV} to change)",
+        help=(
+            f"the daemon's Unix socket (default: {socket_default}, from ${SOCKET_ENV}, else "
+            f"the 'socket' of the daemon's config file ${CONFIG_ENV}, else the built-in path)"
+        ),
     )
     where.add_argument(
         "--address",
@@ -484,7 +483,10 @@ def _add_connection_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--token-file",
         metavar="PATH",
-        help=f"the TCP token, written by the daemon (default: {token_default})",
+        help=(
+            f"the TCP token, written by the daemon (default: {token_default}, from "
+            f"${TOKEN_FILE_ENV}, else the config's 'token_file', else the built-in path)"
+        ),
     )
     group.add_argument(
         "--timeout",
