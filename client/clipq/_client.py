@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Generator, Iterable, Iterator
 from dataclasses import dataclass, fields
 from datetime import datetime
@@ -15,7 +16,7 @@ from google.protobuf.message import Message
 from clipd_api.v1 import clipd_pb2 as pb
 from clipd_api.v1 import clipd_pb2_grpc as pb_grpc
 from clipq._daemon_config import socket_path, token_path
-from clipq._errors import ClipqError, from_rpc_error
+from clipq._errors import ClipqError, DaemonStarting, DaemonUnavailable, from_rpc_error
 
 if TYPE_CHECKING:
     from _typeshed import DataclassInstance
@@ -58,8 +59,17 @@ Timestamp: TypeAlias = float | datetime
 _Record = TypeVar("_Record", bound="DataclassInstance")
 
 # A local daemon never sits behind a proxy, and *_proxy variables would send TCP targets
-# through one.
-_CHANNEL_OPTIONS = [("grpc.enable_http_proxy", 0)]
+# through one. Reconnecting is cheap to a local daemon: after a failed attempt gRPC waits up to
+# 120 s by default before the next, which would keep wait_until_ready() from seeing a daemon
+# that has just started.
+_CHANNEL_OPTIONS = [
+    ("grpc.enable_http_proxy", 0),
+    ("grpc.initial_reconnect_backoff_ms", 100),
+    ("grpc.min_reconnect_backoff_ms", 100),
+    ("grpc.max_reconnect_backoff_ms", 500),
+]
+# How often wait_until_ready() asks a loading daemon whether it is ready.
+_READY_POLL_S = 0.2
 
 
 @dataclass(frozen=True, slots=True)
@@ -292,6 +302,36 @@ class Client:
         """The daemon's current state, counters, model and roots."""
         response: pb.Status = self._call(self._stub.GetStatus, pb.StatusRequest())
         return _status(response)
+
+    def wait_until_ready(self, timeout: float | None = None) -> Status:
+        """Wait until the daemon has loaded its model, and return its status then.
+
+        A daemon that does not answer yet (just started, socket not there yet) is waited for
+        too. After `timeout` seconds (default: the client's timeout) it raises DaemonStarting,
+        or DaemonUnavailable when no daemon ever answered.
+        """
+        limit = self._timeout if timeout is None else timeout
+        deadline = time.monotonic() + limit
+        while True:
+            remaining = deadline - time.monotonic()
+            try:
+                # wait_for_ready: a call waits for the socket to appear instead of failing.
+                response: pb.Status = self._stub.GetStatus(
+                    pb.StatusRequest(),
+                    timeout=max(remaining, 0.001),
+                    wait_for_ready=True,
+                    metadata=self._metadata,
+                )
+            except grpc.RpcError as error:
+                if error.code() != grpc.StatusCode.DEADLINE_EXCEEDED:
+                    raise self._error(error) from None
+                raise DaemonUnavailable(self.where, f"no answer within {limit:g} s") from None
+            status = _status(response)
+            if status.state != "starting":
+                return status
+            if remaining <= _READY_POLL_S:
+                raise DaemonStarting(status.state, waited=limit)
+            time.sleep(_READY_POLL_S)
 
     def watch_status(self) -> Generator[Status, None, None]:
         """The daemon's status now, then again whenever it changes, until the daemon stops.

@@ -39,11 +39,19 @@ class DaemonUnavailable(ClipqError):
 
 
 class DaemonStarting(ClipqError):
-    """The daemon is up but still loading its model; the same call should work shortly."""
+    """The daemon is up but still loading its model; the same call should work shortly.
 
-    def __init__(self, details: str) -> None:
+    waited is how long the client waited for it (Client.wait_until_ready), else None.
+    """
+
+    def __init__(self, details: str, *, waited: float | None = None) -> None:
         self.details = details
-        super().__init__(f"clipd is still starting: {details}; try again in a few seconds")
+        self.waited = waited
+        if waited is None:
+            message = f"clipd is still starting: {details}; try again in a few seconds"
+        else:
+            message = f"clipd was still loading its model after {waited:g} s of waiting"
+        super().__init__(message)
 
 
 class BadRequest(ClipqError):

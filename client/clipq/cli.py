@@ -103,7 +103,8 @@ exit status:
   {EXIT_USAGE}    usage error
   {EXIT_NO_DAEMON}    no daemon is running at the socket, or it stopped during
        'status --until-idle'; start it with 'clipd serve'
-  {EXIT_STARTING}    the daemon is still starting (loading its model); try again shortly
+  {EXIT_STARTING}    the daemon is still starting (loading its model); try again shortly,
+       or wait for it with --wait-ready
   {EXIT_NOTHING_INDEXED}    a search found nothing because nothing is searchable: nothing is
        indexed yet, or every root is offline
   {EXIT_INTERRUPTED}  interrupted (Ctrl-C)
@@ -122,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     run: _Runner = args.run
     try:
         with _connect(args) as client:
-            run(client, args)
+            _run_when_ready(client, args, run)
         # Flush here, so that a closed pipe raises inside this handler rather than at exit.
         sys.stdout.flush()
     except ClipqError as error:
@@ -136,6 +137,32 @@ def main(argv: list[str] | None = None) -> int:
         _silence_stdout()
         return EXIT_BROKEN_PIPE
     return EXIT_OK
+
+
+def _run_when_ready(client: Client, args: argparse.Namespace, run: _Runner) -> None:
+    """Run the command; with --wait-ready, or for a person at a terminal, once it can work.
+
+    --wait-ready waits first, also for a daemon that does not answer yet. At a terminal a
+    command refused because the model is loading waits for it and runs again (nothing was done
+    the first time); scripts get exit 4 at once unless they ask to wait.
+    """
+    if args.wait_ready:
+        client.wait_until_ready(args.timeout)
+        run(client, args)
+        return
+    try:
+        run(client, args)
+    except DaemonStarting:
+        if not sys.stderr.isatty():
+            raise
+        print(
+            f"clipq: clipd is loading its model; waiting up to {args.timeout:g} s "
+            "(--timeout; Ctrl-C stops)",
+            file=sys.stderr,
+            flush=True,
+        )
+        client.wait_until_ready(args.timeout)
+        run(client, args)
 
 
 class _NothingIndexed(Exception):
@@ -495,6 +522,14 @@ def _add_connection_options(parser: argparse.ArgumentParser) -> None:
         metavar="SECONDS",
         help="give up on the daemon after this long (default: %(default)s)",
     )
+    group.add_argument(
+        "--wait-ready",
+        action="store_true",
+        help=(
+            "first wait, up to --timeout, until the daemon answers and has loaded its model "
+            "(at a terminal clipq waits for a loading model anyway)"
+        ),
+    )
 
 
 class _VersionAction(argparse.Action):
@@ -749,7 +784,7 @@ def _fail(error: ClipqError) -> int:
 
 def _what_to_do(error: ClipqError) -> str:
     """The command's own advice for errors whose fix is one of its options."""
-    if isinstance(error, TimedOut):
+    if isinstance(error, TimedOut) or (isinstance(error, DaemonStarting) and error.waited):
         return "; allow it longer with --timeout SECONDS"
     if isinstance(error, Unauthenticated) and error.token_file is not None:
         return (
