@@ -15,13 +15,15 @@ _BAR_WIDTH = 20
 def status_lines(status: Status, now: float) -> list[str]:
     """`key: value` lines, values aligned, for `clipq status`; `now` is the current epoch time."""
     indexing = status.state == "indexing"
+    # 0 is the daemon's "not known yet" (just started) as well as "at rest".
+    rate = status.images_per_second if indexing else 0.0
     fields = [
         ("state", status.state),
         ("indexed", str(status.indexed)),
         ("queued", str(status.queued)),
         ("failed", str(status.failed)),
         ("offline", str(status.offline)),
-        ("rate", f"{status.images_per_second:.1f} images/s" if indexing else "-"),
+        ("rate", f"{rate:.1f} images/s" if rate > 0 else "-"),
         ("ETA", duration(status.eta_seconds) if indexing and status.eta_seconds else "-"),
         ("model", f"{status.model} / {status.pretrained}"),
         ("device", status.device or "-"),
@@ -52,7 +54,7 @@ def progress_line(status: Status, *, bar: bool) -> str:
     if bar:
         filled = round(_BAR_WIDTH * status.indexed / total) if total else _BAR_WIDTH
         parts.append(f"[{'#' * filled}{'.' * (_BAR_WIDTH - filled)}]")
-    if status.state == "indexing":
+    if status.state == "indexing" and status.images_per_second > 0:
         parts.append(f"{status.images_per_second:.1f} img/s")
         if status.eta_seconds:
             parts.append(f"ETA {duration(status.eta_seconds)}")
