@@ -18,12 +18,15 @@ import grpc
 import pytest
 from test_clipq import short_dir
 
+from clipd_api.kinds import ERROR_KIND_METADATA, ErrorKind
 from clipd_api.v1 import clipd_pb2 as pb
 from clipd_api.v1 import clipd_pb2_grpc as pb_grpc
 from clipq import Client, DaemonStarting, DaemonUnavailable
 from clipq.cli import main
 
 __all__ = ["short_dir"]  # a fixture
+
+LOADING = "clipd is still loading its model; try again in a few seconds"
 
 
 class LoadingDaemon(pb_grpc.ImageSearchServicer):
@@ -39,7 +42,8 @@ class LoadingDaemon(pb_grpc.ImageSearchServicer):
 
     def Search(self, request: pb.SearchRequest, context: grpc.ServicerContext) -> pb.SearchResponse:
         if not self.loaded.is_set():
-            context.abort(grpc.StatusCode.UNAVAILABLE, "clipd is still loading its model")
+            context.set_trailing_metadata(((ERROR_KIND_METADATA, ErrorKind.NOT_READY.value),))
+            context.abort(grpc.StatusCode.UNAVAILABLE, LOADING)
         self.searches += 1
         return pb.SearchResponse(hits=[pb.Hit(path="/pics/a.jpg", score=0.5)])
 
@@ -153,5 +157,5 @@ def test_a_script_is_told_at_once_that_the_daemon_is_loading(
 ) -> None:
     daemon, socket = loading
     assert main(["--socket", socket, "cat"]) == 4
-    assert capsys.readouterr().err.startswith("clipq: clipd is still starting:")
+    assert capsys.readouterr().err == f"clipq: {LOADING}\n"
     assert daemon.searches == 0

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import grpc
 
+from clipd_api.kinds import ERROR_KIND_METADATA, ErrorKind
+
 _START_HINT = (
     "start it with 'clipd serve' or 'systemctl --user start clipd' (or 'make run' in the repo)"
 )
@@ -16,9 +18,6 @@ _START_HINT = (
 # gRPC core's wording when, with wait_for_ready=False, no connection could be made at all
 # (no socket file, connection refused, nothing listening on the port).
 _CONNECT_FAILED = "failed to connect to all addresses"
-
-# The daemon refuses calls with UNAVAILABLE while it loads its model, and says so in the details.
-_STARTING_WORDS = ("loading", "starting")
 
 
 class ClipqError(Exception):
@@ -41,16 +40,17 @@ class DaemonUnavailable(ClipqError):
 class DaemonStarting(ClipqError):
     """The daemon is up but still loading its model; the same call should work shortly.
 
-    waited is how long the client waited for it (Client.wait_until_ready), else None.
+    str() is the daemon's own message, which says so and when to try again; waited is how long
+    the client waited for it (Client.wait_until_ready), else None.
     """
 
     def __init__(self, details: str, *, waited: float | None = None) -> None:
         self.details = details
         self.waited = waited
-        if waited is None:
-            message = f"clipd is still starting: {details}; try again in a few seconds"
-        else:
+        if waited is not None:
             message = f"clipd was still loading its model after {waited:g} s of waiting"
+        else:
+            message = details or "clipd is still loading its model; try again in a few seconds"
         super().__init__(message)
 
 
@@ -133,6 +133,8 @@ def from_rpc_error(
     """
     code = error.code()
     details = error.details() or ""
+    if _error_kind(error) == ErrorKind.NOT_READY.value:
+        return DaemonStarting(details)
     if code == grpc.StatusCode.UNAVAILABLE:
         return _unavailable(details, where)
     if code in _BAD_REQUEST_CODES:
@@ -146,13 +148,20 @@ def from_rpc_error(
     return RpcError(code.name, details)
 
 
+def _error_kind(error: grpc.RpcError) -> str | None:
+    """The kind the daemon put in the trailing metadata of a refusal (clipd_api.kinds.ErrorKind);
+    None for failures that did not come from the daemon's own code (no connection, a deadline)."""
+    trailing = getattr(error, "trailing_metadata", None)  # the errors a call raises have it
+    for key, value in (trailing() if trailing else None) or ():
+        if key == ERROR_KIND_METADATA and isinstance(value, str):
+            return value
+    return None
+
+
 def _unavailable(details: str, where: str) -> ClipqError:
     # gRPC reports "cannot connect" and "the server said UNAVAILABLE" with the same code; only
-    # the details tell them apart. Check the transport wording first, since it embeds the
-    # socket path, which may itself contain a word like "loading".
+    # the details tell them apart.
     if details.startswith(_CONNECT_FAILED):
         return DaemonUnavailable(where)
-    if any(word in details.lower() for word in _STARTING_WORDS):
-        return DaemonStarting(details)
     # The connection dropped mid-call, or the daemon is shutting down.
     return DaemonUnavailable(where, details)
