@@ -100,6 +100,13 @@ def test_image_option_takes_any_name_of_an_image(in_folder: Path) -> None:
     assert query_terms([], ["square"]) == [ImageFile("square")]
 
 
+def test_a_tilde_the_shell_left_alone_is_the_home_folder(
+    in_folder: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HOME", str(in_folder))
+    assert query_terms(["~/shot.png"]) == [ImageFile("~/shot.png")]
+
+
 # --since / --until
 
 NOW = datetime(2024, 6, 15, 12, 30).timestamp()

@@ -71,6 +71,8 @@ def looks_like_path(word: str) -> bool:
 
 def image_problem(path: str) -> str | None:
     """None when path is a readable file that starts like an image; else what is wrong with it."""
+    # As the client reads it: ImageFile expands a '~' that the shell left alone ('~/a.jpg').
+    path = os.path.expanduser(path)
     try:
         # stat first: opening a FIFO or a device could block.
         mode = os.stat(path).st_mode
