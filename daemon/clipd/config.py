@@ -17,9 +17,15 @@ from typing import Any, NoReturn
 import yaml
 
 from clipd.errors import ConfigError
-from clipd_api.paths import SOCKET_ENV, TOKEN_FILE_ENV, default_socket_path, user_token_path
+from clipd_api.paths import (
+    CONFIG_ENV,
+    SOCKET_ENV,
+    TOKEN_FILE_ENV,
+    default_config_path,
+    default_socket_path,
+    user_token_path,
+)
 
-CONFIG_ENV = "CLIPD_CONFIG"
 DATABASE_ENV = "CLIPD_DATABASE"
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
@@ -74,15 +80,6 @@ DEFAULT_INCLUDE = (
     "*.dcr",
     "*.kdc",
 )
-
-
-def default_config_path() -> Path:
-    """$CLIPD_CONFIG, else $XDG_CONFIG_HOME/clipd/config.yaml."""
-    override = os.environ.get(CONFIG_ENV)
-    if override:
-        return Path(override).expanduser()
-    base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
-    return Path(base) / "clipd" / "config.yaml"
 
 
 def default_database_path() -> Path:
