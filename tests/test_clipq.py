@@ -48,7 +48,15 @@ from clipq.cli import main
 HEAVY_MODULES = {"torch", "numpy", "PIL", "yaml", "clipd", "open_clip"}
 
 CANNED_HITS = [
-    pb.Hit(path="/pics/a.jpg", score=0.3124, width=640, height=480, size_bytes=1234, mtime=1.5),
+    pb.Hit(
+        path="/pics/a.jpg",
+        score=0.3124,
+        width=640,
+        height=480,
+        size_bytes=1234,
+        mtime=1.5,
+        taken=0.5,
+    ),
     pb.Hit(path="/pics/b c.png", score=0.2, width=10, height=20, size_bytes=99, mtime=2.0),
 ]
 
@@ -393,7 +401,10 @@ def test_json_prints_one_array_of_hits(
         "height": 480,
         "size_bytes": 1234,
         "mtime": 1.5,
+        "taken": 0.5,
+        "partial": False,
     }
+    assert hits[1]["taken"] is None  # no capture time recorded
 
 
 def test_json_with_no_hits_prints_empty_array(
@@ -411,8 +422,9 @@ def test_partial_results_note_on_stderr_in_human_mode_only(
     fake.partial = True
     note = "clipq: note: indexing in progress; results may be incomplete\n"
     assert run_clipq(capsys, "--socket", path, "cat") == (0, "0.312  /pics/a.jpg\n", note)
-    code, _, err = run_clipq(capsys, "--socket", path, "--json", "cat")
-    assert (code, err) == (0, "")
+    code, out, err = run_clipq(capsys, "--socket", path, "--json", "cat")
+    assert (code, err) == (0, note)
+    assert json.loads(out)[0]["partial"] is True
 
 
 def test_closed_stdout_exits_141_quietly(daemon: tuple[FakeDaemon, str]) -> None:
@@ -482,7 +494,7 @@ def test_library_returns_typed_result(daemon: tuple[FakeDaemon, str]) -> None:
     assert isinstance(result, SearchResult)
     assert (result.partial, result.took_ms, len(result)) == (True, 1.5, 1)
     [hit] = result
-    assert hit == Hit("/pics/a.jpg", pytest.approx(0.3124), 640, 480, 1234, 1.5)  # type: ignore[arg-type]
+    assert hit == Hit("/pics/a.jpg", pytest.approx(0.3124), 640, 480, 1234, 1.5, 0.5)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("terms", [(), ("",), ("  ",), ("cat", ("\t", 1.0))])
@@ -600,7 +612,9 @@ def test_timeout_exits_1_naming_the_deadline(
     fake.hold = threading.Event()
     code, out, err = run_clipq(capsys, "--socket", path, "--timeout", "0.05", "cat")
     assert (code, out) == (1, "")
-    assert err.startswith("clipq: clipd call failed (DEADLINE_EXCEEDED)")
+    assert (
+        err == "clipq: clipd did not answer within 0.05 s; allow it longer with --timeout SECONDS\n"
+    )
 
 
 def test_ctrl_c_exits_130_without_traceback(
@@ -973,13 +987,15 @@ def test_reindex_wait_prints_counts_and_sends_absolute_paths(
 ) -> None:
     fake, path = daemon
     monkeypatch.chdir(short_dir)
-    assert run_clipq(capsys, "reindex", "pics", "--wait", "/a/../b", "--socket", path) == (
+    (short_dir / "pics").mkdir()
+    (short_dir / "more").mkdir()
+    assert run_clipq(capsys, "reindex", "pics", "--wait", "pics/../more", "--socket", path) == (
         0,
         "queued 7, indexed 5, failed 1, removed 2\n",
         "",
     )
     [(request, time_left)] = fake.reindexes
-    assert list(request.paths) == [str(short_dir.resolve() / "pics"), "/b"]
+    assert list(request.paths) == [str(short_dir.resolve() / name) for name in ("pics", "more")]
     # A full rescan may take long: no deadline (gRPC reports an infinite one as ~292 years).
     assert request.wait
     assert time_left > 1e9
@@ -1214,17 +1230,33 @@ def test_filters_reach_the_daemon(
 ) -> None:
     fake, path = daemon
     monkeypatch.chdir(tmp_path)
-    argv = ["cat", "--under", "holidays", "--under=/pics/2023", "--ext", "JPG,.png"]
+    (tmp_path / "holidays").mkdir()
+    (tmp_path / "2023").mkdir()
+    argv = ["cat", "--under", "holidays", f"--under={tmp_path}/2023", "--ext", "JPG,.png"]
     argv += ["--ext", "webp", "--min-score", "-0.2", "--offset", "40"]
     argv += ["--since", "2023-05-01", "--until", "2024"]
     assert run_clipq(capsys, "--socket", path, *argv)[0] == 0
     [request] = fake.requests
-    assert list(request.under) == [str(tmp_path / "holidays"), "/pics/2023"]
+    assert list(request.under) == [str(tmp_path / "holidays"), str(tmp_path / "2023")]
     assert list(request.extensions) == ["jpg", "png", "webp"]
     assert request.min_score == pytest.approx(-0.2)
     assert request.offset == 40
-    assert request.modified_after == datetime(2023, 5, 1).timestamp()
-    assert request.modified_before == datetime(2024, 1, 1).timestamp()
+    # --since/--until filter on capture times (the daemon falls back to mtime per file).
+    assert request.taken_after == datetime(2023, 5, 1).timestamp()
+    assert request.taken_before == datetime(2024, 1, 1).timestamp()
+    assert not request.HasField("modified_after")
+    assert not request.HasField("modified_before")
+
+
+def test_mtime_flag_filters_on_modification_time(
+    capsys: pytest.CaptureFixture[str], daemon: tuple[FakeDaemon, str]
+) -> None:
+    fake, path = daemon
+    assert run_clipq(capsys, "--socket", path, "cat", "--mtime", "--since", "2023")[0] == 0
+    [request] = fake.requests
+    assert request.modified_after == datetime(2023, 1, 1).timestamp()
+    assert not request.HasField("modified_before")
+    assert not request.HasField("taken_after")
 
 
 def test_without_filters_none_are_sent(
@@ -1233,7 +1265,7 @@ def test_without_filters_none_are_sent(
     fake, path = daemon
     run_clipq(capsys, "--socket", path, "cat")
     [request] = fake.requests
-    for name in ("min_score", "modified_after", "modified_before"):
+    for name in ("min_score", "modified_after", "modified_before", "taken_after", "taken_before"):
         assert not request.HasField(name)
     assert (list(request.under), list(request.extensions), request.offset) == ([], [], 0)
 
@@ -1245,7 +1277,7 @@ def test_without_filters_none_are_sent(
         (["cat", "--since", "last week"], "is not a time"),
         (["cat", "--min-score", "2"], "must be between -1 and 1"),
         (["cat", "--since", "2025", "--until", "2024"], "--since must be earlier than --until"),
-        (["cat", "--image", "/no/such.jpg"], "not an image file"),
+        (["cat", "--image", "/no/such.jpg"], "--image /no/such.jpg: no such file"),
         (["cat", "--json", "--paths"], "not allowed with argument"),
         (["0:cat"], "a weight of 0"),
         (["cat", "--socket", "/s", "--address", "h:1"], "not allowed with argument"),
@@ -1346,7 +1378,11 @@ def test_open_without_a_viewer_says_what_to_install(
     monkeypatch.setenv("CLIPQ_OPENER", "no-such-viewer-anywhere")
     code, _, err = run_clipq(capsys, "--socket", path, "--open", "cat")
     assert code == 1
-    assert "'no-such-viewer-anywhere' was not found" in err
+    assert err == (
+        "clipq: cannot open the results: 'no-such-viewer-anywhere' ($CLIPQ_OPENER) was not "
+        "found; install it, or set CLIPQ_OPENER to an image viewer that is installed, "
+        "e.g. CLIPQ_OPENER=feh\n"
+    )
 
 
 def test_preview_draws_each_hit_then_its_line(
@@ -1379,5 +1415,5 @@ def test_preview_on_a_terminal_without_graphics_lists_the_hits_and_says_so(
     code, out, err = run_clipq(capsys, "--socket", path, "--preview", "cat")
     assert code == 0
     assert out == "0.312  /pics/a.jpg\n0.200  /pics/b c.png\n"
-    assert err.startswith("clipq: this terminal cannot show images inline")
+    assert err == "clipq: CLIPQ_GRAPHICS=none turns previews off; listing the hits instead\n"
     assert "Thumbnail" not in fake.calls

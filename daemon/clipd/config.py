@@ -17,9 +17,15 @@ from typing import Any, NoReturn
 import yaml
 
 from clipd.errors import ConfigError
-from clipd_api.paths import SOCKET_ENV, TOKEN_FILE_ENV, default_socket_path, user_token_path
+from clipd_api.paths import (
+    CONFIG_ENV,
+    SOCKET_ENV,
+    TOKEN_FILE_ENV,
+    default_config_path,
+    default_socket_path,
+    user_token_path,
+)
 
-CONFIG_ENV = "CLIPD_CONFIG"
 DATABASE_ENV = "CLIPD_DATABASE"
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
@@ -35,6 +41,8 @@ RANDOM_WEIGHTS = "random"
 # 0.7 GB (RGBA), two briefly while converting; a JPEG with min_side decodes at 1/8 scale instead.
 DEFAULT_MAX_PIXELS = 178_956_970
 
+# What cameras and phones write, and the common web and editing formats. Files are identified by
+# content, so a name only decides which files are looked at.
 DEFAULT_INCLUDE = (
     "*.jpg",
     "*.jpeg",
@@ -45,16 +53,33 @@ DEFAULT_INCLUDE = (
     "*.bmp",
     "*.tif",
     "*.tiff",
+    # HEIC/HEIF (iPhones; .hif: Canon, Sony, Fujifilm), AVIF, JPEG XL
+    "*.heic",
+    "*.heif",
+    "*.hif",
+    "*.avif",
+    "*.jxl",
+    # Camera RAW: Adobe DNG (and phones' ProRAW), Canon, Nikon, Sony, Fujifilm, Olympus/OM,
+    # Panasonic/Leica, Pentax, Samsung, Hasselblad, Epson, Kodak.
+    "*.dng",
+    "*.cr2",
+    "*.cr3",
+    "*.nef",
+    "*.nrw",
+    "*.arw",
+    "*.srf",
+    "*.sr2",
+    "*.raf",
+    "*.orf",
+    "*.rw2",
+    "*.rwl",
+    "*.pef",
+    "*.srw",
+    "*.3fr",
+    "*.erf",
+    "*.dcr",
+    "*.kdc",
 )
-
-
-def default_config_path() -> Path:
-    """$CLIPD_CONFIG, else $XDG_CONFIG_HOME/clipd/config.yaml."""
-    override = os.environ.get(CONFIG_ENV)
-    if override:
-        return Path(override).expanduser()
-    base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
-    return Path(base) / "clipd" / "config.yaml"
 
 
 def default_database_path() -> Path:

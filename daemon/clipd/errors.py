@@ -44,6 +44,15 @@ class NotAnImage(ImageError):
     error_class = kinds.NOT_AN_IMAGE
 
 
+class MissingDecoder(ImageError):
+    """The format is recognised, but the package that decodes it is not installed.
+
+    Such failures are retried once at every start, since installing the package needs one.
+    """
+
+    error_class = "MissingDecoder"
+
+
 class CorruptImage(ImageError):
     """The format is recognised but decoding failed (truncated, damaged)."""
 

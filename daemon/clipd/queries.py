@@ -107,6 +107,9 @@ class SearchQuery:
     # Seconds since the Unix epoch.
     modified_after: float | None = None
     modified_before: float | None = None
+    # The same, compared with the capture time where a file records one, else its mtime.
+    taken_after: float | None = None
+    taken_before: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -477,16 +480,26 @@ def _search_filter(query: SearchQuery) -> SearchFilter:
         if not _EXTENSION.fullmatch(ext):
             raise QueryError(f"extensions: {raw!r} is not a file extension like 'jpg'")
         extensions.append(ext)
-    after = _time_ns(query.modified_after, "modified_after")
-    before = _time_ns(query.modified_before, "modified_before")
-    if after is not None and before is not None and after >= before:
-        raise QueryError("modified_after must be earlier than modified_before")
+    after, before = _time_range(query.modified_after, query.modified_before, "modified")
+    taken_after, taken_before = _time_range(query.taken_after, query.taken_before, "taken")
     return SearchFilter(
         under=tuple(_absolute(p, "under") for p in query.under),
         extensions=tuple(extensions),
         modified_after_ns=after,
         modified_before_ns=before,
+        taken_after_ns=taken_after,
+        taken_before_ns=taken_before,
     )
+
+
+def _time_range(
+    after: float | None, before: float | None, prefix: str
+) -> tuple[int | None, int | None]:
+    after_ns = _time_ns(after, f"{prefix}_after")
+    before_ns = _time_ns(before, f"{prefix}_before")
+    if after_ns is not None and before_ns is not None and after_ns >= before_ns:
+        raise QueryError(f"{prefix}_after must be earlier than {prefix}_before")
+    return after_ns, before_ns
 
 
 def _time_ns(seconds: float | None, field: str) -> int | None:
