@@ -800,7 +800,7 @@ def _web(client: Client, args: argparse.Namespace) -> None:
         )
     from urllib.parse import urlencode
 
-    token = read_token(args.token_file or default_token_path())
+    token = read_token(args.token_file or token_path())
     signed_in = f"{url}?{urlencode({'token': token})}"
     if args.print_url:
         print(signed_in)

@@ -376,12 +376,6 @@ class Queries:
         decoded = self._decode(Path(path), side, path)
         return thumbnails.render(decoded.image, side, fmt)
 
-    def is_indexed(self, raw: str) -> bool:
-        """Whether raw is the absolute path of an indexed image (a query word may name one)."""
-        return (
-            os.path.isabs(raw) and self._state.store.vector_for(os.path.normpath(raw)) is not None
-        )
-
     def current_version(self, raw_path: str) -> FileVersion:
         """An indexed image's path, size and mtime now; NOT_FOUND if it is not indexed, gone,
         or has become a symbolic link where the config does not follow them."""

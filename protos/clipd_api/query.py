@@ -3,8 +3,9 @@
     beach -people 2:sunset +dog photo.jpg
 
 Plain words form one text ("beach"); `+TEXT` and `-TEXT` add and subtract a term of their own;
-`W:TERM` gives a term the weight W; a word that names an image queries by example (which words
-name images is the caller's to say: files on disk for clipq, indexed paths for the daemon).
+`W:TERM` gives a term the weight W; a word that looks like a path (a '/' or an image extension)
+names an image to query by example: for clipq a file, for the daemon an indexed path. Either
+refuses such a word when it names none, rather than search it as text.
 
 Pure Python with no dependencies: clipq imports it on every start.
 """
@@ -12,13 +13,20 @@ Pure Python with no dependencies: clipq imports it on every start.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 # "2:sunset", "-0.5:people", ".5:dog"
 _WEIGHTED = re.compile(r"([+-]?(?:\d+(?:\.\d*)?|\.\d+)):(.*)", re.DOTALL)
 
-ImageProbe = Callable[[str], bool]
+# Endings that make a word a file name rather than text: `clipq beach.jpg` means that file.
+IMAGE_EXTENSIONS = frozenset(
+    {
+        *("jpg", "jpeg", "jpe", "jfif", "png", "webp", "gif", "bmp", "tif", "tiff"),
+        *("heic", "heif", "avif", "jxl"),
+        *("dng", "cr2", "cr3", "nef", "nrw", "arw", "orf", "rw2", "raf", "pef", "srw"),
+    }
+)
 
 
 class QueryError(ValueError):
@@ -27,31 +35,38 @@ class QueryError(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class ParsedTerm:
-    """One term of a query: a text, or (image=True) a word that names an image."""
+    """One term of a query: a text, or (image=True) a word that names an image file."""
 
     value: str
     weight: float = 1.0
     image: bool = False
 
 
-def parse_words(words: Sequence[str], probe: ImageProbe) -> list[ParsedTerm]:
-    """The terms query words ask for; plain words join into one text, the first term.
+def looks_like_path(word: str) -> bool:
+    """Whether a query word names a file: it has a '/' or ends in an image extension.
 
-    `probe` tells the words that name images from the others. An empty list means the words
-    were all blank; callers decide whether that is an error.
+    Any other word is text, even when a file of that name happens to be in the current folder
+    (`clipq square` searches for squares); `./square` names the file.
     """
+    ext = word.rpartition(".")[2]
+    return "/" in word or ("." in word and ext.lower() in IMAGE_EXTENSIONS)
+
+
+def parse_words(words: Sequence[str], texts: Sequence[str] = ()) -> list[ParsedTerm]:
+    """The terms query words ask for. Plain words, then `texts` (always text), join into one
+    text, the first term; an empty list means there was nothing but blanks."""
     plain: list[str] = []
     terms: list[ParsedTerm] = []
     for word in words:
         signed = _signed_term(word)
-        if signed is not None:
-            body, weight = signed
-            terms.append(ParsedTerm(body, weight, image=probe(body)))
-        elif probe(word):
-            terms.append(ParsedTerm(word, image=True))
+        body, weight = signed if signed is not None else (word, None)
+        if looks_like_path(body):
+            terms.append(ParsedTerm(body, 1.0 if weight is None else weight, image=True))
+        elif weight is not None:
+            terms.append(ParsedTerm(body, weight))
         else:
             plain.append(word)
-    text = " ".join(plain).strip()
+    text = " ".join([*plain, *texts]).strip()
     if text:
         terms.insert(0, ParsedTerm(text))
     return terms

@@ -165,14 +165,16 @@ class Api:
             min_score=_number(fields, "min_score"),
             under=_text_fields(fields, "under"),
             extensions=[ext for ext in extensions if ext.strip()],
-            modified_after=_number(fields, "after"),
-            modified_before=_number(fields, "before"),
+            # clipq's --since/--until: the capture time, else the modification time.
+            taken_after=_number(fields, "after"),
+            taken_before=_number(fields, "before"),
         )
 
     def _words(self, q: str) -> list[Term]:
-        """q in clipq's query language; a word that is an indexed path queries by example."""
+        """q in clipq's query language; a word that looks like a path names an indexed image
+        (the core refuses any other), whose stored vector joins the query."""
         try:
-            parsed = parse_words(split_words(q), self.queries.is_indexed)
+            parsed = parse_words(split_words(q))
         except WordError as exc:
             raise QueryError(f"q: {exc}") from exc
         return [Term("path" if term.image else "text", term.value, term.weight) for term in parsed]
@@ -188,8 +190,8 @@ class Api:
             min_score=_json_number(body, "min_score"),
             under=_json_strings(body, "under"),
             extensions=_json_strings(body, "extensions"),
-            modified_after=_json_number(body, "after"),
-            modified_before=_json_number(body, "before"),
+            taken_after=_json_number(body, "after"),
+            taken_before=_json_number(body, "before"),
         )
 
     async def status(self, request: Request) -> Response:

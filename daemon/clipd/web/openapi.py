@@ -48,8 +48,9 @@ _FILTERS = [
     _param("under", {"type": "array", "items": {"type": "string"}},
            "only files at or below any of these absolute paths", style="form", explode=True),
     _param("ext", {"type": "string"}, "only these extensions, comma-separated: jpg,png"),
-    _param("after", {"type": "number"}, "only files modified at or after, in Unix seconds"),
-    _param("before", {"type": "number"}, "only files modified before, in Unix seconds"),
+    _param("after", {"type": "number"}, "only photos taken at or after (Unix seconds; files "
+           "without a capture time: modified), as clipq --since"),
+    _param("before", {"type": "number"}, "only photos taken before, as clipq --until"),
 ]  # fmt: skip
 
 _FORM_FIELDS = {
@@ -93,6 +94,10 @@ _SCHEMAS: dict[str, Any] = {
             "height": {"type": "integer"},
             "size_bytes": {"type": "integer"},
             "mtime": {"type": "number", "description": "seconds since the epoch"},
+            "taken": {
+                "type": ["number", "null"],
+                "description": "capture time (EXIF), seconds since the epoch; null if unknown",
+            },
         },
     },
     "SearchResponse": {
