@@ -8,6 +8,11 @@ const PAGE = 60; // hits per request: the first screenful and then some
 const THUMB = 400; // longest side of a tile's thumbnail, in pixels (tiles are ~200 CSS px)
 const TYPING_PAUSE_MS = 220; // search as you type, once the typing pauses this long
 const SLOW_MS = 150; // only say "Searching…" when an answer takes longer than this
+const EXAMPLES = [
+  ["a dog on a beach", "plain words"],
+  ["sunset -people", "a minus leaves things out"],
+  ["2:snow mountains", "2: weighs a part twice"],
+];
 const EAGER = 24; // tiles whose thumbnails load without waiting for layout
 
 const $ = (selector) => document.querySelector(selector);
@@ -288,7 +293,10 @@ function say(kind, text, { retry = false, html = null } = {}) {
   }
 }
 
+let shownWelcome = "";
+
 function showIdleState() {
+  shownWelcome = daemon ? `${daemon.indexed === 0}:${daemon.state === "indexing"}:${daemon.indexed}` : "";
   const box = document.createElement("div");
   box.className = "welcome";
   const title = document.createElement("p");
@@ -304,10 +312,30 @@ function showIdleState() {
     title.textContent = daemon
       ? `Search ${fmt.plural(daemon.indexed, "picture")} by what is in them.`
       : "Search your pictures by what is in them.";
-    tips.innerHTML =
-      "Try <code>a dog on a beach</code>, <code>sunset -people</code> (minus leaves things out) or " +
-      "<code>2:snow mountains</code> (weights). Drop, paste or pick an image to find similar ones. " +
-      "Press <kbd>/</kbd> to search from anywhere.";
+    const examples = document.createElement("p");
+    examples.className = "examples";
+    for (const [text, note] of EXAMPLES) {
+      const button = document.createElement("button");
+      button.type = "button";
+      button.className = "example";
+      button.title = note;
+      button.textContent = text;
+      button.addEventListener("click", () => {
+        el.q.value = text;
+        query.q = text;
+        commit();
+      });
+      examples.append(button);
+    }
+    tips.append(
+      "Words describe what you want; a minus leaves things out; 2: weighs a part more. ",
+      "Drop, paste or pick an image to find ones like it. Press ",
+      Object.assign(document.createElement("kbd"), { textContent: "/" }),
+      " to search from anywhere.",
+    );
+    box.append(title, examples, tips);
+    say("empty", "", { html: box });
+    return;
   }
   box.append(title, tips);
   say("empty", "", { html: box });
@@ -883,7 +911,9 @@ function showStatus(status) {
   if (s.roots) {
     el.roots.replaceChildren(...s.roots.map((root) => Object.assign(document.createElement("option"), { value: root })));
   }
-  if (!hasTerms()) showIdleState();
+  // The welcome is rebuilt only when what it says changes, so focus on it is not lost.
+  const welcome = `${s.indexed === 0}:${s.state === "indexing"}:${s.indexed}`;
+  if (!hasTerms() && welcome !== shownWelcome) showIdleState();
   // A search that found an empty index runs again once there is something to find.
   else if (run && run.nothingIndexed && s.indexed > 0) search();
 }
