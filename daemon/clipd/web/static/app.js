@@ -421,7 +421,10 @@ function tile(hit, index) {
   const more = document.createElement("button");
   more.className = "more-like";
   more.type = "button";
-  more.textContent = "More like this";
+  // The short label is for narrow tiles (see app.css); the aria-label names the picture.
+  const wide = Object.assign(document.createElement("span"), { className: "wide", textContent: "More like this" });
+  const narrow = Object.assign(document.createElement("span"), { className: "narrow", textContent: "Similar" });
+  more.append(wide, narrow);
   more.setAttribute("aria-label", `More like ${name}`);
   meta.append(scoreBadge, more);
   li.append(open, meta);
