@@ -265,14 +265,23 @@ def test_a_file_swapped_for_a_symlink_after_indexing_is_not_served(
         os.replace(kept, victim)
 
 
-def test_formats_browsers_cannot_show_come_as_jpeg(web: Web) -> None:
-    tiff = an_indexed(web, ".tiff")
-    answer = web.client.get("/api/v1/image", params={"path": str(tiff)})
+@pytest.mark.parametrize("suffix", [".tiff", ".heic", ".jxl"])
+def test_formats_browsers_cannot_show_come_as_jpeg(web: Web, suffix: str) -> None:
+    path = an_indexed(web, suffix)
+    answer = web.client.get("/api/v1/image", params={"path": str(path)})
     assert answer.status_code == 200
     assert answer.headers["content-type"] == "image/jpeg"
-    with Image.open(io.BytesIO(answer.content)) as image, Image.open(tiff) as original:
+    with Image.open(io.BytesIO(answer.content)) as image, Image.open(path) as original:
         assert image.format == "JPEG"
         assert image.size == original.size
+
+
+def test_formats_browsers_show_come_as_they_are(web: Web) -> None:
+    for suffix, content_type in ((".png", "image/png"), (".avif", "image/avif")):
+        path = an_indexed(web, suffix)
+        answer = web.client.get("/api/v1/image", params={"path": str(path)})
+        assert answer.headers["content-type"] == content_type
+        assert answer.content == path.read_bytes()
 
 
 # Search
@@ -314,10 +323,10 @@ def test_search_by_an_uploaded_image_and_by_json_terms(web: Web) -> None:
     posted = web.client.post(
         "/api/v1/search",
         files={"image": ("query.png", png_bytes("blue", "square"), "image/png")},
-        data={"limit": "3", "ext": "png,jpg,webp,gif,bmp,tiff"},
+        data={"limit": "3", "under": str(web.corpus.root)},
     )
     assert posted.status_code == 200, posted.text
-    assert web.classes(posted.json())[:2] == [("blue", "square")] * 2
+    assert web.classes(posted.json()).count(("blue", "square")) == 2  # both of them
     import base64
 
     terms = [
@@ -539,3 +548,56 @@ def test_no_input_from_the_openapi_document_gets_a_server_error(web: Web) -> Non
         answers_without_a_server_error()
         fuzzed += 1
     assert fuzzed == sum(len(methods) for _, _, methods in api.ROUTES) - 1
+
+
+# The real processes: clipd serve, clipq web
+
+
+@pytest.mark.slow
+def test_clipq_web_signs_a_browser_in_and_sigterm_ends_open_streams(tmp_path: Path) -> None:
+    import signal
+    import subprocess
+    import sys
+
+    from test_daemon_process import running
+
+    root = tmp_path / "pics"
+    root.mkdir()
+    draw("red", "circle", (64, 64), __import__("random").Random(1)).save(root / "a.png")
+    config = write_web_config(tmp_path, [root], log_level="info")
+    with running(config, tmp_path / "clipd.log") as process:
+        process.wait_for_log("web app on http://127.0.0.1:", timeout=120)
+        process.wait_for_log("serving on", timeout=120)
+        # clipq in its own process: the URL with the token, and no web stack imported.
+        code = (
+            "import sys\n"
+            "from clipq.cli import main\n"
+            f"status = main(['web', '--print', '--socket', {str(tmp_path / 'clipd.sock')!r}, "
+            f"'--token-file', {str(tmp_path / 'secret' / 'token')!r}])\n"
+            "heavy = sorted(m for m in sys.modules "
+            "if m.split('.')[0] in ('starlette', 'uvicorn', 'numpy', 'PIL', 'torch'))\n"
+            "print('HEAVY', heavy, file=sys.stderr)\n"
+            "sys.exit(status)\n"
+        )
+        clipq = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+        )
+        assert clipq.returncode == 0, clipq.stderr
+        assert "HEAVY []" in clipq.stderr
+        url = clipq.stdout.strip()
+        assert "?token=" in url
+        with httpx.Client(timeout=30) as browser:
+            signed_in = browser.get(url, follow_redirects=True)
+            assert signed_in.status_code == 200
+            assert "token=" not in str(signed_in.url)
+            assert browser.get(str(signed_in.url.join("/api/v1/status"))).is_success
+            with browser.stream("GET", str(signed_in.url.join("/api/v1/status/events"))) as events:
+                lines = events.iter_lines()
+                assert next(lines) == "event: status"
+                process.signal(signal.SIGTERM)
+                # The stream ends once the daemon stops (else heartbeats would keep it open
+                # until the test's timeout).
+                for _ in lines:
+                    pass
+        assert process.popen.wait(timeout=60) == 0
+    assert "Traceback" not in (tmp_path / "clipd.log").read_text()
