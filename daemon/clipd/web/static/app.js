@@ -13,7 +13,7 @@ const EXAMPLES = [
   ["sunset -people", "a minus leaves things out"],
   ["2:snow mountains", "2: weighs a part twice"],
 ];
-const EAGER = 24; // tiles whose thumbnails load without waiting for layout
+const EAGER = PAGE; // the first page's thumbnails load at once; later pages' as they near view
 
 const $ = (selector) => document.querySelector(selector);
 const el = {
@@ -412,7 +412,7 @@ function tile(hit, index) {
   open.setAttribute("aria-label", `${name}, score ${fmt.score(hit.score)}: open`);
   const img = document.createElement("img");
   img.alt = name;
-  // The first screenful loads at once; the rest only as it nears the viewport.
+  // The first page (a screenful or two) loads at once; the rest only as it nears the viewport.
   img.loading = index < EAGER ? "eager" : "lazy";
   img.decoding = "async";
   img.draggable = true;
