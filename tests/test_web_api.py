@@ -129,6 +129,11 @@ def web(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Web]:
     draw("red", "circle", (200, 160), __import__("random").Random(5)).save(outside)
     # A link inside the root to the private image: not followed, so never indexed.
     os.symlink(outside, corpus.root / "link-to-secret.png")
+    # Decoded whole for the tiny model (its shorter side is under 2 x 32 pixels), so the indexer
+    # can make its thumbnail from the very image it embeds.
+    small = corpus.root / "small-red-circle.png"
+    draw("red", "circle", (60, 50), __import__("random").Random(6)).save(small)
+    corpus.images[small] = ("red", "circle")
     upload_dir = corpus.root / "added"
     config = write_web_config(folder, [corpus.root], upload_dir=str(upload_dir))
     files = len(corpus.images) + len(corpus.bad)
@@ -146,6 +151,11 @@ def web(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Web]:
 
 def an_indexed(web: Web, suffix: str = ".jpg") -> Path:
     return next(path for path in web.corpus.images if path.suffix == suffix)
+
+
+def image_size(path: Path) -> tuple[int, int]:
+    with Image.open(path) as image:
+        return image.size
 
 
 def png_bytes(colour: str, shape: str) -> bytes:
@@ -250,6 +260,24 @@ def test_thumbnails_and_originals_of_indexed_images_only(web: Web) -> None:
         assert error_of(relative)[:2] == (400, "bad_request")
 
 
+def test_thumbnails_are_made_at_index_time_when_the_decoded_image_is_big_enough(
+    web: Web,
+) -> None:
+    state = web.live.daemon.state
+    assert state is not None
+    assert state.thumbnails is not None
+    small = web.corpus.root / "small-red-circle.png"
+    found = small.stat()
+    assert state.thumbnails.get(str(small), found.st_size, found.st_mtime_ns)
+    # A JPEG decoded at a fraction of its size for the tiny model is made on first view.
+    jpegs = [p for p in web.corpus.images if p.suffix == ".jpg" and p != an_indexed(web)]
+    jpeg = next(p for p in reversed(jpegs) if min(image_size(p)) >= 64)  # never viewed
+    found = jpeg.stat()
+    assert state.thumbnails.get(str(jpeg), found.st_size, found.st_mtime_ns) is None
+    assert web.client.get("/api/v1/thumbnail", params={"path": str(jpeg)}).status_code == 200
+    assert state.thumbnails.get(str(jpeg), found.st_size, found.st_mtime_ns)
+
+
 def test_a_file_swapped_for_a_symlink_after_indexing_is_not_served(
     web: Web, tmp_path: Path
 ) -> None:
@@ -288,8 +316,8 @@ def test_formats_browsers_show_come_as_they_are(web: Web) -> None:
 
 
 def test_search_by_words_in_clipqs_query_language(web: Web) -> None:
-    answer = web.search(q="a red circle", limit=2)  # there are two
-    assert web.classes(answer) == [("red", "circle")] * 2
+    answer = web.search(q="a red circle", limit=3)  # there are three
+    assert web.classes(answer) == [("red", "circle")] * 3
     assert set(answer) == {"hits", "partial", "took_ms", "nothing_indexed"}
     assert set(answer["hits"][0]) >= {"path", "score", "width", "height", "size_bytes", "mtime"}
     steered = web.search(q='"a red square" -0.5:"a red circle"', limit=3)
