@@ -166,6 +166,23 @@ def png_bytes(colour: str, shape: str) -> bytes:
     return buffer.getvalue()
 
 
+def redirect_of(web: Web, raw_path: str) -> str:
+    """The Location answered to a request line with exactly this path (no client rewriting)."""
+    import http.client
+
+    url = httpx.URL(web.url)
+    assert url.port is not None
+    connection = http.client.HTTPConnection(url.host, url.port, timeout=30)
+    try:
+        connection.request("GET", raw_path)
+        response = connection.getresponse()
+        response.read()
+        assert response.status == 303
+        return response.headers["location"]
+    finally:
+        connection.close()
+
+
 def error_of(response: httpx.Response) -> tuple[int, str, str]:
     """(status, kind, message) of a JSON error answer."""
     assert response.headers["content-type"].startswith("application/json"), response.text
@@ -199,6 +216,7 @@ def test_the_token_in_the_url_becomes_a_cookie_and_leaves_the_url(web: Web) -> N
         assert "HttpOnly" in cookie
         assert "SameSite=strict" in cookie
         assert web.token not in cookie  # the cookie admits a browser; it is not the TCP token
+        assert redirect_of(web, f"//evil.example/?token={web.token}") == "/evil.example/"
         page = browser.get("/?q=red+circle")
         assert page.status_code == 200
         assert page.headers["content-type"].startswith("text/html")

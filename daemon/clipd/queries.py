@@ -390,24 +390,32 @@ class Queries:
             raise QueryError(f"{path!r} is no longer a regular file", ErrorKind.NOT_FOUND)
         return FileVersion(path, found.st_size, found.st_mtime_ns)
 
-    def web_thumbnail(self, version: FileVersion, side: int = 0) -> bytes:
-        """A JPEG of the image within `side` pixels (0: the cached size, THUMBNAIL_SIDE).
-
-        Sides up to THUMBNAIL_SIDE get the cached picture (made once, at index time or here);
-        larger ones are made on every call.
-        """
+    def cached_thumbnail(self, version: FileVersion, side: int = 0) -> bytes | None:
+        """The kept JPEG of the image for `side` (see web_thumbnail), or None if it must be
+        made. One indexed read: cheap enough to call without a worker thread."""
         if side < 0 or side > MAX_THUMBNAIL_SIDE:
             raise QueryError(f"size must be from 1 to {MAX_THUMBNAIL_SIDE} pixels, not {side}")
         cache = self._state.thumbnails
+        if cache is None or side > thumbcache.THUMBNAIL_SIDE:
+            return None
+        return cache.get(version.path, version.size, version.mtime_ns)
+
+    def web_thumbnail(self, version: FileVersion, side: int = 0) -> bytes:
+        """A JPEG of the image within `side` pixels (0: the cached size, THUMBNAIL_SIDE).
+
+        Sides up to THUMBNAIL_SIDE get the kept picture (made once, at index time or here);
+        larger ones are made on every call.
+        """
+        data = self.cached_thumbnail(version, side)
+        if data is not None:
+            return data
         if side > thumbcache.THUMBNAIL_SIDE:
             decoded = self._decode(Path(version.path), side, version.path)
             return thumbcache.encode(decoded.image, side)
-        data = cache.get(version.path, version.size, version.mtime_ns) if cache else None
-        if data is None:
-            decoded = self._decode(Path(version.path), thumbcache.THUMBNAIL_SIDE, version.path)
-            data = thumbcache.encode(decoded.image)
-            if cache is not None:
-                cache.put(version.path, version.size, version.mtime_ns, data)
+        decoded = self._decode(Path(version.path), thumbcache.THUMBNAIL_SIDE, version.path)
+        data = thumbcache.encode(decoded.image)
+        if self._state.thumbnails is not None:
+            self._state.thumbnails.put(version.path, version.size, version.mtime_ns, data)
         return data
 
     def original(self, raw_path: str) -> Original:
