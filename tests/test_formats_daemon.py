@@ -59,7 +59,8 @@ def library(tmp_path: Path, write_config: ConfigWriter) -> Iterator[Path]:
         for shape in SHAPES:
             if (colour, shape) != ("red", "circle"):
                 draw(colour, shape, (320, 240), rng).save(root / f"{colour}-{shape}.jpg")
-    config = write_config([root])
+    # circle.jpg and circle.dng would be a RAW + JPEG pair (test_pairs.py): index every file.
+    config = write_config([root], raw_pairs="both")
     log = tmp_path / "clipd.log"
     with log.open("wb") as sink:
         process = subprocess.Popen(

@@ -77,6 +77,8 @@ class Hit:
     # When the photo was taken (its EXIF capture time), seconds since the Unix epoch; None when
     # the file does not record it.
     taken: float | None = None
+    # Other files of the same photo that are not indexed on their own (a RAW beside this JPEG).
+    paired: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -440,7 +442,9 @@ def _from_message(cls: type[_Record], message: Message, **overrides: Any) -> _Re
 
 
 def _hit(hit: pb.Hit) -> Hit:
-    return _from_message(Hit, hit, taken=hit.taken if hit.HasField("taken") else None)
+    return _from_message(
+        Hit, hit, taken=hit.taken if hit.HasField("taken") else None, paired=tuple(hit.paired)
+    )
 
 
 def _status(status: pb.Status) -> Status:

@@ -62,6 +62,20 @@ class StoredHit:
     size_bytes: int
     mtime: float
     taken: float | None  # capture time, seconds since the epoch; None when unknown
+    # Files of the same photo left out for this one (a RAW beside this JPEG: clipd.pairs).
+    paired: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class PairRecord:
+    """A file left out of the index because another file of the same photo stands for it."""
+
+    path: str
+    size: int
+    mtime_ns: int
+    partner: str  # the indexed file
+    partner_size: int
+    partner_mtime_ns: int
 
 
 @dataclass(frozen=True, slots=True)

@@ -35,6 +35,7 @@ from clipd.records import (
     FileRecord,
     IndexedCopy,
     ModelIdentity,
+    PairRecord,
     SearchFilter,
     StoredHit,
 )
@@ -81,13 +82,23 @@ MIGRATIONS: tuple[tuple[str, str], ...] = (
         """,
     ),
     (
-        # Capture times. Rows indexed before this migration are marked unread; the indexer's
+        # Capture times, and RAW files left out for the JPEG of the same photo (clipd.pairs).
+        # Rows indexed before this migration are marked unread; the indexer's
         # backfill reads their times from the files, without the model (Indexer._backfill).
         "0002_capture_time",
         """
         ALTER TABLE files ADD COLUMN taken_ns INTEGER;
         ALTER TABLE files ADD COLUMN taken_read INTEGER NOT NULL DEFAULT 0;
         CREATE INDEX files_taken_unread ON files (id) WHERE taken_read = 0;
+        CREATE TABLE raw_pairs (
+            path TEXT PRIMARY KEY,
+            size INTEGER NOT NULL,
+            mtime_ns INTEGER NOT NULL,
+            partner TEXT NOT NULL,
+            partner_size INTEGER NOT NULL,
+            partner_mtime_ns INTEGER NOT NULL
+        );
+        CREATE INDEX raw_pairs_partner ON raw_pairs (partner);
         """,
     ),
 )
@@ -161,7 +172,10 @@ def filter_condition(where: SearchFilter) -> tuple[str, list[object]]:
 
 
 # What a hit is made of (_hit), in this order.
-_HIT_COLUMNS = "f.path, f.width, f.height, f.size, f.mtime_ns, f.taken_ns"
+_HIT_COLUMNS = (
+    "f.path, f.width, f.height, f.size, f.mtime_ns, f.taken_ns, "
+    "(SELECT json_group_array(p.path) FROM raw_pairs p WHERE p.partner = f.path)"
+)
 # When a photo was taken if it says, else when its file was last modified.
 _TAKEN_ELSE_MTIME = "coalesce(f.taken_ns, f.mtime_ns)"
 
@@ -460,10 +474,39 @@ class Store:
                 )
 
     def remove(self, paths: Sequence[str]) -> int:
-        """Forget files (row, vector and failure) in one transaction; returns rows removed."""
+        """Forget files (row, vector, failure, pairings they stand for) in one transaction;
+        returns rows removed."""
         with self._transaction() as conn:
             conn.executemany("DELETE FROM failures WHERE path = ?", [(p,) for p in paths])
+            conn.executemany("DELETE FROM raw_pairs WHERE partner = ?", [(p,) for p in paths])
             return self._delete_files(conn, paths)
+
+    def paired_paths(self, prefix: str) -> list[str]:
+        """Files at or below `prefix` left out for the other file of their photo."""
+        where, params = prefix_condition([prefix])
+        return [path for (path,) in self._read(f"SELECT path FROM raw_pairs WHERE {where}", params)]
+
+    def pairs(self, paths: Sequence[str]) -> dict[str, PairRecord]:
+        """The recorded pairings that leave out any of these paths, by the path left out."""
+        rows = self._read(
+            "SELECT path, size, mtime_ns, partner, partner_size, partner_mtime_ns FROM raw_pairs "
+            "WHERE path IN (SELECT value FROM json_each(?))",
+            (json.dumps(list(paths)),),
+        )
+        return {row[0]: PairRecord(*row) for row in rows}
+
+    def set_pairs(self, decided: Sequence[PairRecord], undecided: Sequence[str]) -> None:
+        """Record pairings (replacing any of the same files), and forget those of `undecided`."""
+        with self._transaction() as conn:
+            conn.executemany("DELETE FROM raw_pairs WHERE path = ?", [(p,) for p in undecided])
+            conn.executemany(
+                "INSERT OR REPLACE INTO raw_pairs (path, size, mtime_ns, partner, partner_size, "
+                "partner_mtime_ns) VALUES (?, ?, ?, ?, ?, ?)",
+                [
+                    (p.path, p.size, p.mtime_ns, p.partner, p.partner_size, p.partner_mtime_ns)
+                    for p in decided
+                ],
+            )
 
     def _delete_files(self, conn: sqlite.Connection, paths: Sequence[str]) -> int:
         """Delete file rows and their vectors; returns how many existed."""
@@ -504,6 +547,11 @@ class Store:
                 f"UPDATE files SET path = ? || substr(path, ?) WHERE {src_where}", args
             ).rowcount
             conn.execute(f"UPDATE failures SET path = ? || substr(path, ?) WHERE {src_where}", args)
+            # A pairing of a moved file is decided again where it lands (the next scan).
+            src_pairs, pair_params = prefix_condition([source], "partner")
+            conn.execute(
+                f"DELETE FROM raw_pairs WHERE {src_where} OR {src_pairs}", src_params + pair_params
+            )
         return moved
 
     def set_offline(self, prefix: str, offline: bool) -> int:
@@ -709,9 +757,11 @@ class Store:
 
 def _hit(score: float, row: Sequence[Any]) -> StoredHit:
     """A hit from a row of _HIT_COLUMNS."""
-    path, width, height, size, mtime_ns, taken_ns = row
+    path, width, height, size, mtime_ns, taken_ns, paired = row
     taken = None if taken_ns is None else taken_ns / 1e9
-    return StoredHit(path, score, width, height, size, mtime_ns / 1e9, taken)
+    return StoredHit(
+        path, score, width, height, size, mtime_ns / 1e9, taken, tuple(json.loads(paired))
+    )
 
 
 def _as_matrix(blobs: Sequence[bytes], dim: int) -> Floats:

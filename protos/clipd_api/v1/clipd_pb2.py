@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x63lipd_api/v1/clipd.proto\x12\x08\x63lipd.v1\"_\n\x04Term\x12\x0e\n\x04text\x18\x01 \x01(\tH\x00\x12\x0f\n\x05image\x18\x02 \x01(\x0cH\x00\x12\x0e\n\x04path\x18\x03 \x01(\tH\x00\x12\x13\n\x06weight\x18\x04 \x01(\x02H\x01\x88\x01\x01\x42\x06\n\x04kindB\t\n\x07_weight\"\xce\x02\n\rSearchRequest\x12\x1d\n\x05terms\x18\x01 \x03(\x0b\x32\x0e.clipd.v1.Term\x12\r\n\x05limit\x18\x02 \x01(\r\x12\x0e\n\x06offset\x18\x03 \x01(\r\x12\x16\n\tmin_score\x18\x04 \x01(\x02H\x00\x88\x01\x01\x12\r\n\x05under\x18\x05 \x03(\t\x12\x12\n\nextensions\x18\x06 \x03(\t\x12\x1b\n\x0emodified_after\x18\x07 \x01(\x01H\x01\x88\x01\x01\x12\x1c\n\x0fmodified_before\x18\x08 \x01(\x01H\x02\x88\x01\x01\x12\x18\n\x0btaken_after\x18\t \x01(\x01H\x03\x88\x01\x01\x12\x19\n\x0ctaken_before\x18\n \x01(\x01H\x04\x88\x01\x01\x42\x0c\n\n_min_scoreB\x11\n\x0f_modified_afterB\x12\n\x10_modified_beforeB\x0e\n\x0c_taken_afterB\x0f\n\r_taken_before\"\x82\x01\n\x03Hit\x12\x0c\n\x04path\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x02\x12\r\n\x05width\x18\x03 \x01(\r\x12\x0e\n\x06height\x18\x04 \x01(\r\x12\x12\n\nsize_bytes\x18\x05 \x01(\x04\x12\r\n\x05mtime\x18\x06 \x01(\x01\x12\x12\n\x05taken\x18\x07 \x01(\x01H\x00\x88\x01\x01\x42\x08\n\x06_taken\"h\n\x0eSearchResponse\x12\x1b\n\x04hits\x18\x01 \x03(\x0b\x32\r.clipd.v1.Hit\x12\x0f\n\x07partial\x18\x02 \x01(\x08\x12\x0f\n\x07took_ms\x18\x03 \x01(\x01\x12\x17\n\x0fnothing_indexed\x18\x04 \x01(\x08\"\x0f\n\rStatusRequest\"\xa4\x03\n\x06Status\x12%\n\x05state\x18\x01 \x01(\x0e\x32\x16.clipd.v1.Status.State\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x0f\n\x07indexed\x18\x03 \x01(\x04\x12\x0e\n\x06queued\x18\x04 \x01(\x04\x12\x0e\n\x06\x66\x61iled\x18\x05 \x01(\x04\x12\x0f\n\x07offline\x18\x06 \x01(\x04\x12\x19\n\x11images_per_second\x18\x07 \x01(\x01\x12\x13\n\x0b\x65ta_seconds\x18\x08 \x01(\x01\x12\r\n\x05model\x18\t \x01(\t\x12\x12\n\npretrained\x18\n \x01(\t\x12\x0b\n\x03\x64im\x18\x0b \x01(\r\x12\x0e\n\x06\x64\x65vice\x18\x0c \x01(\t\x12\r\n\x05roots\x18\r \x03(\t\x12\x10\n\x08\x64\x61tabase\x18\x0e \x01(\t\x12\x16\n\x0e\x64\x61tabase_bytes\x18\x0f \x01(\x04\x12\x12\n\nstarted_at\x18\x10 \x01(\x01\x12\x0f\n\x07problem\x18\x11 \x01(\t\"R\n\x05State\x12\x15\n\x11STATE_UNSPECIFIED\x10\x00\x12\x0c\n\x08STARTING\x10\x01\x12\x0c\n\x08INDEXING\x10\x02\x12\x08\n\x04IDLE\x10\x03\x12\x0c\n\x08STOPPING\x10\x04\"-\n\x0eReindexRequest\x12\r\n\x05paths\x18\x01 \x03(\t\x12\x0c\n\x04wait\x18\x02 \x01(\x08\"S\n\x0fReindexResponse\x12\x0e\n\x06queued\x18\x01 \x01(\x04\x12\x0f\n\x07removed\x18\x02 \x01(\x04\x12\x0f\n\x07indexed\x18\x03 \x01(\x04\x12\x0e\n\x06\x66\x61iled\x18\x04 \x01(\x04\"H\n\x0c\x45mbedRequest\x12\x0e\n\x04text\x18\x01 \x01(\tH\x00\x12\x0f\n\x05image\x18\x02 \x01(\x0cH\x00\x12\x0e\n\x04path\x18\x03 \x01(\tH\x00\x42\x07\n\x05input\"B\n\rEmbedResponse\x12\x0e\n\x06vector\x18\x01 \x03(\x02\x12\r\n\x05model\x18\x02 \x01(\t\x12\x12\n\npretrained\x18\x03 \x01(\t\"4\n\x13ListFailuresRequest\x12\r\n\x05limit\x18\x01 \x01(\r\x12\x0e\n\x06offset\x18\x02 \x01(\r\"\\\n\x07\x46\x61ilure\x12\x0c\n\x04path\x18\x01 \x01(\t\x12\r\n\x05\x65rror\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\x12\x10\n\x08\x61ttempts\x18\x04 \x01(\r\x12\x11\n\tlast_seen\x18\x05 \x01(\x01\"J\n\x14ListFailuresResponse\x12#\n\x08\x66\x61ilures\x18\x01 \x03(\x0b\x32\x11.clipd.v1.Failure\x12\r\n\x05total\x18\x02 \x01(\x04\"\x9b\x01\n\x10ThumbnailRequest\x12\x0c\n\x04path\x18\x01 \x01(\t\x12\x10\n\x08max_side\x18\x02 \x01(\r\x12\x31\n\x06\x66ormat\x18\x03 \x01(\x0e\x32!.clipd.v1.ThumbnailRequest.Format\"4\n\x06\x46ormat\x12\x16\n\x12\x46ORMAT_UNSPECIFIED\x10\x00\x12\x07\n\x03PNG\x10\x01\x12\t\n\x05SIXEL\x10\x02\"@\n\x11ThumbnailResponse\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\x12\r\n\x05width\x18\x02 \x01(\r\x12\x0e\n\x06height\x18\x03 \x01(\r2\xcd\x03\n\x0bImageSearch\x12;\n\x06Search\x12\x17.clipd.v1.SearchRequest\x1a\x18.clipd.v1.SearchResponse\x12\x36\n\tGetStatus\x12\x17.clipd.v1.StatusRequest\x1a\x10.clipd.v1.Status\x12:\n\x0bWatchStatus\x12\x17.clipd.v1.StatusRequest\x1a\x10.clipd.v1.Status0\x01\x12>\n\x07Reindex\x12\x18.clipd.v1.ReindexRequest\x1a\x19.clipd.v1.ReindexResponse\x12\x38\n\x05\x45mbed\x12\x16.clipd.v1.EmbedRequest\x1a\x17.clipd.v1.EmbedResponse\x12M\n\x0cListFailures\x12\x1d.clipd.v1.ListFailuresRequest\x1a\x1e.clipd.v1.ListFailuresResponse\x12\x44\n\tThumbnail\x12\x1a.clipd.v1.ThumbnailRequest\x1a\x1b.clipd.v1.ThumbnailResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x63lipd_api/v1/clipd.proto\x12\x08\x63lipd.v1\"_\n\x04Term\x12\x0e\n\x04text\x18\x01 \x01(\tH\x00\x12\x0f\n\x05image\x18\x02 \x01(\x0cH\x00\x12\x0e\n\x04path\x18\x03 \x01(\tH\x00\x12\x13\n\x06weight\x18\x04 \x01(\x02H\x01\x88\x01\x01\x42\x06\n\x04kindB\t\n\x07_weight\"\xce\x02\n\rSearchRequest\x12\x1d\n\x05terms\x18\x01 \x03(\x0b\x32\x0e.clipd.v1.Term\x12\r\n\x05limit\x18\x02 \x01(\r\x12\x0e\n\x06offset\x18\x03 \x01(\r\x12\x16\n\tmin_score\x18\x04 \x01(\x02H\x00\x88\x01\x01\x12\r\n\x05under\x18\x05 \x03(\t\x12\x12\n\nextensions\x18\x06 \x03(\t\x12\x1b\n\x0emodified_after\x18\x07 \x01(\x01H\x01\x88\x01\x01\x12\x1c\n\x0fmodified_before\x18\x08 \x01(\x01H\x02\x88\x01\x01\x12\x18\n\x0btaken_after\x18\t \x01(\x01H\x03\x88\x01\x01\x12\x19\n\x0ctaken_before\x18\n \x01(\x01H\x04\x88\x01\x01\x42\x0c\n\n_min_scoreB\x11\n\x0f_modified_afterB\x12\n\x10_modified_beforeB\x0e\n\x0c_taken_afterB\x0f\n\r_taken_before\"\x92\x01\n\x03Hit\x12\x0c\n\x04path\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x02\x12\r\n\x05width\x18\x03 \x01(\r\x12\x0e\n\x06height\x18\x04 \x01(\r\x12\x12\n\nsize_bytes\x18\x05 \x01(\x04\x12\r\n\x05mtime\x18\x06 \x01(\x01\x12\x12\n\x05taken\x18\x07 \x01(\x01H\x00\x88\x01\x01\x12\x0e\n\x06paired\x18\x08 \x03(\tB\x08\n\x06_taken\"h\n\x0eSearchResponse\x12\x1b\n\x04hits\x18\x01 \x03(\x0b\x32\r.clipd.v1.Hit\x12\x0f\n\x07partial\x18\x02 \x01(\x08\x12\x0f\n\x07took_ms\x18\x03 \x01(\x01\x12\x17\n\x0fnothing_indexed\x18\x04 \x01(\x08\"\x0f\n\rStatusRequest\"\xa4\x03\n\x06Status\x12%\n\x05state\x18\x01 \x01(\x0e\x32\x16.clipd.v1.Status.State\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x0f\n\x07indexed\x18\x03 \x01(\x04\x12\x0e\n\x06queued\x18\x04 \x01(\x04\x12\x0e\n\x06\x66\x61iled\x18\x05 \x01(\x04\x12\x0f\n\x07offline\x18\x06 \x01(\x04\x12\x19\n\x11images_per_second\x18\x07 \x01(\x01\x12\x13\n\x0b\x65ta_seconds\x18\x08 \x01(\x01\x12\r\n\x05model\x18\t \x01(\t\x12\x12\n\npretrained\x18\n \x01(\t\x12\x0b\n\x03\x64im\x18\x0b \x01(\r\x12\x0e\n\x06\x64\x65vice\x18\x0c \x01(\t\x12\r\n\x05roots\x18\r \x03(\t\x12\x10\n\x08\x64\x61tabase\x18\x0e \x01(\t\x12\x16\n\x0e\x64\x61tabase_bytes\x18\x0f \x01(\x04\x12\x12\n\nstarted_at\x18\x10 \x01(\x01\x12\x0f\n\x07problem\x18\x11 \x01(\t\"R\n\x05State\x12\x15\n\x11STATE_UNSPECIFIED\x10\x00\x12\x0c\n\x08STARTING\x10\x01\x12\x0c\n\x08INDEXING\x10\x02\x12\x08\n\x04IDLE\x10\x03\x12\x0c\n\x08STOPPING\x10\x04\"-\n\x0eReindexRequest\x12\r\n\x05paths\x18\x01 \x03(\t\x12\x0c\n\x04wait\x18\x02 \x01(\x08\"S\n\x0fReindexResponse\x12\x0e\n\x06queued\x18\x01 \x01(\x04\x12\x0f\n\x07removed\x18\x02 \x01(\x04\x12\x0f\n\x07indexed\x18\x03 \x01(\x04\x12\x0e\n\x06\x66\x61iled\x18\x04 \x01(\x04\"H\n\x0c\x45mbedRequest\x12\x0e\n\x04text\x18\x01 \x01(\tH\x00\x12\x0f\n\x05image\x18\x02 \x01(\x0cH\x00\x12\x0e\n\x04path\x18\x03 \x01(\tH\x00\x42\x07\n\x05input\"B\n\rEmbedResponse\x12\x0e\n\x06vector\x18\x01 \x03(\x02\x12\r\n\x05model\x18\x02 \x01(\t\x12\x12\n\npretrained\x18\x03 \x01(\t\"4\n\x13ListFailuresRequest\x12\r\n\x05limit\x18\x01 \x01(\r\x12\x0e\n\x06offset\x18\x02 \x01(\r\"\\\n\x07\x46\x61ilure\x12\x0c\n\x04path\x18\x01 \x01(\t\x12\r\n\x05\x65rror\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\x12\x10\n\x08\x61ttempts\x18\x04 \x01(\r\x12\x11\n\tlast_seen\x18\x05 \x01(\x01\"J\n\x14ListFailuresResponse\x12#\n\x08\x66\x61ilures\x18\x01 \x03(\x0b\x32\x11.clipd.v1.Failure\x12\r\n\x05total\x18\x02 \x01(\x04\"\x9b\x01\n\x10ThumbnailRequest\x12\x0c\n\x04path\x18\x01 \x01(\t\x12\x10\n\x08max_side\x18\x02 \x01(\r\x12\x31\n\x06\x66ormat\x18\x03 \x01(\x0e\x32!.clipd.v1.ThumbnailRequest.Format\"4\n\x06\x46ormat\x12\x16\n\x12\x46ORMAT_UNSPECIFIED\x10\x00\x12\x07\n\x03PNG\x10\x01\x12\t\n\x05SIXEL\x10\x02\"@\n\x11ThumbnailResponse\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\x12\r\n\x05width\x18\x02 \x01(\r\x12\x0e\n\x06height\x18\x03 \x01(\r2\xcd\x03\n\x0bImageSearch\x12;\n\x06Search\x12\x17.clipd.v1.SearchRequest\x1a\x18.clipd.v1.SearchResponse\x12\x36\n\tGetStatus\x12\x17.clipd.v1.StatusRequest\x1a\x10.clipd.v1.Status\x12:\n\x0bWatchStatus\x12\x17.clipd.v1.StatusRequest\x1a\x10.clipd.v1.Status0\x01\x12>\n\x07Reindex\x12\x18.clipd.v1.ReindexRequest\x1a\x19.clipd.v1.ReindexResponse\x12\x38\n\x05\x45mbed\x12\x16.clipd.v1.EmbedRequest\x1a\x17.clipd.v1.EmbedResponse\x12M\n\x0cListFailures\x12\x1d.clipd.v1.ListFailuresRequest\x1a\x1e.clipd.v1.ListFailuresResponse\x12\x44\n\tThumbnail\x12\x1a.clipd.v1.ThumbnailRequest\x1a\x1b.clipd.v1.ThumbnailResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,35 +36,35 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SEARCHREQUEST']._serialized_start=136
   _globals['_SEARCHREQUEST']._serialized_end=470
   _globals['_HIT']._serialized_start=473
-  _globals['_HIT']._serialized_end=603
-  _globals['_SEARCHRESPONSE']._serialized_start=605
-  _globals['_SEARCHRESPONSE']._serialized_end=709
-  _globals['_STATUSREQUEST']._serialized_start=711
-  _globals['_STATUSREQUEST']._serialized_end=726
-  _globals['_STATUS']._serialized_start=729
-  _globals['_STATUS']._serialized_end=1149
-  _globals['_STATUS_STATE']._serialized_start=1067
-  _globals['_STATUS_STATE']._serialized_end=1149
-  _globals['_REINDEXREQUEST']._serialized_start=1151
-  _globals['_REINDEXREQUEST']._serialized_end=1196
-  _globals['_REINDEXRESPONSE']._serialized_start=1198
-  _globals['_REINDEXRESPONSE']._serialized_end=1281
-  _globals['_EMBEDREQUEST']._serialized_start=1283
-  _globals['_EMBEDREQUEST']._serialized_end=1355
-  _globals['_EMBEDRESPONSE']._serialized_start=1357
-  _globals['_EMBEDRESPONSE']._serialized_end=1423
-  _globals['_LISTFAILURESREQUEST']._serialized_start=1425
-  _globals['_LISTFAILURESREQUEST']._serialized_end=1477
-  _globals['_FAILURE']._serialized_start=1479
-  _globals['_FAILURE']._serialized_end=1571
-  _globals['_LISTFAILURESRESPONSE']._serialized_start=1573
-  _globals['_LISTFAILURESRESPONSE']._serialized_end=1647
-  _globals['_THUMBNAILREQUEST']._serialized_start=1650
-  _globals['_THUMBNAILREQUEST']._serialized_end=1805
-  _globals['_THUMBNAILREQUEST_FORMAT']._serialized_start=1753
-  _globals['_THUMBNAILREQUEST_FORMAT']._serialized_end=1805
-  _globals['_THUMBNAILRESPONSE']._serialized_start=1807
-  _globals['_THUMBNAILRESPONSE']._serialized_end=1871
-  _globals['_IMAGESEARCH']._serialized_start=1874
-  _globals['_IMAGESEARCH']._serialized_end=2335
+  _globals['_HIT']._serialized_end=619
+  _globals['_SEARCHRESPONSE']._serialized_start=621
+  _globals['_SEARCHRESPONSE']._serialized_end=725
+  _globals['_STATUSREQUEST']._serialized_start=727
+  _globals['_STATUSREQUEST']._serialized_end=742
+  _globals['_STATUS']._serialized_start=745
+  _globals['_STATUS']._serialized_end=1165
+  _globals['_STATUS_STATE']._serialized_start=1083
+  _globals['_STATUS_STATE']._serialized_end=1165
+  _globals['_REINDEXREQUEST']._serialized_start=1167
+  _globals['_REINDEXREQUEST']._serialized_end=1212
+  _globals['_REINDEXRESPONSE']._serialized_start=1214
+  _globals['_REINDEXRESPONSE']._serialized_end=1297
+  _globals['_EMBEDREQUEST']._serialized_start=1299
+  _globals['_EMBEDREQUEST']._serialized_end=1371
+  _globals['_EMBEDRESPONSE']._serialized_start=1373
+  _globals['_EMBEDRESPONSE']._serialized_end=1439
+  _globals['_LISTFAILURESREQUEST']._serialized_start=1441
+  _globals['_LISTFAILURESREQUEST']._serialized_end=1493
+  _globals['_FAILURE']._serialized_start=1495
+  _globals['_FAILURE']._serialized_end=1587
+  _globals['_LISTFAILURESRESPONSE']._serialized_start=1589
+  _globals['_LISTFAILURESRESPONSE']._serialized_end=1663
+  _globals['_THUMBNAILREQUEST']._serialized_start=1666
+  _globals['_THUMBNAILREQUEST']._serialized_end=1821
+  _globals['_THUMBNAILREQUEST_FORMAT']._serialized_start=1769
+  _globals['_THUMBNAILREQUEST_FORMAT']._serialized_end=1821
+  _globals['_THUMBNAILRESPONSE']._serialized_start=1823
+  _globals['_THUMBNAILRESPONSE']._serialized_end=1887
+  _globals['_IMAGESEARCH']._serialized_start=1890
+  _globals['_IMAGESEARCH']._serialized_end=2351
 # @@protoc_insertion_point(module_scope)

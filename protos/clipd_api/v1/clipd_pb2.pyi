@@ -44,7 +44,7 @@ class SearchRequest(_message.Message):
     def __init__(self, terms: _Optional[_Iterable[_Union[Term, _Mapping]]] = ..., limit: _Optional[int] = ..., offset: _Optional[int] = ..., min_score: _Optional[float] = ..., under: _Optional[_Iterable[str]] = ..., extensions: _Optional[_Iterable[str]] = ..., modified_after: _Optional[float] = ..., modified_before: _Optional[float] = ..., taken_after: _Optional[float] = ..., taken_before: _Optional[float] = ...) -> None: ...
 
 class Hit(_message.Message):
-    __slots__ = ("path", "score", "width", "height", "size_bytes", "mtime", "taken")
+    __slots__ = ("path", "score", "width", "height", "size_bytes", "mtime", "taken", "paired")
     PATH_FIELD_NUMBER: _ClassVar[int]
     SCORE_FIELD_NUMBER: _ClassVar[int]
     WIDTH_FIELD_NUMBER: _ClassVar[int]
@@ -52,6 +52,7 @@ class Hit(_message.Message):
     SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
     MTIME_FIELD_NUMBER: _ClassVar[int]
     TAKEN_FIELD_NUMBER: _ClassVar[int]
+    PAIRED_FIELD_NUMBER: _ClassVar[int]
     path: str
     score: float
     width: int
@@ -59,7 +60,8 @@ class Hit(_message.Message):
     size_bytes: int
     mtime: float
     taken: float
-    def __init__(self, path: _Optional[str] = ..., score: _Optional[float] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., size_bytes: _Optional[int] = ..., mtime: _Optional[float] = ..., taken: _Optional[float] = ...) -> None: ...
+    paired: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, path: _Optional[str] = ..., score: _Optional[float] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., size_bytes: _Optional[int] = ..., mtime: _Optional[float] = ..., taken: _Optional[float] = ..., paired: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class SearchResponse(_message.Message):
     __slots__ = ("hits", "partial", "took_ms", "nothing_indexed")
