@@ -128,8 +128,11 @@ def decode_bytes(
 
 
 def read_metadata(path: Path) -> tuple[int, int, float | None]:
-    """(width, height, capture time) of an image file from its headers, before orientation;
-    no pixels are decoded, but for JPEG XL and RAW (their previews). ImageError on failure."""
+    """(width, height, capture time) of an image file from its headers; ImageError on failure.
+
+    No pixels are decoded, but for JPEG XL and RAW (their previews). Width and height are as
+    stored, except for RAW (upright): compare shapes either way round.
+    """
     data = _read_file(path)
     if raw.recognise(data) is None:
         im = _open(data)
