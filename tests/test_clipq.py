@@ -492,7 +492,7 @@ def test_library_returns_typed_result(daemon: tuple[FakeDaemon, str]) -> None:
     assert isinstance(result, SearchResult)
     assert (result.partial, result.took_ms, len(result)) == (True, 1.5, 1)
     [hit] = result
-    assert hit == Hit("/pics/a.jpg", pytest.approx(0.3124), 640, 480, 1234, 1.5)  # type: ignore[arg-type]
+    assert hit == Hit("/pics/a.jpg", pytest.approx(0.3124), 640, 480, 1234, 1.5, 0.5)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("terms", [(), ("",), ("  ",), ("cat", ("\t", 1.0))])

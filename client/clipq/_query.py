@@ -27,8 +27,19 @@ _IMAGE_SIGNATURES: tuple[tuple[int, bytes], ...] = (
     (0, b"GIF89a"),
     (8, b"WEBP"),  # after "RIFF" and a length
     (0, b"BM"),
-    (0, b"II*\x00"),  # TIFF, little endian
+    (0, b"II*\x00"),  # TIFF (and the TIFF-based camera RAW formats), little endian
     (0, b"MM\x00*"),  # TIFF, big endian
+    # HEIC/HEIF and AVIF (ISO media: an ftyp box with the brand), Canon CR3
+    *((4, b"ftyp" + brand) for brand in (b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis")),
+    *((4, b"ftyp" + brand) for brand in (b"hevm", b"hevs", b"mif1", b"msf1", b"avif", b"avis")),
+    (4, b"ftypcrx "),
+    (0, b"\xff\x0a"),  # JPEG XL codestream
+    (0, b"\x00\x00\x00\x0cJXL \r\n\x87\n"),  # JPEG XL container
+    (0, b"FUJIFILMCCD-RAW"),
+    (0, b"IIRO"),  # Olympus ORF
+    (0, b"IIRS"),
+    (0, b"MMOR"),
+    (0, b"IIU\x00"),  # Panasonic RW2
 )
 
 Term = Text | ImageFile
@@ -75,7 +86,8 @@ def query_terms(
     for path in images:
         if not probe(path):
             raise QueryError(
-                f"--image {path}: not an image file (JPEG, PNG, WebP, GIF, BMP or TIFF)"
+                f"--image {path}: not an image file (JPEG, PNG, WebP, GIF, BMP, TIFF, HEIC, "
+                "AVIF, JPEG XL or camera RAW)"
             )
         terms.append(ImageFile(path))
     if not terms:
