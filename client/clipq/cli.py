@@ -203,7 +203,10 @@ def _parse(argv: Sequence[str]) -> argparse.Namespace:
     parser = search if command == "search" else _PARSERS[command]()
     if command != "search":
         # Intermixed, so that options may come between words: `clipq reindex a -w b`.
-        return parser.parse_intermixed_args(rest)
+        args = parser.parse_intermixed_args(rest)
+        if command == "reindex" and args.address is None:
+            _note_missing(args.paths)
+        return args
     args = parser.parse_args(options_then_words(parser, rest))
     try:
         args.terms = query_terms(args.query, args.image, args.text)
@@ -754,16 +757,21 @@ def _failures(client: Client, args: argparse.Namespace) -> None:
         )
 
 
+def _note_missing(paths: Sequence[str]) -> None:
+    """Say which rescan paths are not there (on this machine, which the socket's daemon shares).
+
+    They are still sent: rescanning a vanished path is how its entries leave the index.
+    """
+    for path in paths:
+        if not os.path.lexists(os.path.expanduser(path)):
+            print(
+                f"clipq: note: {path} does not exist; the rescan only drops what the index "
+                "holds there",
+                file=sys.stderr,
+            )
+
+
 def _reindex(client: Client, args: argparse.Namespace) -> None:
-    if not client.over_tcp:
-        for path in args.paths:
-            if not os.path.lexists(os.path.expanduser(path)):
-                # Still sent: rescanning a vanished path is how its entries leave the index.
-                print(
-                    f"clipq: note: {path} does not exist; the rescan only drops what the "
-                    "index holds there",
-                    file=sys.stderr,
-                )
     result = client.reindex(*args.paths, wait=args.wait)
     if args.json:
         print(json.dumps(asdict(result)))
