@@ -77,6 +77,7 @@ FULL_STATUS = pb.Status(
     database="/data/index.db",
     database_bytes=12_345_678,
     started_at=1.0,
+    web_url="http://127.0.0.1:8765/",
 )
 
 # What WatchStatus yields, then it ends: progress (the second a heartbeat repeating the
@@ -742,10 +743,30 @@ def test_status_prints_aligned_lines(
         "database: /data/index.db (12.3 MB)\n"
         "roots:    /pics\n"
         "          /more pics\n"
+        "web:      http://127.0.0.1:8765/\n"
         "version:  0.1.0\n"
         "uptime:   1h02m\n",
         "",
     )
+
+
+def test_web_print_gives_the_url_with_the_token_once(
+    capsys: pytest.CaptureFixture[str], daemon: tuple[FakeDaemon, str], tmp_path: Path
+) -> None:
+    fake, path = daemon
+    fake.status.CopyFrom(FULL_STATUS)
+    token_file = tmp_path / "token"
+    token_file.write_text("s3cret/+=\n", encoding="utf-8")
+    argv = ["web", "--print", "--socket", path, "--token-file", str(token_file)]
+    assert run_clipq(capsys, *argv) == (
+        0,
+        "http://127.0.0.1:8765/?token=s3cret%2F%2B%3D\n",
+        "",
+    )
+    fake.status.web_url = ""
+    code, out, err = run_clipq(capsys, *argv)
+    assert (code, out) == (1, "")
+    assert "web app is off" in err
 
 
 def test_status_shows_a_problem_only_when_there_is_one(
@@ -796,6 +817,7 @@ def test_status_json_has_every_field(
         "database_bytes": 12_345_678,
         "started_at": 1.0,
         "problem": "",
+        "web_url": "http://127.0.0.1:8765/",
     }
 
 

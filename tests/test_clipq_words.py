@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from clipd_api.query import IMAGE_EXTENSIONS, looks_like_path
 from clipq._client import ImageFile, Text
-from clipq._query import IMAGE_EXTENSIONS, QueryError, looks_like_path, parse_when, query_terms
+from clipq._query import QueryError, parse_when, query_terms
 from clipq.cli import main
 
 PNG_HEAD = b"\x89PNG\r\n\x1a\n" + bytes(24)

@@ -136,6 +136,8 @@ class Status:
     started_at: float
     # What keeps the daemon from indexing, e.g. a full disk; "" when nothing does.
     problem: str = ""
+    # The web app's address (without the token); "" when it is off.
+    web_url: str = ""
 
 
 @dataclass(frozen=True, slots=True)

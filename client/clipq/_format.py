@@ -29,6 +29,7 @@ def status_lines(status: Status, now: float) -> list[str]:
         ("device", status.device or "-"),
         ("database", f"{status.database} ({size(status.database_bytes)})"),
         ("roots", "\n".join(status.roots) or "-"),
+        ("web", status.web_url or "off"),
         *([("problem", status.problem)] if status.problem else []),
         ("version", status.version),
         ("uptime", duration(now - status.started_at) if status.started_at else "-"),

@@ -2,9 +2,9 @@
 
     clipq beach -people 2:sunset +dog photo.jpg
 
-Plain words form one text ("beach"); `+TEXT` and `-TEXT` add and subtract a term of their own;
-`W:TERM` gives a term the weight W; a word that looks like a path (a '/' or an image extension)
-names an image file to query by example, and is an error when it names none.
+The query language itself (signs, weights, which words name images) lives in clipd_api.query,
+shared with the daemon's web search box; here a word that names an image must name a readable
+image file, and is an error otherwise.
 """
 
 from __future__ import annotations
@@ -16,10 +16,19 @@ import time
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta, timezone, tzinfo
 
+from clipd_api.query import IMAGE_EXTENSIONS, QueryError, looks_like_path, parse_words
 from clipq._client import ImageFile, Text
 
-# "2:sunset", "-0.5:people", ".5:dog"
-_WEIGHTED = re.compile(r"([+-]?(?:\d+(?:\.\d*)?|\.\d+)):(.*)", re.DOTALL)
+# Also from here: parse_when raises QueryError, and clipq's callers catch it from this module.
+__all__ = [
+    "WHEN_HELP",
+    "QueryError",
+    "Term",
+    "image_problem",
+    "looks_like_path",
+    "parse_when",
+    "query_terms",
+]
 
 # How image files begin, for the formats the daemon reads (RAW files from most cameras are TIFF
 # inside); the daemon has the last word, this only keeps a text file from being sent as one.
@@ -40,35 +49,10 @@ _IMAGE_SIGNATURES: tuple[tuple[int, bytes], ...] = (
     (0, b"FUJIFILMCCD-RAW"),
 )
 
-# Endings that make a word a file name rather than text: `clipq beach.jpg` means that file.
-# Every format the daemon indexes by default is here (a test holds the two lists together).
-IMAGE_EXTENSIONS = frozenset(
-    {
-        *("jpg", "jpeg", "jpe", "jfif", "png", "webp", "gif", "bmp", "tif", "tiff"),
-        *("heic", "heif", "hif", "avif", "jxl"),
-        *("dng", "cr2", "cr3", "nef", "nrw", "arw", "srf", "sr2", "raf", "orf", "rw2", "rwl"),
-        *("pef", "srw", "3fr", "erf", "dcr", "kdc"),
-    }
-)
-
 _FORMATS = "JPEG, PNG, WebP, GIF, BMP, TIFF, HEIC, AVIF, JPEG XL or camera RAW"
 
 Term = Text | ImageFile
 ImageCheck = Callable[[str], str | None]
-
-
-class QueryError(ValueError):
-    """A query word that cannot be understood; str() says which and why."""
-
-
-def looks_like_path(word: str) -> bool:
-    """Whether a query word names a file: it has a '/' or ends in an image extension.
-
-    Any other word is text, even when a file of that name happens to be in the current folder
-    (`clipq square` searches for squares); `./square` names the file.
-    """
-    ext = word.rpartition(".")[2]
-    return "/" in word or ("." in word and ext.lower() in IMAGE_EXTENSIONS)
 
 
 def image_problem(path: str) -> str | None:
@@ -104,21 +88,13 @@ def query_terms(
     Plain words and texts join into one text. A word that looks like a path must name an image
     (`check` says what is wrong with it otherwise): it is never searched as text by mistake.
     """
-    plain: list[str] = []
     terms: list[Term] = []
-    for word in words:
-        signed = _signed_term(word)
-        body, weight = signed if signed is not None else (word, None)
-        if looks_like_path(body):
-            _check_image(body, check, label=body)
-            terms.append(ImageFile(body, 1.0 if weight is None else weight))
-        elif weight is not None:
-            terms.append(Text(body, weight))
+    for term in parse_words(words, texts):
+        if term.image:
+            _check_image(term.value, check, label=term.value)
+            terms.append(ImageFile(term.value, term.weight))
         else:
-            plain.append(word)
-    text = " ".join([*plain, *texts]).strip()
-    if text:
-        terms.insert(0, Text(text))
+            terms.append(Text(term.value, term.weight))
     for path in images:
         _check_image(path, check, label=f"--image {path}")
         terms.append(ImageFile(path))
@@ -135,22 +111,6 @@ def _check_image(path: str, check: ImageCheck, *, label: str) -> None:
     # A word like 'AC/DC' is more likely text than a mistyped path: say how to search it.
     hint = "" if has_extension or label.startswith("--") else "; to search it as text, use --text"
     raise QueryError(f"{label}: {problem}{hint}")
-
-
-def _signed_term(word: str) -> tuple[str, float] | None:
-    """(term, weight) for `+TERM`, `-TERM` and `W:TERM`; None for a plain word."""
-    match = _WEIGHTED.fullmatch(word)
-    if match:
-        body, weight = match[2], float(match[1])
-    elif len(word) > 1 and word[0] in "+-":
-        body, weight = word[1:], (1.0 if word[0] == "+" else -1.0)
-    else:
-        return None
-    if not body.strip():
-        raise QueryError(f"{word!r}: nothing follows the {'weight' if match else 'sign'}")
-    if weight == 0:
-        raise QueryError(f"{word!r}: a weight of 0 would ignore the term; leave it out instead")
-    return body, weight
 
 
 # --since / --until

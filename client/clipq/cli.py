@@ -61,13 +61,14 @@ EXIT_INTERRUPTED = 130
 # What a shell reports for a program killed by SIGPIPE (128 + 13), as `cat big | head` does.
 EXIT_BROKEN_PIPE = 141
 
-COMMANDS = ("search", "status", "failures", "reindex", "completion")
+COMMANDS = ("search", "status", "failures", "reindex", "web", "completion")
 
 _USAGE = """\
 clipq [OPTIONS] QUERY...  (e.g. clipq beach -people 2:sunset, clipq photo.jpg)
        clipq status [--json] [--watch] [--until-idle]
        clipq failures [--json] [-n N] [--offset K]
        clipq reindex [--wait] [--json] [PATH...]
+       clipq web [--print]
        clipq completion {bash,zsh,fish}"""
 
 _QUERY_HELP = """\
@@ -91,6 +92,7 @@ commands (the first word; any other word starts a search):
   status             the daemon's state, counts, model and database; --watch follows it
   failures           files that could not be indexed, and why
   reindex [PATH...]  rescan files or folders (default: every root)
+  web                open the web app in your browser, signed in (--print: the URL)
   completion SHELL   print the completion script for bash, zsh or fish
 'clipq COMMAND --help' describes a command's options.
 
@@ -471,6 +473,23 @@ def _reindex_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _web_parser() -> argparse.ArgumentParser:
+    parser = _new_parser(
+        "web",
+        "Open the daemon's web app in your browser, signed in: the URL carries your token\n"
+        "once, and the page trades it for a cookie and drops it from the address bar.",
+    )
+    parser.add_argument(
+        "--print",
+        action="store_true",
+        dest="print_url",
+        help="print the URL, with the token, instead of opening a browser",
+    )
+    _add_connection_options(parser)
+    parser.set_defaults(run=_web)
+    return parser
+
+
 def _completion_parser() -> argparse.ArgumentParser:
     parser = _new_parser(
         "completion",
@@ -492,6 +511,7 @@ _PARSERS: dict[str, Callable[[], argparse.ArgumentParser]] = {
     "status": _status_parser,
     "failures": _failures_parser,
     "reindex": _reindex_parser,
+    "web": _web_parser,
     "completion": _completion_parser,
 }
 
@@ -777,6 +797,29 @@ def _reindex(client: Client, args: argparse.Namespace) -> None:
         print(json.dumps(asdict(result)))
     else:
         print(reindex_line(result, waited=args.wait))
+
+
+def _web(client: Client, args: argparse.Namespace) -> None:
+    url = client.status().web_url
+    if not url:
+        raise ClipqError(
+            "the daemon's web app is off; set `web` in its config (e.g. web: 127.0.0.1:8765, "
+            "or remove `web: off`) and restart it"
+        )
+    from urllib.parse import urlencode
+
+    token = read_token(args.token_file or token_path())
+    signed_in = f"{url}?{urlencode({'token': token})}"
+    if args.print_url:
+        print(signed_in)
+        return
+    import webbrowser  # only this command pays for it
+
+    if webbrowser.open(signed_in):
+        print(f"clipq: opened {url} in your browser", file=sys.stderr)
+    else:
+        print("clipq: no browser could be started; open this URL:", file=sys.stderr)
+        print(signed_in)
 
 
 def _completion(client: Client, args: argparse.Namespace) -> None:
