@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import random
-import subprocess
-import sys
 import threading
 from pathlib import Path
 from typing import Any
@@ -13,6 +11,7 @@ import numpy as np
 import pytest
 from conftest import TINY_MODEL_JSON, TINY_MODEL_WEIGHTS, ConfigWriter
 from fixtures.shapes import COLOURS, SHAPES, caption, draw
+from harness import run_clipd
 
 from clipd import embedder
 from clipd.config import ModelConfig
@@ -170,13 +169,7 @@ def test_serve_without_weights_exits_with_one_line(
 ) -> None:
     (tmp_path / "pics").mkdir()
     config = write_config([tmp_path / "pics"], model={"name": "ViT-B-32", "device": "cpu"})
-    result = subprocess.run(
-        [Path(sys.executable).parent / "clipd", "serve", "--config", str(config)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    result = run_clipd("serve", "--config", str(config))
     assert result.returncode == 1
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith("clipd: cannot fetch weights for model ViT-B-32 / laion2b_s34b_b79k")

@@ -6,7 +6,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from conftest import ConfigWriter
-from test_watcher import picture, serving
+from harness import in_process_daemon, picture
 
 from clipd.config import Config, ModelConfig
 from clipd.reload import plan_reload
@@ -46,7 +46,7 @@ def test_a_narrower_include_drops_files_on_reload(
     png = picture(root / "a.png", seed=1)
     jpeg = picture(root / "b.jpg", "blue", "square", seed=2)
     config = write_config([root])
-    with serving(config, root, 2) as live:
+    with in_process_daemon(config, root, 2) as live:
         write_config([root], include=["*.png"])
         live.daemon.reload()
         live.wait_for(lambda: live.indexed() == {str(png)}, "the JPEG dropped by include")

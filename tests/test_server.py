@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import io
-import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -17,17 +15,17 @@ from fixtures.corpus import Corpus, write_corpus
 from fixtures.shapes import draw
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from harness import InProcessDaemon, in_process_daemon
 
-from clipd.app import Daemon
-from clipd.config import load_config
 from clipd.progress import Progress
 from clipd_api.v1 import clipd_pb2 as pb
 from clipd_api.v1 import clipd_pb2_grpc as pb_grpc
 
 
 class Running:
-    def __init__(self, corpus: Corpus, channel: grpc.Channel) -> None:
+    def __init__(self, corpus: Corpus, live: InProcessDaemon, channel: grpc.Channel) -> None:
         self.corpus = corpus
+        self.live = live
         self.stub = pb_grpc.ImageSearchStub(channel)  # type: ignore[no-untyped-call]
         self.channel = channel
 
@@ -50,33 +48,11 @@ def daemon(tmp_path: Path, write_config: ConfigWriter) -> Iterator[Running]:
 
 @contextmanager
 def in_process(corpus: Corpus, write_config: ConfigWriter, **overrides: Any) -> Iterator[Running]:
-    """A Daemon on its own thread over corpus, once it has indexed everything."""
-    config = load_config(write_config([corpus.root], **overrides))
-    instance = Daemon(config)
-    thread = threading.Thread(target=instance.run, name="test-daemon")
-    thread.start()
-    channel = grpc.insecure_channel(f"unix:{config.socket}")
-    try:
-        running = Running(corpus, channel)
-        _wait_idle(running, len(corpus.images) + len(corpus.bad))
-        yield running
-    finally:
-        channel.close()
-        instance.stop()
-        thread.join(timeout=60)
-
-
-def _wait_idle(running: Running, files: int) -> None:
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        try:
-            status = running.stub.GetStatus(pb.StatusRequest(), timeout=5)
-            if status.state == pb.Status.IDLE and status.indexed + status.failed == files:
-                return
-        except grpc.RpcError:
-            pass
-        time.sleep(0.1)
-    raise AssertionError("daemon did not finish indexing")
+    """An in-process daemon over corpus, once it has indexed everything, and a channel to it."""
+    config = write_config([corpus.root], **overrides)
+    files = len(corpus.images) + len(corpus.bad)
+    with in_process_daemon(config, corpus.root, files) as live, live.channel() as channel:
+        yield Running(corpus, live, channel)
 
 
 def text(value: str, weight: float | None = None) -> pb.Term:
@@ -250,7 +226,7 @@ def test_deadlines_are_honoured(tmp_path: Path, write_config: ConfigWriter) -> N
         assert caught.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
         # The abandoned wait frees its server thread, and the daemon goes on answering.
         assert daemon.search(text("a blue circle"), limit=1).hits
-        _wait_idle(daemon, len(corpus.images) + len(corpus.bad) + 120)
+        daemon.live.wait_settled(len(corpus.images) + len(corpus.bad) + 120)
 
 
 def test_results_are_flagged_partial_while_indexing(

@@ -7,28 +7,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
-import numpy.typing as npt
 import pytest
+from harness import DIM, MODEL, Matrix, record, unit_vectors
 
 from clipd import sqlite, store
 from clipd.errors import StoreError
-from clipd.records import FailureRecord, FileRecord, ModelIdentity, SearchFilter
+from clipd.records import FailureRecord, ModelIdentity, SearchFilter
 from clipd.store import Store
-
-DIM = 16
-MODEL = ModelIdentity("test-model", "test-weights", DIM)
-Matrix = npt.NDArray[np.float32]
-
-
-def unit_vectors(count: int, seed: int = 0) -> Matrix:
-    rng = np.random.default_rng(seed)
-    matrix = rng.standard_normal((count, DIM)).astype(np.float32)
-    normalised: Matrix = matrix / np.linalg.norm(matrix, axis=1, keepdims=True)
-    return normalised
-
-
-def record(path: str, vector: Matrix, size: int = 100, mtime_ns: int = 1_000_000_000) -> FileRecord:
-    return FileRecord(path, size, mtime_ns, 1, 1, b"h" * 16, 64, 48, vector.tobytes())
 
 
 @pytest.fixture
