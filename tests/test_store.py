@@ -16,10 +16,13 @@ from clipd.records import FailureRecord, ModelIdentity, SearchFilter
 from clipd.store import Store
 
 
-@pytest.fixture
-def db(tmp_path: Path) -> Iterator[Store]:
-    opened = Store(tmp_path / "index.db")
+@pytest.fixture(params=["ram", "vec0"])
+def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+    """A store searching its RAM copy of the vectors, or vec0 (as while that copy loads)."""
+    in_memory = request.param == "ram"
+    opened = Store(tmp_path / "index.db", in_memory=in_memory)
     opened.bind_model(MODEL)
+    assert opened.in_memory_ready == in_memory
     yield opened
     opened.close()
 
@@ -95,26 +98,34 @@ def test_under_respects_directory_boundaries(db: Store) -> None:
     assert {h.path for h in single} == {"/pics/a.jpg", "/pics/ab/y.jpg"}
 
 
+@pytest.mark.parametrize("db", ["vec0"], indirect=True)
 def test_deep_pages_fall_back_to_an_exact_scan(
     filled: tuple[Store, list[str], Matrix], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    db, _, vectors = filled
+    """On vec0, a page past KNN_MAX_K cannot be a KNN: an exact scan gives the same order."""
+    db, paths, vectors = filled
     query = vectors[3]
-    knn = db.search(query.tobytes(), limit=30, offset=40)
     monkeypatch.setattr(store, "KNN_MAX_K", 50)
     scanned = db.search(query.tobytes(), limit=30, offset=40)
-    assert [h.path for h in scanned] == [h.path for h in knn]
+    expected = brute_force(paths, vectors, query)[40:70]
+    assert [h.path for h in scanned] == [p for p, _ in expected]
+    assert [h.score for h in scanned] == pytest.approx([s for _, s in expected], abs=1e-5)
     under_b = db.search(
         query.tobytes(), limit=30, offset=40, where=SearchFilter(under=("/pics/b",))
     )
-    assert all(h.path.startswith("/pics/b/") for h in under_b)
+    in_b = [(p, s) for p, s in brute_force(paths, vectors, query) if p.startswith("/pics/b/")]
+    assert [h.path for h in under_b] == [p for p, _ in in_b[40:70]]
 
 
-@pytest.mark.parametrize("knn_max_k", [store.KNN_MAX_K, 0])
+@pytest.mark.parametrize(
+    ("db", "knn_max_k"),
+    [("ram", store.KNN_MAX_K), ("vec0", store.KNN_MAX_K), ("vec0", 0)],  # 0: the exact scan
+    indirect=["db"],
+)
 def test_extension_and_mtime_filters(
     db: Store, knn_max_k: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(store, "KNN_MAX_K", knn_max_k)  # 0: the exact-scan path
+    monkeypatch.setattr(store, "KNN_MAX_K", knn_max_k)
     vectors = unit_vectors(60)
     names = [f"/pics/img{i:02d}.{('jpg', 'PNG', 'webp')[i % 3]}" for i in range(60)]
     mtimes = [i * 1_000_000_000 for i in range(60)]
@@ -261,7 +272,9 @@ FILTERS = (
 )
 
 
-def test_ram_and_vec0_paths_agree_after_mixed_writes(tmp_path: Path) -> None:
+def test_ram_and_vec0_paths_agree_after_mixed_writes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     ram = Store(tmp_path / "index.db")
     ram.bind_model(MODEL)
     vec0 = Store(tmp_path / "index.db", in_memory=False)
@@ -286,14 +299,19 @@ def test_ram_and_vec0_paths_agree_after_mixed_writes(tmp_path: Path) -> None:
     assert ram.move("/pics/a/sub", "/pics/c/sub") > 0
     ram.set_offline("/pics/c", offline=True)
     ram.set_offline("/pics/c/sub", offline=False)
-    for seed in range(4):
-        query = unit_vectors(1, seed=200 + seed)[0]
-        for where in FILTERS:
-            found = same_hits(ram, vec0, query, limit=30, where=where)
-            assert all(not p.startswith("/pics/c/") or p.startswith("/pics/c/sub/") for p in found)
-        same_hits(ram, vec0, query, limit=25, offset=50)
-        same_hits(ram, vec0, query, limit=400, min_score=0.1)
-        same_hits(ram, vec0, query, limit=400, where=SearchFilter(under=("/pics/c/sub",)))
+    # vec0 answers by KNN, and with KNN_MAX_K = 0 by its exact scan.
+    for knn_max_k in (store.KNN_MAX_K, 0):
+        monkeypatch.setattr(store, "KNN_MAX_K", knn_max_k)
+        for seed in range(4):
+            query = unit_vectors(1, seed=200 + seed)[0]
+            for where in FILTERS:
+                found = same_hits(ram, vec0, query, limit=30, where=where)
+                assert all(
+                    not p.startswith("/pics/c/") or p.startswith("/pics/c/sub/") for p in found
+                )
+            same_hits(ram, vec0, query, limit=25, offset=50)
+            same_hits(ram, vec0, query, limit=400, min_score=0.1)
+            same_hits(ram, vec0, query, limit=400, where=SearchFilter(under=("/pics/c/sub",)))
     ram.close()
     vec0.close()
 
