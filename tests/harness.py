@@ -213,15 +213,18 @@ def in_process_daemon(
 
 
 class DaemonProcess:
-    """`clipd serve --config CONFIG` as a child process; its stdout and stderr kept in memory."""
+    """`clipd serve --config CONFIG` as a child process; its stdout and stderr kept in memory.
 
-    def __init__(self, config: Path, *args: str) -> None:
+    `env` replaces the environment it inherits (the test's, isolated by conftest)."""
+
+    def __init__(self, config: Path, *args: str, env: dict[str, str] | None = None) -> None:
         self.config = config
         self.popen = subprocess.Popen(
             [BIN / "clipd", "serve", "--config", str(config), *args],
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
+            env=env,
         )
         self._lines: list[str] = []
         self._reader = threading.Thread(target=self._read, name="clipd-output")
@@ -276,10 +279,17 @@ def daemon_process(config: Path, *args: str) -> Iterator[DaemonProcess]:
     assert code == 0, process.output
 
 
-def run_clipd(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    """`clipd ARGS` run to completion."""
+def run_clipd(
+    *args: str, timeout: float = 120, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """`clipd ARGS` run to completion (`env` replaces the inherited environment)."""
     return subprocess.run(
-        [BIN / "clipd", *args], capture_output=True, text=True, timeout=timeout, check=False
+        [BIN / "clipd", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+        env=env,
     )
 
 

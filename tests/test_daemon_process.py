@@ -155,3 +155,29 @@ def test_the_service_manager_hears_ready_status_reloading_and_stopping(
         assert receive_until("STOPPING=1") == "STOPPING=1\nSTATUS=stopping"
     finally:
         manager.close()
+
+
+@pytest.mark.parametrize(("signum", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 0)])
+def test_a_signal_while_the_weights_download_stops_at_once(
+    tmp_path: Path, write_config: ConfigWriter, signum: signal.Signals, code: int
+) -> None:
+    """The weights come from a server that takes the connection and never answers, as a
+    stalled download does: the signal must not wait for the download to give up."""
+    (tmp_path / "pics").mkdir()
+    config = write_config([tmp_path / "pics"], model={"name": "ViT-B-32", "device": "cpu"})
+    with socket.create_server(("127.0.0.1", 0)) as stalled:
+        env = {k: v for k, v in os.environ.items() if k != "HF_HUB_OFFLINE"}
+        env["HF_ENDPOINT"] = f"http://127.0.0.1:{stalled.getsockname()[1]}"
+        process = DaemonProcess(config, env=env)
+        try:
+            stalled.settimeout(240)
+            connection, _ = stalled.accept()  # the download has begun, and gets no answer
+            with connection:
+                process.send_signal(signum)
+                # Far less than the hub's retries of a stalled download (10 s each, 5 times).
+                assert process.wait(timeout=20) == code, process.output
+        finally:
+            process.stop(signal.SIGKILL)
+    assert "Traceback" not in process.output
+    assert "stopped while loading the model" in process.output
+    assert not default_socket_path().exists(), "the socket must be removed on exit"

@@ -131,7 +131,7 @@ def _serve(config: Config, args: argparse.Namespace) -> int:
     # and retries, instead of the signal killing the daemon mid-transaction.
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
     daemon.run()
-    return EXIT_OK
+    return EXIT_INTERRUPTED if daemon.stopped_by == signal.SIGINT else EXIT_OK
 
 
 def _limit_malloc_arenas() -> None:
