@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from bench import corpus, daemon, pipeline, reconcile, search
+from bench import corpus, daemon, formats, pipeline, reconcile, search
 from clipd.embedder import Embedder
 
 # rclip 3.3 on this project's build machine, quiet, 1000 phone photos, same architecture
@@ -84,6 +84,7 @@ def main() -> int:
         _table(rates, scale, busy, served, (reconcile_files, reconciles))
         if not args.no_techniques:
             _techniques(photos, paths, repeats)
+        formats.report(rounds=3 if args.quick else 5)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return 0

@@ -36,6 +36,7 @@ from clipd.config import Config, load_config
 from clipd.indexer import Indexer
 from clipd.records import FileRecord, ModelIdentity
 from clipd.store import Store
+from clipd_api.kinds import ERROR_KIND_METADATA, ErrorKind
 from clipd_api.v1 import clipd_pb2 as pb
 from clipd_api.v1 import clipd_pb2_grpc as pb_grpc
 from clipq import Client, ClipqError, Status
@@ -139,19 +140,19 @@ class InProcessDaemon:
 
     @property
     def store(self) -> Store:
-        assert self.daemon.engine is not None
-        return self.daemon.engine.store
+        assert self.daemon.state is not None
+        return self.daemon.state.store
 
     @property
     def indexer(self) -> Indexer:
-        assert self.daemon.engine is not None
-        assert self.daemon.engine.indexer is not None
-        return self.daemon.engine.indexer
+        assert self.daemon.state is not None
+        assert self.daemon.state.indexer is not None
+        return self.daemon.state.indexer
 
     @property
     def loaded(self) -> bool:
         """The model is loaded and indexing has started."""
-        return self.daemon.engine is not None and self.daemon.engine.indexer is not None
+        return self.daemon.state is not None and self.daemon.state.indexer is not None
 
     def indexed(self) -> set[str]:
         """Paths with a row in the store under the root (offline ones included)."""
@@ -345,9 +346,18 @@ def record(path: str, vector: Matrix, size: int = 100, mtime_ns: int = 1_000_000
 # -- the fake daemon -----------------------------------------------------------------------------
 
 CANNED_HITS = [
-    pb.Hit(path="/pics/a.jpg", score=0.3124, width=640, height=480, size_bytes=1234, mtime=1.5),
+    pb.Hit(
+        path="/pics/a.jpg",
+        score=0.3124,
+        width=640,
+        height=480,
+        size_bytes=1234,
+        mtime=1.5,
+        taken=0.5,
+    ),
     pb.Hit(path="/pics/b c.png", score=0.2, width=10, height=20, size_bytes=99, mtime=2.0),
 ]
+
 
 FULL_STATUS = pb.Status(
     state=pb.Status.INDEXING,
@@ -405,7 +415,8 @@ class FakeDaemon(pb_grpc.ImageSearchServicer):
     nothing_indexed: bool = False
     # The invocation metadata of each Search call.
     metadata: list[dict[str, str]] = field(default_factory=list)
-    abort: tuple[grpc.StatusCode, str] | None = None
+    # The refusal to answer every call with, and the kind to put in its trailing metadata.
+    abort: tuple[grpc.StatusCode, str] | tuple[grpc.StatusCode, str, ErrorKind] | None = None
     status: pb.Status = field(default_factory=pb.Status)
     requests: list[pb.SearchRequest] = field(default_factory=list)
     # Set to make Search hang until the fake's teardown sets it again.
@@ -477,7 +488,10 @@ class FakeDaemon(pb_grpc.ImageSearchServicer):
     def _answer(self, name: str, context: grpc.ServicerContext) -> None:
         self.calls.append(name)
         if self.abort is not None:
-            context.abort(*self.abort)
+            code, message, *kind = self.abort
+            if kind:
+                context.set_trailing_metadata(((ERROR_KIND_METADATA, kind[0].value),))
+            context.abort(code, message)
 
 
 @contextlib.contextmanager

@@ -17,6 +17,7 @@ import grpc
 import pytest
 from harness import FULL_STATUS, WATCHED, FakeDaemon, run_clipq
 
+from clipd_api.kinds import ErrorKind
 from clipd_api.v1 import clipd_pb2 as pb
 from clipq import (
     Client,
@@ -201,14 +202,14 @@ def test_each_command_has_help(capsys: pytest.CaptureFixture[str], command: str)
 @pytest.mark.parametrize(
     ("abort", "code"),
     [
-        ((grpc.StatusCode.UNAVAILABLE, "loading model"), 4),
+        ((grpc.StatusCode.UNAVAILABLE, "loading model", ErrorKind.NOT_READY), 4),
         ((grpc.StatusCode.INVALID_ARGUMENT, "paths: 'x' is not an absolute path"), 1),
     ],
 )
 def test_command_errors_exit_like_searches(
     capsys: pytest.CaptureFixture[str],
     fake_daemon: tuple[FakeDaemon, str],
-    abort: tuple[grpc.StatusCode, str],
+    abort: tuple[grpc.StatusCode, str, ErrorKind] | tuple[grpc.StatusCode, str],
     code: int,
 ) -> None:
     fake, path = fake_daemon

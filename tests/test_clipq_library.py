@@ -10,6 +10,7 @@ import grpc
 import pytest
 from harness import CANNED_HITS, WATCHED, FakeDaemon
 
+from clipd_api.kinds import ErrorKind
 from clipd_api.v1 import clipd_pb2 as pb
 from clipq import (
     BadRequest,
@@ -55,7 +56,7 @@ def test_library_returns_typed_result(fake_daemon: tuple[FakeDaemon, str]) -> No
     assert isinstance(result, SearchResult)
     assert (result.partial, result.took_ms, len(result)) == (True, 1.5, 1)
     [hit] = result
-    assert hit == Hit("/pics/a.jpg", pytest.approx(0.3124), 640, 480, 1234, 1.5)  # type: ignore[arg-type]
+    assert hit == Hit("/pics/a.jpg", pytest.approx(0.3124), 640, 480, 1234, 1.5, 0.5)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("terms", [(), ("",), ("  ",), ("cat", ("\t", 1.0))])
@@ -85,19 +86,23 @@ def test_client_refuses_socket_and_target_together() -> None:
 
 
 @pytest.mark.parametrize(
-    ("status", "error"),
+    ("status", "kind", "error"),
     [
-        (grpc.StatusCode.UNAVAILABLE, DaemonStarting),
-        (grpc.StatusCode.INVALID_ARGUMENT, BadRequest),
-        (grpc.StatusCode.NOT_FOUND, NotFound),
-        (grpc.StatusCode.INTERNAL, RpcError),
+        (grpc.StatusCode.UNAVAILABLE, ErrorKind.NOT_READY, DaemonStarting),
+        (grpc.StatusCode.UNAVAILABLE, None, DaemonUnavailable),
+        (grpc.StatusCode.INVALID_ARGUMENT, None, BadRequest),
+        (grpc.StatusCode.NOT_FOUND, None, NotFound),
+        (grpc.StatusCode.INTERNAL, None, RpcError),
     ],
 )
 def test_library_maps_status_codes(
-    fake_daemon: tuple[FakeDaemon, str], status: grpc.StatusCode, error: type[Exception]
+    fake_daemon: tuple[FakeDaemon, str],
+    status: grpc.StatusCode,
+    kind: ErrorKind | None,
+    error: type[Exception],
 ) -> None:
     fake, path = fake_daemon
-    fake.abort = (status, "starting up")
+    fake.abort = (status, "starting up") if kind is None else (status, "starting up", kind)
     with Client(path) as client, pytest.raises(error, match="starting up"):
         client.search("cat")
 

@@ -8,14 +8,14 @@ import os
 import subprocess
 import sys
 import threading
-import time
 from datetime import datetime
 from pathlib import Path
 
 import grpc
 import pytest
-from harness import CANNED_HITS, FakeDaemon, run_clipq
+from harness import CANNED_HITS, FakeDaemon, run_clipq, wait_until
 
+from clipd_api.kinds import ErrorKind
 from clipd_api.v1 import clipd_pb2 as pb
 from clipq import (
     Client,
@@ -71,7 +71,9 @@ def test_json_prints_one_array_of_hits(
         "height": 480,
         "size_bytes": 1234,
         "mtime": 1.5,
+        "taken": 0.5,
     }
+    assert hits[1]["taken"] is None  # no capture time recorded
 
 
 def test_json_with_no_hits_prints_empty_array(
@@ -264,8 +266,22 @@ def test_filters_reach_the_daemon(
     assert list(request.extensions) == ["jpg", "png", "webp"]
     assert request.min_score == pytest.approx(-0.2)
     assert request.offset == 40
-    assert request.modified_after == datetime(2023, 5, 1).timestamp()
-    assert request.modified_before == datetime(2024, 1, 1).timestamp()
+    # --since/--until filter on capture times (the daemon falls back to mtime per file).
+    assert request.taken_after == datetime(2023, 5, 1).timestamp()
+    assert request.taken_before == datetime(2024, 1, 1).timestamp()
+    assert not request.HasField("modified_after")
+    assert not request.HasField("modified_before")
+
+
+def test_mtime_flag_filters_on_modification_time(
+    capsys: pytest.CaptureFixture[str], fake_daemon: tuple[FakeDaemon, str]
+) -> None:
+    fake, path = fake_daemon
+    assert run_clipq(capsys, "--socket", path, "cat", "--mtime", "--since", "2023")[0] == 0
+    [request] = fake.requests
+    assert request.modified_after == datetime(2023, 1, 1).timestamp()
+    assert not request.HasField("modified_before")
+    assert not request.HasField("taken_after")
 
 
 def test_without_filters_none_are_sent(
@@ -274,7 +290,7 @@ def test_without_filters_none_are_sent(
     fake, path = fake_daemon
     run_clipq(capsys, "--socket", path, "cat")
     [request] = fake.requests
-    for name in ("min_score", "modified_after", "modified_before"):
+    for name in ("min_score", "modified_after", "modified_before", "taken_after", "taken_before"):
         assert not request.HasField(name)
     assert (list(request.under), list(request.extensions), request.offset) == ([], [], 0)
 
@@ -309,12 +325,17 @@ def test_loading_model_exits_4(
     capsys: pytest.CaptureFixture[str], fake_daemon: tuple[FakeDaemon, str]
 ) -> None:
     fake, path = fake_daemon
-    fake.abort = (grpc.StatusCode.UNAVAILABLE, "loading model ViT-B-32")
-    assert run_clipq(capsys, "--socket", path, "cat") == (
-        4,
-        "",
-        "clipq: clipd is still starting: loading model ViT-B-32; try again in a few seconds\n",
-    )
+    loading = "clipd is still loading its model; try again in a few seconds"
+    fake.abort = (grpc.StatusCode.UNAVAILABLE, loading, ErrorKind.NOT_READY)
+    assert run_clipq(capsys, "--socket", path, "cat") == (4, "", f"clipq: {loading}\n")
+
+
+def test_only_the_error_kind_says_the_daemon_is_loading(
+    capsys: pytest.CaptureFixture[str], fake_daemon: tuple[FakeDaemon, str]
+) -> None:
+    fake, path = fake_daemon
+    fake.abort = (grpc.StatusCode.UNAVAILABLE, "loading is over: shutting down")
+    assert run_clipq(capsys, "--socket", path, "cat")[0] == 3
 
 
 def test_unavailable_for_another_reason_exits_3(
@@ -453,9 +474,7 @@ def test_open_starts_the_viewer_with_every_hit(
     code, out, _ = run_clipq(capsys, "--socket", path, "--open", "cat")
     assert code == 0
     assert out.count("\n") == 2
-    deadline = time.monotonic() + 10
-    while not record.exists() and time.monotonic() < deadline:
-        time.sleep(0.02)
+    wait_until(record.exists, "the viewer started", timeout=10, interval=0.02)
     assert record.read_text().splitlines() == ["--fullscreen", "/pics/a.jpg", "/pics/b c.png"]
 
 

@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from clipd import images
+from clipd.config import DEFAULT_MAX_PIXELS
 from clipd.errors import CorruptImage, ImageError, ImageTooLarge, NotAnImage, Unreadable
 from clipd.images import DecodedImage, decode_bytes, decode_file
 
@@ -286,8 +287,8 @@ def test_corrupt_exif_still_decodes_unrotated(exif: bytes) -> None:
         (b"BMW service due in May\n", "plain text"),  # BMP's magic is just "BM"
         (b"%PDF-1.7\n%\xe2\xe3\xcf\xd3\n", "PDF"),
         (b'<?xml version="1.0"?>\n<svg xmlns="http://www.w3.org/2000/svg"/>', "SVG"),
-        (b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic", "HEIC"),
-        (b"\x00\x00\x00\x1cftypavif\x00\x00\x00\x00avifmif1", "AVIF"),
+        (b"\x00\x00\x00\x18ftypisom\x00\x00\x02\x00isomiso2", "MP4"),
+        (b"\x00\x00\x00\x0cjP  \r\n\x87\n\x00\x00\x00\x14ftypjp2 ", "JPEG 2000"),
     ],
 )
 def test_not_an_image_names_what_it_saw(tmp_path: Path, data: bytes, seen: str) -> None:
@@ -332,7 +333,7 @@ def test_png_header_claiming_30000x30000_fails_before_decoding() -> None:
     with pytest.raises(ImageTooLarge, match=r"30000x30000 \(900,000,000 pixels\)") as caught:
         decode_bytes(data)
     assert time.perf_counter() - start < 0.5
-    assert f"{images.DEFAULT_MAX_PIXELS:,}-pixel cap" in str(caught.value)
+    assert f"{DEFAULT_MAX_PIXELS:,}-pixel cap" in str(caught.value)
     assert caught.value.error_class == "ImageTooLarge"
 
 

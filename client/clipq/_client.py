@@ -74,6 +74,9 @@ class Hit:
     size_bytes: int
     # Seconds since the Unix epoch.
     mtime: float
+    # When the photo was taken (its EXIF capture time), seconds since the Unix epoch; None when
+    # the file does not record it.
+    taken: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,7 +148,7 @@ class Failure:
     """A file that could not be indexed; it is retried when it changes."""
 
     path: str
-    # A short error class, e.g. "CorruptImage", "UnsupportedFormat", "TooLarge", "Unreadable".
+    # The failure kind: one of clipd_api.kinds.FAILURE_KINDS, e.g. "CorruptImage".
     error: str
     # What went wrong, for a person.
     message: str
@@ -240,14 +243,18 @@ class Client:
         extensions: Iterable[str] = (),
         modified_after: Timestamp | None = None,
         modified_before: Timestamp | None = None,
+        taken_after: Timestamp | None = None,
+        taken_before: Timestamp | None = None,
     ) -> SearchResult:
         """The best `limit` hits after skipping `offset`, for the sum of the weighted terms.
 
         min_score drops hits scoring below it; under keeps only files at or below those
         paths (relative ones are made absolute); extensions ("jpg", "png") keeps only files
         with those endings; modified_after/modified_before keep only files modified in that
-        window. Raises ValueError for an empty query, and OSError for an ImageFile term that
-        cannot be read over TCP, before any call.
+        window; taken_after/taken_before keep only photos taken in that window (a file that
+        records no capture time counts by its modification time). Raises ValueError for an
+        empty query, and OSError for an ImageFile term that cannot be read over TCP, before
+        any call.
         """
         request = pb.SearchRequest(
             terms=[self._term(t) for t in _non_empty(terms)],
@@ -258,6 +265,8 @@ class Client:
             extensions=list(extensions),
             modified_after=_epoch(modified_after),
             modified_before=_epoch(modified_before),
+            taken_after=_epoch(taken_after),
+            taken_before=_epoch(taken_before),
         )
         response: pb.SearchResponse = self._call(self._stub.Search, request)
         return SearchResult(
@@ -431,7 +440,7 @@ def _from_message(cls: type[_Record], message: Message, **overrides: Any) -> _Re
 
 
 def _hit(hit: pb.Hit) -> Hit:
-    return _from_message(Hit, hit)
+    return _from_message(Hit, hit, taken=hit.taken if hit.HasField("taken") else None)
 
 
 def _status(status: pb.Status) -> Status:

@@ -236,9 +236,15 @@ def _add_filter_options(group: argparse._ArgumentGroup) -> None:
         "--since",
         type=when,
         metavar="WHEN",
-        help="only files modified at or after WHEN: " + WHEN_HELP,
+        help="only photos taken at or after WHEN (files without a capture time: modified): "
+        + WHEN_HELP,
     )
-    group.add_argument("--until", type=when, metavar="WHEN", help="only files modified before WHEN")
+    group.add_argument("--until", type=when, metavar="WHEN", help="only photos taken before WHEN")
+    group.add_argument(
+        "--mtime",
+        action="store_true",
+        help="--since/--until compare the file's modification time, not the capture time",
+    )
 
 
 def _add_output_options(group: argparse._ArgumentGroup) -> None:
@@ -249,7 +255,7 @@ def _add_output_options(group: argparse._ArgumentGroup) -> None:
         action="store_const",
         const="json",
         default="lines",
-        help="print one JSON array of hits (path, score, width, height, size_bytes, mtime)",
+        help="print one JSON array of hits (path, score, width, height, size_bytes, mtime, taken)",
     )
     formats.add_argument(
         "--jsonl", dest="output", action="store_const", const="jsonl", help="one JSON hit per line"
@@ -470,6 +476,12 @@ class _VersionAction(argparse.Action):
 # Commands
 
 
+def _time_window(args: argparse.Namespace) -> dict[str, float | None]:
+    """The search arguments for --since/--until: capture times, or with --mtime file times."""
+    kind = "modified" if args.mtime else "taken"
+    return {f"{kind}_after": args.since, f"{kind}_before": args.until}
+
+
 def _search(client: Client, args: argparse.Namespace) -> None:
     result = client.search(
         *args.terms,
@@ -478,8 +490,7 @@ def _search(client: Client, args: argparse.Namespace) -> None:
         min_score=args.min_score,
         under=args.under,
         extensions=[ext for group in args.ext for ext in group],
-        modified_after=args.since,
-        modified_before=args.until,
+        **_time_window(args),
     )
     if args.output == "preview":
         _preview(client, result, colour=_use_colour(args.color))
