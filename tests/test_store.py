@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import stat
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -382,3 +383,17 @@ def test_searches_beside_a_writer_thread_stay_consistent(tmp_path: Path) -> None
         assert len(same_hits(ram, vec0, query, limit=50)) == 50
     ram.close()
     vec0.close()
+
+
+def test_a_new_database_is_private_in_a_private_folder(tmp_path: Path) -> None:
+    """The index lists the user's file names: 0600 files (WAL included) in a 0700 folder."""
+    database = tmp_path / "made" / "index.db"
+    opened = Store(database)
+    try:
+        opened.bind_model(MODEL)
+        opened.write_batch([record("/p/a.jpg", unit_vectors(1)[0])], [])
+        assert stat.S_IMODE(database.parent.stat().st_mode) == 0o700
+        for made in (database, Path(f"{database}-wal")):
+            assert stat.S_IMODE(made.stat().st_mode) == 0o600, made
+    finally:
+        opened.close()

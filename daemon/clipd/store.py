@@ -103,6 +103,25 @@ _STORAGE_FAULTS = (
 )
 
 
+def _create_private(path: Path) -> None:
+    """Create the database file, if missing, readable by its owner alone (0600), in a folder
+    only they can enter (0700) if clipd makes it: the index lists the user's file names.
+
+    SQLite gives the -wal and -shm files the database file's permissions.
+    """
+    try:
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StoreError(f"cannot create the database directory {path.parent}: {exc}") from exc
+    _check_writable(path)
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600))
+    except FileExistsError:
+        pass
+    except OSError as exc:
+        raise StoreError(f"cannot create the database {path}: {exc.strerror}") from exc
+
+
 def _check_writable(path: Path) -> None:
     """Refuse a database clipd could open but never write (it must keep its index current)."""
     blocked = [p for p in (path, path.parent) if p.exists() and not os.access(p, os.W_OK)]
@@ -175,11 +194,7 @@ class Store:
     def __init__(self, path: Path, *, in_memory: bool = True) -> None:
         """Open (creating) the database; in_memory=False keeps searches on vec0 (benchmarks)."""
         self.path = path
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise StoreError(f"cannot create the database directory {path.parent}: {exc}") from exc
-        _check_writable(path)
+        _create_private(path)
         self._writer = sqlite.connect(path)
         self._writer.isolation_level = None  # explicit transactions only
         self._write_lock = threading.Lock()
