@@ -202,12 +202,20 @@ def _index(config: Config, args: argparse.Namespace) -> int:
     from clipd.indexer import Indexer
     from clipd.instance import DatabaseLock
     from clipd.progress import Progress
+    from clipd.scanner import outside_roots
     from clipd.store import Store
 
     paths = [path.expanduser().resolve() for path in args.paths]
     missing = [str(path) for path in paths if not path.exists()]
     if missing:
         raise ClipdError(f"no such file or directory: {', '.join(missing)}")
+    outside = outside_roots(paths, config.roots)
+    if outside:
+        raise ConfigError(
+            f"{outside[0]} is below none of the roots in {config.source} "
+            f"({', '.join(map(str, config.roots))}); only files below a root are indexed, "
+            "since only they are kept current: add its folder to `roots` to index it"
+        )
     started = time.monotonic()
     lock = DatabaseLock(config.database, "index")
     lock.acquire()

@@ -541,6 +541,20 @@ class Store:
         rows = self._read(f"SELECT path, size, mtime_ns FROM files WHERE {where}", params)
         return {path: (size, mtime_ns) for path, size, mtime_ns in rows}
 
+    def indexed_outside(self, prefixes: Sequence[str]) -> list[str]:
+        """Paths of indexed or failed files at or below none of `prefixes`."""
+        if not prefixes:
+            return self._paths("SELECT path FROM files UNION SELECT path FROM failures")
+        where, params = prefix_condition(prefixes)
+        return self._paths(
+            f"SELECT path FROM files WHERE NOT {where} "
+            f"UNION SELECT path FROM failures WHERE NOT {where}",
+            [*params, *params],
+        )
+
+    def _paths(self, sql: str, params: Sequence[object] = ()) -> list[str]:
+        return [path for (path,) in self._read(sql, params)]
+
     def known_failures(self, prefix: str) -> dict[str, tuple[int, int]]:
         """(size, mtime_ns) of every failed file at or below `prefix`, as last attempted."""
         where, params = prefix_condition([prefix])
