@@ -179,6 +179,8 @@ class Indexer:
                     log.info("trying again %d files whose decoder was missing", retried)
             for root in job.forget:
                 job.removed += self._forget(root)
+            if set(self._config.roots) <= set(job.paths):  # a rescan of every root
+                job.removed += self._forget_outside_roots()
             for source, destination in job.moves:
                 moved = self._store.move(str(source), str(destination))
                 log.info("moved %s -> %s (%d files, no re-embedding)", source, destination, moved)
@@ -195,18 +197,38 @@ class Indexer:
             # Removed only now, so that a file moved while no event told us can still be
             # matched to its old row by content and keep its vector.
             if gone and not self._stopping.is_set():
+                # A listed file's absence means it is gone, or left out by the filters now.
+                left_out = sum(os.path.lexists(path) for path in gone)
                 job.removed += self._store.remove(gone)
-                log.info("removed %d files that no longer exist", job.removed)
+                reasons = []
+                if len(gone) > left_out:
+                    reasons.append(f"{_files(len(gone) - left_out)} that no longer exist")
+                if left_out:
+                    reasons.append(
+                        f"{_files(left_out)} that the include, exclude and hidden-file "
+                        "settings leave out"
+                    )
+                log.info("removed %s", " and ".join(reasons))
         finally:
             self._progress.end_scan()
             job.done.set()
+
+    def _forget_outside_roots(self) -> int:
+        """Drop what is indexed below no root: left by a root removed while clipd was stopped,
+        or indexed by an older clipd that took paths outside the roots."""
+        strays = self._store.indexed_outside([str(root) for root in self._config.roots])
+        if not strays:
+            return 0
+        removed = self._store.remove(strays)
+        log.info("removed %s indexed outside every root", _files(len(strays)))
+        return removed
 
     def _forget(self, root: Path) -> int:
         prefix = str(root)
         paths = self._store.known_files(prefix).keys() | self._store.known_failures(prefix).keys()
         removed = self._store.remove(sorted(paths))
         self._offline.discard(prefix)
-        log.info("removed %d files of %s, which is no longer a root", removed, root)
+        log.info("removed %s of %s, which is no longer a root", _files(removed), root)
         return removed
 
     def _plan(self, job: ScanJob) -> tuple[list[FileStat], list[str], list[FailureRecord]]:
@@ -483,3 +505,7 @@ def _capture_time(row: tuple[int, str, int, int]) -> tuple[int, int, int, int | 
         log.exception("unexpected error reading the capture time of %s", path)
         taken_ns = None
     return file_id, size, mtime_ns, taken_ns
+
+
+def _files(count: int) -> str:
+    return f"{count} file" if count == 1 else f"{count} files"

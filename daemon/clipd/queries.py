@@ -31,7 +31,7 @@ from clipd.embedder import Embedder, Vectors
 from clipd.errors import ImageError, ImageTooLarge
 from clipd.progress import Progress
 from clipd.records import Failure, SearchFilter, StoredHit
-from clipd.scanner import is_below
+from clipd.scanner import outside_roots
 from clipd.store import Store
 from clipd.thumbcache import ThumbnailCache
 from clipd_api.kinds import ErrorKind
@@ -325,12 +325,13 @@ class Queries:
         """Rescan paths (every root if none); with wait, return once done or once not active()."""
         _, indexer = self._ready()
         paths = [Path(_absolute(p, "paths")) for p in raw_paths]
-        roots = [str(root) for root in self._state.config.roots]
-        outside = [p for p in paths if not any(is_below(str(p), root) for root in roots)]
-        if self._remote and outside:
+        roots = self._state.config.roots
+        outside = outside_roots(paths, roots)
+        if outside:
             raise QueryError(
-                f"paths: over TCP and HTTP only paths below a root can be reindexed, "
-                f"not {outside[0]}"
+                f"paths: only paths below a root can be reindexed, and {outside[0]} is below "
+                f"none of {', '.join(map(str, roots))}; to index it, add its folder to `roots` "
+                "in the config"
             )
         job = indexer.submit(paths or list(self._state.config.roots))
         if wait:
