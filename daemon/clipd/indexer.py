@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from clipd import images, pairs
+from clipd import images, pairs, thumbcache
 from clipd.config import Config
 from clipd.embedder import Embedder
 from clipd.errors import ImageError, MissingDecoder, StoreUnwritable
@@ -28,6 +28,7 @@ from clipd.progress import Progress
 from clipd.records import FailureRecord, FileRecord
 from clipd.scanner import FileStat, Matcher, ScanResult, content_hash, scan
 from clipd.store import Store
+from clipd.thumbcache import ThumbnailCache
 from clipd_api import kinds
 
 if TYPE_CHECKING:
@@ -77,8 +78,17 @@ _STOP = object()
 class Indexer:
     """Runs scan jobs on its own thread until stop()."""
 
-    def __init__(self, config: Config, store: Store, embedder: Embedder, progress: Progress):
+    def __init__(
+        self,
+        config: Config,
+        store: Store,
+        embedder: Embedder,
+        progress: Progress,
+        thumbnails: ThumbnailCache | None = None,
+    ):
         self._config = config
+        # Where to keep a thumbnail of each image decoded for the model; None: make none.
+        self._thumbnails = thumbnails
         self._store = store
         self._embedder = embedder
         self._progress = progress
@@ -169,6 +179,8 @@ class Indexer:
                     log.info("trying again %d files whose decoder was missing", retried)
             for root in job.forget:
                 job.removed += self._forget(root)
+            if set(self._config.roots) <= set(job.paths):  # a rescan of every root
+                job.removed += self._forget_outside_roots()
             for source, destination in job.moves:
                 moved = self._store.move(str(source), str(destination))
                 log.info("moved %s -> %s (%d files, no re-embedding)", source, destination, moved)
@@ -185,18 +197,38 @@ class Indexer:
             # Removed only now, so that a file moved while no event told us can still be
             # matched to its old row by content and keep its vector.
             if gone and not self._stopping.is_set():
+                # A listed file's absence means it is gone, or left out by the filters now.
+                left_out = sum(os.path.lexists(path) for path in gone)
                 job.removed += self._store.remove(gone)
-                log.info("removed %d files that no longer exist", job.removed)
+                reasons = []
+                if len(gone) > left_out:
+                    reasons.append(f"{_files(len(gone) - left_out)} that no longer exist")
+                if left_out:
+                    reasons.append(
+                        f"{_files(left_out)} that the include, exclude and hidden-file "
+                        "settings leave out"
+                    )
+                log.info("removed %s", " and ".join(reasons))
         finally:
             self._progress.end_scan()
             job.done.set()
+
+    def _forget_outside_roots(self) -> int:
+        """Drop what is indexed below no root: left by a root removed while clipd was stopped,
+        or indexed by an older clipd that took paths outside the roots."""
+        strays = self._store.indexed_outside([str(root) for root in self._config.roots])
+        if not strays:
+            return 0
+        removed = self._store.remove(strays)
+        log.info("removed %s indexed outside every root", _files(len(strays)))
+        return removed
 
     def _forget(self, root: Path) -> int:
         prefix = str(root)
         paths = self._store.known_files(prefix).keys() | self._store.known_failures(prefix).keys()
         removed = self._store.remove(sorted(paths))
         self._offline.discard(prefix)
-        log.info("removed %d files of %s, which is no longer a root", removed, root)
+        log.info("removed %s of %s, which is no longer a root", _files(removed), root)
         return removed
 
     def _plan(self, job: ScanJob) -> tuple[list[FileStat], list[str], list[FailureRecord]]:
@@ -365,6 +397,7 @@ class Indexer:
                 min_side=self._embedder.image_size,
             )
             pixels = self._embedder.prepare(decoded.image)
+            self._keep_thumbnail(stat, decoded)
             taken_ns = _ns(decoded.taken)
             return _Loaded(stat, digest, decoded.width, decoded.height, pixels, taken_ns)
         except ImageError as exc:
@@ -374,6 +407,14 @@ class Indexer:
         except Exception as exc:  # one odd file must never take its batch down
             log.exception("unexpected error loading %s", stat.path)
             return _failure(stat, kinds.INTERNAL_ERROR, f"{type(exc).__name__}: {exc}")
+
+    def _keep_thumbnail(self, stat: FileStat, decoded: images.DecodedImage) -> None:
+        """Make the web app's thumbnail now, from the image in hand (see clipd.thumbcache)."""
+        if self._thumbnails is None:
+            return
+        if thumbcache.big_enough(decoded.image, decoded.width, decoded.height):
+            data = thumbcache.encode(decoded.image)
+            self._thumbnails.put(stat.path, stat.size, stat.mtime_ns, data)
 
     def _commit(self, batch: _Batch, job: ScanJob) -> None:
         embedded, embed_failures = self._embed(batch.loaded)
@@ -532,3 +573,7 @@ def _capture_time(row: tuple[int, str, int, int]) -> tuple[int, int, int, int | 
         log.exception("unexpected error reading the capture time of %s", path)
         taken_ns = None
     return file_id, size, mtime_ns, taken_ns
+
+
+def _files(count: int) -> str:
+    return f"{count} file" if count == 1 else f"{count} files"

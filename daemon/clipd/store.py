@@ -114,6 +114,25 @@ _STORAGE_FAULTS = (
 )
 
 
+def _create_private(path: Path) -> None:
+    """Create the database file, if missing, readable by its owner alone (0600), in a folder
+    only they can enter (0700) if clipd makes it: the index lists the user's file names.
+
+    SQLite gives the -wal and -shm files the database file's permissions.
+    """
+    try:
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StoreError(f"cannot create the database directory {path.parent}: {exc}") from exc
+    _check_writable(path)
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600))
+    except FileExistsError:
+        pass
+    except OSError as exc:
+        raise StoreError(f"cannot create the database {path}: {exc.strerror}") from exc
+
+
 def _check_writable(path: Path) -> None:
     """Refuse a database clipd could open but never write (it must keep its index current)."""
     blocked = [p for p in (path, path.parent) if p.exists() and not os.access(p, os.W_OK)]
@@ -189,11 +208,7 @@ class Store:
     def __init__(self, path: Path, *, in_memory: bool = True) -> None:
         """Open (creating) the database; in_memory=False keeps searches on vec0 (benchmarks)."""
         self.path = path
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise StoreError(f"cannot create the database directory {path.parent}: {exc}") from exc
-        _check_writable(path)
+        _create_private(path)
         self._writer = sqlite.connect(path)
         self._writer.isolation_level = None  # explicit transactions only
         self._write_lock = threading.Lock()
@@ -573,6 +588,20 @@ class Store:
         where, params = prefix_condition([prefix])
         rows = self._read(f"SELECT path, size, mtime_ns FROM files WHERE {where}", params)
         return {path: (size, mtime_ns) for path, size, mtime_ns in rows}
+
+    def indexed_outside(self, prefixes: Sequence[str]) -> list[str]:
+        """Paths of indexed or failed files at or below none of `prefixes`."""
+        if not prefixes:
+            return self._paths("SELECT path FROM files UNION SELECT path FROM failures")
+        where, params = prefix_condition(prefixes)
+        return self._paths(
+            f"SELECT path FROM files WHERE NOT {where} "
+            f"UNION SELECT path FROM failures WHERE NOT {where}",
+            [*params, *params],
+        )
+
+    def _paths(self, sql: str, params: Sequence[object] = ()) -> list[str]:
+        return [path for (path,) in self._read(sql, params)]
 
     def known_failures(self, prefix: str) -> dict[str, tuple[int, int]]:
         """(size, mtime_ns) of every failed file at or below `prefix`, as last attempted."""
