@@ -21,9 +21,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from clipd import images
+from clipd.backfill import SignatureBackfill
 from clipd.config import Config
 from clipd.embedder import Embedder
 from clipd.errors import ImageError, StoreUnwritable
+from clipd.pixels import signature as pixel_signature
 from clipd.progress import Progress
 from clipd.records import FailureRecord, FileRecord
 from clipd.scanner import FileStat, Matcher, ScanResult, content_hash, scan
@@ -64,6 +66,7 @@ class _Loaded:
     width: int
     height: int
     pixels: torch.Tensor
+    signature: bytes  # clipd.pixels
 
 
 _Outcome = _Loaded | FileRecord | FailureRecord
@@ -86,6 +89,7 @@ class Indexer:
         self._thread = threading.Thread(target=self._run, name="clipd-indexer")
         threads = config.loader_threads or min(4, os.cpu_count() or 1)
         self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="clipd-loader")
+        self._backfill = SignatureBackfill(store, self._pool, self._decode)
 
     def start(self) -> None:
         self._thread.start()
@@ -130,6 +134,9 @@ class Indexer:
 
     def _run(self) -> None:
         while not self._stopping.is_set():
+            if self._backfill.pending and self._jobs.empty():
+                self._backfill_step()  # only while no job waits
+                continue
             job = self._jobs.get()
             if not isinstance(job, ScanJob):
                 break
@@ -139,6 +146,7 @@ class Indexer:
                 log.error("scan of %s stopped: %s", ", ".join(map(str, job.paths)), exc)
             except Exception:  # a bug in one job must not end indexing for good
                 log.exception("scan of %s failed", ", ".join(map(str, job.paths)))
+            self._backfill.restart()
         # Release anyone waiting on jobs that will never run.
         while True:
             try:
@@ -148,6 +156,13 @@ class Indexer:
             if isinstance(pending, ScanJob):
                 self._progress.end_scan()
                 pending.done.set()
+
+    def _backfill_step(self) -> None:
+        try:
+            self._backfill.step()
+        except Exception:  # a bug here must not end indexing
+            log.exception("making pixel signatures failed")
+            self._backfill.pending = False
 
     def _run_job(self, job: ScanJob) -> None:
         """Run a job whose begin_scan() was counted when it was submitted."""
@@ -266,15 +281,13 @@ class Indexer:
             digest = content_hash(stat.path, stat.size)
             copy = self._store.find_copy(digest, stat.size)
             if copy is not None:  # a copy, a touched file, or a move no event told us of
-                vector, width, height = copy
-                return _record(stat, digest, width, height, vector)
-            decoded = images.decode_file(
-                Path(stat.path),
-                max_pixels=self._config.max_image_pixels,
-                min_side=self._embedder.image_size,
-            )
+                return _record(
+                    stat, digest, copy.width, copy.height, copy.vector, signature=copy.pixels
+                )
+            decoded = self._decode(stat.path)
             pixels = self._embedder.prepare(decoded.image)
-            return _Loaded(stat, digest, decoded.width, decoded.height, pixels)
+            signature = pixel_signature(decoded.image)
+            return _Loaded(stat, digest, decoded.width, decoded.height, pixels, signature)
         except ImageError as exc:
             return _failure(stat, exc.error_class, str(exc))
         except OSError as exc:  # vanished or unreadable while hashing
@@ -282,6 +295,13 @@ class Indexer:
         except Exception as exc:  # one odd file must never take its batch down
             log.exception("unexpected error loading %s", stat.path)
             return _failure(stat, "InternalError", f"{type(exc).__name__}: {exc}")
+
+    def _decode(self, path: str) -> images.DecodedImage:
+        return images.decode_file(
+            Path(path),
+            max_pixels=self._config.max_image_pixels,
+            min_side=self._embedder.image_size,
+        )
 
     def _commit(self, batch: _Batch, job: ScanJob) -> None:
         embedded, embed_failures = self._embed(batch.loaded)
@@ -338,7 +358,14 @@ class Indexer:
             return _merge([self._embed([item]) for item in loaded])
         pairs = zip(loaded, vectors, strict=True)
         return [
-            _record(item.stat, item.content_hash, item.width, item.height, vector.tobytes())
+            _record(
+                item.stat,
+                item.content_hash,
+                item.width,
+                item.height,
+                vector.tobytes(),
+                signature=item.signature,
+            )
             for item, vector in pairs
         ], []
 
@@ -381,7 +408,24 @@ def _failure(stat: FileStat, error: str, message: str) -> FailureRecord:
     return FailureRecord(stat.path, stat.size, stat.mtime_ns, error, message)
 
 
-def _record(stat: FileStat, digest: bytes, width: int, height: int, vector: bytes) -> FileRecord:
+def _record(
+    stat: FileStat,
+    digest: bytes,
+    width: int,
+    height: int,
+    vector: bytes,
+    *,
+    signature: bytes | None,
+) -> FileRecord:
     return FileRecord(
-        stat.path, stat.size, stat.mtime_ns, stat.inode, stat.device, digest, width, height, vector
+        stat.path,
+        stat.size,
+        stat.mtime_ns,
+        stat.inode,
+        stat.device,
+        digest,
+        width,
+        height,
+        vector,
+        signature,
     )

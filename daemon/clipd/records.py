@@ -27,6 +27,8 @@ class FileRecord:
     width: int
     height: int
     vector: bytes
+    # clipd.pixels signature; None when not made (clipd then makes it later, without the model).
+    pixels: bytes | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +59,30 @@ class StoredHit:
     height: int
     size_bytes: int
     mtime: float
+
+
+@dataclass(frozen=True, slots=True)
+class StoredCopy:
+    """What an indexed file with the same content lends a copy of it: no decoding needed."""
+
+    vector: bytes
+    width: int
+    height: int
+    pixels: bytes | None
+
+
+@dataclass(frozen=True, slots=True)
+class DuplicateCandidate:
+    """An indexed file as duplicate detection sees it."""
+
+    file_id: int
+    path: str
+    width: int
+    height: int
+    size_bytes: int
+    mtime: float
+    # clipd.pixels signature; None when not made yet, b"" when the file could not be decoded.
+    pixels: bytes | None
 
 
 @dataclass(frozen=True, slots=True)

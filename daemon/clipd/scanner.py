@@ -214,6 +214,11 @@ def is_below(path: str, prefix: str) -> bool:
     return path == prefix or path.startswith(prefix.rstrip(os.sep) + os.sep)
 
 
+def hashes_whole_file(size: int) -> bool:
+    """Whether content_hash reads every byte of a file of this size."""
+    return size <= _HASH_HEAD + _HASH_TAIL
+
+
 def content_hash(path: str, size: int) -> bytes:
     """A cheap identity of the content: size, the first 1 MiB and the last 64 KiB."""
     digest = hashlib.blake2b(size.to_bytes(8, "little"), digest_size=16)
