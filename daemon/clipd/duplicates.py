@@ -120,10 +120,16 @@ class DuplicateFinder:
 
     def __init__(self, store: Store) -> None:
         self._store = store
+        # One search at a time: at 100k files each holds a copy of the vectors (~200 MB).
+        self._one_at_a_time = threading.Lock()
         self._lock = threading.Lock()
         self._full_hashes: dict[tuple[str, int, float], bytes] = {}
 
     def find(self, query: DuplicatesQuery) -> DuplicatesReport:
+        with self._one_at_a_time:
+            return self._find(query)
+
+    def _find(self, query: DuplicatesQuery) -> DuplicatesReport:
         where = SearchFilter(under=query.under)
         ids, vectors = self._store.vectors(where)
         pairs = neighbours.similar_pairs(vectors, query.threshold, NEIGHBOURS)

@@ -27,7 +27,7 @@ import grpc
 import numpy as np
 from google.protobuf.message import DecodeError, Message
 
-from clipd import images, thumbnails
+from clipd import duplicates, images, thumbnails
 from clipd.config import Config
 from clipd.embedder import Embedder, Vectors
 from clipd.errors import ImageError, ImageTooLarge
@@ -65,6 +65,14 @@ _THUMBNAIL_FORMATS: dict[int, thumbnails.Format] = {
     pb.ThumbnailRequest.PNG: "png",
     pb.ThumbnailRequest.SIXEL: "sixel",
 }
+
+_TIER_NUMBERS = {
+    "exact": pb.DuplicateGroup.EXACT,
+    "reencoded": pb.DuplicateGroup.REENCODED,
+    "variant": pb.DuplicateGroup.VARIANT,
+}
+_TIERS = {number: name for name, number in _TIER_NUMBERS.items()}
+_TIERS[pb.DuplicateGroup.TIER_UNSPECIFIED] = "variant"
 
 _STATES = {
     "starting": pb.Status.STARTING,
@@ -119,6 +127,7 @@ class ImageSearch(pb_grpc.ImageSearchServicer):
         self._engine = engine
         self._remote = remote
         self._watchers = threading.BoundedSemaphore(MAX_WATCHERS)
+        self._duplicates = duplicates.DuplicateFinder(engine.store)
 
     def _ready(self) -> tuple[Embedder, Indexer]:
         engine = self._engine
@@ -326,6 +335,39 @@ class ImageSearch(pb_grpc.ImageSearchServicer):
         thumbnail = thumbnails.render(decoded.image, max_side, fmt)
         return pb.ThumbnailResponse(
             data=thumbnail.data, width=thumbnail.width, height=thumbnail.height
+        )
+
+    @_rpc
+    def Duplicates(
+        self, request: pb.DuplicatesRequest, context: grpc.ServicerContext
+    ) -> pb.DuplicatesResponse:
+        tier = _TIERS.get(request.tier)
+        if tier is None:
+            raise RequestError(f"tier {request.tier} is unknown; use EXACT, REENCODED or VARIANT")
+        threshold = (
+            request.threshold if request.HasField("threshold") else duplicates.DEFAULT_THRESHOLD
+        )
+        try:
+            query = duplicates.DuplicatesQuery(
+                threshold=threshold,
+                under=tuple(_absolute(p, "under") for p in request.under),
+                tier=tier,
+                limit=request.limit or duplicates.DEFAULT_LIMIT,
+                offset=request.offset,
+            )
+        except duplicates.BadDuplicatesRequest as exc:
+            raise RequestError(str(exc)) from exc
+        report = self._duplicates.find(query)
+        return pb.DuplicatesResponse(
+            groups=[
+                pb.DuplicateGroup(
+                    tier=_TIER_NUMBERS[group.tier],
+                    files=[pb.Hit(**asdict(file)) for file in group.files],
+                )
+                for group in report.groups
+            ],
+            total=report.total,
+            unchecked=report.unchecked,
         )
 
 
