@@ -17,7 +17,8 @@ import numpy.typing as npt
 import pytest
 from fixtures.near_copies import NearCopies, picture, write_big_twins, write_near_copies
 
-from clipd import images, neighbours, pixels
+from clipd import images, neighbours, pixels, sqlite
+from clipd import store as store_module
 from clipd.backfill import SignatureBackfill
 from clipd.duplicates import (
     DEFAULT_THRESHOLD,
@@ -361,3 +362,30 @@ def test_each_vector_keeps_only_k_neighbours_yet_a_burst_stays_connected() -> No
     for a, b in as_set(found):
         parent[root(a)] = root(b)
     assert len({root(i) for i in range(60)}) == 1
+
+
+def test_a_database_from_before_signatures_keeps_its_vectors_and_lacks_only_pixels(
+    tmp_path: Path, copies: NearCopies
+) -> None:
+    path = copies.exact[0][0]
+    vector = random_unit(np.random.default_rng(5), 1)[0]
+    made = Store(tmp_path / "old.db")
+    made.bind_model(ModelIdentity("test", "test", DIM))
+    made.write_batch([indexed_record(path, vector)], [])
+    made.close()
+    # Back to the schema before migration 0002: no pixels column.
+    before = next(i for i, (name, _) in enumerate(store_module.MIGRATIONS) if "pixel" in name)
+    conn = sqlite.connect(tmp_path / "old.db")
+    conn.execute("DROP INDEX files_unsigned")
+    conn.execute("ALTER TABLE files DROP COLUMN pixels")
+    conn.execute(f"PRAGMA user_version = {before}")
+    conn.commit()
+    conn.close()
+
+    upgraded = Store(tmp_path / "old.db")
+    try:
+        assert upgraded.vector_for(str(path)) == vector.tobytes()
+        assert upgraded.count_unsigned() == 1
+        assert [row[1] for row in upgraded.unsigned_files(0, 10)] == [str(path)]
+    finally:
+        upgraded.close()
