@@ -24,7 +24,7 @@ import numpy.typing as npt
 
 from bench.pipeline import decode_cpu_seconds
 from clipd import images, pixels
-from clipd.duplicates import MAX_LIMIT, DuplicateFinder, DuplicatesQuery
+from clipd.duplicates import MAX_LIMIT, Criteria, DuplicateFinder
 from clipd.embedder import Embedder
 from clipd.records import FileRecord, ModelIdentity
 from clipd.scanner import content_hash
@@ -119,13 +119,13 @@ def scale(work: Path, rows: int, seed: int = 0) -> ScaleResult:
         finder = DuplicateFinder(store)
         tracemalloc.start()
         wall, cpu = time.perf_counter(), time.process_time()
-        first = finder.find(DuplicatesQuery(limit=MAX_LIMIT))
+        first = finder.find(Criteria(limit=MAX_LIMIT))
         wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
         peak = tracemalloc.get_traced_memory()[1]
         tracemalloc.stop()
         # The other pages, untimed (each request runs the whole search again).
         pages = [first] + [
-            finder.find(DuplicatesQuery(limit=MAX_LIMIT, offset=offset))
+            finder.find(Criteria(limit=MAX_LIMIT, offset=offset))
             for offset in range(MAX_LIMIT, first.total, MAX_LIMIT)
         ]
     finally:

@@ -26,6 +26,7 @@ from pathlib import Path
 import grpc
 import pytest
 
+from clipd_api.kinds import ERROR_KIND_METADATA, ErrorKind
 from clipd_api.v1 import clipd_pb2 as pb
 from clipd_api.v1 import clipd_pb2_grpc as pb_grpc
 from clipq import (
@@ -107,7 +108,8 @@ class FakeDaemon(pb_grpc.ImageSearchServicer):
     nothing_indexed: bool = False
     # The invocation metadata of each Search call.
     metadata: list[dict[str, str]] = field(default_factory=list)
-    abort: tuple[grpc.StatusCode, str] | None = None
+    # The refusal to answer every call with, and the kind to put in its trailing metadata.
+    abort: tuple[grpc.StatusCode, str] | tuple[grpc.StatusCode, str, ErrorKind] | None = None
     status: pb.Status = field(default_factory=pb.Status)
     requests: list[pb.SearchRequest] = field(default_factory=list)
     # Set to make Search hang until the fixture's teardown sets it again.
@@ -179,7 +181,10 @@ class FakeDaemon(pb_grpc.ImageSearchServicer):
     def _answer(self, name: str, context: grpc.ServicerContext) -> None:
         self.calls.append(name)
         if self.abort is not None:
-            context.abort(*self.abort)
+            code, message, *kind = self.abort
+            if kind:
+                context.set_trailing_metadata(((ERROR_KIND_METADATA, kind[0].value),))
+            context.abort(code, message)
 
 
 @pytest.fixture
@@ -512,12 +517,17 @@ def test_loading_model_exits_4(
     capsys: pytest.CaptureFixture[str], daemon: tuple[FakeDaemon, str]
 ) -> None:
     fake, path = daemon
-    fake.abort = (grpc.StatusCode.UNAVAILABLE, "loading model ViT-B-32")
-    assert run_clipq(capsys, "--socket", path, "cat") == (
-        4,
-        "",
-        "clipq: clipd is still starting: loading model ViT-B-32; try again in a few seconds\n",
-    )
+    loading = "clipd is still loading its model; try again in a few seconds"
+    fake.abort = (grpc.StatusCode.UNAVAILABLE, loading, ErrorKind.NOT_READY)
+    assert run_clipq(capsys, "--socket", path, "cat") == (4, "", f"clipq: {loading}\n")
+
+
+def test_only_the_error_kind_says_the_daemon_is_loading(
+    capsys: pytest.CaptureFixture[str], daemon: tuple[FakeDaemon, str]
+) -> None:
+    fake, path = daemon
+    fake.abort = (grpc.StatusCode.UNAVAILABLE, "loading is over: shutting down")
+    assert run_clipq(capsys, "--socket", path, "cat")[0] == 3
 
 
 def test_unavailable_for_another_reason_exits_3(
@@ -561,19 +571,23 @@ def test_a_multi_line_message_is_printed_on_one_line(
 
 
 @pytest.mark.parametrize(
-    ("status", "error"),
+    ("status", "kind", "error"),
     [
-        (grpc.StatusCode.UNAVAILABLE, DaemonStarting),
-        (grpc.StatusCode.INVALID_ARGUMENT, BadRequest),
-        (grpc.StatusCode.NOT_FOUND, NotFound),
-        (grpc.StatusCode.INTERNAL, RpcError),
+        (grpc.StatusCode.UNAVAILABLE, ErrorKind.NOT_READY, DaemonStarting),
+        (grpc.StatusCode.UNAVAILABLE, None, DaemonUnavailable),
+        (grpc.StatusCode.INVALID_ARGUMENT, None, BadRequest),
+        (grpc.StatusCode.NOT_FOUND, None, NotFound),
+        (grpc.StatusCode.INTERNAL, None, RpcError),
     ],
 )
 def test_library_maps_status_codes(
-    daemon: tuple[FakeDaemon, str], status: grpc.StatusCode, error: type[Exception]
+    daemon: tuple[FakeDaemon, str],
+    status: grpc.StatusCode,
+    kind: ErrorKind | None,
+    error: type[Exception],
 ) -> None:
     fake, path = daemon
-    fake.abort = (status, "starting up")
+    fake.abort = (status, "starting up") if kind is None else (status, "starting up", kind)
     with Client(path) as client, pytest.raises(error, match="starting up"):
         client.search("cat")
 
@@ -673,14 +687,14 @@ def test_commands_without_daemon_exit_3(
 @pytest.mark.parametrize(
     ("abort", "code"),
     [
-        ((grpc.StatusCode.UNAVAILABLE, "loading model"), 4),
+        ((grpc.StatusCode.UNAVAILABLE, "loading model", ErrorKind.NOT_READY), 4),
         ((grpc.StatusCode.INVALID_ARGUMENT, "paths: 'x' is not an absolute path"), 1),
     ],
 )
 def test_command_errors_exit_like_searches(
     capsys: pytest.CaptureFixture[str],
     daemon: tuple[FakeDaemon, str],
-    abort: tuple[grpc.StatusCode, str],
+    abort: tuple[grpc.StatusCode, str, ErrorKind] | tuple[grpc.StatusCode, str],
     code: int,
 ) -> None:
     fake, path = daemon

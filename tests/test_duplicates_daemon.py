@@ -125,9 +125,10 @@ def test_clipq_duplicates_reports_each_tier_and_keeps_other_pictures_apart(
 
 BAD_REQUESTS: list[tuple[dict[str, Any], str]] = [
     ({"threshold": 0.2}, "threshold must be between 0.5 and 1"),
+    ({"threshold": float("nan")}, "threshold must be between 0.5 and 1"),
     ({"tier": 9}, "tier 9 is unknown"),
     ({"under": ["relative/dir"]}, "is not an absolute path"),
-    ({"limit": 5000}, "limit must be between 1 and 1000"),
+    ({"limit": 5000}, "limit 5000 is over the maximum of 1000"),
 ]
 
 
@@ -156,6 +157,6 @@ def test_a_database_without_signatures_gets_them_without_the_model(
             assert time.monotonic() < deadline, "pixel signatures were not made"
             time.sleep(0.1)
         assert {(g.tier, frozenset(f.path for f in g.files)) for g in page} == expected(copies)
-        indexer = daemon.engine.indexer if daemon.engine is not None else None
+        indexer = daemon.state.indexer if daemon.state is not None else None
         assert indexer is not None
         assert indexer.model_passes == 0  # nothing was embedded again

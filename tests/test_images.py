@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from clipd import images
+from clipd.config import DEFAULT_MAX_PIXELS
 from clipd.errors import CorruptImage, ImageError, ImageTooLarge, NotAnImage, Unreadable
 from clipd.images import DecodedImage, decode_bytes, decode_file
 
@@ -332,7 +333,7 @@ def test_png_header_claiming_30000x30000_fails_before_decoding() -> None:
     with pytest.raises(ImageTooLarge, match=r"30000x30000 \(900,000,000 pixels\)") as caught:
         decode_bytes(data)
     assert time.perf_counter() - start < 0.5
-    assert f"{images.DEFAULT_MAX_PIXELS:,}-pixel cap" in str(caught.value)
+    assert f"{DEFAULT_MAX_PIXELS:,}-pixel cap" in str(caught.value)
     assert caught.value.error_class == "ImageTooLarge"
 
 

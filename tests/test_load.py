@@ -40,7 +40,7 @@ def test_fifty_clients_while_indexing_get_no_errors(
     try:
         deadline = time.monotonic() + 120
         # Loaded and indexing (the first scan is submitted just after the model loads).
-        while daemon.engine is None or not daemon.progress.busy:
+        while daemon.state is None or not daemon.progress.busy:
             assert time.monotonic() < deadline, "the model did not load"
             time.sleep(0.01)
         paths = [str(path) for path in corpus.images]

@@ -20,8 +20,8 @@ from hypothesis import strategies as st
 from PIL import Image
 from test_watcher import Live, picture, serving
 
-from clipd.app import MAX_MESSAGE_BYTES
-from clipd.server import MAX_WATCHERS
+from clipd.rpc_server import MAX_MESSAGE_BYTES
+from clipd.servicer import MAX_WATCHERS
 from clipd_api.v1 import clipd_pb2 as pb
 from clipd_api.v1 import clipd_pb2_grpc as pb_grpc
 

@@ -312,3 +312,44 @@ def test_thumbnails_of_indexed_images_only(daemon: Running) -> None:
     with pytest.raises(grpc.RpcError) as too_big:
         daemon.stub.Thumbnail(pb.ThumbnailRequest(path=str(path), max_side=1025), timeout=10)
     assert "over the maximum of 1024" in too_big.value.details()
+
+
+def test_while_the_model_loads_refusals_say_not_ready_in_metadata(
+    tmp_path: Path, write_config: ConfigWriter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import clipd.app
+    from clipd.embedder import Embedder
+    from clipd_api.kinds import ERROR_KIND_METADATA, ErrorKind
+
+    loaded = threading.Event()
+
+    def slow_embedder(*args: Any) -> Embedder:
+        loaded.wait(timeout=60)
+        return Embedder(*args)
+
+    monkeypatch.setattr(clipd.app, "Embedder", slow_embedder)
+    corpus = write_corpus(tmp_path / "pics", per_class=1)
+    config = load_config(write_config([corpus.root]))
+    instance = Daemon(config)
+    thread = threading.Thread(target=instance.run, name="test-daemon")
+    thread.start()
+    channel = grpc.insecure_channel(f"unix:{config.socket}")
+    try:
+        stub = pb_grpc.ImageSearchStub(channel)  # type: ignore[no-untyped-call]
+        with pytest.raises(grpc.RpcError) as caught:
+            stub.Search(pb.SearchRequest(terms=[text("red")]), timeout=30, wait_for_ready=True)
+        assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+        assert caught.value.details() == (
+            "clipd is still loading its model; try again in a few seconds"
+        )
+        kinds = dict(caught.value.trailing_metadata())
+        assert kinds[ERROR_KIND_METADATA] == ErrorKind.NOT_READY.value
+        # A request refused for what it says carries its own kind, not "not ready".
+        with pytest.raises(grpc.RpcError) as bad:
+            stub.Thumbnail(pb.ThumbnailRequest(path="relative"), timeout=30)
+        assert dict(bad.value.trailing_metadata())[ERROR_KIND_METADATA] == "bad_request"
+    finally:
+        loaded.set()
+        channel.close()
+        instance.stop()
+        thread.join(timeout=60)

@@ -107,7 +107,10 @@ def test_tcp_uses_indexed_paths_only_and_never_opens_a_named_file(remote: Remote
         with pytest.raises(grpc.RpcError) as caught:
             search(remote, term, remote.auth)
         assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-        assert "over TCP only indexed paths can be used as query terms" in caught.value.details()
+        assert (
+            "over TCP and HTTP only indexed paths can be used as query terms"
+            in caught.value.details()
+        )
     with pytest.raises(grpc.RpcError) as embedded:
         remote.stub.Embed(pb.EmbedRequest(path=str(remote.outside)), metadata=remote.auth)
     assert embedded.value.code() == grpc.StatusCode.INVALID_ARGUMENT
@@ -148,7 +151,9 @@ def test_the_token_never_reaches_the_log(
         record.getMessage() for when in ("setup", "call") for record in caplog.get_records(when)
     )
     assert "listening on TCP 127.0.0.1" in logged
-    assert "over TCP only indexed paths" not in logged, "refusals are answers, not log lines"
+    assert "over TCP and HTTP only indexed paths" not in logged, (
+        "refusals are answers, not log lines"
+    )
     for text in (logged, captured.out, captured.err):
         assert remote.token not in text
 

@@ -38,14 +38,14 @@ class Live:
 
     @property
     def store(self) -> Store:
-        assert self.daemon.engine is not None
-        return self.daemon.engine.store
+        assert self.daemon.state is not None
+        return self.daemon.state.store
 
     @property
     def indexer(self) -> Indexer:
-        assert self.daemon.engine is not None
-        assert self.daemon.engine.indexer is not None
-        return self.daemon.engine.indexer
+        assert self.daemon.state is not None
+        assert self.daemon.state.indexer is not None
+        return self.daemon.state.indexer
 
     def indexed(self) -> set[str]:
         return set(self.store.known_files(str(self.root)))
@@ -93,8 +93,8 @@ def serving(config: Path, root: Path, files: int) -> Iterator[Live]:
         live = Live(daemon, root)
         live.wait_for(
             lambda: (
-                daemon.engine is not None
-                and daemon.engine.indexer is not None
+                daemon.state is not None
+                and daemon.state.indexer is not None
                 and len(live.indexed()) == files
             ),
             "initial index",

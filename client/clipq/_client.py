@@ -145,7 +145,7 @@ class Failure:
     """A file that could not be indexed; it is retried when it changes."""
 
     path: str
-    # A short error class, e.g. "CorruptImage", "UnsupportedFormat", "TooLarge", "Unreadable".
+    # The failure kind: one of clipd_api.kinds.FAILURE_KINDS, e.g. "CorruptImage".
     error: str
     # What went wrong, for a person.
     message: str

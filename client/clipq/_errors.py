@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import grpc
 
+from clipd_api.kinds import ERROR_KIND_METADATA, ErrorKind
+
 _START_HINT = (
     "start it with 'clipd serve' or 'systemctl --user start clipd' (or 'make run' in the repo)"
 )
@@ -14,9 +16,6 @@ _START_HINT = (
 # gRPC core's wording when, with wait_for_ready=False, no connection could be made at all
 # (no socket file, connection refused, nothing listening on the port).
 _CONNECT_FAILED = "failed to connect to all addresses"
-
-# The daemon refuses calls with UNAVAILABLE while it loads its model, and says so in the details.
-_STARTING_WORDS = ("loading", "starting")
 
 
 class ClipqError(Exception):
@@ -37,11 +36,14 @@ class DaemonUnavailable(ClipqError):
 
 
 class DaemonStarting(ClipqError):
-    """The daemon is up but still loading its model; the same call should work shortly."""
+    """The daemon is up but still loading its model; the same call should work shortly.
+
+    str() is the daemon's own message, which says so and when to try again.
+    """
 
     def __init__(self, details: str) -> None:
         self.details = details
-        super().__init__(f"clipd is still starting: {details}; try again in a few seconds")
+        super().__init__(details or "clipd is still loading its model; try again in a few seconds")
 
 
 class BadRequest(ClipqError):
@@ -97,6 +99,8 @@ def from_rpc_error(error: grpc.RpcError, where: str) -> ClipqError:
     """The ClipqError for a failed call to the daemon at `where` (a socket path or a target)."""
     code = error.code()
     details = error.details() or ""
+    if _error_kind(error) == ErrorKind.NOT_READY.value:
+        return DaemonStarting(details)
     if code == grpc.StatusCode.UNAVAILABLE:
         return _unavailable(details, where)
     if code in _BAD_REQUEST_CODES:
@@ -108,13 +112,20 @@ def from_rpc_error(error: grpc.RpcError, where: str) -> ClipqError:
     return RpcError(code.name, details)
 
 
+def _error_kind(error: grpc.RpcError) -> str | None:
+    """The kind the daemon put in the trailing metadata of a refusal (clipd_api.kinds.ErrorKind);
+    None for failures that did not come from the daemon's own code (no connection, a deadline)."""
+    trailing = getattr(error, "trailing_metadata", None)  # the errors a call raises have it
+    for key, value in (trailing() if trailing else None) or ():
+        if key == ERROR_KIND_METADATA and isinstance(value, str):
+            return value
+    return None
+
+
 def _unavailable(details: str, where: str) -> ClipqError:
     # gRPC reports "cannot connect" and "the server said UNAVAILABLE" with the same code; only
-    # the details tell them apart. Check the transport wording first, since it embeds the
-    # socket path, which may itself contain a word like "loading".
+    # the details tell them apart.
     if details.startswith(_CONNECT_FAILED):
         return DaemonUnavailable(where)
-    if any(word in details.lower() for word in _STARTING_WORDS):
-        return DaemonStarting(details)
     # The connection dropped mid-call, or the daemon is shutting down.
     return DaemonUnavailable(where, details)

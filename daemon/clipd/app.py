@@ -15,58 +15,36 @@ import threading
 import time
 from collections import deque
 from collections.abc import Iterable
-from concurrent import futures
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from types import FrameType
 
-import grpc
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
+from grpc_health.v1 import health, health_pb2
 
+from clipd import clipd_version
 from clipd.config import Config, load_config
 from clipd.embedder import Embedder
-from clipd.errors import ClipdError, ConfigError
+from clipd.errors import ConfigError
 from clipd.indexer import Indexer
 from clipd.instance import DatabaseLock, prepare_socket, remove_socket
 from clipd.notify import Notifier
 from clipd.progress import Progress, Snapshot
+from clipd.queries import DaemonState, Queries
 from clipd.reload import plan_reload
-from clipd.server import Engine, ImageSearch, add_image_search
+from clipd.rpc_server import SERVICE_NAME, RpcServer, start_rpc_server
 from clipd.store import Store
-from clipd.tcp import TcpServer, start_tcp
+from clipd.tcp import start_tcp
 from clipd.watcher import Watcher
-from clipd_api.v1 import clipd_pb2
 
 log = logging.getLogger(__name__)
 
-SERVICE_NAME = clipd_pb2.DESCRIPTOR.services_by_name["ImageSearch"].full_name
-_REFLECTED = (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME)
 # In-flight RPCs get this long to finish on shutdown.
 SHUTDOWN_GRACE_S = 5.0
-# Image terms arrive as whole files: allow phone photos, refuse anything absurd.
-MAX_MESSAGE_BYTES = 64 << 20
-_SERVER_OPTIONS = (
-    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-)
-_RPC_THREADS = 16
-# Calls beyond the threads wait, holding their requests; past this many they are refused with
-# RESOURCE_EXHAUSTED, so a flood of clients cannot pile up memory without bound.
-MAX_CONCURRENT_RPCS = 64
 # How often to look for roots that vanished or came back (unmounted disks, network shares).
 _ROOT_CHECK_S = 5.0
 # The main loop's beat when nothing wakes it: root checks, periodic rescans, the status line.
 _TICK_S = 1.0
 # The service manager's status line changes at most this often.
 _STATUS_EVERY_S = 1.0
-
-
-def clipd_version() -> str:
-    try:
-        return version("clipd")
-    except PackageNotFoundError:
-        return "unknown"
 
 
 class Daemon:
@@ -89,7 +67,7 @@ class Daemon:
         self._status_at = 0.0
         self._watcher: Watcher | None = None
         self.progress = Progress()
-        self.engine: Engine | None = None  # set by run(); tests look inside
+        self.state: DaemonState | None = None  # set by run(); tests look inside
         _warn_if_missing(config.roots)
 
     def stop(self) -> None:
@@ -129,32 +107,28 @@ class Daemon:
 
     def _serve(self) -> None:
         store = Store(self.config.database)
-        engine = self.engine = Engine(
+        state = self.state = DaemonState(
             self.config, store, self.progress, clipd_version(), time.time()
         )
+        health_servicer = health.HealthServicer()
+        health_servicer.set("", health_pb2.HealthCheckResponse.NOT_SERVING)
+        health_servicer.set(SERVICE_NAME, health_pb2.HealthCheckResponse.NOT_SERVING)
         try:
-            server, health_servicer, rpc_pool = self._start_server(engine)
+            server = self._listen(state, health_servicer)
         except BaseException:
             store.close()
             raise
-        tcp: TcpServer | None = None
+        tcp: RpcServer | None = None
         # Ready as soon as clients get answers: while the model loads they are told so, and
         # a first start that downloads weights must not run into the manager's start timeout.
-        self._notify_status(engine, ready=True)
+        self._notify_status(state, ready=True)
         try:
-            tcp = start_tcp(
-                self.config,
-                engine,
-                health_servicer,
-                options=_SERVER_OPTIONS,
-                maximum_concurrent_rpcs=MAX_CONCURRENT_RPCS,
-                services=_REFLECTED,
-            )
-            if self._load(engine):
+            tcp = start_tcp(self.config, Queries(state, remote=True), health_servicer)
+            if self._load(state):
                 health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
                 health_servicer.set(SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
                 log.info("serving on %s", self.config.socket)
-                self._tend(engine)
+                self._tend(state)
         finally:
             log.info("shutting down")
             self._notifier.stopping()
@@ -167,11 +141,11 @@ class Daemon:
                 stopped.append(tcp.stop(SHUTDOWN_GRACE_S))
             if self._watcher is not None:
                 self._watcher.stop()
-            if engine.indexer is not None:
-                engine.indexer.stop()
+            if state.indexer is not None:
+                state.indexer.stop()
             for event in stopped:
                 event.wait()
-            rpc_pool.shutdown(wait=True)  # grpc leaves its executor to its owner
+            server.release()
             if tcp is not None:
                 tcp.release()
             store.close()
@@ -188,15 +162,15 @@ class Daemon:
                 self._stop.set()
         return self._stop.is_set()
 
-    def _load(self, engine: Engine) -> bool:
+    def _load(self, state: DaemonState) -> bool:
         """Load the model and start indexing; False if stop() came first."""
         embedder = Embedder(self.config.model)
         if self._stopping():
             return False
-        engine.store.bind_model(embedder.identity)
-        indexer = Indexer(self.config, engine.store, embedder, self.progress)
+        state.store.bind_model(embedder.identity)
+        indexer = Indexer(self.config, state.store, embedder, self.progress)
         indexer.start()
-        engine.embedder, engine.indexer = embedder, indexer  # run() stops what is set here
+        state.embedder, state.indexer = embedder, indexer  # run() stops what is set here
         # Watch first, then scan: a change during the scan is caught by one or the other.
         if self.config.watch:
             self._watcher = Watcher(self.config, indexer.submit)
@@ -205,10 +179,10 @@ class Daemon:
         self.progress.set_state("idle")
         return True
 
-    def _tend(self, engine: Engine) -> None:
+    def _tend(self, state: DaemonState) -> None:
         """Until stop(): reload when asked, notice roots coming and going, rescan periodically,
         and keep the service manager's status line current."""
-        assert engine.indexer is not None
+        assert state.indexer is not None
         now = time.monotonic()
         next_check = now + min(_ROOT_CHECK_S, self.config.poll_interval)
         next_reconcile = now + self.config.reconcile_interval
@@ -216,16 +190,16 @@ class Daemon:
             now = time.monotonic()
             if self._reload.is_set():
                 self._reload.clear()
-                self._reload_config(engine)
+                self._reload_config(state)
                 next_reconcile = now + self.config.reconcile_interval
             if self._watcher is not None and now >= next_check:
                 self._watcher.check_roots()
                 next_check = now + min(_ROOT_CHECK_S, self.config.poll_interval)
             if self.config.reconcile_interval and now >= next_reconcile:
                 log.info("periodic rescan of every root")
-                engine.indexer.submit(self.config.roots)
+                state.indexer.submit(self.config.roots)
                 next_reconcile = now + self.config.reconcile_interval
-            self._notify_status(engine)
+            self._notify_status(state)
             self._sleep(_TICK_S)
 
     def _sleep(self, timeout: float) -> None:
@@ -234,16 +208,16 @@ class Daemon:
         with contextlib.suppress(BlockingIOError):
             os.read(self._wake_read, 4096)
 
-    def _reload_config(self, engine: Engine) -> None:
+    def _reload_config(self, state: DaemonState) -> None:
         self._notifier.reloading()
         try:
-            self._apply_reload(engine)
+            self._apply_reload(state)
         finally:
-            self._notify_status(engine, ready=True)
+            self._notify_status(state, ready=True)
 
-    def _apply_reload(self, engine: Engine) -> None:
+    def _apply_reload(self, state: DaemonState) -> None:
         """Apply what can change while running; keep the old config if the new one is bad."""
-        assert engine.indexer is not None
+        assert state.indexer is not None
         source = self.config.source
         if source is None:
             log.warning("reload: this daemon was not started from a config file; nothing to do")
@@ -262,13 +236,13 @@ class Daemon:
         # The watcher first: once it lets go of a removed root, forgetting that root is final.
         if self._watcher is not None:
             self._watcher.reconfigure(plan.config)
-        engine.indexer.reconfigure(plan.config)
+        state.indexer.reconfigure(plan.config)
         if plan.removed:
-            engine.indexer.forget(plan.removed)
-        self.config = engine.config = plan.config
+            state.indexer.forget(plan.removed)
+        self.config = state.config = plan.config
         _warn_if_missing(plan.added)
         if plan.rescan:
-            engine.indexer.submit(plan.rescan)
+            state.indexer.submit(plan.rescan)
         log.info(
             "reloaded %s: %d roots added, %d removed%s",
             source,
@@ -277,11 +251,11 @@ class Daemon:
             "; rescanning every root for the new filters" if plan.refilter else "",
         )
 
-    def _notify_status(self, engine: Engine, *, ready: bool = False) -> None:
+    def _notify_status(self, state: DaemonState, *, ready: bool = False) -> None:
         """Tell the service manager what we are doing, when that changed (or with READY=1)."""
         if not self._notifier.enabled:
             return
-        line = _status_line(self.progress.snapshot(), engine)
+        line = _status_line(self.progress.snapshot(), state)
         now = time.monotonic()
         if ready:
             self._notifier.ready(line)
@@ -291,29 +265,19 @@ class Daemon:
             return
         self._status_line, self._status_at = line, now
 
-    def _start_server(
-        self, engine: Engine
-    ) -> tuple[grpc.Server, health.HealthServicer, futures.ThreadPoolExecutor]:
+    def _listen(self, state: DaemonState, health_servicer: health.HealthServicer) -> RpcServer:
+        """Serve gRPC on the Unix socket, private to the user (no token needed there)."""
         path = self.config.socket
-        rpc_pool = futures.ThreadPoolExecutor(_RPC_THREADS, thread_name_prefix="clipd-rpc")
-        server = grpc.server(
-            rpc_pool, options=_SERVER_OPTIONS, maximum_concurrent_rpcs=MAX_CONCURRENT_RPCS
+        server = start_rpc_server(
+            f"unix:{path}",
+            Queries(state, remote=False),
+            health_servicer,
+            label=str(path),
+            threads_named="clipd-rpc",
         )
-        add_image_search(ImageSearch(engine), server)
-        health_servicer = health.HealthServicer()
-        health_servicer.set("", health_pb2.HealthCheckResponse.NOT_SERVING)
-        health_servicer.set(SERVICE_NAME, health_pb2.HealthCheckResponse.NOT_SERVING)
-        health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-        reflection.enable_server_reflection(_REFLECTED, server)
-        try:
-            server.add_insecure_port(f"unix:{path}")
-        except RuntimeError as exc:
-            rpc_pool.shutdown()
-            raise ClipdError(f"cannot listen on {path}: {exc}") from exc
-        server.start()
         os.chmod(path, 0o600)  # the 0700 directory already keeps others out; belt and braces
         log.info("listening on %s (loading the model)", path)
-        return server, health_servicer, rpc_pool
+        return server
 
 
 def _warn_if_missing(roots: Iterable[Path]) -> None:
@@ -322,7 +286,7 @@ def _warn_if_missing(roots: Iterable[Path]) -> None:
             log.warning("root %s is not there now; its files stay offline until it is", root)
 
 
-def _status_line(snap: Snapshot, engine: Engine) -> str:
+def _status_line(snap: Snapshot, state: DaemonState) -> str:
     if snap.problem:
         return f"stalled: {snap.problem}"
     if snap.state == "starting":
@@ -331,7 +295,7 @@ def _status_line(snap: Snapshot, engine: Engine) -> str:
         return f"indexing: {snap.queued} queued, {snap.images_per_second:.1f} img/s"
     if snap.state == "stopping":
         return "stopping"
-    return f"idle: {engine.store.counts().indexed} images"
+    return f"idle: {state.store.counts().indexed} images"
 
 
 def _poke(fd: int) -> None:

@@ -12,7 +12,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from clipd import service
+from clipd import autostart, clipd_version
 from clipd.config import CONFIG_ENV, Config, default_config_path, load_config
 from clipd.errors import AlreadyRunning, ClipdError, ConfigError
 
@@ -57,8 +57,6 @@ def _parser() -> argparse.ArgumentParser:
         epilog="exit codes: 0 ok, 1 runtime error, 2 bad config or usage, "
         "3 another clipd owns the database or socket, 130 interrupted",
     )
-    from clipd.app import clipd_version
-
     parser.add_argument("--version", action="version", version=f"clipd {clipd_version()}")
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
@@ -92,7 +90,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     # Which service manager to write for; tests use it to exercise launchd on Linux.
     manager.add_argument(
-        "--platform", choices=service.PLATFORMS, default=sys.platform, help=argparse.SUPPRESS
+        "--platform", choices=autostart.PLATFORMS, default=sys.platform, help=argparse.SUPPRESS
     )
     install = commands.add_parser(
         "install-service",
@@ -202,13 +200,13 @@ def _index(config: Config, args: argparse.Namespace) -> int:
 
 def _install_service(config: Config, args: argparse.Namespace) -> int:
     assert config.source is not None  # loaded from a file
-    plan = service.plan_install(args.platform, config.source, service.clipd_executable())
-    service.execute(plan, sys.stdout, dry_run=args.dry_run)
+    plan = autostart.plan_install(args.platform, config.source, autostart.clipd_executable())
+    autostart.execute(plan, sys.stdout, dry_run=args.dry_run)
     return EXIT_OK
 
 
 def _uninstall_service(config: None, args: argparse.Namespace) -> int:
-    service.execute(service.plan_uninstall(args.platform), sys.stdout, dry_run=args.dry_run)
+    autostart.execute(autostart.plan_uninstall(args.platform), sys.stdout, dry_run=args.dry_run)
     return EXIT_OK
 
 

@@ -17,7 +17,6 @@ from typing import Any, NoReturn
 import yaml
 
 from clipd.errors import ConfigError
-from clipd.images import DEFAULT_MAX_PIXELS
 from clipd_api.paths import SOCKET_ENV, TOKEN_FILE_ENV, default_socket_path, user_token_path
 
 CONFIG_ENV = "CLIPD_CONFIG"
@@ -27,6 +26,14 @@ DEVICES = ("auto", "cpu", "cuda", "mps")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 # Weights named like this mean "random initialisation": for benchmarks, never for real use.
 RANDOM_WEIGHTS = "random"
+
+# The cap guards against decompression bombs, not against big photos: the largest single-shot
+# camera sensors give ~151 Mpx (Phase One IQ4), 100 Mpx bodies are common among enthusiasts, and
+# all of them must index. It equals Pillow's own hard limit (2 * its default MAX_IMAGE_PIXELS),
+# which its TIFF and GIF loaders enforce internally whatever we pass, so no image passes this
+# check only to be refused by Pillow later. At the cap one full-size copy takes 0.5 GB (RGB) to
+# 0.7 GB (RGBA), two briefly while converting; a JPEG with min_side decodes at 1/8 scale instead.
+DEFAULT_MAX_PIXELS = 178_956_970
 
 DEFAULT_INCLUDE = (
     "*.jpg",

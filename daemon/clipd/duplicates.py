@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import hashlib
 import itertools
-import math
 import os
 import threading
 from collections.abc import Iterable
@@ -51,33 +50,15 @@ RAW_EXTENSIONS = frozenset(
 _HASH_CHUNK = 1 << 20
 
 
-class BadDuplicatesRequest(ValueError):
-    """A duplicates request the caller must fix; the message says how."""
-
-
 @dataclass(frozen=True, slots=True)
-class DuplicatesQuery:
-    """Which groups to report: threshold (CLIP cosine), folders, tiers and a page of them."""
+class Criteria:
+    """Which groups to report (checked by the query core, clipd.queries)."""
 
-    threshold: float = DEFAULT_THRESHOLD
+    threshold: float = DEFAULT_THRESHOLD  # CLIP cosine, MIN_THRESHOLD to 1
     under: tuple[str, ...] = ()  # absolute, normalised
     tier: str = TIERS[-1]  # the loosest tier grouped by
     limit: int = DEFAULT_LIMIT
     offset: int = 0
-
-    def __post_init__(self) -> None:
-        if not (math.isfinite(self.threshold) and MIN_THRESHOLD <= self.threshold <= 1):
-            raise BadDuplicatesRequest(
-                f"threshold must be between {MIN_THRESHOLD} and 1, not {self.threshold}"
-            )
-        if self.tier not in TIERS:
-            raise BadDuplicatesRequest(f"tier {self.tier!r} is unknown; use {', '.join(TIERS)}")
-        if not 1 <= self.limit <= MAX_LIMIT:
-            raise BadDuplicatesRequest(
-                f"limit must be between 1 and {MAX_LIMIT}, not {self.limit}; page with offset"
-            )
-        if self.offset < 0:
-            raise BadDuplicatesRequest(f"offset must not be negative, not {self.offset}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,11 +106,11 @@ class DuplicateFinder:
         self._lock = threading.Lock()
         self._full_hashes: dict[tuple[str, int, float], bytes] = {}
 
-    def find(self, query: DuplicatesQuery) -> DuplicatesReport:
+    def find(self, query: Criteria) -> DuplicatesReport:
         with self._one_at_a_time:
             return self._find(query)
 
-    def _find(self, query: DuplicatesQuery) -> DuplicatesReport:
+    def _find(self, query: Criteria) -> DuplicatesReport:
         where = SearchFilter(under=query.under)
         ids, vectors = self._store.vectors(where)
         pairs = neighbours.similar_pairs(vectors, query.threshold, NEIGHBOURS)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from clipd_api import kinds
+
 
 class ClipdError(Exception):
     """Base of every error clipd raises on purpose; str() is one line a person can act on."""
@@ -28,33 +30,36 @@ class ModelError(ClipdError):
 
 
 class ImageError(ClipdError):
-    """A file cannot be turned into an RGB image; error_class names the kind for failure records."""
+    """A file cannot be turned into an RGB image; error_class is its failure kind (clipd_api.kinds).
 
-    error_class = "ImageError"
+    Raise a subclass: each names its kind more precisely than this base's default.
+    """
+
+    error_class = kinds.CORRUPT_IMAGE
 
 
 class NotAnImage(ImageError):
     """The bytes are not an image format clipd reads (empty, text, random bytes, ...)."""
 
-    error_class = "NotAnImage"
+    error_class = kinds.NOT_AN_IMAGE
 
 
 class CorruptImage(ImageError):
     """The format is recognised but decoding failed (truncated, damaged)."""
 
-    error_class = "CorruptImage"
+    error_class = kinds.CORRUPT_IMAGE
 
 
 class ImageTooLarge(ImageError):
     """The image has more pixels than the configured cap (decompression-bomb guard)."""
 
-    error_class = "ImageTooLarge"
+    error_class = kinds.IMAGE_TOO_LARGE
 
 
 class Unreadable(ImageError):
     """The file cannot be opened or read (permissions, vanished, not a regular file)."""
 
-    error_class = "Unreadable"
+    error_class = kinds.UNREADABLE
 
 
 class AlreadyRunning(ClipdError):
@@ -64,4 +69,4 @@ class AlreadyRunning(ClipdError):
 class UnusablePath(ImageError):
     """The file's path cannot be stored or opened (not valid UTF-8, longer than the OS allows)."""
 
-    error_class = "UnusablePath"
+    error_class = kinds.UNUSABLE_PATH

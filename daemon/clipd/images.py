@@ -22,15 +22,8 @@ from typing import IO, cast
 
 from PIL import ExifTags, Image, ImageFile
 
+from clipd.config import DEFAULT_MAX_PIXELS
 from clipd.errors import CorruptImage, ImageTooLarge, NotAnImage, Unreadable
-
-# The cap guards against decompression bombs, not against big photos: the largest single-shot
-# camera sensors give ~151 Mpx (Phase One IQ4), 100 Mpx bodies are common among enthusiasts, and
-# all of them must index. It equals Pillow's own hard limit (2 * its default MAX_IMAGE_PIXELS),
-# which its TIFF and GIF loaders enforce internally whatever we pass, so no image passes this
-# check only to be refused by Pillow later. At the cap one full-size copy takes 0.5 GB (RGB) to
-# 0.7 GB (RGBA), two briefly while converting; a JPEG with min_side decodes at 1/8 scale instead.
-DEFAULT_MAX_PIXELS = 178_956_970
 
 # Checked against the file size before reading it into memory; no sane photo comes near it.
 MAX_FILE_BYTES = 512 * 1024 * 1024

@@ -30,6 +30,7 @@ from clipd.progress import Progress
 from clipd.records import FailureRecord, FileRecord
 from clipd.scanner import FileStat, Matcher, ScanResult, content_hash, scan
 from clipd.store import Store
+from clipd_api import kinds
 
 if TYPE_CHECKING:
     import torch
@@ -291,10 +292,10 @@ class Indexer:
         except ImageError as exc:
             return _failure(stat, exc.error_class, str(exc))
         except OSError as exc:  # vanished or unreadable while hashing
-            return _failure(stat, "Unreadable", f"cannot read the file: {exc.strerror or exc}")
+            return _failure(stat, kinds.UNREADABLE, f"cannot read the file: {exc.strerror or exc}")
         except Exception as exc:  # one odd file must never take its batch down
             log.exception("unexpected error loading %s", stat.path)
-            return _failure(stat, "InternalError", f"{type(exc).__name__}: {exc}")
+            return _failure(stat, kinds.INTERNAL_ERROR, f"{type(exc).__name__}: {exc}")
 
     def _decode(self, path: str) -> images.DecodedImage:
         return images.decode_file(
@@ -353,7 +354,9 @@ class Indexer:
             if len(loaded) == 1:
                 log.exception("embedding %s failed", loaded[0].stat.path)
                 item = loaded[0]
-                return [], [_failure(item.stat, "EmbedError", "the model failed on this image")]
+                return [], [
+                    _failure(item.stat, kinds.EMBED_ERROR, "the model failed on this image")
+                ]
             # Isolate the culprit rather than lose the whole batch.
             return _merge([self._embed([item]) for item in loaded])
         pairs = zip(loaded, vectors, strict=True)

@@ -4,8 +4,8 @@ The Unix socket needs no token: its 0600 mode in a 0700 directory already admits
 A TCP port admits anyone who can reach it, so every call but the health check must carry
 `authorization: Bearer <token>`, the token being the contents of a 0600 file only the user can
 read. Health is open, as load balancers and probes expect, and says nothing but "serving";
-reflection is not, although the schema it reveals is public. Remote callers also get a servicer
-that never opens a file they name (see clipd.server).
+reflection is not, although the schema it reveals is public. Remote callers also get
+a query core that never opens a file they name (see clipd.queries).
 """
 
 from __future__ import annotations
@@ -15,24 +15,21 @@ import logging
 import os
 import secrets
 import stat
-import threading
-from collections.abc import Callable, Sequence
-from concurrent import futures
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import grpc
-from grpc_health.v1 import health, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
+from grpc_health.v1 import health
 
 from clipd.config import Config, TcpAddress
-from clipd.errors import ClipdError, TokenError
-from clipd.server import Engine, ImageSearch, add_image_search
+from clipd.errors import TokenError
+from clipd.queries import Queries
+from clipd.rpc_server import RpcServer, start_rpc_server
 
 log = logging.getLogger(__name__)
 
 _HEALTH_PREFIX = f"/{health.SERVICE_NAME}/"
-_RPC_THREADS = 16
 
 
 def load_token(path: Path) -> str:
@@ -92,59 +89,30 @@ class TokenCheck(grpc.ServerInterceptor):  # type: ignore[misc]  # grpc is untyp
         return self._deny
 
 
-class TcpServer:
-    """The running TCP listener; on shutdown stop() it, wait, then release() its threads."""
-
-    def __init__(self, server: grpc.Server, pool: futures.ThreadPoolExecutor, port: int) -> None:
-        self._server = server
-        self._pool = pool
-        self.port = port
-
-    def stop(self, grace: float) -> threading.Event:
-        """Refuse new calls now; the event is set once those in flight end (within grace)."""
-        stopped: threading.Event = self._server.stop(grace)
-        return stopped
-
-    def release(self) -> None:
-        self._pool.shutdown(wait=True)  # grpc leaves its executor to its owner
-
-
 def start_tcp(
-    config: Config,
-    engine: Engine,
-    health_servicer: health.HealthServicer,
-    *,
-    options: Sequence[tuple[str, Any]],
-    maximum_concurrent_rpcs: int,
-    services: Sequence[str],
-) -> TcpServer | None:
-    """Serve on config.tcp behind the token check; None when TCP is off."""
+    config: Config, queries: Queries, health_servicer: health.HealthServicer
+) -> RpcServer | None:
+    """Serve on config.tcp behind the token check; None when TCP is off.
+
+    `queries` must be a core for remote callers: it never opens a file a caller names.
+    """
     address = config.tcp
     if address is None:
         return None
     token = load_token(config.token_file)
-    pool = futures.ThreadPoolExecutor(_RPC_THREADS, thread_name_prefix="clipd-tcp")
-    server = grpc.server(
-        pool,
+    server = start_rpc_server(
+        str(address),
+        queries,
+        health_servicer,
+        label=f"TCP {address}",
+        threads_named="clipd-tcp",
         interceptors=[TokenCheck(token, config.token_file)],
-        options=list(options),
-        maximum_concurrent_rpcs=maximum_concurrent_rpcs,
+        hint="; is the port in use? Change `tcp`",
     )
-    add_image_search(ImageSearch(engine, remote=True), server)
-    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    reflection.enable_server_reflection(services, server)
-    try:
-        port = server.add_insecure_port(str(address))
-    except RuntimeError as exc:
-        pool.shutdown()
-        raise ClipdError(
-            f"cannot listen on TCP {address}: {exc}; is the port in use? Change `tcp`"
-        ) from exc
-    server.start()
     _warn_if_exposed(address)
-    log.info("listening on TCP %s:%d; clients need the token in %s", address.host, port,
+    log.info("listening on TCP %s:%d; clients need the token in %s", address.host, server.port,
              config.token_file)  # fmt: skip
-    return TcpServer(server, pool, port)
+    return server
 
 
 def _warn_if_exposed(address: TcpAddress) -> None:

@@ -14,7 +14,7 @@ import pytest
 from conftest import ConfigWriter
 
 from clipd import cli
-from clipd.service import LABEL, render_plist, render_unit
+from clipd.autostart import LABEL, render_plist, render_unit
 
 REPO = Path(__file__).parent.parent
 CLIPD = Path(sys.executable).parent / "clipd"

@@ -1,0 +1,442 @@
+"""The query core: every rule of a request to the daemon, whichever transport carried it.
+
+Limits, the sum of weighted terms into one query vector, filters, which paths a caller may name,
+"only indexed files are served", and the assembly of the status all live here, once. The gRPC
+servicer and the HTTP API only translate their requests into these calls, and a QueryError's
+kind into their own status codes.
+
+A core for remote callers (TCP, HTTP) never opens a file a query names: a path term must be
+indexed, and only paths below a root may be reindexed. The daemon may read files its caller
+could not.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
+
+import numpy as np
+
+from clipd import duplicates, images, thumbnails
+from clipd.config import Config
+from clipd.embedder import Embedder, Vectors
+from clipd.errors import ImageError, ImageTooLarge
+from clipd.progress import Progress
+from clipd.records import Failure, SearchFilter, StoredHit
+from clipd.scanner import is_below
+from clipd.store import Store
+from clipd_api.kinds import ErrorKind
+
+if TYPE_CHECKING:
+    from clipd.indexer import Indexer
+
+DEFAULT_LIMIT = 20
+MAX_LIMIT = 1000
+DEFAULT_FAILURES_LIMIT = 100
+MAX_TEXT_CHARS = 2000
+DEFAULT_THUMBNAIL_SIDE = 256
+MAX_THUMBNAIL_SIDE = 1024
+# Each term costs a model pass or a file read: a query needs a few, never hundreds.
+MAX_TERMS = 64
+# Times in requests are clamped to this many seconds either side of the epoch (int64 ns).
+_MAX_SECONDS = 9e9
+_EXTENSION = re.compile(r"[a-z0-9]{1,16}")
+# How often a status watch may yield, at most, and how long it waits before yielding anyway.
+WATCH_MIN_INTERVAL_S = 0.25
+WATCH_HEARTBEAT_S = 5.0
+
+NOT_READY_MESSAGE = "clipd is still loading its model; try again in a few seconds"
+
+TermKind = Literal["text", "image", "path"]
+
+
+class QueryError(Exception):
+    """A request the daemon refuses; str() says why, for a person, and `kind` for a program."""
+
+    def __init__(self, message: str, kind: ErrorKind = ErrorKind.BAD_REQUEST) -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
+@dataclass
+class DaemonState:
+    """What a running daemon answers from; embedder and indexer are None until the model loads."""
+
+    config: Config
+    store: Store
+    progress: Progress
+    version: str
+    started_at: float
+    embedder: Embedder | None = None
+    indexer: Indexer | None = None
+    # One for every transport: it runs one search at a time and keeps whole-file hashes.
+    duplicate_finder: duplicates.DuplicateFinder = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.duplicate_finder = duplicates.DuplicateFinder(self.store)
+
+
+@dataclass(frozen=True, slots=True)
+class Term:
+    """One part of a query: a text, the bytes of an image file, or an image's absolute path.
+
+    kind None is a term that names nothing (refused). weight None means 1.
+    """
+
+    kind: TermKind | None
+    value: str | bytes
+    weight: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SearchQuery:
+    terms: Sequence[Term]
+    # 0: the default.
+    limit: int = 0
+    offset: int = 0
+    min_score: float | None = None
+    under: Sequence[str] = ()
+    extensions: Sequence[str] = ()
+    # Seconds since the Unix epoch.
+    modified_after: float | None = None
+    modified_before: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DuplicatesQuery:
+    # CLIP cosine at which two images are compared; None: the default.
+    threshold: float | None = None
+    under: Sequence[str] = ()
+    # The loosest tier to group by (duplicates.TIERS); None: the loosest of all.
+    tier: str | None = None
+    # Groups; 0: the default.
+    limit: int = 0
+    offset: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class SearchResult:
+    hits: list[StoredHit]
+    # The index is still being (re)built, so the hits may miss files.
+    partial: bool
+    took_ms: float
+    # No file at all is searchable, which is why the hits are empty.
+    nothing_indexed: bool
+
+
+@dataclass(frozen=True, slots=True)
+class StatusReport:
+    """The daemon's state and counters, field for field the wire Status message."""
+
+    state: str  # "starting", "indexing", "idle", "stopping"
+    version: str
+    indexed: int
+    queued: int
+    failed: int
+    offline: int
+    images_per_second: float
+    eta_seconds: float
+    model: str
+    pretrained: str
+    dim: int
+    device: str
+    roots: list[str]
+    database: str
+    database_bytes: int
+    started_at: float
+    problem: str
+
+
+@dataclass(frozen=True, slots=True)
+class ReindexResult:
+    queued: int
+    removed: int
+    indexed: int
+    failed: int
+
+
+@dataclass(frozen=True, slots=True)
+class Embedding:
+    vector: Vectors
+    model: str
+    pretrained: str
+
+
+class Queries:
+    """Answers requests from a running daemon's state; one per transport (remote or local)."""
+
+    def __init__(self, state: DaemonState, *, remote: bool) -> None:
+        self._state = state
+        self._remote = remote
+
+    def _ready(self) -> tuple[Embedder, Indexer]:
+        state = self._state
+        if state.embedder is None or state.indexer is None:
+            raise QueryError(NOT_READY_MESSAGE, ErrorKind.NOT_READY)
+        return state.embedder, state.indexer
+
+    def search(self, query: SearchQuery) -> SearchResult:
+        embedder, _ = self._ready()
+        started = time.perf_counter()
+        limit = _limit(query.limit, DEFAULT_LIMIT)
+        offset = _offset(query.offset)
+        min_score = query.min_score
+        if min_score is not None and not (math.isfinite(min_score) and -1 <= min_score <= 1):
+            raise QueryError(f"min_score must be between -1 and 1, not {min_score}")
+        where = _search_filter(query)
+        vector = self._query_vector(embedder, query.terms)
+        store = self._state.store
+        hits = store.search(
+            vector.tobytes(), limit=limit, offset=offset, min_score=min_score, where=where
+        )
+        return SearchResult(
+            hits=hits,
+            partial=self._state.progress.busy,
+            took_ms=(time.perf_counter() - started) * 1000,
+            nothing_indexed=not hits and store.counts().indexed == 0,
+        )
+
+    def _query_vector(self, embedder: Embedder, terms: Sequence[Term]) -> Vectors:
+        if not terms:
+            raise QueryError("the query is empty; give at least one text, image or path term")
+        if len(terms) > MAX_TERMS:
+            raise QueryError(f"the query has {len(terms)} terms; at most {MAX_TERMS} are allowed")
+        # float64: weights up to float32's maximum cannot overflow the sum.
+        total = np.zeros(embedder.identity.dim, dtype=np.float64)
+        for number, term in enumerate(terms, start=1):
+            weight = 1.0 if term.weight is None else term.weight
+            if not math.isfinite(weight) or weight == 0:
+                raise QueryError(f"term {number}: weight must be a non-zero number")
+            total += weight * self._term_vector(embedder, term, f"term {number}")
+        norm = float(np.linalg.norm(total))
+        if norm < 1e-6:
+            raise QueryError("the query terms cancel each other out; change their weights")
+        normalised: Vectors = (total / norm).astype(np.float32)
+        return normalised
+
+    def _term_vector(self, embedder: Embedder, term: Term, label: str) -> Vectors:
+        if term.kind == "text" and isinstance(term.value, str):
+            return _text_vector(embedder, term.value, label)
+        if term.kind == "image" and isinstance(term.value, bytes):
+            return self._image_vector(embedder, term.value, label)
+        if term.kind == "path" and isinstance(term.value, str):
+            return self._path_vector(embedder, term.value, label)
+        raise QueryError(f"{label} is empty; set one of text, image or path")
+
+    def _path_vector(self, embedder: Embedder, raw: str, label: str) -> Vectors:
+        path = _absolute(raw, label)
+        stored = self._state.store.vector_for(path)
+        if stored is not None:
+            vector: Vectors = np.frombuffer(stored, dtype=np.float32)
+            return vector
+        if self._remote:
+            raise QueryError(
+                f"{label}: over TCP and HTTP only indexed paths can be used as query terms, "
+                f"and {path} is not indexed; send the image's bytes instead"
+            )
+        return self._image_vector(embedder, Path(path), label)
+
+    def _image_vector(self, embedder: Embedder, source: bytes | Path, label: str) -> Vectors:
+        """The vector of image bytes or an image file; one that cannot be decoded is refused."""
+        decoded = self._decode(source, embedder.image_size, label)
+        vector: Vectors = embedder.embed_images([decoded.image])[0]
+        return vector
+
+    def _decode(self, source: bytes | Path, min_side: int, label: str) -> images.DecodedImage:
+        """Image bytes or file, decoded down to min_side; bad input becomes a QueryError."""
+        max_pixels = self._state.config.max_image_pixels
+        try:
+            if isinstance(source, bytes):
+                return images.decode_bytes(source, max_pixels=max_pixels, min_side=min_side)
+            return images.decode_file(source, max_pixels=max_pixels, min_side=min_side)
+        except ImageTooLarge as exc:
+            raise QueryError(f"{label}: {exc}", ErrorKind.TOO_LARGE) from exc
+        except ImageError as exc:
+            raise QueryError(f"{label}: {exc}") from exc
+
+    def status(self) -> StatusReport:
+        state = self._state
+        snap = state.progress.snapshot()
+        counts = state.store.counts()
+        model = state.config.model
+        return StatusReport(
+            state=snap.state,
+            version=state.version,
+            indexed=counts.indexed,
+            queued=snap.queued,
+            failed=counts.failed,
+            offline=counts.offline,
+            images_per_second=snap.images_per_second,
+            eta_seconds=snap.eta_seconds,
+            model=model.name,
+            pretrained=model.pretrained,
+            dim=state.store.model.dim if state.store.model else 0,
+            device=state.embedder.device if state.embedder else "",
+            roots=[str(root) for root in state.config.roots],
+            database=str(state.store.path),
+            database_bytes=state.store.size_bytes(),
+            started_at=state.started_at,
+            problem=snap.problem,
+        )
+
+    def watch_status(self, active: Callable[[], bool]) -> Iterator[StatusReport]:
+        """The status now, then again whenever it changes (at most every WATCH_MIN_INTERVAL_S,
+        at least every WATCH_HEARTBEAT_S), while active() says the caller still listens; ends
+        after the daemon says it is stopping."""
+        progress = self._state.progress
+        version = -1
+        while active():
+            snap = progress.wait_for_change(version, timeout=WATCH_HEARTBEAT_S)
+            version = snap.version
+            yield self.status()
+            if snap.state == "stopping":
+                return
+            time.sleep(WATCH_MIN_INTERVAL_S)
+
+    def reindex(
+        self, raw_paths: Sequence[str], *, wait: bool, active: Callable[[], bool]
+    ) -> ReindexResult:
+        """Rescan paths (every root if none); with wait, return once done or once not active()."""
+        _, indexer = self._ready()
+        paths = [Path(_absolute(p, "paths")) for p in raw_paths]
+        roots = [str(root) for root in self._state.config.roots]
+        outside = [p for p in paths if not any(is_below(str(p), root) for root in roots)]
+        if self._remote and outside:
+            raise QueryError(
+                f"paths: over TCP and HTTP only paths below a root can be reindexed, "
+                f"not {outside[0]}"
+            )
+        job = indexer.submit(paths or list(self._state.config.roots))
+        if wait:
+            while not job.done.wait(timeout=0.5):
+                if not active():
+                    break
+        return ReindexResult(
+            queued=job.queued, removed=job.removed, indexed=job.indexed, failed=job.failed
+        )
+
+    def embed(self, term: Term) -> Embedding:
+        embedder, _ = self._ready()
+        if term.kind is None:
+            raise QueryError("nothing to embed; set one of text, image or path")
+        vector = self._term_vector(embedder, term, "term 1")
+        model = self._state.config.model
+        return Embedding(vector=vector, model=model.name, pretrained=model.pretrained)
+
+    def failures(self, *, limit: int = 0, offset: int = 0) -> tuple[list[Failure], int]:
+        """One page of the files that could not be indexed, and how many there are in all."""
+        return self._state.store.failures(
+            limit=_limit(limit, DEFAULT_FAILURES_LIMIT), offset=_offset(offset)
+        )
+
+    def duplicates(self, query: DuplicatesQuery) -> duplicates.DuplicatesReport:
+        """Groups of near-identical indexed images (see clipd.duplicates); it never changes a
+        file. Needs no model: it compares stored vectors and pixel signatures."""
+        threshold = duplicates.DEFAULT_THRESHOLD if query.threshold is None else query.threshold
+        if not (math.isfinite(threshold) and duplicates.MIN_THRESHOLD <= threshold <= 1):
+            raise QueryError(
+                f"threshold must be between {duplicates.MIN_THRESHOLD} and 1, not {threshold}"
+            )
+        tier = query.tier or duplicates.TIERS[-1]
+        if tier not in duplicates.TIERS:
+            raise QueryError(f"tier {tier!r} is unknown; use {', '.join(duplicates.TIERS)}")
+        criteria = duplicates.Criteria(
+            threshold=threshold,
+            under=tuple(_absolute(p, "under") for p in query.under),
+            tier=tier,
+            limit=_limit(query.limit, duplicates.DEFAULT_LIMIT),
+            offset=_offset(query.offset),
+        )
+        return self._state.duplicate_finder.find(criteria)
+
+    def indexed_path(self, raw: str, label: str = "path") -> str:
+        """raw, normalised, if it is an indexed image; else NOT_FOUND.
+
+        Only indexed files are ever read for a caller (thumbnails, originals): the daemon must
+        not become a way to read any file its user can read for whoever reaches it.
+        """
+        path = _absolute(raw, label)
+        if self._state.store.vector_for(path) is None:
+            raise QueryError(f"{path!r} is not an indexed image", ErrorKind.NOT_FOUND)
+        return path
+
+    def thumbnail(
+        self, raw_path: str, max_side: int, fmt: thumbnails.Format
+    ) -> thumbnails.Thumbnail:
+        """A small picture of an indexed image, at most max_side pixels (0: the default)."""
+        side = _thumbnail_side(max_side)
+        path = self.indexed_path(raw_path)
+        # min_side lets a JPEG decode at a reduced scale that still covers max_side.
+        decoded = self._decode(Path(path), side, path)
+        return thumbnails.render(decoded.image, side, fmt)
+
+
+def _thumbnail_side(requested: int) -> int:
+    if requested < 0:
+        raise QueryError(f"max_side {requested} is negative; give 0 for the default, or more")
+    if requested > MAX_THUMBNAIL_SIDE:
+        raise QueryError(f"max_side {requested} is over the maximum of {MAX_THUMBNAIL_SIDE} pixels")
+    return requested or DEFAULT_THUMBNAIL_SIDE
+
+
+def _limit(requested: int, default: int) -> int:
+    if requested < 0:
+        raise QueryError(f"limit {requested} is negative; give 0 for the default, or more")
+    if requested > MAX_LIMIT:
+        raise QueryError(f"limit {requested} is over the maximum of {MAX_LIMIT}; page with offset")
+    return requested or default
+
+
+def _offset(requested: int) -> int:
+    if requested < 0:
+        raise QueryError(f"offset {requested} is negative")
+    return requested
+
+
+def _search_filter(query: SearchQuery) -> SearchFilter:
+    extensions = []
+    for raw in query.extensions:
+        ext = raw.strip().lstrip(".").lower()
+        if not _EXTENSION.fullmatch(ext):
+            raise QueryError(f"extensions: {raw!r} is not a file extension like 'jpg'")
+        extensions.append(ext)
+    after = _time_ns(query.modified_after, "modified_after")
+    before = _time_ns(query.modified_before, "modified_before")
+    if after is not None and before is not None and after >= before:
+        raise QueryError("modified_after must be earlier than modified_before")
+    return SearchFilter(
+        under=tuple(_absolute(p, "under") for p in query.under),
+        extensions=tuple(extensions),
+        modified_after_ns=after,
+        modified_before_ns=before,
+    )
+
+
+def _time_ns(seconds: float | None, field: str) -> int | None:
+    if seconds is None:
+        return None
+    if not math.isfinite(seconds):
+        raise QueryError(f"{field} must be a time in seconds since the Unix epoch")
+    # Beyond what SQLite's 64-bit nanoseconds hold (years 1678-2262) no file can be: clamp.
+    return round(max(-_MAX_SECONDS, min(seconds, _MAX_SECONDS)) * 1e9)
+
+
+def _absolute(raw: str, label: str) -> str:
+    if not raw or not os.path.isabs(raw):
+        raise QueryError(f"{label}: {raw!r} is not an absolute path")
+    return os.path.normpath(raw)
+
+
+def _text_vector(embedder: Embedder, text: str, label: str) -> Vectors:
+    text = text.strip()
+    if not text:
+        raise QueryError(f"{label}: the text is empty")
+    if len(text) > MAX_TEXT_CHARS:
+        raise QueryError(f"{label}: the text is over {MAX_TEXT_CHARS} characters")
+    return embedder.embed_text(text)
