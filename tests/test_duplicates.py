@@ -365,3 +365,12 @@ def test_a_database_from_before_signatures_keeps_its_vectors_and_lacks_only_pixe
         assert [row[1] for row in upgraded.unsigned_files(0, 10)] == [str(path)]
     finally:
         upgraded.close()
+
+
+def test_nothing_indexed_there_means_no_groups(store: Store, copies: NearCopies) -> None:
+    finder = DuplicateFinder(store)
+    assert finder.find(Criteria()) == DuplicatesReport((), 0, 0)
+    fill(store, copies.root)
+    assert finder.find(Criteria(under=(str(copies.root / "nowhere"),))) == DuplicatesReport(
+        (), 0, 0
+    )
