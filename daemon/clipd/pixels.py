@@ -28,7 +28,8 @@ Floats = npt.NDArray[np.float32]
 
 def signature(image: Image.Image) -> bytes:
     """The signature of an upright RGB image: its SIDE x SIDE box-filtered RGB bytes."""
-    return image.convert("RGB").resize((SIDE, SIDE), Image.Resampling.BOX).tobytes()
+    rgb = image if image.mode == "RGB" else image.convert("RGB")
+    return rgb.resize((SIDE, SIDE), Image.Resampling.BOX).tobytes()
 
 
 def as_rows(blobs: list[bytes]) -> Signatures:
