@@ -82,11 +82,10 @@ def _centres(vectors: Floats, count: int, rng: np.random.Generator) -> Floats:
     centres = sample[:count].copy()
     for _ in range(_KMEANS_ROUNDS):
         nearest = np.argmax(sample @ centres.T, axis=1)
-        sums = np.zeros_like(centres)
-        np.add.at(sums, nearest, sample)
-        norms = np.linalg.norm(sums, axis=1, keepdims=True)
-        filled = norms[:, 0] > 0  # an empty centre keeps its place
-        centres[filled] = sums[filled] / norms[filled]
+        order = np.argsort(nearest, kind="stable")
+        used, starts = np.unique(nearest[order], return_index=True)
+        sums = np.add.reduceat(sample[order], starts, axis=0)  # an empty centre keeps its place
+        centres[used] = sums / np.linalg.norm(sums, axis=1, keepdims=True)
     return centres
 
 
