@@ -48,6 +48,8 @@ RAW_EXTENSIONS = frozenset(
     {"dng", "cr2", "cr3", "nef", "nrw", "arw", "srf", "sr2", "raf", "orf", "rw2", "pef", "srw"}
 )
 _HASH_CHUNK = 1 << 20
+# Whole-file hashes kept between requests (about 100 bytes each).
+_MAX_KEPT_HASHES = 100_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,17 +105,16 @@ class DuplicateFinder:
         self._store = store
         # One search at a time: at 100k files each holds a copy of the vectors (~200 MB).
         self._one_at_a_time = threading.Lock()
-        self._lock = threading.Lock()
         self._full_hashes: dict[tuple[str, int, float], bytes] = {}
 
-    def find(self, query: Criteria) -> DuplicatesReport:
+    def find(self, criteria: Criteria) -> DuplicatesReport:
         with self._one_at_a_time:
-            return self._find(query)
+            return self._find(criteria)
 
-    def _find(self, query: Criteria) -> DuplicatesReport:
-        where = SearchFilter(under=query.under)
+    def _find(self, criteria: Criteria) -> DuplicatesReport:
+        where = SearchFilter(under=criteria.under)
         ids, vectors = self._store.vectors(where)
-        pairs = neighbours.similar_pairs(vectors, query.threshold, NEIGHBOURS)
+        pairs = neighbours.similar_pairs(vectors, criteria.threshold, NEIGHBOURS)
         same = self._store.same_content(where)
         involved = set(ids[pairs.left].tolist()) | set(ids[pairs.right].tolist())
         files = self._store.candidates(sorted(involved.union(*map(set, same))))
@@ -125,11 +126,11 @@ class DuplicateFinder:
         row_of = {file_id: row for row, file_id in enumerate(ids.tolist())}
         groups = [
             _group(tier, [files[i] for i in members], vectors, row_of)
-            for tier, members in _components(edges, TIERS.index(query.tier))
+            for tier, members in _components(edges, TIERS.index(criteria.tier))
             if all(i in row_of and i in files for i in members)
         ]
         groups.sort(key=lambda g: (TIERS.index(g.tier), g.files[0].path))
-        page = groups[query.offset : query.offset + query.limit]
+        page = groups[criteria.offset : criteria.offset + criteria.limit]
         return DuplicatesReport(tuple(page), len(groups), unchecked)
 
     def _exact_pairs(
@@ -140,8 +141,8 @@ class DuplicateFinder:
             by_digest: dict[bytes, list[int]] = {}
             for file_id in ids:
                 candidate = files.get(file_id)
-                digest = candidate and self._whole_hash(candidate)
-                if digest:
+                digest = None if candidate is None else self._whole_hash(candidate)
+                if digest is not None:
                     by_digest.setdefault(digest, []).append(file_id)
             for members in by_digest.values():
                 yield from itertools.pairwise(members)
@@ -151,16 +152,16 @@ class DuplicateFinder:
         if hashes_whole_file(candidate.size_bytes):
             return b"stored"  # the store grouped these by a hash of every byte already
         key = (candidate.path, candidate.size_bytes, candidate.mtime)
-        with self._lock:
-            known = self._full_hashes.get(key)
+        known = self._full_hashes.get(key)  # only find() uses it, one call at a time
         if known is not None:
             return known
         try:
             digest = _hash_file(candidate.path)
         except OSError:
             return None  # gone or unreadable: not provably a copy
-        with self._lock:
-            self._full_hashes[key] = digest
+        if len(self._full_hashes) >= _MAX_KEPT_HASHES:
+            self._full_hashes.clear()
+        self._full_hashes[key] = digest
         return digest
 
     def _pixel_pairs(
