@@ -54,7 +54,7 @@ def indexed_record(path: Path, vector: Matrix, *, signed: bool = True) -> FileRe
         decoded.width,
         decoded.height,
         vector.tobytes(),
-        pixels.signature(decoded.image) if signed else None,
+        pixels=pixels.signature(decoded.image) if signed else None,
     )
 
 

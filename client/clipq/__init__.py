@@ -36,6 +36,7 @@ from clipq._errors import (
     NotFound,
     PreviewUnsupported,
     RpcError,
+    TimedOut,
     Unauthenticated,
 )
 
@@ -62,6 +63,7 @@ __all__ = [
     "Status",
     "Text",
     "Thumbnail",
+    "TimedOut",
     "Timestamp",
     "Unauthenticated",
 ]

@@ -1,8 +1,8 @@
 """Pixel signatures for files indexed before clipd made them (store migration 0002).
 
 Such files keep their vectors: only their pixels are needed, so each is decoded again, without
-the model, on the indexer's loader threads. The indexer runs this a chunk at a time whenever it
-has no scan job waiting, so start-up and new files never wait for it, and a stop waits for one
+the model, on the indexer's loader threads. After each scan job the indexer runs this a chunk
+at a time while no other job waits, so new files never wait for it, and a stop waits for one
 chunk at most. A pass walks the unsigned files once by id; every finished scan job starts
 another pass, which finds only what the last one could not do.
 """

@@ -43,9 +43,11 @@ NEIGHBOURS = 16
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000
 
-# Camera RAW extensions: the original a photographer keeps, whatever its size.
+# Camera RAW extensions (those of config.DEFAULT_INCLUDE): the original a photographer keeps,
+# whatever its size.
 RAW_EXTENSIONS = frozenset(
-    {"dng", "cr2", "cr3", "nef", "nrw", "arw", "srf", "sr2", "raf", "orf", "rw2", "pef", "srw"}
+    {"dng", "cr2", "cr3", "nef", "nrw", "arw", "srf", "sr2", "raf", "orf", "rw2", "rwl"}
+    | {"pef", "srw", "3fr", "erf", "dcr", "kdc"}
 )
 _HASH_CHUNK = 1 << 20
 # Whole-file hashes kept between requests (about 100 bytes each).
@@ -73,6 +75,7 @@ class DuplicateFile:
     height: int
     size_bytes: int
     mtime: float
+    taken: float | None  # capture time, seconds since the epoch; None when unknown
 
 
 @dataclass(frozen=True, slots=True)
@@ -241,19 +244,20 @@ def _group(
     return DuplicateGroup(
         tier,
         tuple(
-            DuplicateFile(m.path, float(s), m.width, m.height, m.size_bytes, m.mtime)
+            DuplicateFile(m.path, float(s), m.width, m.height, m.size_bytes, m.mtime, m.taken)
             for m, s in zip(members, scores.tolist(), strict=True)
         ),
     )
 
 
 def _keep_order(file: DuplicateCandidate) -> tuple[bool, int, int, float, str]:
-    """Sort key putting the file to keep first: RAW, most pixels, most bytes, oldest."""
+    """Sort key putting the file to keep first: RAW, most pixels, most bytes, oldest (by
+    capture time where the file records one, else by modification time)."""
     extension = file.path.rsplit(".", 1)[-1].lower() if "." in file.path else ""
     return (
         extension not in RAW_EXTENSIONS,
         -file.width * file.height,
         -file.size_bytes,
-        file.mtime,
+        file.mtime if file.taken is None else file.taken,
         file.path,
     )

@@ -20,16 +20,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from clipd import images
+from clipd import images, thumbcache
 from clipd.backfill import SignatureBackfill
 from clipd.config import Config
 from clipd.embedder import Embedder
-from clipd.errors import ImageError, StoreUnwritable
+from clipd.errors import ImageError, MissingDecoder, StoreUnwritable
 from clipd.pixels import signature as pixel_signature
 from clipd.progress import Progress
 from clipd.records import FailureRecord, FileRecord
 from clipd.scanner import FileStat, Matcher, ScanResult, content_hash, scan
 from clipd.store import Store
+from clipd.thumbcache import ThumbnailCache
 from clipd_api import kinds
 
 if TYPE_CHECKING:
@@ -38,6 +39,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 _LOG_EVERY_S = 5.0
+# Files whose capture time the backfill reads per transaction.
+_BACKFILL_CHUNK = 64
 # A batch the storage refused (disk full, read-only) is retried after these waits, doubling.
 _RETRY_FIRST_S = 1.0
 _RETRY_MAX_S = 60.0
@@ -67,6 +70,7 @@ class _Loaded:
     width: int
     height: int
     pixels: torch.Tensor
+    taken_ns: int | None
     signature: bytes  # clipd.pixels
 
 
@@ -77,20 +81,32 @@ _STOP = object()
 class Indexer:
     """Runs scan jobs on its own thread until stop()."""
 
-    def __init__(self, config: Config, store: Store, embedder: Embedder, progress: Progress):
+    def __init__(
+        self,
+        config: Config,
+        store: Store,
+        embedder: Embedder,
+        progress: Progress,
+        thumbnails: ThumbnailCache | None = None,
+    ):
         self._config = config
+        # Where to keep a thumbnail of each image decoded for the model; None: make none.
+        self._thumbnails = thumbnails
         self._store = store
         self._embedder = embedder
         self._progress = progress
         self._matcher = Matcher(config.include, config.exclude, config.skip_hidden)
         self._offline: set[str] = set()  # roots seen missing, for logging transitions once
+        # Files that failed for want of a decoder are tried again once per start: the only way
+        # to install one is a restart.
+        self._retry_missing_decoders = True
         self.model_passes = 0  # images run through the model (reused vectors do not count)
         self._jobs: queue.Queue[ScanJob | object] = queue.Queue()
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._run, name="clipd-indexer")
         threads = config.loader_threads or min(4, os.cpu_count() or 1)
         self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="clipd-loader")
-        self._backfill = SignatureBackfill(store, self._pool, self._decode)
+        self._signatures = SignatureBackfill(store, self._pool, self._decode)
 
     def start(self) -> None:
         self._thread.start()
@@ -122,11 +138,14 @@ class Indexer:
         self._pool.shutdown(wait=True, cancel_futures=True)
 
     def run_once(self, paths: Sequence[Path]) -> ScanJob:
-        """Run one scan job on the calling thread (for `clipd index`)."""
+        """Run one scan job, then the capture-time and pixel-signature backfills, on the calling
+        thread (for `clipd index`)."""
         job = ScanJob(tuple(paths))
         self._progress.begin_scan()
         try:
             self._run_job(job)
+            self._backfill()
+            self._sign_unsigned()
         finally:
             self._pool.shutdown(wait=True, cancel_futures=True)
         return job
@@ -135,19 +154,17 @@ class Indexer:
 
     def _run(self) -> None:
         while not self._stopping.is_set():
-            if self._backfill.pending and self._jobs.empty():
-                self._backfill_step()  # only while no job waits
-                continue
             job = self._jobs.get()
             if not isinstance(job, ScanJob):
                 break
             try:
                 self._run_job(job)
+                self._backfill()
+                self._sign_unsigned()
             except StoreUnwritable as exc:  # a move or removal refused: the next scan redoes it
                 log.error("scan of %s stopped: %s", ", ".join(map(str, job.paths)), exc)
             except Exception:  # a bug in one job must not end indexing for good
                 log.exception("scan of %s failed", ", ".join(map(str, job.paths)))
-            self._backfill.restart()
         # Release anyone waiting on jobs that will never run.
         while True:
             try:
@@ -158,18 +175,18 @@ class Indexer:
                 self._progress.end_scan()
                 pending.done.set()
 
-    def _backfill_step(self) -> None:
-        try:
-            self._backfill.step()
-        except Exception:  # a bug here must not end indexing
-            log.exception("making pixel signatures failed")
-            self._backfill.pending = False
-
     def _run_job(self, job: ScanJob) -> None:
         """Run a job whose begin_scan() was counted when it was submitted."""
         try:
+            if self._retry_missing_decoders:
+                self._retry_missing_decoders = False
+                retried = self._store.forget_failures(MissingDecoder.error_class)
+                if retried:
+                    log.info("trying again %d files whose decoder was missing", retried)
             for root in job.forget:
                 job.removed += self._forget(root)
+            if set(self._config.roots) <= set(job.paths):  # a rescan of every root
+                job.removed += self._forget_outside_roots()
             for source, destination in job.moves:
                 moved = self._store.move(str(source), str(destination))
                 log.info("moved %s -> %s (%d files, no re-embedding)", source, destination, moved)
@@ -186,18 +203,38 @@ class Indexer:
             # Removed only now, so that a file moved while no event told us can still be
             # matched to its old row by content and keep its vector.
             if gone and not self._stopping.is_set():
+                # A listed file's absence means it is gone, or left out by the filters now.
+                left_out = sum(os.path.lexists(path) for path in gone)
                 job.removed += self._store.remove(gone)
-                log.info("removed %d files that no longer exist", job.removed)
+                reasons = []
+                if len(gone) > left_out:
+                    reasons.append(f"{_files(len(gone) - left_out)} that no longer exist")
+                if left_out:
+                    reasons.append(
+                        f"{_files(left_out)} that the include, exclude and hidden-file "
+                        "settings leave out"
+                    )
+                log.info("removed %s", " and ".join(reasons))
         finally:
             self._progress.end_scan()
             job.done.set()
+
+    def _forget_outside_roots(self) -> int:
+        """Drop what is indexed below no root: left by a root removed while clipd was stopped,
+        or indexed by an older clipd that took paths outside the roots."""
+        strays = self._store.indexed_outside([str(root) for root in self._config.roots])
+        if not strays:
+            return 0
+        removed = self._store.remove(strays)
+        log.info("removed %s indexed outside every root", _files(len(strays)))
+        return removed
 
     def _forget(self, root: Path) -> int:
         prefix = str(root)
         paths = self._store.known_files(prefix).keys() | self._store.known_failures(prefix).keys()
         removed = self._store.remove(sorted(paths))
         self._offline.discard(prefix)
-        log.info("removed %d files of %s, which is no longer a root", removed, root)
+        log.info("removed %s of %s, which is no longer a root", _files(removed), root)
         return removed
 
     def _plan(self, job: ScanJob) -> tuple[list[FileStat], list[str], list[FailureRecord]]:
@@ -224,6 +261,26 @@ class Indexer:
             if _changed(st, None, failed.get(p))
         ]
         return todo, sorted(p for p in gone if not p.startswith(hidden)), rejected
+
+    def _backfill(self) -> None:
+        """Read the capture times the database lacks (rows indexed before clipd stored them),
+        from the files' metadata, without the model; in chunks, giving way to any new job."""
+        done = 0
+        while not self._stopping.is_set() and self._jobs.empty():
+            rows = self._store.unread_capture_times(_BACKFILL_CHUNK)
+            if not rows:
+                break
+            self._store.set_capture_times(list(self._pool.map(_capture_time, rows)))
+            done += len(rows)
+        if done:
+            log.info("read the capture times of %d files indexed before clipd stored them", done)
+
+    def _sign_unsigned(self) -> None:
+        """Make the pixel signatures the database lacks (rows indexed before clipd made them;
+        see clipd.backfill), without the model; in chunks, giving way to any new job."""
+        self._signatures.restart()
+        while self._signatures.pending and not self._stopping.is_set() and self._jobs.empty():
+            self._signatures.step()
 
     def _root_is_present(self, path: Path) -> bool:
         """False for a root that is missing or emptied while files are indexed under it (an
@@ -283,12 +340,20 @@ class Indexer:
             copy = self._store.find_copy(digest, stat.size)
             if copy is not None:  # a copy, a touched file, or a move no event told us of
                 return _record(
-                    stat, digest, copy.width, copy.height, copy.vector, signature=copy.pixels
+                    stat,
+                    digest,
+                    copy.vector,
+                    size=(copy.width, copy.height),
+                    taken_ns=copy.taken_ns,
+                    taken_read=copy.taken_read,
+                    signature=copy.pixels,
                 )
             decoded = self._decode(stat.path)
             pixels = self._embedder.prepare(decoded.image)
+            self._keep_thumbnail(stat, decoded)
+            taken_ns = _ns(decoded.taken)
             signature = pixel_signature(decoded.image)
-            return _Loaded(stat, digest, decoded.width, decoded.height, pixels, signature)
+            return _Loaded(stat, digest, decoded.width, decoded.height, pixels, taken_ns, signature)
         except ImageError as exc:
             return _failure(stat, exc.error_class, str(exc))
         except OSError as exc:  # vanished or unreadable while hashing
@@ -303,6 +368,14 @@ class Indexer:
             max_pixels=self._config.max_image_pixels,
             min_side=self._embedder.image_size,
         )
+
+    def _keep_thumbnail(self, stat: FileStat, decoded: images.DecodedImage) -> None:
+        """Make the web app's thumbnail now, from the image in hand (see clipd.thumbcache)."""
+        if self._thumbnails is None:
+            return
+        if thumbcache.big_enough(decoded.image, decoded.width, decoded.height):
+            data = thumbcache.encode(decoded.image)
+            self._thumbnails.put(stat.path, stat.size, stat.mtime_ns, data)
 
     def _commit(self, batch: _Batch, job: ScanJob) -> None:
         embedded, embed_failures = self._embed(batch.loaded)
@@ -364,9 +437,9 @@ class Indexer:
             _record(
                 item.stat,
                 item.content_hash,
-                item.width,
-                item.height,
                 vector.tobytes(),
+                size=(item.width, item.height),
+                taken_ns=item.taken_ns,
                 signature=item.signature,
             )
             for item, vector in pairs
@@ -414,12 +487,14 @@ def _failure(stat: FileStat, error: str, message: str) -> FailureRecord:
 def _record(
     stat: FileStat,
     digest: bytes,
-    width: int,
-    height: int,
     vector: bytes,
     *,
+    size: tuple[int, int],
+    taken_ns: int | None,
+    taken_read: bool = True,
     signature: bytes | None,
 ) -> FileRecord:
+    width, height = size
     return FileRecord(
         stat.path,
         stat.size,
@@ -430,5 +505,28 @@ def _record(
         width,
         height,
         vector,
-        signature,
+        taken_ns=taken_ns,
+        taken_read=taken_read,
+        pixels=signature,
     )
+
+
+def _ns(seconds: float | None) -> int | None:
+    return None if seconds is None else round(seconds * 1e9)
+
+
+def _capture_time(row: tuple[int, str, int, int]) -> tuple[int, int, int, int | None]:
+    """Runs on a loader thread: (id, size, mtime_ns, capture time) of a backfill row."""
+    file_id, path, size, mtime_ns = row
+    try:
+        taken_ns = _ns(images.read_taken(Path(path)))
+    except ImageError:  # unreadable now: the scan deals with it; its time stays unknown
+        taken_ns = None
+    except Exception:  # one odd file must not stop the backfill
+        log.exception("unexpected error reading the capture time of %s", path)
+        taken_ns = None
+    return file_id, size, mtime_ns, taken_ns
+
+
+def _files(count: int) -> str:
+    return f"{count} file" if count == 1 else f"{count} files"

@@ -27,6 +27,10 @@ class FileRecord:
     width: int
     height: int
     vector: bytes
+    taken_ns: int | None = None  # capture time (clipd.taken); None: the file does not say
+    # False when taken_ns was not looked for yet (a vector reused from a row made before capture
+    # times were stored): the backfill reads it from the file.
+    taken_read: bool = True
     # clipd.pixels signature; None when not made (clipd then makes it later, without the model).
     pixels: bytes | None = None
 
@@ -59,16 +63,19 @@ class StoredHit:
     height: int
     size_bytes: int
     mtime: float
+    taken: float | None  # capture time, seconds since the epoch; None when unknown
 
 
 @dataclass(frozen=True, slots=True)
-class StoredCopy:
-    """What an indexed file with the same content lends a copy of it: no decoding needed."""
+class IndexedCopy:
+    """What an indexed file with the same content gives a copy of it: no need to decode it."""
 
     vector: bytes
     width: int
     height: int
-    pixels: bytes | None
+    taken_ns: int | None
+    taken_read: bool
+    pixels: bytes | None  # clipd.pixels signature, None when not made yet
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +88,7 @@ class DuplicateCandidate:
     height: int
     size_bytes: int
     mtime: float
+    taken: float | None  # capture time, seconds since the epoch; None when unknown
     # clipd.pixels signature; None when not made yet, b"" when the file could not be decoded.
     pixels: bytes | None
 
@@ -101,12 +109,16 @@ class SearchFilter:
     extensions: tuple[str, ...] = ()
     modified_after_ns: int | None = None
     modified_before_ns: int | None = None
+    # The capture time where known, else the modification time.
+    taken_after_ns: int | None = None
+    taken_before_ns: int | None = None
 
     @property
     def narrows(self) -> bool:
-        return bool(
-            self.under
-            or self.extensions
-            or self.modified_after_ns is not None
-            or self.modified_before_ns is not None
+        times = (
+            self.modified_after_ns,
+            self.modified_before_ns,
+            self.taken_after_ns,
+            self.taken_before_ns,
         )
+        return bool(self.under or self.extensions or any(t is not None for t in times))
