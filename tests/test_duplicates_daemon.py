@@ -3,10 +3,6 @@
 from __future__ import annotations
 
 import json
-import threading
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -14,40 +10,13 @@ import grpc
 import pytest
 from conftest import ConfigWriter
 from fixtures.near_copies import NearCopies, write_near_copies
+from harness import in_process_daemon, wait_until
 
 from clipd import sqlite
-from clipd.app import Daemon
 from clipd.config import Config, load_config
 from clipd_api.v1 import clipd_pb2 as pb
 from clipd_api.v1 import clipd_pb2_grpc as pb_grpc
-from clipq import Client
 from clipq.cli import main
-
-
-@contextmanager
-def serving(config: Config, files: int) -> Iterator[Daemon]:
-    """A Daemon on its own thread, once it has indexed `files` files."""
-    instance = Daemon(config)
-    thread = threading.Thread(target=instance.run, name="test-daemon")
-    thread.start()
-    try:
-        deadline = time.monotonic() + 120
-        while not _indexed(config, files):
-            assert time.monotonic() < deadline, "the daemon did not index the files"
-            time.sleep(0.1)
-        yield instance
-    finally:
-        instance.stop()
-        thread.join(timeout=60)
-
-
-def _indexed(config: Config, files: int) -> bool:
-    try:
-        with Client(config.socket, timeout=5) as client:
-            status = client.status()
-    except Exception:
-        return False
-    return status.state == "idle" and status.indexed == files
 
 
 @pytest.fixture
@@ -87,7 +56,7 @@ def expected(copies: NearCopies) -> set[tuple[str, frozenset[str]]]:
 def test_clipq_duplicates_reports_each_tier_and_keeps_other_pictures_apart(
     copies: NearCopies, config: Config, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    with serving(config, file_count(copies)):
+    with in_process_daemon(config, copies.root, file_count(copies)):
         code, out, err = run_clipq(capsys, config, "duplicates", "--json")
         assert code == 0
         assert "clipq:" not in err  # no note: every file was compared by pixels
@@ -134,7 +103,10 @@ BAD_REQUESTS: list[tuple[dict[str, Any], str]] = [
 
 
 def test_bad_duplicates_requests_get_invalid_argument(copies: NearCopies, config: Config) -> None:
-    with serving(config, file_count(copies)), grpc.insecure_channel(f"unix:{config.socket}") as ch:
+    with (
+        in_process_daemon(config, copies.root, file_count(copies)) as daemon,
+        daemon.channel() as ch,
+    ):
         stub = pb_grpc.ImageSearchStub(ch)  # type: ignore[no-untyped-call]
         for fields, message in BAD_REQUESTS:
             with pytest.raises(grpc.RpcError) as caught:
@@ -146,18 +118,17 @@ def test_bad_duplicates_requests_get_invalid_argument(copies: NearCopies, config
 def test_a_database_without_signatures_gets_them_without_the_model(
     copies: NearCopies, config: Config
 ) -> None:
-    with serving(config, file_count(copies)):
+    with in_process_daemon(config, copies.root, file_count(copies)):
         pass
     conn = sqlite.connect(config.database)
     conn.execute("UPDATE files SET pixels = NULL")  # as a database from before signatures
     conn.commit()
     conn.close()
-    with serving(config, file_count(copies)) as daemon, Client(config.socket) as client:
-        deadline = time.monotonic() + 60
-        while (page := client.duplicates()).unchecked:
-            assert time.monotonic() < deadline, "pixel signatures were not made"
-            time.sleep(0.1)
+    with (
+        in_process_daemon(config, copies.root, file_count(copies)) as daemon,
+        daemon.client() as client,
+    ):
+        wait_until(lambda: not client.duplicates().unchecked, "pixel signatures made")
+        page = client.duplicates()
         assert {(g.tier, frozenset(f.path for f in g.files)) for g in page} == expected(copies)
-        indexer = daemon.state.indexer if daemon.state is not None else None
-        assert indexer is not None
-        assert indexer.model_passes == 0  # nothing was embedded again
+        assert daemon.indexer.model_passes == 0  # nothing was embedded again
