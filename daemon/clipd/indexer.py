@@ -21,9 +21,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from clipd import images, pairs, thumbcache
+from clipd.backfill import SignatureBackfill
 from clipd.config import Config
 from clipd.embedder import Embedder
 from clipd.errors import ImageError, MissingDecoder, StoreUnwritable
+from clipd.pixels import signature as pixel_signature
 from clipd.progress import Progress
 from clipd.records import FailureRecord, FileRecord
 from clipd.scanner import FileStat, Matcher, ScanResult, content_hash, scan
@@ -69,6 +71,7 @@ class _Loaded:
     height: int
     pixels: torch.Tensor
     taken_ns: int | None
+    signature: bytes  # clipd.pixels
 
 
 _Outcome = _Loaded | FileRecord | FailureRecord
@@ -103,6 +106,7 @@ class Indexer:
         self._thread = threading.Thread(target=self._run, name="clipd-indexer")
         threads = config.loader_threads or min(4, os.cpu_count() or 1)
         self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="clipd-loader")
+        self._signatures = SignatureBackfill(store, self._pool, self._decode)
 
     def start(self) -> None:
         self._thread.start()
@@ -134,13 +138,14 @@ class Indexer:
         self._pool.shutdown(wait=True, cancel_futures=True)
 
     def run_once(self, paths: Sequence[Path]) -> ScanJob:
-        """Run one scan job, then the capture-time backfill, on the calling thread (for
-        `clipd index`)."""
+        """Run one scan job, then the capture-time and pixel-signature backfills, on the calling
+        thread (for `clipd index`)."""
         job = ScanJob(tuple(paths))
         self._progress.begin_scan()
         try:
             self._run_job(job)
             self._backfill()
+            self._sign_unsigned()
         finally:
             self._pool.shutdown(wait=True, cancel_futures=True)
         return job
@@ -155,6 +160,7 @@ class Indexer:
             try:
                 self._run_job(job)
                 self._backfill()
+                self._sign_unsigned()
             except StoreUnwritable as exc:  # a move or removal refused: the next scan redoes it
                 log.error("scan of %s stopped: %s", ", ".join(map(str, job.paths)), exc)
             except Exception:  # a bug in one job must not end indexing for good
@@ -326,6 +332,13 @@ class Indexer:
         if done:
             log.info("read the capture times of %d files indexed before clipd stored them", done)
 
+    def _sign_unsigned(self) -> None:
+        """Make the pixel signatures the database lacks (rows indexed before clipd made them;
+        see clipd.backfill), without the model; in chunks, giving way to any new job."""
+        self._signatures.restart()
+        while self._signatures.pending and not self._stopping.is_set() and self._jobs.empty():
+            self._signatures.step()
+
     def _root_is_present(self, path: Path) -> bool:
         """False for a root that is missing or emptied while files are indexed under it (an
         unmounted disk, a network share down): its files are kept, hidden, until it returns."""
@@ -390,16 +403,14 @@ class Indexer:
                     size=(copy.width, copy.height),
                     taken_ns=copy.taken_ns,
                     taken_read=copy.taken_read,
+                    signature=copy.pixels,
                 )
-            decoded = images.decode_file(
-                Path(stat.path),
-                max_pixels=self._config.max_image_pixels,
-                min_side=self._embedder.image_size,
-            )
+            decoded = self._decode(stat.path)
             pixels = self._embedder.prepare(decoded.image)
             self._keep_thumbnail(stat, decoded)
             taken_ns = _ns(decoded.taken)
-            return _Loaded(stat, digest, decoded.width, decoded.height, pixels, taken_ns)
+            signature = pixel_signature(decoded.image)
+            return _Loaded(stat, digest, decoded.width, decoded.height, pixels, taken_ns, signature)
         except ImageError as exc:
             return _failure(stat, exc.error_class, str(exc))
         except OSError as exc:  # vanished or unreadable while hashing
@@ -407,6 +418,13 @@ class Indexer:
         except Exception as exc:  # one odd file must never take its batch down
             log.exception("unexpected error loading %s", stat.path)
             return _failure(stat, kinds.INTERNAL_ERROR, f"{type(exc).__name__}: {exc}")
+
+    def _decode(self, path: str) -> images.DecodedImage:
+        return images.decode_file(
+            Path(path),
+            max_pixels=self._config.max_image_pixels,
+            min_side=self._embedder.image_size,
+        )
 
     def _keep_thumbnail(self, stat: FileStat, decoded: images.DecodedImage) -> None:
         """Make the web app's thumbnail now, from the image in hand (see clipd.thumbcache)."""
@@ -479,6 +497,7 @@ class Indexer:
                 vector.tobytes(),
                 size=(item.width, item.height),
                 taken_ns=item.taken_ns,
+                signature=item.signature,
             )
             for item, vector in pairs
         ], []
@@ -530,6 +549,7 @@ def _record(
     size: tuple[int, int],
     taken_ns: int | None,
     taken_read: bool = True,
+    signature: bytes | None,
 ) -> FileRecord:
     width, height = size
     return FileRecord(
@@ -544,6 +564,7 @@ def _record(
         vector,
         taken_ns=taken_ns,
         taken_read=taken_read,
+        pixels=signature,
     )
 
 
