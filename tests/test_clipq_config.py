@@ -10,14 +10,12 @@ from pathlib import Path
 
 import pytest
 import yaml
-from test_clipq import FakeDaemon, tcp_daemon
+from harness import FakeDaemon
 
 from clipd.config import load_config
 from clipq import Client
 from clipq._daemon_config import scalar, socket_path, token_path
 from clipq.cli import main
-
-__all__ = ["tcp_daemon"]  # a fixture
 
 
 @pytest.fixture
@@ -115,9 +113,9 @@ def test_precedence_is_flag_then_environment_then_config_then_default(
 
 
 def test_the_token_file_from_the_config_is_read_over_tcp(
-    config_file: Path, tmp_path: Path, tcp_daemon: tuple[FakeDaemon, str]
+    config_file: Path, tmp_path: Path, fake_tcp_daemon: tuple[FakeDaemon, str]
 ) -> None:
-    fake, address = tcp_daemon
+    fake, address = fake_tcp_daemon
     token = tmp_path / "secret"
     write(config_file, f"token_file: {token}\n")
     assert token_path() == token

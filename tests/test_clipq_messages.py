@@ -9,14 +9,12 @@ from pathlib import Path
 
 import grpc
 import pytest
-from test_clipq import CANNED_HITS, FakeDaemon, daemon, run_clipq, short_dir, tcp_daemon
+from harness import CANNED_HITS, FakeDaemon, run_clipq
 
 from clipd_api.paths import user_token_path
 from clipd_api.v1 import clipd_pb2 as pb
 from clipq import Client, TimedOut, Unauthenticated
 from clipq.cli import main
-
-__all__ = ["daemon", "short_dir", "tcp_daemon"]  # fixtures
 
 
 def usage_error(capsys: pytest.CaptureFixture[str], *argv: str) -> str:
@@ -29,9 +27,9 @@ def usage_error(capsys: pytest.CaptureFixture[str], *argv: str) -> str:
     return err.strip().splitlines()[-1]
 
 
-def test_a_call_past_the_timeout_raises_timed_out(daemon: tuple[FakeDaemon, str]) -> None:
+def test_a_call_past_the_timeout_raises_timed_out(fake_daemon: tuple[FakeDaemon, str]) -> None:
     # The command's message is tested with the other exit statuses in test_clipq.py.
-    fake, path = daemon
+    fake, path = fake_daemon
     fake.hold = threading.Event()
     with Client(path, timeout=0.05) as client, pytest.raises(TimedOut) as raised:
         client.search("cat")
@@ -39,9 +37,9 @@ def test_a_call_past_the_timeout_raises_timed_out(daemon: tuple[FakeDaemon, str]
 
 
 def test_tcp_without_a_token_file_says_where_it_looked(
-    capsys: pytest.CaptureFixture[str], tcp_daemon: tuple[FakeDaemon, str]
+    capsys: pytest.CaptureFixture[str], fake_tcp_daemon: tuple[FakeDaemon, str]
 ) -> None:
-    fake, address = tcp_daemon
+    fake, address = fake_tcp_daemon
     fake.abort = (grpc.StatusCode.UNAUTHENTICATED, "missing or wrong token")
     code, out, err = run_clipq(capsys, "--address", address, "cat")
     assert (code, out) == (1, "")
@@ -57,9 +55,9 @@ def test_tcp_without_a_token_file_says_where_it_looked(
 
 
 def test_tcp_with_a_wrong_token_says_it_was_refused(
-    capsys: pytest.CaptureFixture[str], tcp_daemon: tuple[FakeDaemon, str], tmp_path: Path
+    capsys: pytest.CaptureFixture[str], fake_tcp_daemon: tuple[FakeDaemon, str], tmp_path: Path
 ) -> None:
-    fake, address = tcp_daemon
+    fake, address = fake_tcp_daemon
     fake.abort = (grpc.StatusCode.UNAUTHENTICATED, "wrong token")
     token = tmp_path / "token"
     token.write_text("not-the-one\n")
@@ -77,9 +75,9 @@ def test_an_unknown_graphics_setting_is_a_usage_error(
 
 
 def test_preview_into_a_pipe_says_that_is_why_it_lists(
-    capsys: pytest.CaptureFixture[str], daemon: tuple[FakeDaemon, str]
+    capsys: pytest.CaptureFixture[str], fake_daemon: tuple[FakeDaemon, str]
 ) -> None:
-    fake, path = daemon
+    fake, path = fake_daemon
     fake.hits = CANNED_HITS[:1]
     assert run_clipq(capsys, "--socket", path, "--preview", "cat") == (
         0,
@@ -90,11 +88,11 @@ def test_preview_into_a_pipe_says_that_is_why_it_lists(
 
 def test_a_missing_default_opener_names_it_and_what_to_set(
     capsys: pytest.CaptureFixture[str],
-    daemon: tuple[FakeDaemon, str],
+    fake_daemon: tuple[FakeDaemon, str],
     monkeypatch: pytest.MonkeyPatch,
     tmp_path: Path,
 ) -> None:
-    fake, path = daemon
+    fake, path = fake_daemon
     fake.hits = CANNED_HITS[:1]
     monkeypatch.delenv("CLIPQ_OPENER", raising=False)
     monkeypatch.setenv("PATH", str(tmp_path))  # no viewer anywhere
@@ -113,11 +111,11 @@ def test_a_missing_default_opener_names_it_and_what_to_set(
 
 def test_no_matches_on_a_terminal_says_so_on_stderr(
     capsys: pytest.CaptureFixture[str],
-    daemon: tuple[FakeDaemon, str],
+    fake_daemon: tuple[FakeDaemon, str],
     monkeypatch: pytest.MonkeyPatch,
     tmp_path: Path,
 ) -> None:
-    _, path = daemon
+    _, path = fake_daemon
     monkeypatch.setattr(sys.stdout, "isatty", lambda: True)
     assert run_clipq(capsys, "--socket", path, "cat") == (0, "", "clipq: no matches\n")
     narrowed = ["--under", str(tmp_path), "--since", "3d", "--min-score", "0.3", "cat"]
@@ -129,9 +127,9 @@ def test_no_matches_on_a_terminal_says_so_on_stderr(
 
 
 def test_nothing_searchable_because_every_root_is_offline_says_so(
-    capsys: pytest.CaptureFixture[str], daemon: tuple[FakeDaemon, str]
+    capsys: pytest.CaptureFixture[str], fake_daemon: tuple[FakeDaemon, str]
 ) -> None:
-    fake, path = daemon
+    fake, path = fake_daemon
     fake.nothing_indexed = True
     fake.status = pb.Status(state=pb.Status.IDLE, indexed=0, offline=214, roots=["/media/disk"])
     assert run_clipq(capsys, "--socket", path, "cat") == (
@@ -144,9 +142,9 @@ def test_nothing_searchable_because_every_root_is_offline_says_so(
 
 
 def test_under_a_folder_that_is_not_there_is_a_usage_error(
-    capsys: pytest.CaptureFixture[str], daemon: tuple[FakeDaemon, str]
+    capsys: pytest.CaptureFixture[str], fake_daemon: tuple[FakeDaemon, str]
 ) -> None:
-    fake, path = daemon
+    fake, path = fake_daemon
     assert usage_error(capsys, "--socket", path, "--under", "/nonexistent", "cat") == (
         "clipq: error: --under /nonexistent: no such file or folder"
     )
@@ -154,9 +152,9 @@ def test_under_a_folder_that_is_not_there_is_a_usage_error(
 
 
 def test_under_over_tcp_is_the_daemons_path_and_not_checked_here(
-    capsys: pytest.CaptureFixture[str], tcp_daemon: tuple[FakeDaemon, str], tmp_path: Path
+    capsys: pytest.CaptureFixture[str], fake_tcp_daemon: tuple[FakeDaemon, str], tmp_path: Path
 ) -> None:
-    fake, address = tcp_daemon
+    fake, address = fake_tcp_daemon
     token = tmp_path / "token"
     token.write_text("t")
     argv = ["--address", address, "--token-file", str(token), "--under", "/elsewhere", "cat"]
@@ -165,9 +163,9 @@ def test_under_over_tcp_is_the_daemons_path_and_not_checked_here(
 
 
 def test_reindex_of_a_path_that_is_not_there_notes_it_and_still_asks(
-    capsys: pytest.CaptureFixture[str], daemon: tuple[FakeDaemon, str]
+    capsys: pytest.CaptureFixture[str], fake_daemon: tuple[FakeDaemon, str]
 ) -> None:
-    fake, path = daemon
+    fake, path = fake_daemon
     assert run_clipq(capsys, "reindex", "--socket", path, "/nonexistent") == (
         0,
         "rescan requested; follow it with 'clipq status --watch'\n",
@@ -179,9 +177,9 @@ def test_reindex_of_a_path_that_is_not_there_notes_it_and_still_asks(
 
 @pytest.mark.parametrize("partial", [True, False])
 def test_every_machine_readable_hit_says_whether_the_result_is_partial(
-    capsys: pytest.CaptureFixture[str], daemon: tuple[FakeDaemon, str], partial: bool
+    capsys: pytest.CaptureFixture[str], fake_daemon: tuple[FakeDaemon, str], partial: bool
 ) -> None:
-    fake, path = daemon
+    fake, path = fake_daemon
     fake.hits = CANNED_HITS
     fake.partial = partial
     for flag in ("--json", "--jsonl"):
@@ -194,10 +192,10 @@ def test_every_machine_readable_hit_says_whether_the_result_is_partial(
 
 def test_a_narrow_terminal_keeps_the_folder_that_tells_hits_apart(
     capsys: pytest.CaptureFixture[str],
-    daemon: tuple[FakeDaemon, str],
+    fake_daemon: tuple[FakeDaemon, str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    fake, path = daemon
+    fake, path = fake_daemon
     shared = "/home/someone/Pictures/2023/holidays/"
     fake.hits = [
         pb.Hit(path=shared + "italy/IMG_2041.jpg", score=0.31),

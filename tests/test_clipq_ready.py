@@ -16,15 +16,12 @@ from pathlib import Path
 
 import grpc
 import pytest
-from test_clipq import short_dir
 
 from clipd_api.kinds import ERROR_KIND_METADATA, ErrorKind
 from clipd_api.v1 import clipd_pb2 as pb
 from clipd_api.v1 import clipd_pb2_grpc as pb_grpc
 from clipq import Client, DaemonStarting, DaemonUnavailable
 from clipq.cli import main
-
-__all__ = ["short_dir"]  # a fixture
 
 LOADING = "clipd is still loading its model; try again in a few seconds"
 

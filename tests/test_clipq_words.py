@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from clipd_api.query import IMAGE_EXTENSIONS, looks_like_path
 from clipq._client import ImageFile, Text
-from clipq._query import QueryError, looks_like_path, parse_when, query_terms
+from clipq._query import QueryError, parse_when, query_terms
 from clipq.cli import main
 
 PNG_HEAD = b"\x89PNG\r\n\x1a\n" + bytes(24)
@@ -160,3 +161,10 @@ def test_an_ambiguous_age_is_a_usage_error_on_the_command_line(
     assert usage_error(capsys, "cat", "--since", "1M") == (
         "clipq: error: argument --since: '1M' is ambiguous: write min for minutes or mo for months"
     )
+
+
+def test_every_extension_the_daemon_indexes_names_a_file() -> None:
+    from clipd.config import DEFAULT_INCLUDE
+
+    daemon = {glob.removeprefix("*.") for glob in DEFAULT_INCLUDE}
+    assert daemon <= IMAGE_EXTENSIONS

@@ -5,9 +5,6 @@ from __future__ import annotations
 import io
 import json
 import random
-import signal
-import subprocess
-import sys
 from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
@@ -16,8 +13,8 @@ import pytest
 from conftest import ConfigWriter
 from fixtures.dng import make_dng
 from fixtures.shapes import COLOURS, SHAPES, draw
+from harness import daemon_process, run_clipq_process, wait_until_indexed
 from PIL import ExifTags, Image
-from test_end_to_end import wait_until_indexed
 
 import clipd.formats  # (also registers the HEIF and JPEG XL plugins used to write files)
 from clipd.config import load_config
@@ -27,7 +24,6 @@ from clipd.progress import Progress
 from clipd.store import Store
 from clipq import Client
 
-BIN = Path(sys.executable).parent
 # The same red circle in every format; HEIC stands first as the one phones write.
 SAME_PICTURE = {"HEIF": "heic", "JPEG": "jpg", "AVIF": "avif", "JXL": "jxl", "DNG": "dng"}
 TAKEN = "2022:08:14 09:15:00"
@@ -59,31 +55,17 @@ def library(tmp_path: Path, write_config: ConfigWriter) -> Iterator[Path]:
         for shape in SHAPES:
             if (colour, shape) != ("red", "circle"):
                 draw(colour, shape, (320, 240), rng).save(root / f"{colour}-{shape}.jpg")
-    config = write_config([root])
-    log = tmp_path / "clipd.log"
-    with log.open("wb") as sink:
-        process = subprocess.Popen(
-            [BIN / "clipd", "serve", "--config", str(config)], stdout=sink, stderr=sink
-        )
-    try:
+    # circle.jpg and circle.dng would be a RAW + JPEG pair (test_pairs.py): index every file.
+    with daemon_process(write_config([root], raw_pairs="both")) as process:
         wait_until_indexed(len(SAME_PICTURE) + 11, 0)
         yield root
-    finally:
-        process.send_signal(signal.SIGTERM)
-        code = process.wait(timeout=60)
-        assert code == 0, log.read_text()[-3000:]
-    assert "Traceback" not in log.read_text()
+    assert "Traceback" not in process.output
 
 
 @pytest.mark.slow
 def test_every_format_of_one_picture_is_found_alike(library: Path) -> None:
-    result = subprocess.run(
-        [BIN / "clipq", "--json", "-n", str(len(SAME_PICTURE)), "a red circle"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
+    result = run_clipq_process("--json", "-n", str(len(SAME_PICTURE)), "a red circle")
+    assert result.returncode == 0, result.stderr
     hits = {Path(hit["path"]).suffix[1:]: hit for hit in json.loads(result.stdout)}
     assert set(hits) == set(SAME_PICTURE.values()), "the top hits are the circle, every format"
     jpeg = hits["jpg"]["score"]

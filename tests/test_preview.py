@@ -18,10 +18,9 @@ from pathlib import Path
 import pytest
 from conftest import ConfigWriter
 from fixtures.shapes import draw
+from harness import in_process_daemon
 from PIL import Image
 
-from clipd.app import Daemon
-from clipd.config import load_config
 from clipq import Client, ClipqError, Hit, NotFound, PreviewUnsupported, Thumbnail
 from clipq._preview import Graphics, detect_graphics, image_sequence, preview_hits, speaks_sixel
 
@@ -257,30 +256,9 @@ def client(tmp_path: Path, write_config: ConfigWriter) -> Iterator[Client]:
         "green triangle.png": ("green", "triangle"),
     }.items():
         draw(colour, shape, (300, 200), rng).save(root / name)
-    config = load_config(write_config([root], watch=False))
-    daemon = Daemon(config)
-    thread = threading.Thread(target=daemon.run, name="test-daemon")
-    thread.start()
-    try:
-        with Client(config.socket, timeout=30) as connected:
-            _wait_indexed(connected, 3)
-            yield connected
-    finally:
-        daemon.stop()
-        thread.join(timeout=60)
-
-
-def _wait_indexed(client: Client, files: int) -> None:
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        try:
-            status = client.status()
-            if status.state == "idle" and status.indexed == files:
-                return
-        except ClipqError:
-            pass
-        time.sleep(0.1)
-    raise AssertionError("daemon did not finish indexing")
+    config = write_config([root], watch=False)
+    with in_process_daemon(config, root, 3) as live, live.client() as connected:
+        yield connected
 
 
 def test_client_thumbnail_png_and_sixel(client: Client) -> None:

@@ -73,6 +73,8 @@ class Daemon:
         self._watcher: Watcher | None = None
         self.progress = Progress()
         self.state: DaemonState | None = None  # set by run(); tests look inside
+        # The signal that stopped the daemon, if one did: SIGINT (Ctrl-C) exits 130.
+        self.stopped_by: signal.Signals | None = None
         _warn_if_missing(config.roots)
 
     def stop(self) -> None:
@@ -174,13 +176,14 @@ class Daemon:
             if signum == signal.SIGHUP:
                 self._reload.set()
             else:
+                self.stopped_by = self.stopped_by or signal.Signals(signum)
                 self._stop.set()
         return self._stop.is_set()
 
     def _load(self, state: DaemonState) -> bool:
         """Load the model and start indexing; False if stop() came first."""
-        embedder = Embedder(self.config.model)
-        if self._stopping():
+        embedder = self._load_model()
+        if embedder is None:
             return False
         state.store.bind_model(embedder.identity)
         indexer = Indexer(self.config, state.store, embedder, self.progress, state.thumbnails)
@@ -193,6 +196,33 @@ class Daemon:
         indexer.submit(self.config.roots)
         self.progress.set_state("idle")
         return True
+
+    def _load_model(self) -> Embedder | None:
+        """The model, loaded on a thread of its own while this one stays free to stop: a
+        download or a load cannot be interrupted, and may take minutes. None if stop() came
+        first; the loader is then left behind, and ends with the process."""
+        loaded: list[Embedder] = []
+        failed: list[BaseException] = []
+
+        def load() -> None:
+            try:
+                loaded.append(Embedder(self.config.model))
+            except BaseException as exc:  # re-raised on the main loop
+                failed.append(exc)
+            finally:
+                self._nudge()
+
+        # A daemon thread: exiting the process must not wait for a download to give up.
+        loader = threading.Thread(target=load, name="clipd-model-load", daemon=True)
+        loader.start()
+        while loader.is_alive():
+            if self._stopping():
+                log.info("stopped while loading the model")
+                return None
+            self._sleep(_TICK_S)
+        if failed:
+            raise failed[0]
+        return None if self._stopping() else loaded[0]
 
     def _tend(self, state: DaemonState) -> None:
         """Until stop(): reload when asked, notice roots coming and going, rescan periodically,

@@ -29,6 +29,15 @@ class ModelError(ClipdError):
     """The model or its weights cannot be loaded."""
 
 
+class UnknownModel(ModelError, ConfigError):
+    """model.name or model.pretrained names no model or tag OpenCLIP knows: a config error
+    (exit 2, so a service manager does not restart clipd to meet it again)."""
+
+
+class WeightsOffline(ModelError):
+    """The weights are not on this machine, and this machine cannot reach where they are."""
+
+
 class ImageError(ClipdError):
     """A file cannot be turned into an RGB image; error_class is its failure kind (clipd_api.kinds).
 

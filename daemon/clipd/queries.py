@@ -19,19 +19,19 @@ import re
 import stat
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
-from clipd import images, thumbcache, thumbnails
+from clipd import duplicates, images, thumbcache, thumbnails
 from clipd.config import Config
 from clipd.embedder import Embedder, Vectors
 from clipd.errors import ImageError, ImageTooLarge
 from clipd.progress import Progress
 from clipd.records import Failure, SearchFilter, StoredHit
-from clipd.scanner import is_below
+from clipd.scanner import outside_roots
 from clipd.store import Store
 from clipd.thumbcache import ThumbnailCache
 from clipd_api.kinds import ErrorKind
@@ -81,6 +81,11 @@ class DaemonState:
     thumbnails: ThumbnailCache | None = None
     # The web app's address, "" while it is off.
     web_url: str = ""
+    # One for every transport: it runs one search at a time and keeps whole-file hashes.
+    duplicate_finder: duplicates.DuplicateFinder = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.duplicate_finder = duplicates.DuplicateFinder(self.store)
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,6 +115,18 @@ class SearchQuery:
     # The same, compared with the capture time where a file records one, else its mtime.
     taken_after: float | None = None
     taken_before: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DuplicatesQuery:
+    # CLIP cosine at which two images are compared; None: the default.
+    threshold: float | None = None
+    under: Sequence[str] = ()
+    # The loosest tier to group by (duplicates.TIERS); None: the loosest of all.
+    tier: str | None = None
+    # Groups; 0: the default.
+    limit: int = 0
+    offset: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -325,12 +342,13 @@ class Queries:
         """Rescan paths (every root if none); with wait, return once done or once not active()."""
         _, indexer = self._ready()
         paths = [Path(_absolute(p, "paths")) for p in raw_paths]
-        roots = [str(root) for root in self._state.config.roots]
-        outside = [p for p in paths if not any(is_below(str(p), root) for root in roots)]
-        if self._remote and outside:
+        roots = self._state.config.roots
+        outside = outside_roots(paths, roots)
+        if outside:
             raise QueryError(
-                f"paths: over TCP and HTTP only paths below a root can be reindexed, "
-                f"not {outside[0]}"
+                f"paths: only paths below a root can be reindexed, and {outside[0]} is below "
+                f"none of {', '.join(map(str, roots))}; to index it, add its folder to `roots` "
+                "in the config"
             )
         job = indexer.submit(paths or list(self._state.config.roots))
         if wait:
@@ -354,6 +372,26 @@ class Queries:
         return self._state.store.failures(
             limit=_limit(limit, DEFAULT_FAILURES_LIMIT), offset=_offset(offset)
         )
+
+    def duplicates(self, query: DuplicatesQuery) -> duplicates.DuplicatesReport:
+        """Groups of near-identical indexed images (see clipd.duplicates); it never changes a
+        file. Needs no model: it compares stored vectors and pixel signatures."""
+        threshold = duplicates.DEFAULT_THRESHOLD if query.threshold is None else query.threshold
+        if not (math.isfinite(threshold) and duplicates.MIN_THRESHOLD <= threshold <= 1):
+            raise QueryError(
+                f"threshold must be between {duplicates.MIN_THRESHOLD} and 1, not {threshold}"
+            )
+        tier = query.tier or duplicates.TIERS[-1]
+        if tier not in duplicates.TIERS:
+            raise QueryError(f"tier {tier!r} is unknown; use {', '.join(duplicates.TIERS)}")
+        criteria = duplicates.Criteria(
+            threshold=threshold,
+            under=tuple(_absolute(p, "under") for p in query.under),
+            tier=tier,
+            limit=_limit(query.limit, duplicates.DEFAULT_LIMIT),
+            offset=_offset(query.offset),
+        )
+        return self._state.duplicate_finder.find(criteria)
 
     def indexed_path(self, raw: str, label: str = "path") -> str:
         """raw, normalised, if it is an indexed image; else NOT_FOUND.

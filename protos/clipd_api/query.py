@@ -20,11 +20,13 @@ from dataclasses import dataclass
 _WEIGHTED = re.compile(r"([+-]?(?:\d+(?:\.\d*)?|\.\d+)):(.*)", re.DOTALL)
 
 # Endings that make a word a file name rather than text: `clipq beach.jpg` means that file.
+# Every format the daemon indexes by default is here (a test holds the two lists together).
 IMAGE_EXTENSIONS = frozenset(
     {
         *("jpg", "jpeg", "jpe", "jfif", "png", "webp", "gif", "bmp", "tif", "tiff"),
-        *("heic", "heif", "avif", "jxl"),
-        *("dng", "cr2", "cr3", "nef", "nrw", "arw", "orf", "rw2", "raf", "pef", "srw"),
+        *("heic", "heif", "hif", "avif", "jxl"),
+        *("dng", "cr2", "cr3", "nef", "nrw", "arw", "srf", "sr2", "raf", "orf", "rw2", "rwl"),
+        *("pef", "srw", "3fr", "erf", "dcr", "kdc"),
     }
 )
 
