@@ -9,7 +9,6 @@ import os
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -19,11 +18,9 @@ import yaml
 from conftest import TINY_MODEL_JSON, TINY_MODEL_WEIGHTS
 from fixtures.corpus import Corpus, write_corpus
 from fixtures.shapes import draw
+from harness import InProcessDaemon, daemon_process, in_process_daemon, wait_until
 from PIL import Image
-from test_watcher import Live
 
-from clipd.app import Daemon
-from clipd.config import load_config
 from clipd.tokens import load_token
 from clipd.web import api
 
@@ -33,7 +30,9 @@ JSON_CONTENT = {"content-type": "application/json"}
 class Web:
     """A daemon serving a corpus, its web URL, its token, and an authenticated client."""
 
-    def __init__(self, live: Live, corpus: Corpus, outside: Path, upload_dir: Path) -> None:
+    def __init__(
+        self, live: InProcessDaemon, corpus: Corpus, outside: Path, upload_dir: Path
+    ) -> None:
         state = live.daemon.state
         assert state is not None
         assert state.web_url
@@ -78,29 +77,6 @@ def write_web_config(folder: Path, roots: list[Path], **overrides: Any) -> Path:
     return path
 
 
-@contextmanager
-def serving(config: Path, root: Path, files: int) -> Iterator[Live]:
-    """An in-process daemon on `config`, once it has indexed `files` files under `root`."""
-    daemon = Daemon(load_config(config, require_roots=False))
-    thread = threading.Thread(target=daemon.run, name="test-daemon")
-    thread.start()
-    try:
-        live = Live(daemon, root)
-        live.wait_for(
-            lambda: (
-                daemon.state is not None
-                and daemon.state.indexer is not None
-                and len(live.indexed()) == files
-            ),
-            "initial index",
-            timeout=120,
-        )
-        yield live
-    finally:
-        daemon.stop()
-        thread.join(timeout=60)
-
-
 # The module's daemon serves every test; its thread pools grow on demand, during one test or
 # another. So threads are checked once, when it stops, instead of after each test.
 DAEMON_THREADS = ("clipd-", "test-daemon")
@@ -138,7 +114,7 @@ def web(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Web]:
     config = write_web_config(folder, [corpus.root], upload_dir=str(upload_dir))
     files = len(corpus.images) + len(corpus.bad)
     before = set(threading.enumerate())
-    with serving(config, corpus.root, files - len(corpus.bad)) as live:
+    with in_process_daemon(config, corpus.root, files) as live:
         web = Web(live, corpus, outside, upload_dir)
         try:
             yield web
@@ -507,7 +483,7 @@ def test_uploads_are_off_without_an_upload_dir(tmp_path: Path) -> None:
     root = tmp_path / "pics"
     root.mkdir()
     draw("red", "circle", (64, 64), __import__("random").Random(1)).save(root / "a.png")
-    with serving(write_web_config(tmp_path, [root]), root, 1) as live:
+    with in_process_daemon(write_web_config(tmp_path, [root]), root, 1) as live:
         web = Web(live, Corpus(root), tmp_path, tmp_path)
         try:
             refused = web.client.post("/api/v1/upload", files=[("file", ("a.png", b"x"))])
@@ -532,30 +508,25 @@ def test_while_the_model_loads_searches_get_503_with_retry_after(
     monkeypatch.setattr(clipd.app, "Embedder", slow_embedder)
     root = tmp_path / "pics"
     root.mkdir()
-    daemon = Daemon(load_config(write_web_config(tmp_path, [root])))
-    thread = threading.Thread(target=daemon.run, name="test-daemon")
-    thread.start()
-    try:
-        live = Live(daemon, root)
-        live.wait_for(lambda: daemon.state is not None and bool(daemon.state.web_url), "web up")
-        web = Web(live, Corpus(root), tmp_path, tmp_path)
+    with in_process_daemon(write_web_config(tmp_path, [root]), root) as live:
         try:
-            answer = web.client.get("/api/v1/search", params={"q": "red"})
-            assert error_of(answer)[:2] == (503, "not_ready")
-            assert int(answer.headers["retry-after"]) > 0
-            assert web.client.get("/api/v1/status").json()["state"] == "starting"
+            wait_until(lambda: live.daemon.state and live.daemon.state.web_url, "the web app")
+            web = Web(live, Corpus(root), tmp_path, tmp_path)
+            try:
+                answer = web.client.get("/api/v1/search", params={"q": "red"})
+                assert error_of(answer)[:2] == (503, "not_ready")
+                assert int(answer.headers["retry-after"]) > 0
+                assert web.client.get("/api/v1/status").json()["state"] == "starting"
+            finally:
+                web.close()
         finally:
-            web.close()
-    finally:
-        loaded.set()
-        daemon.stop()
-        thread.join(timeout=60)
+            loaded.set()
 
 
 def test_web_off_serves_nothing(tmp_path: Path) -> None:
     root = tmp_path / "pics"
     root.mkdir()
-    with serving(write_web_config(tmp_path, [root], web="off"), root, 0) as live:
+    with in_process_daemon(write_web_config(tmp_path, [root], web="off"), root, 0) as live:
         assert live.daemon.state is not None
         assert live.daemon.state.web_url == ""
 
@@ -605,15 +576,13 @@ def test_clipq_web_signs_a_browser_in_and_sigterm_ends_open_streams(tmp_path: Pa
     import subprocess
     import sys
 
-    from test_daemon_process import running
-
     root = tmp_path / "pics"
     root.mkdir()
     draw("red", "circle", (64, 64), __import__("random").Random(1)).save(root / "a.png")
     config = write_web_config(tmp_path, [root], log_level="info")
-    with running(config, tmp_path / "clipd.log") as process:
-        process.wait_for_log("web app on http://127.0.0.1:", timeout=120)
-        process.wait_for_log("serving on", timeout=120)
+    with daemon_process(config) as process:
+        process.wait_for_output("web app on http://127.0.0.1:", timeout=120)
+        process.wait_for_output("serving on", timeout=120)
         # clipq in its own process: the URL with the token, and no web stack imported.
         code = (
             "import sys\n"
@@ -640,10 +609,10 @@ def test_clipq_web_signs_a_browser_in_and_sigterm_ends_open_streams(tmp_path: Pa
             with browser.stream("GET", str(signed_in.url.join("/api/v1/status/events"))) as events:
                 lines = events.iter_lines()
                 assert next(lines) == "event: status"
-                process.signal(signal.SIGTERM)
+                process.send_signal(signal.SIGTERM)
                 # The stream ends once the daemon stops (else heartbeats would keep it open
                 # until the test's timeout).
                 for _ in lines:
                     pass
-        assert process.popen.wait(timeout=60) == 0
-    assert "Traceback" not in (tmp_path / "clipd.log").read_text()
+        assert process.wait() == 0
+    assert "Traceback" not in process.output
