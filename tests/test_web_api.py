@@ -22,7 +22,7 @@ from harness import InProcessDaemon, daemon_process, in_process_daemon, wait_unt
 from PIL import Image
 
 from clipd.tokens import load_token
-from clipd.web import api
+from clipd.web import api, inputs
 
 JSON_CONTENT = {"content-type": "application/json"}
 
@@ -227,7 +227,9 @@ def test_thumbnails_and_originals_of_indexed_images_only(web: Web) -> None:
     thumb = web.client.get("/api/v1/thumbnail", params={"path": str(path)})
     assert thumb.status_code == 200
     assert thumb.headers["content-type"] == "image/jpeg"
-    assert "max-age" in thumb.headers["cache-control"]
+    assert "no-cache" in thumb.headers["cache-control"]  # revalidated: the file may change
+    versioned = web.client.get("/api/v1/thumbnail", params={"path": str(path), "v": "1.5"})
+    assert "immutable" in versioned.headers["cache-control"]  # v names one version of it
     with Image.open(io.BytesIO(thumb.content)) as image, Image.open(path) as full:
         assert max(image.size) == min(400, max(full.size))
     etag = {"If-None-Match": thumb.headers["etag"]}
@@ -389,7 +391,7 @@ def test_bad_bodies_get_400_or_413(web: Web, monkeypatch: pytest.MonkeyPatch) ->
     assert "image" in error_of(no_image)[2]
     garbage = web.client.post("/api/v1/search", files={"image": ("x.jpg", b"not an image")})
     assert error_of(garbage)[:2] == (400, "bad_request")
-    monkeypatch.setattr(api, "MAX_BODY_BYTES", 1000)
+    monkeypatch.setattr(inputs, "MAX_BODY_BYTES", 1000)
     big = web.client.post("/api/v1/search", files={"image": ("x.png", b"\0" * 5000)})
     assert error_of(big)[:2] == (413, "too_large")
 
