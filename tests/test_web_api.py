@@ -431,6 +431,26 @@ def test_status_failures_embed_and_openapi(web: Web) -> None:
         assert set(document["paths"][path]) == {method.lower() for method in methods}, path
 
 
+def test_duplicates_lists_copies_and_refuses_bad_input(web: Web) -> None:
+    original = an_indexed(web, ".png")
+    copy = original.with_name(f"copy-{original.name}")
+    copy.write_bytes(original.read_bytes())
+    try:
+        web.client.post("/api/v1/reindex", json={"paths": [str(copy)], "wait": True})
+        answer = web.client.get("/api/v1/duplicates", params={"tier": "exact"}).json()
+        assert (answer["total"], answer["unchecked"]) == (1, 0)
+        [group] = answer["groups"]
+        assert group["tier"] == "exact"
+        assert {hit["path"] for hit in group["files"]} == {str(original), str(copy)}
+        hit_fields = {"path", "score", "width", "height", "size_bytes", "mtime", "taken"}
+        assert set(group["files"][0]) == hit_fields
+        refused = web.client.get("/api/v1/duplicates", params={"tier": "similar"})
+        assert error_of(refused)[:2] == (400, "bad_request")
+    finally:
+        copy.unlink()
+        web.client.post("/api/v1/reindex", json={"paths": [str(copy)], "wait": True})
+
+
 def test_reindex_waits_and_counts(web: Web) -> None:
     answer = web.client.post(
         "/api/v1/reindex", json={"paths": [str(web.corpus.root / "set1")], "wait": True}

@@ -32,6 +32,7 @@ from starlette.routing import Route
 from clipd.queries import (
     WATCH_MIN_INTERVAL_S,
     DaemonState,
+    DuplicatesQuery,
     Queries,
     QueryError,
     SearchQuery,
@@ -64,6 +65,7 @@ ROUTES = (
     ("/api/v1/status", "status", ["GET"]),
     ("/api/v1/status/events", "status_events", ["GET"]),
     ("/api/v1/failures", "failures", ["GET"]),
+    ("/api/v1/duplicates", "duplicates", ["GET"]),
     ("/api/v1/reindex", "reindex", ["POST"]),
     ("/api/v1/thumbnail", "thumbnail", ["GET"]),
     ("/api/v1/image", "image", ["GET"]),
@@ -243,6 +245,17 @@ class Api:
         limit, offset = inputs.integer(params, "limit"), inputs.integer(params, "offset")
         page, total = await self.run(self.queries.failures, limit=limit, offset=offset)
         return _json({"failures": [asdict(failure) for failure in page], "total": total})
+
+    async def duplicates(self, request: Request) -> Response:
+        params = request.query_params
+        query = DuplicatesQuery(
+            threshold=inputs.number(params, "threshold"),
+            under=inputs.text_fields(params, "under"),
+            tier=inputs.text_field(params, "tier"),
+            limit=inputs.integer(params, "limit"),
+            offset=inputs.integer(params, "offset"),
+        )
+        return _json(asdict(await self.run(self.queries.duplicates, query)))
 
     async def reindex(self, request: Request) -> Response:
         body = await inputs.json_body(request)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from clipd import clipd_version
+from clipd import clipd_version, duplicates
 from clipd.queries import DEFAULT_FAILURES_LIMIT, DEFAULT_LIMIT, MAX_LIMIT, MAX_THUMBNAIL_SIDE
 from clipd.thumbcache import THUMBNAIL_SIDE
 
@@ -216,6 +216,53 @@ _PATHS: dict[str, Any] = {
                     "a comment line every 15 s",
                     "content": {"text/event-stream": {"schema": {"type": "string"}}},
                 },
+                **_ERRORS,
+            },
+        }
+    },
+    "/api/v1/duplicates": {
+        "get": {
+            "summary": "Groups of near-identical images, each with its tier (never changes a file)",
+            "parameters": [
+                _param(
+                    "threshold",
+                    {"type": "number", "minimum": duplicates.MIN_THRESHOLD, "maximum": 1},
+                    "the lowest CLIP cosine at which two images are compared; absent: "
+                    f"{duplicates.DEFAULT_THRESHOLD}",
+                ),
+                _param(
+                    "under",
+                    {"type": "array", "items": {"type": "string"}},
+                    "only files at or below any of these absolute paths",
+                    style="form",
+                    explode=True,
+                ),
+                _param(
+                    "tier",
+                    {"type": "string", "enum": list(duplicates.TIERS)},
+                    "the loosest tier to group by; absent: variant",
+                ),
+                _param(
+                    "limit",
+                    {"type": "integer", "minimum": 0, "maximum": MAX_LIMIT},
+                    f"groups per page; 0 or absent: {duplicates.DEFAULT_LIMIT}",
+                ),
+                _param("offset", {"type": "integer", "minimum": 0}, "groups to skip"),
+            ],
+            "responses": {
+                "200": _json(
+                    {
+                        "type": "object",
+                        "required": ["groups", "total", "unchecked"],
+                        "properties": {
+                            "groups": {"type": "array", "items": {"type": "object"}},
+                            "total": {"type": "integer"},
+                            "unchecked": {"type": "integer"},
+                        },
+                    },
+                    "one page of groups, each {tier, files}, files being hits scored against "
+                    "the group's first; unchecked: files not yet compared by pixels",
+                ),
                 **_ERRORS,
             },
         }
