@@ -376,6 +376,7 @@ FULL_STATUS = pb.Status(
     database="/data/index.db",
     database_bytes=12_345_678,
     started_at=1.0,
+    web_url="http://127.0.0.1:8765/",
 )
 
 # What WatchStatus yields, then it ends: progress (the second a heartbeat repeating the

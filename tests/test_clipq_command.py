@@ -243,10 +243,30 @@ def test_status_prints_aligned_lines(
         "database: /data/index.db (12.3 MB)\n"
         "roots:    /pics\n"
         "          /more pics\n"
+        "web:      http://127.0.0.1:8765/\n"
         "version:  0.1.0\n"
         "uptime:   1h02m\n",
         "",
     )
+
+
+def test_web_print_gives_the_url_with_the_token_once(
+    capsys: pytest.CaptureFixture[str], fake_daemon: tuple[FakeDaemon, str], tmp_path: Path
+) -> None:
+    fake, path = fake_daemon
+    fake.status.CopyFrom(FULL_STATUS)
+    token_file = tmp_path / "token"
+    token_file.write_text("s3cret/+=\n", encoding="utf-8")
+    argv = ["web", "--print", "--socket", path, "--token-file", str(token_file)]
+    assert run_clipq(capsys, *argv) == (
+        0,
+        "http://127.0.0.1:8765/?token=s3cret%2F%2B%3D\n",
+        "",
+    )
+    fake.status.web_url = ""
+    code, out, err = run_clipq(capsys, *argv)
+    assert (code, out) == (1, "")
+    assert "web app is off" in err
 
 
 def test_status_shows_a_problem_only_when_there_is_one(
@@ -297,6 +317,7 @@ def test_status_json_has_every_field(
         "database_bytes": 12_345_678,
         "started_at": 1.0,
         "problem": "",
+        "web_url": "http://127.0.0.1:8765/",
     }
 
 
@@ -466,13 +487,15 @@ def test_reindex_wait_prints_counts_and_sends_absolute_paths(
 ) -> None:
     fake, path = fake_daemon
     monkeypatch.chdir(short_dir)
-    assert run_clipq(capsys, "reindex", "pics", "--wait", "/a/../b", "--socket", path) == (
+    (short_dir / "pics").mkdir()
+    (short_dir / "more").mkdir()
+    assert run_clipq(capsys, "reindex", "pics", "--wait", "pics/../more", "--socket", path) == (
         0,
         "queued 7, indexed 5, failed 1, removed 2\n",
         "",
     )
     [(request, time_left)] = fake.reindexes
-    assert list(request.paths) == [str(short_dir.resolve() / "pics"), "/b"]
+    assert list(request.paths) == [str(short_dir.resolve() / name) for name in ("pics", "more")]
     # A full rescan may take long: no deadline (gRPC reports an infinite one as ~292 years).
     assert request.wait
     assert time_left > 1e9

@@ -44,6 +44,11 @@ class Probe:
         return self.answer
 
 
+_IN_TMUX = "clipq runs inside tmux, which does not pass images through to the terminal; if"
+_IN_SCREEN = "clipq runs inside screen, which does not pass images through"
+_TURNED_OFF = "CLIPQ_GRAPHICS=none turns previews off"
+
+
 @pytest.mark.parametrize(
     ("env", "sixel", "expected", "asks"),
     [
@@ -55,25 +60,29 @@ class Probe:
         ({"TERM_PROGRAM": "iTerm.app"}, False, "iterm2", False),
         ({"LC_TERMINAL": "iTerm2", "TERM": "xterm-256color"}, False, "iterm2", False),
         ({"TERM": "foot"}, True, "sixel", True),
-        ({"TERM": "xterm-256color"}, False, None, True),
-        ({"TERM": "dumb"}, True, None, False),
+        ({"TERM": "xterm-256color"}, False, "this terminal cannot show images inline", True),
+        ({"TERM": "dumb"}, True, "TERM=dumb: this terminal shows text only", False),
         # tmux and screen swallow images, even inside a terminal that shows them.
-        ({"TMUX": "/tmp/tmux-1/default,1,0", "KITTY_WINDOW_ID": "1"}, True, None, False),
-        ({"TERM": "tmux-256color", "TERM_PROGRAM": "tmux"}, True, None, False),
-        ({"TERM": "screen.xterm-256color"}, True, None, False),
-        ({"STY": "1234.pts-0.host", "TERM_PROGRAM": "iTerm.app"}, True, None, False),
+        ({"TMUX": "/tmp/tmux-1/default,1,0", "KITTY_WINDOW_ID": "1"}, True, _IN_TMUX, False),
+        ({"TERM": "tmux-256color", "TERM_PROGRAM": "tmux"}, True, _IN_TMUX, False),
+        ({"TERM": "screen.xterm-256color"}, True, _IN_SCREEN, False),
+        ({"STY": "1234.pts-0.host", "TERM_PROGRAM": "iTerm.app"}, True, _IN_SCREEN, False),
         # The override wins over everything.
         ({"CLIPQ_GRAPHICS": "sixel", "TMUX": "x", "TERM": "xterm-kitty"}, False, "sixel", False),
         ({"CLIPQ_GRAPHICS": " Kitty ", "TERM": "dumb"}, False, "kitty", False),
         ({"CLIPQ_GRAPHICS": "iterm2"}, False, "iterm2", False),
-        ({"CLIPQ_GRAPHICS": "none", "TERM": "xterm-kitty"}, True, None, False),
+        ({"CLIPQ_GRAPHICS": "none", "TERM": "xterm-kitty"}, True, _TURNED_OFF, False),
     ],
 )
-def test_detect_graphics(
-    env: dict[str, str], sixel: bool, expected: Graphics | None, asks: bool
-) -> None:
+def test_detect_graphics(env: dict[str, str], sixel: bool, expected: str, asks: bool) -> None:
+    """expected is a protocol, or the start of the message saying why there is none."""
     probe = Probe(sixel)
-    assert detect_graphics(env, probe=probe) == expected
+    if expected in ("kitty", "iterm2", "sixel"):
+        assert detect_graphics(env, probe=probe) == expected
+    else:
+        with pytest.raises(PreviewUnsupported) as raised:
+            detect_graphics(env, probe=probe)
+        assert str(raised.value).startswith(expected)
     assert probe.asked == asks
 
 

@@ -18,7 +18,8 @@ from harness import InProcessDaemon, in_process_daemon, picture
 
 from clipd.config import TcpAddress, load_config
 from clipd.errors import ConfigError, TokenError
-from clipd.tcp import _warn_if_exposed, load_token
+from clipd.tcp import _warn_if_exposed
+from clipd.tokens import load_token
 from clipd_api.v1 import clipd_pb2 as pb
 from clipd_api.v1 import clipd_pb2_grpc as pb_grpc
 

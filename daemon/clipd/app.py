@@ -17,6 +17,7 @@ from collections import deque
 from collections.abc import Iterable
 from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING
 
 from grpc_health.v1 import health, health_pb2
 
@@ -33,7 +34,11 @@ from clipd.reload import plan_reload
 from clipd.rpc_server import SERVICE_NAME, RpcServer, start_rpc_server
 from clipd.store import Store
 from clipd.tcp import start_tcp
+from clipd.thumbcache import ThumbnailCache, cache_path
 from clipd.watcher import Watcher
+
+if TYPE_CHECKING:
+    from clipd.web.server import WebServer
 
 log = logging.getLogger(__name__)
 
@@ -112,20 +117,24 @@ class Daemon:
         state = self.state = DaemonState(
             self.config, store, self.progress, clipd_version(), time.time()
         )
+        thumbnails = state.thumbnails = ThumbnailCache(cache_path(self.config.database))
         health_servicer = health.HealthServicer()
         health_servicer.set("", health_pb2.HealthCheckResponse.NOT_SERVING)
         health_servicer.set(SERVICE_NAME, health_pb2.HealthCheckResponse.NOT_SERVING)
         try:
             server = self._listen(state, health_servicer)
         except BaseException:
+            thumbnails.close()
             store.close()
             raise
         tcp: RpcServer | None = None
+        web: WebServer | None = None
         # Ready as soon as clients get answers: while the model loads they are told so, and
         # a first start that downloads weights must not run into the manager's start timeout.
         self._notify_status(state, ready=True)
         try:
             tcp = start_tcp(self.config, Queries(state, remote=True), health_servicer)
+            web = self._start_web(state)
             if self._load(state):
                 health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
                 health_servicer.set(SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
@@ -141,6 +150,8 @@ class Daemon:
             stopped = [server.stop(SHUTDOWN_GRACE_S)]
             if tcp is not None:
                 stopped.append(tcp.stop(SHUTDOWN_GRACE_S))
+            if web is not None:
+                web.stop()
             if self._watcher is not None:
                 self._watcher.stop()
             if state.indexer is not None:
@@ -150,6 +161,7 @@ class Daemon:
             server.release()
             if tcp is not None:
                 tcp.release()
+            thumbnails.close()
             store.close()
             remove_socket(self.config.socket)
 
@@ -171,7 +183,7 @@ class Daemon:
         if embedder is None:
             return False
         state.store.bind_model(embedder.identity)
-        indexer = Indexer(self.config, state.store, embedder, self.progress)
+        indexer = Indexer(self.config, state.store, embedder, self.progress, state.thumbnails)
         indexer.start()
         state.embedder, state.indexer = embedder, indexer  # run() stops what is set here
         # Watch first, then scan: a change during the scan is caught by one or the other.
@@ -294,6 +306,17 @@ class Daemon:
         else:
             return
         self._status_line, self._status_at = line, now
+
+    def _start_web(self, state: DaemonState) -> WebServer | None:
+        """The web app and HTTP API on loopback, unless `web: off`."""
+        if self.config.web is None:
+            return None
+        from clipd.web.server import WebServer  # starlette and uvicorn only when serving
+
+        web = WebServer(state, self.config.web)
+        web.start()
+        state.web_url = web.url
+        return web
 
     def _listen(self, state: DaemonState, health_servicer: health.HealthServicer) -> RpcServer:
         """Serve gRPC on the Unix socket, private to the user (no token needed there)."""

@@ -14,8 +14,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from clipd import autostart, clipd_version
-from clipd.config import CONFIG_ENV, Config, default_config_path, load_config
+from clipd.config import Config, load_config
 from clipd.errors import AlreadyRunning, ClipdError, ConfigError
+from clipd_api.paths import CONFIG_ENV, default_config_path
 
 log = logging.getLogger("clipd")
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from clipd import images
+from clipd import images, thumbcache
 from clipd.config import Config
 from clipd.embedder import Embedder
 from clipd.errors import ImageError, MissingDecoder, StoreUnwritable
@@ -28,6 +28,7 @@ from clipd.progress import Progress
 from clipd.records import FailureRecord, FileRecord
 from clipd.scanner import FileStat, Matcher, ScanResult, content_hash, scan
 from clipd.store import Store
+from clipd.thumbcache import ThumbnailCache
 from clipd_api import kinds
 
 if TYPE_CHECKING:
@@ -77,8 +78,17 @@ _STOP = object()
 class Indexer:
     """Runs scan jobs on its own thread until stop()."""
 
-    def __init__(self, config: Config, store: Store, embedder: Embedder, progress: Progress):
+    def __init__(
+        self,
+        config: Config,
+        store: Store,
+        embedder: Embedder,
+        progress: Progress,
+        thumbnails: ThumbnailCache | None = None,
+    ):
         self._config = config
+        # Where to keep a thumbnail of each image decoded for the model; None: make none.
+        self._thumbnails = thumbnails
         self._store = store
         self._embedder = embedder
         self._progress = progress
@@ -330,6 +340,7 @@ class Indexer:
                 min_side=self._embedder.image_size,
             )
             pixels = self._embedder.prepare(decoded.image)
+            self._keep_thumbnail(stat, decoded)
             taken_ns = _ns(decoded.taken)
             return _Loaded(stat, digest, decoded.width, decoded.height, pixels, taken_ns)
         except ImageError as exc:
@@ -339,6 +350,14 @@ class Indexer:
         except Exception as exc:  # one odd file must never take its batch down
             log.exception("unexpected error loading %s", stat.path)
             return _failure(stat, kinds.INTERNAL_ERROR, f"{type(exc).__name__}: {exc}")
+
+    def _keep_thumbnail(self, stat: FileStat, decoded: images.DecodedImage) -> None:
+        """Make the web app's thumbnail now, from the image in hand (see clipd.thumbcache)."""
+        if self._thumbnails is None:
+            return
+        if thumbcache.big_enough(decoded.image, decoded.width, decoded.height):
+            data = thumbcache.encode(decoded.image)
+            self._thumbnails.put(stat.path, stat.size, stat.mtime_ns, data)
 
     def _commit(self, batch: _Batch, job: ScanJob) -> None:
         embedded, embed_failures = self._embed(batch.loaded)

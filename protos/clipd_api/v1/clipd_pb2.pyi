@@ -78,7 +78,7 @@ class StatusRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class Status(_message.Message):
-    __slots__ = ("state", "version", "indexed", "queued", "failed", "offline", "images_per_second", "eta_seconds", "model", "pretrained", "dim", "device", "roots", "database", "database_bytes", "started_at", "problem")
+    __slots__ = ("state", "version", "indexed", "queued", "failed", "offline", "images_per_second", "eta_seconds", "model", "pretrained", "dim", "device", "roots", "database", "database_bytes", "started_at", "problem", "web_url")
     class State(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
         __slots__ = ()
         STATE_UNSPECIFIED: _ClassVar[Status.State]
@@ -108,6 +108,7 @@ class Status(_message.Message):
     DATABASE_BYTES_FIELD_NUMBER: _ClassVar[int]
     STARTED_AT_FIELD_NUMBER: _ClassVar[int]
     PROBLEM_FIELD_NUMBER: _ClassVar[int]
+    WEB_URL_FIELD_NUMBER: _ClassVar[int]
     state: Status.State
     version: str
     indexed: int
@@ -125,7 +126,8 @@ class Status(_message.Message):
     database_bytes: int
     started_at: float
     problem: str
-    def __init__(self, state: _Optional[_Union[Status.State, str]] = ..., version: _Optional[str] = ..., indexed: _Optional[int] = ..., queued: _Optional[int] = ..., failed: _Optional[int] = ..., offline: _Optional[int] = ..., images_per_second: _Optional[float] = ..., eta_seconds: _Optional[float] = ..., model: _Optional[str] = ..., pretrained: _Optional[str] = ..., dim: _Optional[int] = ..., device: _Optional[str] = ..., roots: _Optional[_Iterable[str]] = ..., database: _Optional[str] = ..., database_bytes: _Optional[int] = ..., started_at: _Optional[float] = ..., problem: _Optional[str] = ...) -> None: ...
+    web_url: str
+    def __init__(self, state: _Optional[_Union[Status.State, str]] = ..., version: _Optional[str] = ..., indexed: _Optional[int] = ..., queued: _Optional[int] = ..., failed: _Optional[int] = ..., offline: _Optional[int] = ..., images_per_second: _Optional[float] = ..., eta_seconds: _Optional[float] = ..., model: _Optional[str] = ..., pretrained: _Optional[str] = ..., dim: _Optional[int] = ..., device: _Optional[str] = ..., roots: _Optional[_Iterable[str]] = ..., database: _Optional[str] = ..., database_bytes: _Optional[int] = ..., started_at: _Optional[float] = ..., problem: _Optional[str] = ..., web_url: _Optional[str] = ...) -> None: ...
 
 class ReindexRequest(_message.Message):
     __slots__ = ("paths", "wait")
