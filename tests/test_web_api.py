@@ -7,7 +7,6 @@ import io
 import json
 import os
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -120,9 +119,12 @@ def web(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Web]:
             yield web
         finally:
             web.close()
-    time.sleep(0.5)  # threads that were told to end may need a moment
-    left = [t.name for t in threading.enumerate() if t not in before and t.is_alive()]
-    assert not left, f"threads left running after the daemon stopped: {left}"
+    # Threads that were told to end may need a moment.
+    wait_until(
+        lambda: not [t for t in threading.enumerate() if t not in before and t.is_alive()],
+        "the daemon's threads to end",
+        timeout=5,
+    )
 
 
 def an_indexed(web: Web, suffix: str = ".jpg") -> Path:
@@ -532,7 +534,8 @@ def test_while_the_model_loads_searches_get_503_with_retry_after(
     root.mkdir()
     with in_process_daemon(write_web_config(tmp_path, [root]), root) as live:
         try:
-            wait_until(lambda: live.daemon.state and live.daemon.state.web_url, "the web app")
+            daemon = live.daemon
+            wait_until(lambda: daemon.state is not None and bool(daemon.state.web_url), "web up")
             web = Web(live, Corpus(root), tmp_path, tmp_path)
             try:
                 answer = web.client.get("/api/v1/search", params={"q": "red"})
@@ -542,7 +545,7 @@ def test_while_the_model_loads_searches_get_503_with_retry_after(
             finally:
                 web.close()
         finally:
-            loaded.set()
+            loaded.set()  # before the stop: the loader then ends, not left waiting
 
 
 def test_web_off_serves_nothing(tmp_path: Path) -> None:

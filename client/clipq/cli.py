@@ -345,7 +345,7 @@ def _add_output_options(group: argparse._ArgumentGroup) -> None:
         const="json",
         default="lines",
         help="print one JSON array of hits (path, score, width, height, size_bytes, mtime, "
-        "taken, paired)",
+        "taken, paired, partial)",
     )
     formats.add_argument(
         "--jsonl", dest="output", action="store_const", const="jsonl", help="one JSON hit per line"
