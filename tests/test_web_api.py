@@ -444,7 +444,7 @@ def test_duplicates_lists_copies_and_refuses_bad_input(web: Web) -> None:
         [group] = answer["groups"]
         assert group["tier"] == "exact"
         assert {hit["path"] for hit in group["files"]} == {str(original), str(copy)}
-        hit_fields = {"path", "score", "width", "height", "size_bytes", "mtime", "taken"}
+        hit_fields = {"path", "score", "width", "height", "size_bytes", "mtime", "taken", "paired"}
         assert set(group["files"][0]) == hit_fields
         refused = web.client.get("/api/v1/duplicates", params={"tier": "similar"})
         assert error_of(refused)[:2] == (400, "bad_request")

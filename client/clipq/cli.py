@@ -519,7 +519,7 @@ def _duplicates_parser() -> argparse.ArgumentParser:
         action="store_true",
         help=(
             "print one JSON array of groups, each {tier, files}, files being hit objects "
-            "(path, score, width, height, size_bytes, mtime)"
+            "(path, score, width, height, size_bytes, mtime, taken, paired)"
         ),
     )
     parser.add_argument(

@@ -76,6 +76,7 @@ class DuplicateFile:
     size_bytes: int
     mtime: float
     taken: float | None  # capture time, seconds since the epoch; None when unknown
+    paired: tuple[str, ...]  # other files of the same photo (a RAW beside its JPEG)
 
 
 @dataclass(frozen=True, slots=True)
@@ -244,7 +245,9 @@ def _group(
     return DuplicateGroup(
         tier,
         tuple(
-            DuplicateFile(m.path, float(s), m.width, m.height, m.size_bytes, m.mtime, m.taken)
+            DuplicateFile(
+                m.path, float(s), m.width, m.height, m.size_bytes, m.mtime, m.taken, m.paired
+            )
             for m, s in zip(members, scores.tolist(), strict=True)
         ),
     )

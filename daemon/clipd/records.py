@@ -103,6 +103,7 @@ class DuplicateCandidate:
     size_bytes: int
     mtime: float
     taken: float | None  # capture time, seconds since the epoch; None when unknown
+    paired: tuple[str, ...]  # other files of the same photo (a RAW beside its JPEG)
     # clipd.pixels signature; None when not made yet, b"" when the file could not be decoded.
     pixels: bytes | None
 

@@ -810,8 +810,8 @@ class Store:
     def candidates(self, ids: Sequence[int]) -> dict[int, DuplicateCandidate]:
         """These files (those still indexed and online), by id."""
         rows = self._read(
-            "SELECT id, path, width, height, size, mtime_ns, taken_ns, pixels FROM files "
-            "WHERE id IN (SELECT value FROM json_each(?)) AND state = 'ok'",
+            f"SELECT f.id, {_HIT_COLUMNS}, f.pixels FROM files f "
+            "WHERE f.id IN (SELECT value FROM json_each(?)) AND f.state = 'ok'",
             [json.dumps(list(ids))],
         )
         return {
@@ -823,9 +823,10 @@ class Store:
                 size,
                 mtime_ns / 1e9,
                 None if taken_ns is None else taken_ns / 1e9,
+                tuple(json.loads(paired)),
                 None if pixels is None else bytes(pixels),
             )
-            for file_id, path, width, height, size, mtime_ns, taken_ns, pixels in rows
+            for file_id, path, width, height, size, mtime_ns, taken_ns, paired, pixels in rows
         }
 
     def count_unsigned(self, where: SearchFilter = _EVERYTHING) -> int:
