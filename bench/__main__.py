@@ -3,7 +3,7 @@
     python -m bench [--quick] [--images N] [--sizes 10000 100000 1000000] [--no-techniques]
                     [--rclip-images N] [--no-rclip]
 
-Prints the machine, then the table (a)-(g), then clipd against rclip on the same photos in the
+Prints the machine, then the table (a)-(i), then clipd against rclip on the same photos in the
 same run (bench/rclip.py), then what each technique gives. ViT-B-32 runs with random weights
 (speed does not depend on weights). Generated photos, rclip's environment and the shared model
 are cached under bench/out/. --quick: fewer images, rows and repeats, for a check that
@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from bench import corpus, daemon, pipeline, rclip, reconcile, search
+from bench import corpus, daemon, formats, pipeline, rclip, reconcile, search, web, web_api
 from clipd.embedder import Embedder
 
 
@@ -82,7 +82,14 @@ def main() -> int:
         served = daemon.run(work, photos, queries=20 if not args.quick else 5,
                             fresh_files=10 if not args.quick else 3)  # fmt: skip
         reconciles = reconcile.measure(reconcile_files, runs=repeats)
-        _table(rates, scale, busy, served, (reconcile_files, reconciles))
+        # The web page against 10k phone photos (300 with --quick: making 10k takes hours).
+        page = web.run(work / "web", images=300 if args.quick else 10_000,
+                       queries=5 if args.quick else 15)  # fmt: skip
+        # Thumbnails: what making them at index time costs, and what serving them costs.
+        api_side = web_api.run(work / "web-api", images=40 if args.quick else 200,
+                               repeats=1 if args.quick else 3)  # fmt: skip
+        _table(rates, scale, busy, served, (reconcile_files, reconciles), page=page,
+               api_side=api_side)  # fmt: skip
         if not args.no_rclip:
             rclip_photos = corpus.corpus(args.rclip_images or (40 if args.quick else 400))
             print(f"\nclipd against rclip on {rclip_photos}:")
@@ -90,6 +97,7 @@ def main() -> int:
             rclip.print_table(versus, repeats)
         if not args.no_techniques:
             _techniques(photos, paths, repeats)
+        formats.report(rounds=3 if args.quick else 5)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return 0
@@ -101,6 +109,9 @@ def _table(
     busy: search.BusyResult,
     served: daemon.DaemonResult,
     reconciled: tuple[int, list[float]],
+    *,
+    page: web.WebResult,
+    api_side: web_api.WebApiResult,
 ) -> None:
     reconcile_files, reconciles = reconciled
     rows = [
@@ -134,6 +145,8 @@ def _table(
          f"{served.rss_indexing_mb:.0f} MB", "ViT-B-32"),
         (f"(g) restart reconcile, {reconcile_files:,} unchanged files",
          f"{statistics.median(reconciles):.2f} s", "median"),
+        *web.report(page),
+        *web_api.report(api_side),
     ]  # fmt: skip
     width = max(len(row[0]) for row in rows)
     print()

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -11,6 +13,7 @@ from typing import Any
 
 import pytest
 import yaml
+from harness import FakeDaemon, serve_fake
 
 # No test may reach the network for weights. Set before anything imports huggingface_hub, which
 # reads it once at import (a module-scoped fixture can import it before per-test fixtures run).
@@ -94,3 +97,26 @@ def write_config(tmp_path: Path) -> ConfigWriter:
         return path
 
     return write
+
+
+@pytest.fixture
+def short_dir() -> Iterator[Path]:
+    """A fresh directory with a short path: Unix socket paths must fit in 108 bytes, and
+    pytest's tmp_path can be longer than that."""
+    path = Path(tempfile.mkdtemp(prefix="clipq-"))
+    yield path
+    shutil.rmtree(path)
+
+
+@pytest.fixture
+def fake_daemon(short_dir: Path) -> Iterator[tuple[FakeDaemon, str]]:
+    """The stand-in daemon on a Unix socket; yields it and the socket's path."""
+    with serve_fake(f"unix:{short_dir / 'clipd.sock'}") as (fake, _):
+        yield fake, str(short_dir / "clipd.sock")
+
+
+@pytest.fixture
+def fake_tcp_daemon() -> Iterator[tuple[FakeDaemon, str]]:
+    """The stand-in daemon on a loopback TCP port; yields it and its HOST:PORT."""
+    with serve_fake("127.0.0.1:0") as (fake, port):
+        yield fake, f"127.0.0.1:{port}"

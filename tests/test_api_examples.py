@@ -12,7 +12,7 @@ import pytest
 from conftest import ConfigWriter
 from fixtures.corpus import write_corpus
 from google.protobuf import json_format
-from test_server import in_process
+from harness import in_process_daemon
 
 from clipd_api.v1 import clipd_pb2 as pb
 
@@ -65,7 +65,8 @@ def test_the_node_example_searches_a_real_daemon(
     [example] = readme_blocks("js", 'require("@grpc/grpc-js")')
     script.write_text(example)
     corpus = write_corpus(tmp_path / "pics", per_class=1)
-    with in_process(corpus, write_config):
+    files = len(corpus.images) + len(corpus.bad)
+    with in_process_daemon(write_config([corpus.root]), corpus.root, files):
         result = subprocess.run(
             ["node", str(script)], capture_output=True, text=True, timeout=60, check=False, cwd=REPO
         )

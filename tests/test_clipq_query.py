@@ -9,14 +9,14 @@ import pytest
 from fixtures.shapes import draw
 
 from clipq._client import ImageFile, Text
-from clipq._format import hit_line, shorten_path
-from clipq._query import QueryError, is_image_file, parse_when, query_terms
+from clipq._format import fit_paths, hit_line, shorten_path
+from clipq._query import QueryError, image_problem, parse_when, query_terms
 
 IMAGES = {"photo.jpg", "/abs/shot.png"}
 
 
-def probe(word: str) -> bool:
-    return word in IMAGES
+def check(word: str) -> str | None:
+    return None if word in IMAGES else "no such file"
 
 
 @pytest.mark.parametrize(
@@ -40,13 +40,13 @@ def probe(word: str) -> bool:
     ],
 )
 def test_query_words_become_terms(words: list[str], expected: list[Text | ImageFile]) -> None:
-    assert query_terms(words, probe=probe) == expected
+    assert query_terms(words, check=check) == expected
 
 
 def test_image_option_adds_an_image_term() -> None:
-    terms = query_terms(["sunset"], ["/abs/shot.png"], probe=probe)
+    terms = query_terms(["sunset"], ["/abs/shot.png"], check=check)
     assert terms == [Text("sunset"), ImageFile("/abs/shot.png")]
-    assert query_terms([], ["photo.jpg"], probe=probe) == [ImageFile("photo.jpg")]
+    assert query_terms([], ["photo.jpg"], check=check) == [ImageFile("photo.jpg")]
 
 
 @pytest.mark.parametrize(
@@ -56,12 +56,12 @@ def test_image_option_adds_an_image_term() -> None:
         (["  "], [], "the query is empty"),
         (["0:cat"], [], "a weight of 0"),
         (["2:"], [], "nothing follows the weight"),
-        (["cat"], ["notes.txt"], "--image notes.txt: not an image file"),
+        (["cat"], ["notes.txt"], "--image notes.txt: no such file"),
     ],
 )
 def test_bad_queries_say_why(words: list[str], images: list[str], message: str) -> None:
     with pytest.raises(QueryError, match=message):
-        query_terms(words, images, probe=probe)
+        query_terms(words, images, check=check)
 
 
 def test_image_files_are_told_apart_by_their_content(tmp_path: Path) -> None:
@@ -69,11 +69,13 @@ def test_image_files_are_told_apart_by_their_content(tmp_path: Path) -> None:
 
     for fmt, name in [("JPEG", "a.jpg"), ("PNG", "b"), ("WEBP", "c.bin"), ("GIF", "d.gif")]:
         draw("red", "circle", (40, 30), random.Random(1)).save(tmp_path / name, format=fmt)
-        assert is_image_file(str(tmp_path / name)), name
+        assert image_problem(str(tmp_path / name)) is None, name
     (tmp_path / "cat").write_text("not a picture of a cat")
-    assert not is_image_file(str(tmp_path / "cat"))
-    assert not is_image_file(str(tmp_path))
-    assert not is_image_file(str(tmp_path / "missing.jpg"))
+    assert image_problem(str(tmp_path / "cat")) == (
+        "not an image file (JPEG, PNG, WebP, GIF, BMP, TIFF, HEIC, AVIF, JPEG XL or camera RAW)"
+    )
+    assert image_problem(str(tmp_path)).startswith("is a folder")  # type: ignore[union-attr]
+    assert image_problem(str(tmp_path / "missing.jpg")) == "no such file"
 
 
 NOW = datetime(2024, 6, 15, 12, 30).timestamp()
@@ -108,15 +110,45 @@ def test_bad_times_say_what_is_accepted(text: str) -> None:
         parse_when(text, now=NOW)
 
 
-def test_hit_lines_fit_the_width_keeping_the_file_name() -> None:
+def test_a_long_path_alone_keeps_its_start_and_its_file_name() -> None:
     path = "/home/someone/Pictures/2023/holidays/italy/IMG_2041.jpg"
-    assert hit_line(0.3124, path) == f"0.312  {path}"
-    line = hit_line(0.3124, path, width=40)
-    assert len(line) == 40
-    assert line.startswith("0.312  /home/")
-    assert line.endswith("…/IMG_2041.jpg")
+    assert fit_paths([path], len(path)) == [path]
+    [fitted] = fit_paths([path], 33)
+    assert fitted == "/home/someone/Pictu…/IMG_2041.jpg"
     assert shorten_path(path, len(path)) == path
     assert shorten_path("/a/very-long-file-name.jpg", 10) == "…-name.jpg"
+    assert shorten_path("no-folder-at-all.jpg", 8) == "…all.jpg"
+
+
+HOLIDAYS = "/home/someone/Pictures/2023/holidays/"
+
+
+@pytest.mark.parametrize(
+    ("width", "expected"),
+    [
+        (
+            40,
+            [
+                "/home/someone/Pictur…/italy/IMG_2041.jpg",
+                "/home/someone/Pictu…/norway/IMG_2041.jpg",
+                # Too long even without the shared folders: the middle of the rest goes too.
+                "…/norw…/a-very-long-file-name-indeed.jpg",
+            ],
+        ),
+        (20, ["…/italy/IMG_2041.jpg", "…/norw…/IMG_2041.jpg", "…ile-name-indeed.jpg"]),
+        (2, ["…g", "…g", "…g"]),
+        (0, ["", "", ""]),
+    ],
+)
+def test_paths_listed_together_lose_the_folders_they_share_first(
+    width: int, expected: list[str]
+) -> None:
+    paths = [
+        HOLIDAYS + "italy/IMG_2041.jpg",
+        HOLIDAYS + "norway/IMG_2041.jpg",
+        HOLIDAYS + "norway/a-very-long-file-name-indeed.jpg",
+    ]
+    assert fit_paths(paths, width) == expected
 
 
 def test_hit_lines_in_colour_keep_the_text() -> None:

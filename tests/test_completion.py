@@ -104,7 +104,7 @@ def test_zsh_and_fish_list_every_option_of_every_command(command: str) -> None:
         (["clipq", "red", "--jsonl"], ["--jsonl"]),
         (["clipq", "red", "sta"], []),  # a query word, not a command
         (["clipq", "--", "sta"], []),
-        (["clipq", "status", "--w"], ["--watch"]),
+        (["clipq", "status", "--wat"], ["--watch"]),
         (["clipq", "failures", "--o"], ["--offset"]),
         (["clipq", "failures", "--limit", ""], []),
         (["clipq", "completion", ""], ["bash", "zsh", "fish"]),

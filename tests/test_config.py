@@ -42,7 +42,8 @@ def test_repo_config_yaml_is_valid_and_documents_every_key(
     for key in ("roots", "database", "socket", "model", "name", "pretrained", "device",
                 "precision", "batch_size", "loader_threads", "include", "exclude",
                 "skip_hidden", "follow_symlinks", "watch", "settle_seconds", "poll_interval",
-                "reconcile_interval", "max_image_pixels", "log_level"):  # fmt: skip
+                "reconcile_interval", "max_image_pixels", "log_level", "web",
+                "upload_dir"):  # fmt: skip
         assert f"{key}:" in text, key
 
 
@@ -89,6 +90,9 @@ def test_env_overrides(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
             "roots: [pics]\nmodel: {pretrained: ./missing.pt}\n",
             "key 'model.pretrained' names the file",
         ),
+        ("roots: [pics]\nweb: 0.0.0.0:8765\n", "the web app serves only this machine"),
+        ("roots: [pics]\nweb: on\n", "key 'web' must be a port or 'HOST:PORT'"),
+        ("roots: [pics]\nupload_dir: elsewhere\n", "which is not inside a root"),
     ],
 )
 def test_errors_name_file_key_and_fix(tmp_path: Path, text: str, expected: str) -> None:
@@ -100,6 +104,30 @@ def test_errors_name_file_key_and_fix(tmp_path: Path, text: str, expected: str) 
     assert message.startswith(f"{path}")
     assert expected in message
     assert "\n" not in message
+
+
+@pytest.mark.parametrize(
+    ("value", "address"),
+    [
+        (None, "127.0.0.1:0"),  # on by default, on a free loopback port
+        ("off", None),
+        ("'off'", None),
+        ("8765", "127.0.0.1:8765"),
+        ("localhost:8765", "localhost:8765"),
+        ("'[::1]:8765'", "[::1]:8765"),
+    ],
+)
+def test_web_address(tmp_path: Path, value: str | None, address: str | None) -> None:
+    (tmp_path / "pics").mkdir()
+    config = load_config(write(tmp_path, "roots: [pics]\n" + (f"web: {value}\n" if value else "")))
+    assert (str(config.web) if config.web else None) == address
+
+
+def test_upload_dir_is_a_folder_inside_a_root(tmp_path: Path) -> None:
+    (tmp_path / "pics").mkdir()
+    config = load_config(write(tmp_path, "roots: [pics]\nupload_dir: pics/added\n"))
+    assert config.upload_dir == (tmp_path / "pics" / "added").resolve()
+    assert load_config(write(tmp_path, "roots: [pics]\n")).upload_dir is None
 
 
 def test_missing_root_says_how_to_fix(tmp_path: Path) -> None:

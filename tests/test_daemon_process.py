@@ -3,65 +3,31 @@ SIGHUP reloads the config, and the service manager hears READY, STATUS, RELOADIN
 
 from __future__ import annotations
 
-import contextlib
 import os
 import random
 import signal
 import socket
-import subprocess
-import time
-from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 import yaml
 from conftest import ConfigWriter
 from fixtures.shapes import COLOURS, SHAPES, draw
-from test_end_to_end import BIN, indexed_soon, wait_until_indexed
-from test_watcher import assert_one_to_one, picture
+from harness import (
+    DaemonProcess,
+    assert_one_to_one,
+    daemon_process,
+    indexed_soon,
+    picture,
+    wait_until,
+    wait_until_indexed,
+)
 
 from clipd import sqlite
 from clipd_api.paths import default_socket_path
 from clipq import Client, ClipqError
 
 pytestmark = pytest.mark.slow
-
-
-class Process:
-    """A `clipd serve` process logging to a file."""
-
-    def __init__(self, config: Path, log: Path) -> None:
-        self.config = config
-        self.log = log
-        with log.open("wb") as sink:
-            self.popen = subprocess.Popen(
-                [BIN / "clipd", "serve", "--config", str(config)], stdout=sink, stderr=sink
-            )
-
-    def signal(self, signum: signal.Signals) -> None:
-        self.popen.send_signal(signum)
-
-    def wait_for_log(self, text: str, timeout: float = 30) -> None:
-        deadline = time.monotonic() + timeout
-        while text not in self.log.read_text() and time.monotonic() < deadline:
-            assert self.popen.poll() is None, self.log.read_text()
-            time.sleep(0.05)
-        assert text in self.log.read_text()
-
-    def stop(self) -> int:
-        if self.popen.poll() is None:
-            self.popen.send_signal(signal.SIGTERM)
-        return self.popen.wait(timeout=60)
-
-
-@contextlib.contextmanager
-def running(config: Path, log: Path) -> Iterator[Process]:
-    process = Process(config, log)
-    try:
-        yield process
-    finally:
-        code = process.stop()
-        assert code == 0, log.read_text()
 
 
 def many_pictures(root: Path, count: int) -> list[Path]:
@@ -87,29 +53,17 @@ def indexed_paths(client: Client) -> set[str]:
     return {hit.path for hit in client.search("a red circle", limit=1000).hits}
 
 
-def wait_for(condition: Callable[[], bool], what: str, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with contextlib.suppress(ClipqError):
-            if condition():
-                return
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for: {what}")
-
-
 def test_sigterm_while_indexing_exits_0_with_a_consistent_database(
     tmp_path: Path, write_config: ConfigWriter
 ) -> None:
     root = tmp_path / "pics"
     total = len(many_pictures(root, 300))
-    log = tmp_path / "clipd.log"
-    process = Process(write_config([root], batch_size=4), log)
+    process = DaemonProcess(write_config([root], batch_size=4))
     try:
         seen = indexed_soon(8)
     finally:
-        process.signal(signal.SIGTERM)
-        code = process.popen.wait(timeout=60)
-    text = log.read_text()
+        code = process.stop()
+    text = process.output
     assert code == 0, text
     assert 0 < seen < total, "the signal must land in the middle of indexing"
     assert "received SIGTERM" in text
@@ -133,29 +87,37 @@ def test_sighup_adds_and_removes_roots_and_survives_a_bad_config(
     kept = {str(picture(first / f"{n}.png", seed=n)) for n in range(3)}
     added = {str(picture(second / f"{n}.png", "blue", "square", seed=10 + n)) for n in range(2)}
     config = write_config([first])
-    with running(config, tmp_path / "clipd.log") as process, Client(timeout=10) as client:
+    with daemon_process(config) as process, Client(timeout=10) as client:
         wait_until_indexed(3, 0)
 
         edit_config(config, roots=[str(first), str(second)])
-        process.signal(signal.SIGHUP)
-        wait_for(lambda: indexed_paths(client) == kept | added, "the added root searchable")
+        process.send_signal(signal.SIGHUP)
+        wait_until(
+            lambda: indexed_paths(client) == kept | added,
+            "the added root searchable",
+            ignoring=(ClipqError,),
+        )
         assert client.status().roots == (str(first), str(second))
-        process.wait_for_log("1 roots added, 0 removed")
+        process.wait_for_output("1 roots added, 0 removed")
 
         edit_config(config, roots=[str(second)])
-        process.signal(signal.SIGHUP)
-        wait_for(lambda: indexed_paths(client) == added, "the removed root's files gone")
+        process.send_signal(signal.SIGHUP)
+        wait_until(
+            lambda: indexed_paths(client) == added,
+            "the removed root's files gone",
+            ignoring=(ClipqError,),
+        )
         assert client.status().indexed == 2
 
         edit_config(config, database=str(tmp_path / "moved.db"), batch_size=2)
-        process.signal(signal.SIGHUP)
-        process.wait_for_log("reload: database changed; restart clipd to apply")
+        process.send_signal(signal.SIGHUP)
+        process.wait_for_output("reload: database changed; restart clipd to apply")
         assert client.status().database == str(tmp_path / "index.db")
 
         config.write_text("roots: 5\n")
-        process.signal(signal.SIGHUP)
-        process.wait_for_log("reload failed, keeping the current config: ")
-        process.wait_for_log("key 'roots' must be a non-empty list")
+        process.send_signal(signal.SIGHUP)
+        process.wait_for_output("reload failed, keeping the current config: ")
+        process.wait_for_output("key 'roots' must be a non-empty list")
         assert client.status().roots == (str(second),)
         assert indexed_paths(client) == added
 
@@ -182,10 +144,10 @@ def test_the_service_manager_hears_ready_status_reloading_and_stopping(
         return message
 
     try:
-        with running(write_config([root]), tmp_path / "clipd.log") as process:
+        with daemon_process(write_config([root])) as process:
             assert receive() == "READY=1\nSTATUS=loading model"
             receive_until("STATUS=idle: 3 images")
-            process.signal(signal.SIGHUP)
+            process.send_signal(signal.SIGHUP)
             reloading = receive_until("RELOADING=1")
             assert reloading.startswith("RELOADING=1\nMONOTONIC_USEC=")
             assert int(reloading.split("=")[-1]) > 0
@@ -193,3 +155,29 @@ def test_the_service_manager_hears_ready_status_reloading_and_stopping(
         assert receive_until("STOPPING=1") == "STOPPING=1\nSTATUS=stopping"
     finally:
         manager.close()
+
+
+@pytest.mark.parametrize(("signum", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 0)])
+def test_a_signal_while_the_weights_download_stops_at_once(
+    tmp_path: Path, write_config: ConfigWriter, signum: signal.Signals, code: int
+) -> None:
+    """The weights come from a server that takes the connection and never answers, as a
+    stalled download does: the signal must not wait for the download to give up."""
+    (tmp_path / "pics").mkdir()
+    config = write_config([tmp_path / "pics"], model={"name": "ViT-B-32", "device": "cpu"})
+    with socket.create_server(("127.0.0.1", 0)) as stalled:
+        env = {k: v for k, v in os.environ.items() if k != "HF_HUB_OFFLINE"}
+        env["HF_ENDPOINT"] = f"http://127.0.0.1:{stalled.getsockname()[1]}"
+        process = DaemonProcess(config, env=env)
+        try:
+            stalled.settimeout(240)
+            connection, _ = stalled.accept()  # the download has begun, and gets no answer
+            with connection:
+                process.send_signal(signum)
+                # Far less than the hub's retries of a stalled download (10 s each, 5 times).
+                assert process.wait(timeout=20) == code, process.output
+        finally:
+            process.stop(signal.SIGKILL)
+    assert "Traceback" not in process.output
+    assert "stopped while loading the model" in process.output
+    assert not default_socket_path().exists(), "the socket must be removed on exit"

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
 import random
-import subprocess
-import sys
 import threading
 from pathlib import Path
 from typing import Any
@@ -14,11 +13,12 @@ import numpy as np
 import pytest
 from conftest import TINY_MODEL_JSON, TINY_MODEL_WEIGHTS, ConfigWriter
 from fixtures.shapes import COLOURS, SHAPES, caption, draw
+from harness import run_clipd
 
 from clipd import embedder, probe_cache
 from clipd.config import ModelConfig
 from clipd.embedder import Embedder
-from clipd.errors import ModelError
+from clipd.errors import ConfigError, ModelError, UnknownModel, WeightsOffline
 
 TINY = ModelConfig(name=str(TINY_MODEL_JSON), pretrained=str(TINY_MODEL_WEIGHTS), device="cpu")
 
@@ -207,19 +207,49 @@ def test_unknown_model_name() -> None:
         Embedder(ModelConfig(name="ViT-Q-99", pretrained="random", device="cpu"))
 
 
+HUB_FILE = "laion/CLIP-ViT-B-32-laion2B-s34B-b79K/resolve/main/open_clip_pytorch_model.bin"
+
+
+def test_unknown_model_name_is_a_config_error_with_suggestions() -> None:
+    with pytest.raises(UnknownModel, match="is not an OpenCLIP model") as caught:
+        Embedder(ModelConfig(name="ViT-B-23", pretrained="random", device="cpu"))
+    assert isinstance(caught.value, ConfigError)
+    assert "did you mean ViT-B-32" in str(caught.value)
+
+
 def test_unknown_pretrained_tag_lists_the_valid_ones() -> None:
-    with pytest.raises(ModelError, match=r"not a tag of ViT-B-32; use one of: .*laion2b_s34b_b79k"):
+    with pytest.raises(
+        UnknownModel, match=r"not a tag of ViT-B-32; use one of: .*laion2b_s34b_b79k"
+    ):
         Embedder(ModelConfig(name="ViT-B-32", pretrained="imaginary", device="cpu"))
 
 
 def test_weights_that_cannot_be_downloaded_say_what_to_do() -> None:
     # conftest sets HF_HUB_OFFLINE=1, so this fails the way a machine without internet does.
-    with pytest.raises(ModelError) as caught:
+    with pytest.raises(WeightsOffline) as caught:
         Embedder(ModelConfig(name="ViT-B-32", pretrained="laion2b_s34b_b79k", device="cpu"))
     message = str(caught.value)
     assert "ViT-B-32 / laion2b_s34b_b79k" in message
-    assert "laion/CLIP-ViT-B-32-laion2B-s34B-b79K" in message
-    assert "set model.pretrained in the config to the file's path" in message
+    assert "(HF_HUB_OFFLINE is set)" in message
+    assert f"fetch https://huggingface.co/{HUB_FILE} and set model.pretrained" in message
+
+
+def test_offline_weights_in_the_hub_cache_are_loaded_from_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path))
+    with pytest.raises(WeightsOffline):
+        embedder._offline("ViT-B-32", "laion2b_s34b_b79k")
+    # The layout the hub writes: a snapshot per revision, and refs/main naming it.
+    repo = tmp_path / "models--laion--CLIP-ViT-B-32-laion2B-s34B-b79K"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text("0" * 40)
+    snapshot = repo / "snapshots" / ("0" * 40)
+    snapshot.mkdir(parents=True)
+    (snapshot / "open_clip_pytorch_model.bin").write_bytes(b"weights")
+    assert embedder._offline("ViT-B-32", "laion2b_s34b_b79k") is True
 
 
 def test_a_checkpoint_for_another_model_is_refused(tmp_path: Path) -> None:
@@ -229,18 +259,23 @@ def test_a_checkpoint_for_another_model_is_refused(tmp_path: Path) -> None:
         Embedder(ModelConfig(name=str(TINY_MODEL_JSON), pretrained=str(wrong), device="cpu"))
 
 
-def test_serve_without_weights_exits_with_one_line(
+def test_serve_offline_without_weights_tries_once_and_names_the_file_to_fetch(
     tmp_path: Path, write_config: ConfigWriter
 ) -> None:
+    """A first start with no network: the hub's name does not resolve (.invalid never does)."""
     (tmp_path / "pics").mkdir()
     config = write_config([tmp_path / "pics"], model={"name": "ViT-B-32", "device": "cpu"})
-    result = subprocess.run(
-        [Path(sys.executable).parent / "clipd", "serve", "--config", str(config)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
+    env = {k: v for k, v in os.environ.items() if k != "HF_HUB_OFFLINE"}
+    env["HF_ENDPOINT"] = "https://hub.invalid"
+    result = run_clipd("serve", "--config", str(config), env=env)
+    assert result.returncode == 1, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert "Retrying" not in result.stderr
+    assert "Traceback" not in result.stderr
+    messages = [line.split(": ", 1)[-1] for line in lines]  # without time stamp and logger
+    assert len(messages) == len(set(messages)), "every message once"
+    assert lines[-1] == (
+        "clipd: the weights of ViT-B-32 / laion2b_s34b_b79k are not on this machine and it is "
+        f"offline (cannot resolve hub.invalid): fetch https://hub.invalid/{HUB_FILE} and set "
+        "model.pretrained to the file's path"
     )
-    assert result.returncode == 1
-    last = result.stderr.strip().splitlines()[-1]
-    assert last.startswith("clipd: cannot fetch weights for model ViT-B-32 / laion2b_s34b_b79k")

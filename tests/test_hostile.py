@@ -4,9 +4,6 @@ crashes, hangs, nor grows in memory run over run."""
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,8 +11,7 @@ import grpc
 import pytest
 from conftest import ConfigWriter
 from fixtures.hostile import INDEXED, SKIPPED, Hostile, write_hostile
-from test_end_to_end import wait_until_indexed
-from test_watcher import picture
+from harness import DaemonProcess, picture, wait_until_indexed
 
 from clipd import scanner
 from clipd.config import load_config
@@ -27,7 +23,6 @@ from clipd_api.paths import default_socket_path
 from clipd_api.v1 import clipd_pb2 as pb
 from clipd_api.v1 import clipd_pb2_grpc as pb_grpc
 
-BIN = Path(sys.executable).parent
 # Generous: this is a leak detector, not a benchmark (bench/hostile.py reports the numbers).
 RSS_GROWTH_LIMIT = 64 << 20
 
@@ -78,11 +73,7 @@ def test_hostile_files_end_indexed_or_failed_and_memory_holds(
     tmp_path: Path, write_config: ConfigWriter, hostile: Hostile
 ) -> None:
     config = write_config([hostile.root], settle_seconds=0.2)
-    log = tmp_path / "clipd.log"
-    with log.open("wb") as sink:
-        daemon = subprocess.Popen(
-            [BIN / "clipd", "serve", "--config", str(config)], stdout=sink, stderr=sink
-        )
+    daemon = DaemonProcess(config)
     try:
         images = sum(what == INDEXED for what in hostile.expected.values())
         failures = sum(what not in (INDEXED, SKIPPED) for what in hostile.expected.values())
@@ -103,10 +94,9 @@ def test_hostile_files_end_indexed_or_failed_and_memory_holds(
             attempts = stub.ListFailures(pb.ListFailuresRequest(limit=1000)).failures
             assert {f.attempts for f in attempts if f.error != "UnusablePath"} == {3}
     finally:
-        daemon.send_signal(signal.SIGTERM)
-        code = daemon.wait(timeout=60)
-    assert code == 0, log.read_text()[-3000:]
-    assert "Traceback" not in log.read_text()
+        code = daemon.stop()
+    assert code == 0, daemon.output[-3000:]
+    assert "Traceback" not in daemon.output
 
 
 def test_a_file_deleted_between_scan_and_decode_fails_then_is_forgotten(

@@ -287,8 +287,8 @@ def test_corrupt_exif_still_decodes_unrotated(exif: bytes) -> None:
         (b"BMW service due in May\n", "plain text"),  # BMP's magic is just "BM"
         (b"%PDF-1.7\n%\xe2\xe3\xcf\xd3\n", "PDF"),
         (b'<?xml version="1.0"?>\n<svg xmlns="http://www.w3.org/2000/svg"/>', "SVG"),
-        (b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic", "HEIC"),
-        (b"\x00\x00\x00\x1cftypavif\x00\x00\x00\x00avifmif1", "AVIF"),
+        (b"\x00\x00\x00\x18ftypisom\x00\x00\x02\x00isomiso2", "MP4"),
+        (b"\x00\x00\x00\x0cjP  \r\n\x87\n\x00\x00\x00\x14ftypjp2 ", "JPEG 2000"),
     ],
 )
 def test_not_an_image_names_what_it_saw(tmp_path: Path, data: bytes, seen: str) -> None:

@@ -18,10 +18,9 @@ from pathlib import Path
 import pytest
 from conftest import ConfigWriter
 from fixtures.shapes import draw
+from harness import in_process_daemon
 from PIL import Image
 
-from clipd.app import Daemon
-from clipd.config import load_config
 from clipq import Client, ClipqError, Hit, NotFound, PreviewUnsupported, Thumbnail
 from clipq._preview import Graphics, detect_graphics, image_sequence, preview_hits, speaks_sixel
 
@@ -45,6 +44,11 @@ class Probe:
         return self.answer
 
 
+_IN_TMUX = "clipq runs inside tmux, which does not pass images through to the terminal; if"
+_IN_SCREEN = "clipq runs inside screen, which does not pass images through"
+_TURNED_OFF = "CLIPQ_GRAPHICS=none turns previews off"
+
+
 @pytest.mark.parametrize(
     ("env", "sixel", "expected", "asks"),
     [
@@ -56,25 +60,29 @@ class Probe:
         ({"TERM_PROGRAM": "iTerm.app"}, False, "iterm2", False),
         ({"LC_TERMINAL": "iTerm2", "TERM": "xterm-256color"}, False, "iterm2", False),
         ({"TERM": "foot"}, True, "sixel", True),
-        ({"TERM": "xterm-256color"}, False, None, True),
-        ({"TERM": "dumb"}, True, None, False),
+        ({"TERM": "xterm-256color"}, False, "this terminal cannot show images inline", True),
+        ({"TERM": "dumb"}, True, "TERM=dumb: this terminal shows text only", False),
         # tmux and screen swallow images, even inside a terminal that shows them.
-        ({"TMUX": "/tmp/tmux-1/default,1,0", "KITTY_WINDOW_ID": "1"}, True, None, False),
-        ({"TERM": "tmux-256color", "TERM_PROGRAM": "tmux"}, True, None, False),
-        ({"TERM": "screen.xterm-256color"}, True, None, False),
-        ({"STY": "1234.pts-0.host", "TERM_PROGRAM": "iTerm.app"}, True, None, False),
+        ({"TMUX": "/tmp/tmux-1/default,1,0", "KITTY_WINDOW_ID": "1"}, True, _IN_TMUX, False),
+        ({"TERM": "tmux-256color", "TERM_PROGRAM": "tmux"}, True, _IN_TMUX, False),
+        ({"TERM": "screen.xterm-256color"}, True, _IN_SCREEN, False),
+        ({"STY": "1234.pts-0.host", "TERM_PROGRAM": "iTerm.app"}, True, _IN_SCREEN, False),
         # The override wins over everything.
         ({"CLIPQ_GRAPHICS": "sixel", "TMUX": "x", "TERM": "xterm-kitty"}, False, "sixel", False),
         ({"CLIPQ_GRAPHICS": " Kitty ", "TERM": "dumb"}, False, "kitty", False),
         ({"CLIPQ_GRAPHICS": "iterm2"}, False, "iterm2", False),
-        ({"CLIPQ_GRAPHICS": "none", "TERM": "xterm-kitty"}, True, None, False),
+        ({"CLIPQ_GRAPHICS": "none", "TERM": "xterm-kitty"}, True, _TURNED_OFF, False),
     ],
 )
-def test_detect_graphics(
-    env: dict[str, str], sixel: bool, expected: Graphics | None, asks: bool
-) -> None:
+def test_detect_graphics(env: dict[str, str], sixel: bool, expected: str, asks: bool) -> None:
+    """expected is a protocol, or the start of the message saying why there is none."""
     probe = Probe(sixel)
-    assert detect_graphics(env, probe=probe) == expected
+    if expected in ("kitty", "iterm2", "sixel"):
+        assert detect_graphics(env, probe=probe) == expected
+    else:
+        with pytest.raises(PreviewUnsupported) as raised:
+            detect_graphics(env, probe=probe)
+        assert str(raised.value).startswith(expected)
     assert probe.asked == asks
 
 
@@ -248,30 +256,9 @@ def client(tmp_path: Path, write_config: ConfigWriter) -> Iterator[Client]:
         "green triangle.png": ("green", "triangle"),
     }.items():
         draw(colour, shape, (300, 200), rng).save(root / name)
-    config = load_config(write_config([root], watch=False))
-    daemon = Daemon(config)
-    thread = threading.Thread(target=daemon.run, name="test-daemon")
-    thread.start()
-    try:
-        with Client(config.socket, timeout=30) as connected:
-            _wait_indexed(connected, 3)
-            yield connected
-    finally:
-        daemon.stop()
-        thread.join(timeout=60)
-
-
-def _wait_indexed(client: Client, files: int) -> None:
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        try:
-            status = client.status()
-            if status.state == "idle" and status.indexed == files:
-                return
-        except ClipqError:
-            pass
-        time.sleep(0.1)
-    raise AssertionError("daemon did not finish indexing")
+    config = write_config([root], watch=False)
+    with in_process_daemon(config, root, 3) as live, live.client() as connected:
+        yield connected
 
 
 def test_client_thumbnail_png_and_sixel(client: Client) -> None:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import replace
 from pathlib import Path
 
+import pytest
 from conftest import ConfigWriter
-from test_watcher import picture, serving
+from harness import in_process_daemon, picture
 
 from clipd.config import Config, ModelConfig
 from clipd.reload import plan_reload
@@ -40,16 +42,20 @@ def test_a_filter_change_rescans_every_root(tmp_path: Path) -> None:
 
 
 def test_a_narrower_include_drops_files_on_reload(
-    tmp_path: Path, write_config: ConfigWriter
+    tmp_path: Path, write_config: ConfigWriter, caplog: pytest.LogCaptureFixture
 ) -> None:
     root = tmp_path / "pics"
     png = picture(root / "a.png", seed=1)
     jpeg = picture(root / "b.jpg", "blue", "square", seed=2)
     config = write_config([root])
-    with serving(config, root, 2) as live:
+    with in_process_daemon(config, root, 2) as live:
+        caplog.set_level(logging.INFO, logger="clipd.indexer")
         write_config([root], include=["*.png"])
         live.daemon.reload()
         live.wait_for(lambda: live.indexed() == {str(png)}, "the JPEG dropped by include")
+        # It still exists: it is left out, not gone.
+        assert "removed 1 file that the include, exclude and hidden-file settings" in caplog.text
+        assert "no longer exist" not in caplog.text
         write_config([root])
         live.daemon.reload()
         live.wait_for(lambda: live.indexed() == {str(png), str(jpeg)}, "the JPEG back")

@@ -15,10 +15,10 @@ from typing import Any
 import grpc
 import pytest
 from conftest import ConfigWriter
+from harness import InProcessDaemon, in_process_daemon, picture
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
-from test_watcher import Live, picture, serving
 
 from clipd.rpc_server import MAX_MESSAGE_BYTES
 from clipd.servicer import MAX_WATCHERS
@@ -40,7 +40,7 @@ FUZZ = settings(
 
 
 class Served:
-    def __init__(self, live: Live, channel: grpc.Channel) -> None:
+    def __init__(self, live: InProcessDaemon, channel: grpc.Channel) -> None:
         self.live = live
         self.channel = channel
         self.stub = pb_grpc.ImageSearchStub(channel)  # type: ignore[no-untyped-call]
@@ -73,10 +73,8 @@ def served(tmp_path: Path, write_config: ConfigWriter) -> Iterator[Served]:
     root = tmp_path / "pics"
     picture(root / "red.png")
     picture(root / "blue.png", "blue", "square")
-    with serving(write_config([root]), root, 2) as live:
-        config = live.daemon.config
-        with grpc.insecure_channel(f"unix:{config.socket}") as channel:
-            yield Served(live, channel)
+    with in_process_daemon(write_config([root]), root, 2) as live, live.channel() as channel:
+        yield Served(live, channel)
 
 
 def png(seed: int) -> bytes:

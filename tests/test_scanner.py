@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from clipd.config import DEFAULT_INCLUDE
-from clipd.scanner import Matcher, content_hash, scan
+from clipd.scanner import Matcher, content_hash, is_below, outside_roots, scan
 
 
 def touch(root: Path, *names: str) -> None:
@@ -66,6 +66,20 @@ def test_single_file_and_missing_path(tmp_path: Path) -> None:
     assert not missing.unreadable  # deleted, not unreadable: what was indexed there goes
 
 
+def test_a_symlink_to_a_file_named_directly_is_skipped_quietly(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """What the watcher submits when a symlink to a file appears in a watched folder."""
+    touch(tmp_path, "real.jpg")
+    link = tmp_path / "link.jpg"
+    link.symlink_to(tmp_path / "real.jpg")
+    matcher = Matcher(DEFAULT_INCLUDE, (), skip_hidden=True)
+    skipped = scan(link, matcher)
+    assert (skipped.files, skipped.unreadable, skipped.rejected) == ({}, [], {})
+    assert "cannot list" not in caplog.text
+    assert set(scan(link, matcher, follow=True).files) == {str(link)}
+
+
 def test_content_hash_sees_head_tail_and_size(tmp_path: Path) -> None:
     big = os.urandom(3 << 20)
     a, b, c, d = (tmp_path / n for n in "abcd")
@@ -103,3 +117,13 @@ def test_names_that_are_not_utf8_are_rejected_readably_not_fatal(tmp_path: Path)
     assert problem.error_class == "UnusablePath"
     assert "not valid UTF-8 (raw bytes b'bad-\\xff.jpg')" in str(problem)
     assert "rename the file" in str(problem)
+
+
+def test_below_means_inside_the_folder_not_a_name_that_starts_alike() -> None:
+    assert is_below("/pics", "/pics")
+    assert is_below("/pics/a/b.jpg", "/pics/")
+    assert not is_below("/pics2/b.jpg", "/pics")
+    assert not is_below("/pic", "/pics")
+    roots = [Path("/pics"), Path("/more")]
+    paths = [Path("/pics/a.jpg"), Path("/pics2/a.jpg"), Path("/more"), Path("/")]
+    assert outside_roots(paths, roots) == [Path("/pics2/a.jpg"), Path("/")]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -17,17 +16,17 @@ from fixtures.corpus import Corpus, write_corpus
 from fixtures.shapes import draw
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from harness import InProcessDaemon, in_process_daemon
 
-from clipd.app import Daemon
-from clipd.config import load_config
 from clipd.progress import Progress
 from clipd_api.v1 import clipd_pb2 as pb
 from clipd_api.v1 import clipd_pb2_grpc as pb_grpc
 
 
 class Running:
-    def __init__(self, corpus: Corpus, channel: grpc.Channel) -> None:
+    def __init__(self, corpus: Corpus, live: InProcessDaemon, channel: grpc.Channel) -> None:
         self.corpus = corpus
+        self.live = live
         self.stub = pb_grpc.ImageSearchStub(channel)  # type: ignore[no-untyped-call]
         self.channel = channel
 
@@ -50,33 +49,11 @@ def daemon(tmp_path: Path, write_config: ConfigWriter) -> Iterator[Running]:
 
 @contextmanager
 def in_process(corpus: Corpus, write_config: ConfigWriter, **overrides: Any) -> Iterator[Running]:
-    """A Daemon on its own thread over corpus, once it has indexed everything."""
-    config = load_config(write_config([corpus.root], **overrides))
-    instance = Daemon(config)
-    thread = threading.Thread(target=instance.run, name="test-daemon")
-    thread.start()
-    channel = grpc.insecure_channel(f"unix:{config.socket}")
-    try:
-        running = Running(corpus, channel)
-        _wait_idle(running, len(corpus.images) + len(corpus.bad))
-        yield running
-    finally:
-        channel.close()
-        instance.stop()
-        thread.join(timeout=60)
-
-
-def _wait_idle(running: Running, files: int) -> None:
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        try:
-            status = running.stub.GetStatus(pb.StatusRequest(), timeout=5)
-            if status.state == pb.Status.IDLE and status.indexed + status.failed == files:
-                return
-        except grpc.RpcError:
-            pass
-        time.sleep(0.1)
-    raise AssertionError("daemon did not finish indexing")
+    """An in-process daemon over corpus, once it has indexed everything, and a channel to it."""
+    config = write_config([corpus.root], **overrides)
+    files = len(corpus.images) + len(corpus.bad)
+    with in_process_daemon(config, corpus.root, files) as live, live.channel() as channel:
+        yield Running(corpus, live, channel)
 
 
 def text(value: str, weight: float | None = None) -> pb.Term:
@@ -250,7 +227,7 @@ def test_deadlines_are_honoured(tmp_path: Path, write_config: ConfigWriter) -> N
         assert caught.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
         # The abandoned wait frees its server thread, and the daemon goes on answering.
         assert daemon.search(text("a blue circle"), limit=1).hits
-        _wait_idle(daemon, len(corpus.images) + len(corpus.bad) + 120)
+        daemon.live.wait_settled(len(corpus.images) + len(corpus.bad) + 120)
 
 
 def test_results_are_flagged_partial_while_indexing(
@@ -329,27 +306,21 @@ def test_while_the_model_loads_refusals_say_not_ready_in_metadata(
 
     monkeypatch.setattr(clipd.app, "Embedder", slow_embedder)
     corpus = write_corpus(tmp_path / "pics", per_class=1)
-    config = load_config(write_config([corpus.root]))
-    instance = Daemon(config)
-    thread = threading.Thread(target=instance.run, name="test-daemon")
-    thread.start()
-    channel = grpc.insecure_channel(f"unix:{config.socket}")
-    try:
-        stub = pb_grpc.ImageSearchStub(channel)  # type: ignore[no-untyped-call]
-        with pytest.raises(grpc.RpcError) as caught:
-            stub.Search(pb.SearchRequest(terms=[text("red")]), timeout=30, wait_for_ready=True)
-        assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
-        assert caught.value.details() == (
-            "clipd is still loading its model; try again in a few seconds"
-        )
-        kinds = dict(caught.value.trailing_metadata())
-        assert kinds[ERROR_KIND_METADATA] == ErrorKind.NOT_READY.value
-        # A request refused for what it says carries its own kind, not "not ready".
-        with pytest.raises(grpc.RpcError) as bad:
-            stub.Thumbnail(pb.ThumbnailRequest(path="relative"), timeout=30)
-        assert dict(bad.value.trailing_metadata())[ERROR_KIND_METADATA] == "bad_request"
-    finally:
-        loaded.set()
-        channel.close()
-        instance.stop()
-        thread.join(timeout=60)
+    config = write_config([corpus.root])
+    with in_process_daemon(config, corpus.root) as live, live.channel() as channel:
+        try:
+            stub = pb_grpc.ImageSearchStub(channel)  # type: ignore[no-untyped-call]
+            with pytest.raises(grpc.RpcError) as caught:
+                stub.Search(pb.SearchRequest(terms=[text("red")]), timeout=30, wait_for_ready=True)
+            assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+            assert caught.value.details() == (
+                "clipd is still loading its model; try again in a few seconds"
+            )
+            kinds = dict(caught.value.trailing_metadata())
+            assert kinds[ERROR_KIND_METADATA] == ErrorKind.NOT_READY.value
+            # A request refused for what it says carries its own kind, not "not ready".
+            with pytest.raises(grpc.RpcError) as bad:
+                stub.Thumbnail(pb.ThumbnailRequest(path="relative"), timeout=30)
+            assert dict(bad.value.trailing_metadata())[ERROR_KIND_METADATA] == "bad_request"
+        finally:
+            loaded.set()  # before the stop: the loader then ends, not left waiting

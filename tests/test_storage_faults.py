@@ -11,26 +11,29 @@ import logging
 import os
 import random
 import resource
-import signal
 import subprocess
-import sys
-import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from conftest import ConfigWriter
-from test_end_to_end import wait_until_indexed
-from test_store import MODEL, record, unit_vectors
-from test_watcher import assert_one_to_one, picture, serving
+from harness import (
+    MODEL,
+    DaemonProcess,
+    assert_one_to_one,
+    in_process_daemon,
+    picture,
+    record,
+    run_clipd,
+    unit_vectors,
+    wait_until,
+    wait_until_indexed,
+)
 
 from clipd import indexer, sqlite
 from clipd.errors import StoreError, StoreUnwritable
 from clipd.store import Store
 from clipq import Client
-
-BIN = Path(sys.executable).parent
 
 
 @contextlib.contextmanager
@@ -62,13 +65,6 @@ def fill(directory: Path) -> Path:
     return filler
 
 
-def eventually(condition: Callable[[], bool], what: str, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
-
-
 def truncate_wal(database: Path) -> None:
     """Checkpoint the WAL to zero bytes, so that the next commit must grow a file."""
     conn = sqlite.connect(database)
@@ -90,11 +86,11 @@ def test_disk_full_holds_the_batch_keeps_searching_and_resumes(
     old = [picture(root / f"old{n}.png", seed=n) for n in range(2)]
     with tmpfs(tmp_path / "small", "2m") as disk:
         config = write_config([root], database=str(disk / "index.db"), settle_seconds=0.1)
-        with serving(config, root, 2) as live:
+        with in_process_daemon(config, root, 2) as live:
             truncate_wal(live.store.path)
             filler = fill(disk)
             new = [picture(root / f"new{n}.png", "blue", "square", seed=n) for n in range(3)]
-            eventually(lambda: "disk full: cannot write" in caplog.text, "a refused write")
+            wait_until(lambda: "disk full: cannot write" in caplog.text, "a refused write")
             with Client(timeout=10) as client:
                 hits = client.search("a red circle", limit=10).hits
             assert {h.path for h in hits} == {str(p) for p in old}, "searches go on"
@@ -116,17 +112,8 @@ def test_a_file_size_limit_is_survived_not_fatal(
     picture(root / "old.png")
     config = write_config([root], settle_seconds=0.1)
     database = tmp_path / "index.db"
-    # The limit applies to every file the daemon writes: its log goes through a pipe instead.
-    daemon = subprocess.Popen(
-        [BIN / "clipd", "serve", "--config", str(config)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    assert daemon.stderr is not None
-    lines: list[str] = []
-    reader = threading.Thread(target=lambda: lines.extend(daemon.stderr or ()), name="log")
-    reader.start()
+    # The limit applies to every file the daemon writes: its log goes through a pipe.
+    daemon = DaemonProcess(config)
     try:
         wait_until_indexed(1, 0)
         truncate_wal(database)
@@ -135,8 +122,8 @@ def test_a_file_size_limit_is_survived_not_fatal(
         resource.prlimit(daemon.pid, resource.RLIMIT_FSIZE, (4096, unlimited))
         picture(root / "new.png", "blue", "square")
         fault = "disk I/O error (a failing disk, or a file size limit): cannot write"
-        eventually(lambda: any(fault in line for line in lines), "a refused write")
-        assert daemon.poll() is None, "SIGXFSZ must not kill the daemon"
+        wait_until(lambda: fault in daemon.output, "a refused write")
+        assert daemon.popen.poll() is None, "SIGXFSZ must not kill the daemon"
         with Client(timeout=10) as client:
             assert len(client.search("a red circle").hits) == 1
             # The status says what is wrong, not only the log.
@@ -146,11 +133,8 @@ def test_a_file_size_limit_is_survived_not_fatal(
         with Client(timeout=10) as client:
             assert client.status().problem == ""
     finally:
-        daemon.send_signal(signal.SIGTERM)
-        code = daemon.wait(timeout=30)
-        reader.join()
-        daemon.stderr.close()
-    assert code == 0, "".join(lines)
+        code = daemon.stop()
+    assert code == 0, daemon.output
     assert_one_to_one(database)
 
 
@@ -221,13 +205,7 @@ def test_clipd_serve_refuses_a_damaged_database_in_one_line(
     before = database.read_bytes()
     (tmp_path / "pics").mkdir()
     config = write_config([tmp_path / "pics"])
-    done = subprocess.run(
-        [BIN / "clipd", "serve", "--config", str(config)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    done = run_clipd("serve", "--config", str(config))
     assert done.returncode == 1
     assert done.stderr.startswith(f"clipd: {database} is damaged (")
     assert "Traceback" not in done.stderr

@@ -2,39 +2,28 @@
 
 from __future__ import annotations
 
+import stat
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
-import numpy.typing as npt
 import pytest
+from harness import DIM, MODEL, Matrix, record, unit_vectors
 
 from clipd import sqlite, store
 from clipd.errors import StoreError
-from clipd.records import FailureRecord, FileRecord, ModelIdentity, SearchFilter
+from clipd.records import FailureRecord, ModelIdentity, SearchFilter
 from clipd.store import Store
 
-DIM = 16
-MODEL = ModelIdentity("test-model", "test-weights", DIM)
-Matrix = npt.NDArray[np.float32]
 
-
-def unit_vectors(count: int, seed: int = 0) -> Matrix:
-    rng = np.random.default_rng(seed)
-    matrix = rng.standard_normal((count, DIM)).astype(np.float32)
-    normalised: Matrix = matrix / np.linalg.norm(matrix, axis=1, keepdims=True)
-    return normalised
-
-
-def record(path: str, vector: Matrix, size: int = 100, mtime_ns: int = 1_000_000_000) -> FileRecord:
-    return FileRecord(path, size, mtime_ns, 1, 1, b"h" * 16, 64, 48, vector.tobytes())
-
-
-@pytest.fixture
-def db(tmp_path: Path) -> Iterator[Store]:
-    opened = Store(tmp_path / "index.db")
+@pytest.fixture(params=["ram", "vec0"])
+def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+    """A store searching its RAM copy of the vectors, or vec0 (as while that copy loads)."""
+    in_memory = request.param == "ram"
+    opened = Store(tmp_path / "index.db", in_memory=in_memory)
     opened.bind_model(MODEL)
+    assert opened.in_memory_ready == in_memory
     yield opened
     opened.close()
 
@@ -110,26 +99,34 @@ def test_under_respects_directory_boundaries(db: Store) -> None:
     assert {h.path for h in single} == {"/pics/a.jpg", "/pics/ab/y.jpg"}
 
 
+@pytest.mark.parametrize("db", ["vec0"], indirect=True)
 def test_deep_pages_fall_back_to_an_exact_scan(
     filled: tuple[Store, list[str], Matrix], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    db, _, vectors = filled
+    """On vec0, a page past KNN_MAX_K cannot be a KNN: an exact scan gives the same order."""
+    db, paths, vectors = filled
     query = vectors[3]
-    knn = db.search(query.tobytes(), limit=30, offset=40)
     monkeypatch.setattr(store, "KNN_MAX_K", 50)
     scanned = db.search(query.tobytes(), limit=30, offset=40)
-    assert [h.path for h in scanned] == [h.path for h in knn]
+    expected = brute_force(paths, vectors, query)[40:70]
+    assert [h.path for h in scanned] == [p for p, _ in expected]
+    assert [h.score for h in scanned] == pytest.approx([s for _, s in expected], abs=1e-5)
     under_b = db.search(
         query.tobytes(), limit=30, offset=40, where=SearchFilter(under=("/pics/b",))
     )
-    assert all(h.path.startswith("/pics/b/") for h in under_b)
+    in_b = [(p, s) for p, s in brute_force(paths, vectors, query) if p.startswith("/pics/b/")]
+    assert [h.path for h in under_b] == [p for p, _ in in_b[40:70]]
 
 
-@pytest.mark.parametrize("knn_max_k", [store.KNN_MAX_K, 0])
+@pytest.mark.parametrize(
+    ("db", "knn_max_k"),
+    [("ram", store.KNN_MAX_K), ("vec0", store.KNN_MAX_K), ("vec0", 0)],  # 0: the exact scan
+    indirect=["db"],
+)
 def test_extension_and_mtime_filters(
     db: Store, knn_max_k: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(store, "KNN_MAX_K", knn_max_k)  # 0: the exact-scan path
+    monkeypatch.setattr(store, "KNN_MAX_K", knn_max_k)
     vectors = unit_vectors(60)
     names = [f"/pics/img{i:02d}.{('jpg', 'PNG', 'webp')[i % 3]}" for i in range(60)]
     mtimes = [i * 1_000_000_000 for i in range(60)]
@@ -276,7 +273,9 @@ FILTERS = (
 )
 
 
-def test_ram_and_vec0_paths_agree_after_mixed_writes(tmp_path: Path) -> None:
+def test_ram_and_vec0_paths_agree_after_mixed_writes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     ram = Store(tmp_path / "index.db")
     ram.bind_model(MODEL)
     vec0 = Store(tmp_path / "index.db", in_memory=False)
@@ -301,14 +300,19 @@ def test_ram_and_vec0_paths_agree_after_mixed_writes(tmp_path: Path) -> None:
     assert ram.move("/pics/a/sub", "/pics/c/sub") > 0
     ram.set_offline("/pics/c", offline=True)
     ram.set_offline("/pics/c/sub", offline=False)
-    for seed in range(4):
-        query = unit_vectors(1, seed=200 + seed)[0]
-        for where in FILTERS:
-            found = same_hits(ram, vec0, query, limit=30, where=where)
-            assert all(not p.startswith("/pics/c/") or p.startswith("/pics/c/sub/") for p in found)
-        same_hits(ram, vec0, query, limit=25, offset=50)
-        same_hits(ram, vec0, query, limit=400, min_score=0.1)
-        same_hits(ram, vec0, query, limit=400, where=SearchFilter(under=("/pics/c/sub",)))
+    # vec0 answers by KNN, and with KNN_MAX_K = 0 by its exact scan.
+    for knn_max_k in (store.KNN_MAX_K, 0):
+        monkeypatch.setattr(store, "KNN_MAX_K", knn_max_k)
+        for seed in range(4):
+            query = unit_vectors(1, seed=200 + seed)[0]
+            for where in FILTERS:
+                found = same_hits(ram, vec0, query, limit=30, where=where)
+                assert all(
+                    not p.startswith("/pics/c/") or p.startswith("/pics/c/sub/") for p in found
+                )
+            same_hits(ram, vec0, query, limit=25, offset=50)
+            same_hits(ram, vec0, query, limit=400, min_score=0.1)
+            same_hits(ram, vec0, query, limit=400, where=SearchFilter(under=("/pics/c/sub",)))
     ram.close()
     vec0.close()
 
@@ -379,3 +383,17 @@ def test_searches_beside_a_writer_thread_stay_consistent(tmp_path: Path) -> None
         assert len(same_hits(ram, vec0, query, limit=50)) == 50
     ram.close()
     vec0.close()
+
+
+def test_a_new_database_is_private_in_a_private_folder(tmp_path: Path) -> None:
+    """The index lists the user's file names: 0600 files (WAL included) in a 0700 folder."""
+    database = tmp_path / "made" / "index.db"
+    opened = Store(database)
+    try:
+        opened.bind_model(MODEL)
+        opened.write_batch([record("/p/a.jpg", unit_vectors(1)[0])], [])
+        assert stat.S_IMODE(database.parent.stat().st_mode) == 0o700
+        for made in (database, Path(f"{database}-wal")):
+            assert stat.S_IMODE(made.stat().st_mode) == 0o600, made
+    finally:
+        opened.close()

@@ -14,11 +14,12 @@ import pytest
 from conftest import ConfigWriter
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
-from test_watcher import Live, picture, serving
+from harness import InProcessDaemon, in_process_daemon, picture
 
 from clipd.config import TcpAddress, load_config
 from clipd.errors import ConfigError, TokenError
-from clipd.tcp import _warn_if_exposed, load_token
+from clipd.tcp import _warn_if_exposed
+from clipd.tokens import load_token
 from clipd_api.v1 import clipd_pb2 as pb
 from clipd_api.v1 import clipd_pb2_grpc as pb_grpc
 
@@ -35,7 +36,9 @@ def free_port() -> int:
 class Remote:
     """A daemon serving TCP on loopback, and a channel to it."""
 
-    def __init__(self, live: Live, channel: grpc.Channel, token: str, outside: Path) -> None:
+    def __init__(
+        self, live: InProcessDaemon, channel: grpc.Channel, token: str, outside: Path
+    ) -> None:
         self.live = live
         self.stub = pb_grpc.ImageSearchStub(channel)  # type: ignore[no-untyped-call]
         self.channel = channel
@@ -55,7 +58,10 @@ def remote(
     outside = picture(tmp_path / "private" / "secret.png", "green", "triangle")
     port = free_port()
     config = write_config([root], tcp=f"127.0.0.1:{port}")
-    with serving(config, root, 2) as live, grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+    with (
+        in_process_daemon(config, root, 2) as live,
+        grpc.insecure_channel(f"127.0.0.1:{port}") as channel,
+    ):
         token = load_token(live.daemon.config.token_file)
         yield Remote(live, channel, token, outside)
 

@@ -3,118 +3,43 @@ copies cost no model pass, and files and vectors stay one-to-one."""
 
 from __future__ import annotations
 
-import contextlib
 import errno
-import random
 import shutil
 import signal
-import subprocess
-import sys
-import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from conftest import TINY_MODEL_JSON, TINY_MODEL_WEIGHTS, ConfigWriter
 from fixtures.corpus import write_corpus
-from fixtures.shapes import draw
-from test_end_to_end import indexed_soon, wait_until_indexed
+from harness import (
+    DaemonProcess,
+    InProcessDaemon,
+    assert_one_to_one,
+    in_process_daemon,
+    indexed_soon,
+    picture,
+    wait_until,
+    wait_until_indexed,
+)
 
-from clipd import sqlite
-from clipd.app import Daemon
 from clipd.config import load_config
-from clipd.indexer import Indexer
 from clipd.store import Store
 from clipd.watcher import Watcher
 
 
-class Live:
-    """An in-process daemon watching `root`."""
-
-    def __init__(self, daemon: Daemon, root: Path) -> None:
-        self.daemon = daemon
-        self.root = root
-
-    @property
-    def store(self) -> Store:
-        assert self.daemon.state is not None
-        return self.daemon.state.store
-
-    @property
-    def indexer(self) -> Indexer:
-        assert self.daemon.state is not None
-        assert self.daemon.state.indexer is not None
-        return self.daemon.state.indexer
-
-    def indexed(self) -> set[str]:
-        return set(self.store.known_files(str(self.root)))
-
-    def wait_for(self, condition: Callable[[], bool], what: str, timeout: float = 30) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if condition() and not self.daemon.progress.busy:
-                return
-            time.sleep(0.05)
-        raise AssertionError(f"timed out waiting for: {what}; indexed: {sorted(self.indexed())}")
-
-    def assert_consistent(self) -> None:
-        assert_one_to_one(self.store.path)
-
-
-def assert_one_to_one(database: Path) -> None:
-    """Every file row has exactly one vector and every vector one row."""
-    conn = sqlite.connect(database)
-    try:
-        orphan_rows = conn.execute(
-            "SELECT count(*) FROM files WHERE id NOT IN (SELECT rowid FROM vectors)"
-        ).fetchone()[0]
-        orphan_vectors = conn.execute(
-            "SELECT count(*) FROM vectors WHERE rowid NOT IN (SELECT id FROM files)"
-        ).fetchone()[0]
-    finally:
-        conn.close()
-    assert (orphan_rows, orphan_vectors) == (0, 0)
-
-
-def picture(path: Path, colour: str = "red", shape: str = "circle", seed: int = 0) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    draw(colour, shape, (96, 80), random.Random(seed)).save(path)
-    return path
-
-
-@contextlib.contextmanager
-def serving(config: Path, root: Path, files: int) -> Iterator[Live]:
-    """An in-process daemon on `config`, once it has indexed `files` files under `root`."""
-    daemon = Daemon(load_config(config, require_roots=False))
-    thread = threading.Thread(target=daemon.run, name="test-daemon")
-    thread.start()
-    try:
-        live = Live(daemon, root)
-        live.wait_for(
-            lambda: (
-                daemon.state is not None
-                and daemon.state.indexer is not None
-                and len(live.indexed()) == files
-            ),
-            "initial index",
-        )
-        yield live
-    finally:
-        daemon.stop()
-        thread.join(timeout=60)
-
-
 @pytest.fixture
-def live(tmp_path: Path, write_config: ConfigWriter) -> Iterator[Live]:
+def live(tmp_path: Path, write_config: ConfigWriter) -> Iterator[InProcessDaemon]:
     root = tmp_path / "pics"
     picture(root / "a" / "first.png", seed=1)
     picture(root / "a" / "second.png", "blue", "square", seed=2)
-    with serving(write_config([root], settle_seconds=0.3, poll_interval=0.5), root, 2) as running:
+    config = write_config([root], settle_seconds=0.3, poll_interval=0.5)
+    with in_process_daemon(config, root, 2) as running:
         yield running
 
 
-def test_create_modify_delete(live: Live) -> None:
+def test_create_modify_delete(live: InProcessDaemon) -> None:
     passes = live.indexer.model_passes
     new = picture(live.root / "new.png", "green", "triangle", seed=3)
     live.wait_for(lambda: str(new) in live.indexed(), "created file indexed")
@@ -130,7 +55,7 @@ def test_create_modify_delete(live: Live) -> None:
     live.assert_consistent()
 
 
-def test_renames_and_copies_cost_no_model_pass(live: Live) -> None:
+def test_renames_and_copies_cost_no_model_pass(live: InProcessDaemon) -> None:
     passes = live.indexer.model_passes
     first = live.root / "a" / "first.png"
     vector = live.store.vector_for(str(first))
@@ -154,7 +79,7 @@ def test_renames_and_copies_cost_no_model_pass(live: Live) -> None:
     live.assert_consistent()
 
 
-def test_a_slow_write_is_embedded_once_after_it_settles(live: Live) -> None:
+def test_a_slow_write_is_embedded_once_after_it_settles(live: InProcessDaemon) -> None:
     source = picture(live.root.parent / "staging.png", "blue", "circle", seed=5)
     data = source.read_bytes()
     passes = live.indexer.model_passes
@@ -171,7 +96,7 @@ def test_a_slow_write_is_embedded_once_after_it_settles(live: Live) -> None:
     live.assert_consistent()
 
 
-def test_a_root_that_disappears_is_kept_offline_and_comes_back(live: Live) -> None:
+def test_a_root_that_disappears_is_kept_offline_and_comes_back(live: InProcessDaemon) -> None:
     away = live.root.parent / "unmounted"
     live.root.rename(away)
     live.wait_for(lambda: live.store.counts().offline == 2, "entries marked offline")
@@ -192,7 +117,7 @@ def test_a_polled_root_sees_changes_without_native_events(
     root = tmp_path / "share"
     picture(root / "one.png", seed=7)
     path = write_config([{"path": str(root), "poll": True}], poll_interval=0.3, settle_seconds=0.1)
-    with serving(path, root, 1) as live:
+    with in_process_daemon(path, root, 1) as live:
         picture(root / "two.png", "green", "square", seed=8)
         live.wait_for(lambda: len(live.indexed()) == 2, "polled change indexed")
     assert f"polling {root} every 0.3s: asked for by `poll: true` in the config" in caplog.text
@@ -203,24 +128,21 @@ def test_sigkill_mid_batch_then_restart_loses_and_duplicates_nothing(
 ) -> None:
     corpus = write_corpus(tmp_path / "pics", per_class=16)
     config = write_config([corpus.root], batch_size=4)
-    command = [str(Path(sys.executable).parent / "clipd"), "serve", "--config", str(config)]
-    first = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    first = DaemonProcess(config)
     try:
         indexed = indexed_soon(8)
     finally:
-        first.send_signal(signal.SIGKILL)
-        first.wait(timeout=30)
+        first.stop(signal.SIGKILL)
     total = len(corpus.images)
     assert 0 < indexed < total, "the kill must land in the middle of indexing"
     database = tmp_path / "index.db"
     assert_one_to_one(database)
 
-    second = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    second = DaemonProcess(config)
     try:
         wait_until_indexed(total, len(corpus.bad))
     finally:
-        second.send_signal(signal.SIGTERM)
-        assert second.wait(timeout=30) == 0
+        assert second.stop() == 0, second.output
     assert_one_to_one(database)
     store = Store(database)
     try:
@@ -243,7 +165,7 @@ def test_another_model_re_embeds_everything_and_never_mixes(
     identities = []
     for pretrained in (TINY_MODEL_WEIGHTS, other):
         model = {"name": str(TINY_MODEL_JSON), "pretrained": str(pretrained), "device": "cpu"}
-        with serving(write_config([root], model=model), root, 2) as live:
+        with in_process_daemon(write_config([root], model=model), root, 2) as live:
             assert live.indexer.model_passes == 2, "every file is embedded by each model"
             identities.append(live.store.model)
             live.assert_consistent()
@@ -267,11 +189,12 @@ def test_when_the_os_refuses_more_watches_the_root_is_polled(
     watcher.start()
     try:
         new = picture(root / "new.png")
-        deadline = time.monotonic() + 10
-        while not any(new in paths for paths, _ in submitted) and time.monotonic() < deadline:
-            time.sleep(0.05)
+        wait_until(
+            lambda: any(new in paths for paths, _ in submitted),
+            "the new file submitted",
+            timeout=10,
+        )
     finally:
         watcher.stop()
-    assert any(new in paths for paths, _ in submitted), submitted
     assert "the inotify watch limit is reached; raise it with" in caplog.text
     assert "fs.inotify.max_user_watches" in caplog.text

@@ -33,6 +33,7 @@ from clipq._errors import (
     NotFound,
     PreviewUnsupported,
     RpcError,
+    TimedOut,
     Unauthenticated,
 )
 
@@ -56,6 +57,7 @@ __all__ = [
     "Status",
     "Text",
     "Thumbnail",
+    "TimedOut",
     "Timestamp",
     "Unauthenticated",
 ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Generator, Iterable, Iterator
 from dataclasses import dataclass, fields
 from datetime import datetime
@@ -12,10 +13,10 @@ from typing import TYPE_CHECKING, Any, Literal, TypeAlias, TypeVar
 import grpc
 from google.protobuf.message import Message
 
-from clipd_api.paths import default_socket_path, default_token_path
 from clipd_api.v1 import clipd_pb2 as pb
 from clipd_api.v1 import clipd_pb2_grpc as pb_grpc
-from clipq._errors import ClipqError, from_rpc_error
+from clipq._daemon_config import socket_path, token_path
+from clipq._errors import ClipqError, DaemonStarting, DaemonUnavailable, from_rpc_error
 
 if TYPE_CHECKING:
     from _typeshed import DataclassInstance
@@ -58,8 +59,17 @@ Timestamp: TypeAlias = float | datetime
 _Record = TypeVar("_Record", bound="DataclassInstance")
 
 # A local daemon never sits behind a proxy, and *_proxy variables would send TCP targets
-# through one.
-_CHANNEL_OPTIONS = [("grpc.enable_http_proxy", 0)]
+# through one. Reconnecting is cheap to a local daemon: after a failed attempt gRPC waits up to
+# 120 s by default before the next, which would keep wait_until_ready() from seeing a daemon
+# that has just started.
+_CHANNEL_OPTIONS = [
+    ("grpc.enable_http_proxy", 0),
+    ("grpc.initial_reconnect_backoff_ms", 100),
+    ("grpc.min_reconnect_backoff_ms", 100),
+    ("grpc.max_reconnect_backoff_ms", 500),
+]
+# How often wait_until_ready() asks a loading daemon whether it is ready.
+_READY_POLL_S = 0.2
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +84,9 @@ class Hit:
     size_bytes: int
     # Seconds since the Unix epoch.
     mtime: float
+    # When the photo was taken (its EXIF capture time), seconds since the Unix epoch; None when
+    # the file does not record it.
+    taken: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,6 +136,8 @@ class Status:
     started_at: float
     # What keeps the daemon from indexing, e.g. a full disk; "" when nothing does.
     problem: str = ""
+    # The web app's address (without the token); "" when it is off.
+    web_url: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,10 +199,11 @@ class Thumbnail:
 class Client:
     """A connection to a clipd daemon; use as a context manager, or call close().
 
-    By default it talks to the Unix socket of default_socket_path() ($CLIPD_SOCKET, else
-    $XDG_RUNTIME_DIR/clipd/clipd.sock); `socket` names another socket, `target` a daemon's TCP
-    address such as "localhost:7474". Over TCP every call carries `token`, by default the one
-    in $CLIPD_TOKEN_FILE or default_token_path() when that file exists. Each call fails after
+    By default it talks to the daemon's Unix socket ($CLIPD_SOCKET, else the `socket` of the
+    daemon's config file, else $XDG_RUNTIME_DIR/clipd/clipd.sock); `socket` names another one,
+    `target` a daemon's TCP address such as "localhost:7474". Over TCP every call carries
+    `token`, by default the one in the token file ($CLIPD_TOKEN_FILE, else the config's
+    `token_file`, else ~/.config/clipd/token) when that file exists. Each call fails after
     `timeout` seconds. Failures raise the exceptions of clipq._errors, never grpc.RpcError.
     `where` is the absolute socket path, or the target, as error messages name it.
     """
@@ -203,15 +219,18 @@ class Client:
         if socket is not None and target is not None:
             raise ValueError("give either a socket path or a target, not both")
         self._metadata: tuple[tuple[str, str], ...] = ()
+        # The token file looked for in vain, to say so if the daemon asks for a token.
+        self._missing_token: Path | None = None
         self.over_tcp = target is not None
         if target is None:
-            path = Path(socket).expanduser() if socket is not None else default_socket_path()
+            path = Path(socket).expanduser() if socket is not None else socket_path()
             # Absolute, so that error messages name the file unambiguously.
             self.where = str(path.absolute())
             target = f"unix:{self.where}"
         else:
             self.where = target
-            token = token if token is not None else _default_token()
+            if token is None:
+                token, self._missing_token = _default_token()
             if token is not None:
                 self._metadata = (("authorization", f"Bearer {token}"),)
         self._timeout = timeout
@@ -240,14 +259,18 @@ class Client:
         extensions: Iterable[str] = (),
         modified_after: Timestamp | None = None,
         modified_before: Timestamp | None = None,
+        taken_after: Timestamp | None = None,
+        taken_before: Timestamp | None = None,
     ) -> SearchResult:
         """The best `limit` hits after skipping `offset`, for the sum of the weighted terms.
 
         min_score drops hits scoring below it; under keeps only files at or below those
         paths (relative ones are made absolute); extensions ("jpg", "png") keeps only files
         with those endings; modified_after/modified_before keep only files modified in that
-        window. Raises ValueError for an empty query, and OSError for an ImageFile term that
-        cannot be read over TCP, before any call.
+        window; taken_after/taken_before keep only photos taken in that window (a file that
+        records no capture time counts by its modification time). Raises ValueError for an
+        empty query, and OSError for an ImageFile term that cannot be read over TCP, before
+        any call.
         """
         request = pb.SearchRequest(
             terms=[self._term(t) for t in _non_empty(terms)],
@@ -258,6 +281,8 @@ class Client:
             extensions=list(extensions),
             modified_after=_epoch(modified_after),
             modified_before=_epoch(modified_before),
+            taken_after=_epoch(taken_after),
+            taken_before=_epoch(taken_before),
         )
         response: pb.SearchResponse = self._call(self._stub.Search, request)
         return SearchResult(
@@ -289,6 +314,36 @@ class Client:
         response: pb.Status = self._call(self._stub.GetStatus, pb.StatusRequest())
         return _status(response)
 
+    def wait_until_ready(self, timeout: float | None = None) -> Status:
+        """Wait until the daemon has loaded its model, and return its status then.
+
+        A daemon that does not answer yet (just started, socket not there yet) is waited for
+        too. After `timeout` seconds (default: the client's timeout) it raises DaemonStarting,
+        or DaemonUnavailable when no daemon ever answered.
+        """
+        limit = self._timeout if timeout is None else timeout
+        deadline = time.monotonic() + limit
+        while True:
+            remaining = deadline - time.monotonic()
+            try:
+                # wait_for_ready: a call waits for the socket to appear instead of failing.
+                response: pb.Status = self._stub.GetStatus(
+                    pb.StatusRequest(),
+                    timeout=max(remaining, 0.001),
+                    wait_for_ready=True,
+                    metadata=self._metadata,
+                )
+            except grpc.RpcError as error:
+                if error.code() != grpc.StatusCode.DEADLINE_EXCEEDED:
+                    raise self._error(error) from None
+                raise DaemonUnavailable(self.where, f"no answer within {limit:g} s") from None
+            status = _status(response)
+            if status.state != "starting":
+                return status
+            if remaining <= _READY_POLL_S:
+                raise DaemonStarting(status.state, waited=limit)
+            time.sleep(_READY_POLL_S)
+
     def watch_status(self) -> Generator[Status, None, None]:
         """The daemon's status now, then again whenever it changes, until the daemon stops.
 
@@ -306,7 +361,7 @@ class Client:
         except grpc.RpcError as error:
             if self._closed:
                 return
-            raise from_rpc_error(error, self.where) from None
+            raise self._error(error) from None
         finally:
             call.cancel()
 
@@ -377,7 +432,10 @@ class Client:
         try:
             return method(request, timeout=timeout, wait_for_ready=False, metadata=self._metadata)
         except grpc.RpcError as error:
-            raise from_rpc_error(error, self.where) from None
+            raise self._error(error, timeout) from None
+
+    def _error(self, error: grpc.RpcError, timeout: float | None = None) -> ClipqError:
+        return from_rpc_error(error, self.where, timeout=timeout, missing_token=self._missing_token)
 
 
 def _non_empty(terms: tuple[QueryTerm, ...]) -> tuple[QueryTerm, ...]:
@@ -400,10 +458,10 @@ def read_token(path: str | Path) -> str:
         raise ClipqError(f"cannot read the token file {path}: {error.strerror}") from None
 
 
-def _default_token() -> str | None:
-    """The token in the default token file, or None when there is no such file."""
-    path = default_token_path()
-    return read_token(path) if path.exists() else None
+def _default_token() -> tuple[str | None, Path | None]:
+    """(the token in the default token file, None), or (None, that file) when it is missing."""
+    path = token_path()
+    return (read_token(path), None) if path.exists() else (None, path)
 
 
 def _absolute(path: str | Path) -> str:
@@ -431,7 +489,7 @@ def _from_message(cls: type[_Record], message: Message, **overrides: Any) -> _Re
 
 
 def _hit(hit: pb.Hit) -> Hit:
-    return _from_message(Hit, hit)
+    return _from_message(Hit, hit, taken=hit.taken if hit.HasField("taken") else None)
 
 
 def _status(status: pb.Status) -> Status:

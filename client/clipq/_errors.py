@@ -5,6 +5,8 @@ Every exception's str() is one line a person can act on; the CLI prints it after
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import grpc
 
 from clipd_api.kinds import ERROR_KIND_METADATA, ErrorKind
@@ -38,12 +40,18 @@ class DaemonUnavailable(ClipqError):
 class DaemonStarting(ClipqError):
     """The daemon is up but still loading its model; the same call should work shortly.
 
-    str() is the daemon's own message, which says so and when to try again.
+    str() is the daemon's own message, which says so and when to try again; waited is how long
+    the client waited for it (Client.wait_until_ready), else None.
     """
 
-    def __init__(self, details: str) -> None:
+    def __init__(self, details: str, *, waited: float | None = None) -> None:
         self.details = details
-        super().__init__(details or "clipd is still loading its model; try again in a few seconds")
+        self.waited = waited
+        if waited is not None:
+            message = f"clipd was still loading its model after {waited:g} s of waiting"
+        else:
+            message = details or "clipd is still loading its model; try again in a few seconds"
+        super().__init__(message)
 
 
 class BadRequest(ClipqError):
@@ -58,20 +66,36 @@ class NotFound(ClipqError):
 
 
 class Unauthenticated(ClipqError):
-    """A daemon reached over TCP refused the call: no token, or the wrong one."""
+    """A daemon reached over TCP refused the call: no token, or the wrong one.
 
-    def __init__(self, details: str) -> None:
+    token_file is where the client looked for a token and found none (None when one was sent).
+    """
+
+    def __init__(self, details: str, token_file: Path | None = None) -> None:
         self.details = details
-        super().__init__(f"clipd refused the token: {details}")
+        self.token_file = token_file
+        if token_file is None:
+            message = f"clipd refused the token: {details}"
+        else:
+            message = f"clipd wants a token, and none was sent: there is no token file {token_file}"
+        super().__init__(message)
 
 
 class RpcError(ClipqError):
     """Any other gRPC failure; code is the gRPC status code's name, e.g. "DEADLINE_EXCEEDED"."""
 
-    def __init__(self, code: str, details: str) -> None:
+    def __init__(self, code: str, details: str, message: str | None = None) -> None:
         self.code = code
         self.details = details
-        super().__init__(f"clipd call failed ({code}): {details}")
+        super().__init__(message or f"clipd call failed ({code}): {details}")
+
+
+class TimedOut(RpcError):
+    """The daemon did not answer within the call's timeout (seconds)."""
+
+    def __init__(self, details: str, timeout: float) -> None:
+        self.timeout = timeout
+        super().__init__("DEADLINE_EXCEEDED", details, f"clipd did not answer within {timeout:g} s")
 
 
 class PreviewUnsupported(ClipqError):
@@ -95,8 +119,18 @@ _BAD_REQUEST_CODES = frozenset(
 )
 
 
-def from_rpc_error(error: grpc.RpcError, where: str) -> ClipqError:
-    """The ClipqError for a failed call to the daemon at `where` (a socket path or a target)."""
+def from_rpc_error(
+    error: grpc.RpcError,
+    where: str,
+    *,
+    timeout: float | None = None,
+    missing_token: Path | None = None,
+) -> ClipqError:
+    """The ClipqError for a failed call to the daemon at `where` (a socket path or a target).
+
+    timeout is the call's limit in seconds; missing_token the token file a TCP client looked
+    for and did not find, so that it sent no token.
+    """
     code = error.code()
     details = error.details() or ""
     if _error_kind(error) == ErrorKind.NOT_READY.value:
@@ -108,7 +142,9 @@ def from_rpc_error(error: grpc.RpcError, where: str) -> ClipqError:
     if code == grpc.StatusCode.NOT_FOUND:
         return NotFound(details)
     if code == grpc.StatusCode.UNAUTHENTICATED:
-        return Unauthenticated(details)
+        return Unauthenticated(details, missing_token)
+    if code == grpc.StatusCode.DEADLINE_EXCEEDED and timeout is not None:
+        return TimedOut(details, timeout)
     return RpcError(code.name, details)
 
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import time
+from collections.abc import Sequence
 
 from clipq._client import Failure, ReindexResult, Status
 
@@ -13,18 +15,21 @@ _BAR_WIDTH = 20
 def status_lines(status: Status, now: float) -> list[str]:
     """`key: value` lines, values aligned, for `clipq status`; `now` is the current epoch time."""
     indexing = status.state == "indexing"
+    # 0 is the daemon's "not known yet" (just started) as well as "at rest".
+    rate = status.images_per_second if indexing else 0.0
     fields = [
         ("state", status.state),
         ("indexed", str(status.indexed)),
         ("queued", str(status.queued)),
         ("failed", str(status.failed)),
         ("offline", str(status.offline)),
-        ("rate", f"{status.images_per_second:.1f} images/s" if indexing else "-"),
+        ("rate", f"{rate:.1f} images/s" if rate > 0 else "-"),
         ("ETA", duration(status.eta_seconds) if indexing and status.eta_seconds else "-"),
         ("model", f"{status.model} / {status.pretrained}"),
         ("device", status.device or "-"),
         ("database", f"{status.database} ({size(status.database_bytes)})"),
         ("roots", "\n".join(status.roots) or "-"),
+        ("web", status.web_url or "off"),
         *([("problem", status.problem)] if status.problem else []),
         ("version", status.version),
         ("uptime", duration(now - status.started_at) if status.started_at else "-"),
@@ -50,7 +55,7 @@ def progress_line(status: Status, *, bar: bool) -> str:
     if bar:
         filled = round(_BAR_WIDTH * status.indexed / total) if total else _BAR_WIDTH
         parts.append(f"[{'#' * filled}{'.' * (_BAR_WIDTH - filled)}]")
-    if status.state == "indexing":
+    if status.state == "indexing" and status.images_per_second > 0:
         parts.append(f"{status.images_per_second:.1f} img/s")
         if status.eta_seconds:
             parts.append(f"ETA {duration(status.eta_seconds)}")
@@ -122,20 +127,60 @@ _GOOD_SCORE, _FAIR_SCORE = 0.30, 0.22
 _GREEN, _YELLOW = "\x1b[32m", "\x1b[33m"
 
 
-def hit_line(score: float, path: str, *, width: int | None = None, colour: bool = False) -> str:
-    """`0.312  /pics/beach.jpg`; a path too long for `width` columns loses its middle.
-
-    With colour the score is coloured by quality, the folder dimmed and the file name bold.
-    """
+def hit_line(score: float, path: str, *, colour: bool = False) -> str:
+    """`0.312  /pics/beach.jpg`; with colour the score is coloured by quality, the folder dimmed
+    and the file name bold."""
     score_text = f"{score:.3f}"
-    if width is not None:
-        path = shorten_path(path, width - len(score_text) - 2)
     if not colour:
         return f"{score_text}  {path}"
     folder, slash, name = path.rpartition("/")
     tint = _GREEN if score >= _GOOD_SCORE else _YELLOW if score >= _FAIR_SCORE else ""
     score_text = f"{tint}{score_text}{_RESET}" if tint else score_text
     return f"{score_text}  {_DIM}{folder}{slash}{_RESET}{_BOLD}{name}{_RESET}"
+
+
+def score_width(scores: Sequence[float]) -> int:
+    """The columns hit_line gives the score and the gap after it."""
+    return max((len(f"{score:.3f}") for score in scores), default=0) + 2
+
+
+def fit_paths(paths: Sequence[str], width: int) -> list[str]:
+    """The paths, each shortened to width columns where longer, to be listed together.
+
+    What the paths share tells them apart least, so the folders common to all of them are
+    elided first (from their end, keeping where they start); only a path still too long loses
+    the middle of what follows, keeping its file name.
+    """
+    # The rest starts at the shared folder's last '/', so that '…/italy/a.jpg' shows a boundary.
+    common = max(len(_common_folder(paths)) - 1, 0)
+    return [_fit(path, width, common) for path in paths]
+
+
+def _common_folder(paths: Sequence[str]) -> str:
+    """The folder all paths are in, with its final '/'; "" when there is none to elide."""
+    try:
+        common = os.path.commonpath([path.rpartition("/")[0] or "/" for path in paths])
+    except ValueError:  # no paths, or absolute and relative ones mixed
+        return ""
+    common = common.rstrip("/") + "/"
+    # commonpath normalises ('//' to '/'); elide only a prefix the paths really share.
+    return common if all(path.startswith(common) for path in paths) else ""
+
+
+def _fit(path: str, width: int, common: int) -> str:
+    if len(path) <= width:
+        return path
+    rest = path[common:]
+    if not common:
+        return shorten_path(path, width)
+    if len(rest) < width:
+        return path[: width - 1 - len(rest)] + _ELLIPSIS + rest
+    # All of the common part goes, then the middle of the rest; at the narrowest, only its end
+    # stays (one ellipsis, never two in a row).
+    fitted = shorten_path(rest, width - 1)
+    if fitted.startswith(_ELLIPSIS):
+        fitted = rest[len(rest) - (width - 1) :] if width > 1 else ""
+    return _ELLIPSIS[: max(width, 0)] + fitted
 
 
 def shorten_path(path: str, width: int) -> str:
@@ -146,8 +191,8 @@ def shorten_path(path: str, width: int) -> str:
     if len(path) <= width:
         return path
     if width <= 1:
-        return _ELLIPSIS[:width]
-    name = path[path.rfind("/") :]
+        return _ELLIPSIS[: max(width, 0)]
+    name = path[path.rfind("/") :] if "/" in path else path
     tail = len(name) if len(name) < width - 1 else width - 1
     head = width - 1 - tail
     return path[:head] + _ELLIPSIS + path[len(path) - tail :]

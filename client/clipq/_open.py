@@ -21,20 +21,22 @@ def open_paths(paths: Sequence[str]) -> None:
     """
     override = os.environ.get(OPENER_ENV, "").strip()
     if override:
-        _start([*shlex.split(override), *paths])
+        _start([*shlex.split(override), *paths], chosen_by=f"${OPENER_ENV}")
     elif sys.platform == "darwin":
-        _start(["open", *paths])
+        _start(["open", *paths], chosen_by="the default on macOS")
     else:
         for path in paths:
-            _start(["xdg-open", path])
+            _start(["xdg-open", path], chosen_by="the default on Linux; it comes with xdg-utils")
 
 
-def _start(argv: list[str]) -> None:
+def _start(argv: list[str], *, chosen_by: str) -> None:
     program = argv[0]
     if shutil.which(program) is None:
+        # Suggest a viewer other than the one that is missing.
+        example = "eog" if program == "feh" else "feh"
         raise ClipqError(
-            f"cannot open the results: {program!r} was not found; install it (xdg-open comes "
-            f"with xdg-utils) or set {OPENER_ENV} to a viewer command, e.g. {OPENER_ENV}=feh"
+            f"cannot open the results: {program!r} ({chosen_by}) was not found; install it, "
+            f"or set {OPENER_ENV} to an image viewer that is installed, e.g. {OPENER_ENV}={example}"
         )
     # posix_spawn rather than Popen: clipq exits without waiting for the viewer, and a Popen
     # object dropped while its process runs is reported as a leak.

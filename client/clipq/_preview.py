@@ -111,36 +111,57 @@ def _iterm2_image(png: bytes, width: int, height: int) -> bytes:
     return b"\x1b]1337;File=" + arguments + b":" + base64.standard_b64encode(png) + b"\x07"
 
 
-def detect_graphics(
-    env: Mapping[str, str], *, probe: Callable[[], bool] | None = None
-) -> Graphics | None:
-    """The graphics protocol of the terminal clipq runs in, or None when it has none.
+def graphics_setting(env: Mapping[str, str]) -> str:
+    """$CLIPQ_GRAPHICS, lower-cased ("" when unset); ValueError when it is not a known value."""
+    value = env.get(GRAPHICS_ENV, "").strip().lower()
+    if value and value not in _SETTINGS:
+        raise ValueError(f"{GRAPHICS_ENV}={value!r} is not one of {', '.join(_SETTINGS)}")
+    return value
+
+
+def detect_graphics(env: Mapping[str, str], *, probe: Callable[[], bool] | None = None) -> Graphics:
+    """The graphics protocol of the terminal clipq runs in; PreviewUnsupported says why not.
 
     $CLIPQ_GRAPHICS (kitty, iterm2, sixel or none) decides first; then the variables terminals
     set; last, `probe` (by default: ask the terminal on stdin/stdout) says whether it draws
-    sixel. Inside tmux or screen it is None, since they do not pass images through.
+    sixel. Inside tmux or screen there is none, since they do not pass images through.
     """
-    forced = env.get(GRAPHICS_ENV, "").strip().lower()
+    try:
+        forced = graphics_setting(env)
+    except ValueError as error:
+        raise PreviewUnsupported(str(error)) from None
     if forced:
-        return _forced(forced)
+        chosen = _SETTINGS[forced]
+        if chosen is None:
+            raise PreviewUnsupported(f"{GRAPHICS_ENV}=none turns previews off")
+        return chosen
     term, program = env.get("TERM", ""), env.get("TERM_PROGRAM", "")
-    if "TMUX" in env or "STY" in env or term.startswith(("screen", "tmux")):
-        return None
+    multiplexer = _multiplexer(env, term)
+    if multiplexer:
+        raise PreviewUnsupported(
+            f"clipq runs inside {multiplexer}, which does not pass images through to the "
+            f"terminal; if yours does (tmux: allow-passthrough), set {GRAPHICS_ENV}="
+            "kitty|iterm2|sixel"
+        )
     if "KITTY_WINDOW_ID" in env or term in ("xterm-kitty", "xterm-ghostty") or program == "ghostty":
         return "kitty"
     # WezTerm speaks both, but its kitty support is off unless configured; iTerm2 always works.
     if program in ("iTerm.app", "WezTerm") or env.get("LC_TERMINAL") == "iTerm2":
         return "iterm2"
     if term == "dumb":
-        return None
+        raise PreviewUnsupported("TERM=dumb: this terminal shows text only")
     speaks_sixel = probe if probe is not None else _stdio_speaks_sixel
-    return "sixel" if speaks_sixel() else None
+    if not speaks_sixel():
+        raise PreviewUnsupported()
+    return "sixel"
 
 
-def _forced(value: str) -> Graphics | None:
-    if value not in _SETTINGS:
-        raise PreviewUnsupported(f"{GRAPHICS_ENV}={value!r} is not one of {', '.join(_SETTINGS)}")
-    return _SETTINGS[value]
+def _multiplexer(env: Mapping[str, str], term: str) -> str | None:
+    if "TMUX" in env or term.startswith("tmux"):
+        return "tmux"
+    if "STY" in env or term.startswith("screen"):
+        return "screen"
+    return None
 
 
 def _stdio_speaks_sixel() -> bool:

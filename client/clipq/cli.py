@@ -17,7 +17,7 @@ from contextlib import closing
 from dataclasses import asdict
 from typing import Any, NoReturn
 
-from clipd_api.paths import ADDRESS_ENV, SOCKET_ENV, default_socket_path, default_token_path
+from clipd_api.paths import ADDRESS_ENV, CONFIG_ENV, SOCKET_ENV, TOKEN_FILE_ENV
 from clipq._arguments import (
     MAX_LIMIT,
     extensions,
@@ -29,9 +29,25 @@ from clipq._arguments import (
     split_command,
     when,
 )
-from clipq._client import Client, SearchResult, Status, read_token
-from clipq._errors import ClipqError, DaemonStarting, DaemonUnavailable, PreviewUnsupported
-from clipq._format import failure_lines, hit_line, progress_line, reindex_line, status_lines
+from clipq._client import Client, Hit, SearchResult, Status, read_token
+from clipq._daemon_config import socket_path, token_path
+from clipq._errors import (
+    ClipqError,
+    DaemonStarting,
+    DaemonUnavailable,
+    PreviewUnsupported,
+    TimedOut,
+    Unauthenticated,
+)
+from clipq._format import (
+    failure_lines,
+    fit_paths,
+    hit_line,
+    progress_line,
+    reindex_line,
+    score_width,
+    status_lines,
+)
 from clipq._open import OPENER_ENV, open_paths
 from clipq._query import WHEN_HELP, QueryError, query_terms
 
@@ -45,22 +61,26 @@ EXIT_INTERRUPTED = 130
 # What a shell reports for a program killed by SIGPIPE (128 + 13), as `cat big | head` does.
 EXIT_BROKEN_PIPE = 141
 
-COMMANDS = ("search", "status", "failures", "reindex", "completion")
+COMMANDS = ("search", "status", "failures", "reindex", "web", "completion")
 
 _USAGE = """\
 clipq [OPTIONS] QUERY...  (e.g. clipq beach -people 2:sunset, clipq photo.jpg)
        clipq status [--json] [--watch] [--until-idle]
        clipq failures [--json] [-n N] [--offset K]
        clipq reindex [--wait] [--json] [PATH...]
+       clipq web [--print]
        clipq completion {bash,zsh,fish}"""
 
 _QUERY_HELP = """\
 query:
   Plain words form one text: 'clipq red brick wall'. +TEXT and -TEXT add or subtract a
   term of their own, W:TERM weights one ('clipq beach -people 2:sunset'); quote a term of
-  several words ('-"parked cars"'). A word naming an image file searches by example, and
-  text and images combine: 'clipq photo.jpg -0.5:night'. A -WORD that is also an option
-  (-n, -h) is the option; write -1:WORD to subtract that word.
+  several words ('-"parked cars"'). A word that looks like a path (it has a '/' or an
+  image extension such as .jpg) names an image to search by example, and is an error if it
+  names none; other words are always text ('./photo' names a file called photo, and
+  --text 'AC/DC' searches a text with a '/'). Text and images combine:
+  'clipq photo.jpg -0.5:night'. A -WORD that is also an option (-n, -h) is the option;
+  write -1:WORD to subtract that word.
 
 """
 
@@ -72,6 +92,7 @@ commands (the first word; any other word starts a search):
   status             the daemon's state, counts, model and database; --watch follows it
   failures           files that could not be indexed, and why
   reindex [PATH...]  rescan files or folders (default: every root)
+  web                open the web app in your browser, signed in (--print: the URL)
   completion SHELL   print the completion script for bash, zsh or fish
 'clipq COMMAND --help' describes a command's options.
 
@@ -84,8 +105,10 @@ exit status:
   {EXIT_USAGE}    usage error
   {EXIT_NO_DAEMON}    no daemon is running at the socket, or it stopped during
        'status --until-idle'; start it with 'clipd serve'
-  {EXIT_STARTING}    the daemon is still starting (loading its model); try again shortly
-  {EXIT_NOTHING_INDEXED}    a search found nothing because nothing is indexed yet
+  {EXIT_STARTING}    the daemon is still starting (loading its model); try again shortly,
+       or wait for it with --wait-ready
+  {EXIT_NOTHING_INDEXED}    a search found nothing because nothing is searchable: nothing is
+       indexed yet, or every root is offline
   {EXIT_INTERRUPTED}  interrupted (Ctrl-C)
   {EXIT_BROKEN_PIPE}  the reader closed the output early, e.g. 'clipq ... | head -1'
 """
@@ -102,17 +125,13 @@ def main(argv: list[str] | None = None) -> int:
     run: _Runner = args.run
     try:
         with _connect(args) as client:
-            run(client, args)
+            _run_when_ready(client, args, run)
         # Flush here, so that a closed pipe raises inside this handler rather than at exit.
         sys.stdout.flush()
     except ClipqError as error:
         return _fail(error)
-    except _NothingIndexed:
-        print(
-            "clipq: nothing is indexed yet; check that the config lists your image folders "
-            "under 'roots', and follow the indexing with 'clipq status --watch'",
-            file=sys.stderr,
-        )
+    except _NothingIndexed as nothing:
+        print(f"clipq: {nothing}", file=sys.stderr)
         return EXIT_NOTHING_INDEXED
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
@@ -122,8 +141,51 @@ def main(argv: list[str] | None = None) -> int:
     return EXIT_OK
 
 
+def _run_when_ready(client: Client, args: argparse.Namespace, run: _Runner) -> None:
+    """Run the command; with --wait-ready, or for a person at a terminal, once it can work.
+
+    --wait-ready waits first, also for a daemon that does not answer yet. At a terminal a
+    command refused because the model is loading waits for it and runs again (nothing was done
+    the first time); scripts get exit 4 at once unless they ask to wait.
+    """
+    if args.wait_ready:
+        client.wait_until_ready(args.timeout)
+        run(client, args)
+        return
+    try:
+        run(client, args)
+    except DaemonStarting:
+        if not sys.stderr.isatty():
+            raise
+        print(
+            f"clipq: clipd is loading its model; waiting up to {args.timeout:g} s "
+            "(--timeout; Ctrl-C stops)",
+            file=sys.stderr,
+            flush=True,
+        )
+        client.wait_until_ready(args.timeout)
+        run(client, args)
+
+
 class _NothingIndexed(Exception):
-    """A search came back empty because the daemon has no searchable file at all."""
+    """A search came back empty because the daemon has no searchable file at all.
+
+    offline counts the indexed files on roots that are not there now (an unmounted disk).
+    """
+
+    def __init__(self, offline: int) -> None:
+        if offline:
+            message = (
+                f"nothing is searchable: every root is offline ({offline} indexed files are on "
+                "folders that are not there now); mount or reconnect them, and see the roots "
+                "with 'clipq status'"
+            )
+        else:
+            message = (
+                "nothing is indexed yet; check that the config lists your image folders under "
+                "'roots', and follow the indexing with 'clipq status --watch'"
+            )
+        super().__init__(message)
 
 
 def _connect(args: argparse.Namespace) -> Client:
@@ -143,14 +205,30 @@ def _parse(argv: Sequence[str]) -> argparse.Namespace:
     parser = search if command == "search" else _PARSERS[command]()
     if command != "search":
         # Intermixed, so that options may come between words: `clipq reindex a -w b`.
-        return parser.parse_intermixed_args(rest)
+        args = parser.parse_intermixed_args(rest)
+        if command == "reindex" and args.address is None:
+            _note_missing(args.paths)
+        return args
     args = parser.parse_args(options_then_words(parser, rest))
     try:
-        args.terms = query_terms(args.query, args.image)
+        args.terms = query_terms(args.query, args.image, args.text)
     except QueryError as error:
         parser.error(str(error))
     if args.since is not None and args.until is not None and args.since >= args.until:
         parser.error("--since must be earlier than --until")
+    if args.address is None:
+        # The daemon behind the socket shares this file system; over TCP paths are its own.
+        for folder in args.under:
+            if not os.path.exists(os.path.expanduser(folder)):
+                parser.error(f"--under {folder}: no such file or folder")
+    if args.output == "preview":
+        # Imported here: only --preview pays for the terminal code.
+        from clipq._preview import graphics_setting
+
+        try:
+            graphics_setting(os.environ)
+        except ValueError as error:
+            parser.error(str(error))
     return args
 
 
@@ -185,7 +263,14 @@ def _search_parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="PATH",
-        help="an image file to search by example (repeatable)",
+        help="an image file to search by example, whatever its name (repeatable)",
+    )
+    parser.add_argument(
+        "--text",
+        action="append",
+        default=[],
+        metavar="TEXT",
+        help="text to search for, never read as a file name, e.g. --text 'AC/DC' (repeatable)",
     )
     _add_filter_options(parser.add_argument_group("filters and paging"))
     _add_output_options(parser.add_argument_group("output"))
@@ -236,9 +321,15 @@ def _add_filter_options(group: argparse._ArgumentGroup) -> None:
         "--since",
         type=when,
         metavar="WHEN",
-        help="only files modified at or after WHEN: " + WHEN_HELP,
+        help="only photos taken at or after WHEN (files without a capture time: modified): "
+        + WHEN_HELP,
     )
-    group.add_argument("--until", type=when, metavar="WHEN", help="only files modified before WHEN")
+    group.add_argument("--until", type=when, metavar="WHEN", help="only photos taken before WHEN")
+    group.add_argument(
+        "--mtime",
+        action="store_true",
+        help="--since/--until compare the file's modification time, not the capture time",
+    )
 
 
 def _add_output_options(group: argparse._ArgumentGroup) -> None:
@@ -249,7 +340,7 @@ def _add_output_options(group: argparse._ArgumentGroup) -> None:
         action="store_const",
         const="json",
         default="lines",
-        help="print one JSON array of hits (path, score, width, height, size_bytes, mtime)",
+        help="print one JSON array of hits (path, score, width, height, size_bytes, mtime, taken)",
     )
     formats.add_argument(
         "--jsonl", dest="output", action="store_const", const="jsonl", help="one JSON hit per line"
@@ -382,6 +473,23 @@ def _reindex_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _web_parser() -> argparse.ArgumentParser:
+    parser = _new_parser(
+        "web",
+        "Open the daemon's web app in your browser, signed in: the URL carries your token\n"
+        "once, and the page trades it for a cookie and drops it from the address bar.",
+    )
+    parser.add_argument(
+        "--print",
+        action="store_true",
+        dest="print_url",
+        help="print the URL, with the token, instead of opening a browser",
+    )
+    _add_connection_options(parser)
+    parser.set_defaults(run=_web)
+    return parser
+
+
 def _completion_parser() -> argparse.ArgumentParser:
     parser = _new_parser(
         "completion",
@@ -403,6 +511,7 @@ _PARSERS: dict[str, Callable[[], argparse.ArgumentParser]] = {
     "status": _status_parser,
     "failures": _failures_parser,
     "reindex": _reindex_parser,
+    "web": _web_parser,
     "completion": _completion_parser,
 }
 
@@ -410,13 +519,16 @@ _PARSERS: dict[str, Callable[[], argparse.ArgumentParser]] = {
 def _add_connection_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("connection")
     # argparse %-formats help texts, so a '%' in a path must be doubled.
-    socket_default = str(default_socket_path()).replace("%", "%%")
-    token_default = str(default_token_path()).replace("%", "%%")
+    socket_default = str(socket_path()).replace("%", "%%")
+    token_default = str(token_path()).replace("%", "%%")
     where = group.add_mutually_exclusive_group()
     where.add_argument(
         "--socket",
         metavar="PATH",
-        help=f"the daemon's Unix socket (default: {socket_default}; set ${SOCKET_ENV} to change)",
+        help=(
+            f"the daemon's Unix socket (default: {socket_default}, from ${SOCKET_ENV}, else "
+            f"the 'socket' of the daemon's config file ${CONFIG_ENV}, else the built-in path)"
+        ),
     )
     where.add_argument(
         "--address",
@@ -427,7 +539,10 @@ def _add_connection_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--token-file",
         metavar="PATH",
-        help=f"the TCP token, written by the daemon (default: {token_default})",
+        help=(
+            f"the TCP token, written by the daemon (default: {token_default}, from "
+            f"${TOKEN_FILE_ENV}, else the config's 'token_file', else the built-in path)"
+        ),
     )
     group.add_argument(
         "--timeout",
@@ -435,6 +550,14 @@ def _add_connection_options(parser: argparse.ArgumentParser) -> None:
         default=30.0,
         metavar="SECONDS",
         help="give up on the daemon after this long (default: %(default)s)",
+    )
+    group.add_argument(
+        "--wait-ready",
+        action="store_true",
+        help=(
+            "first wait, up to --timeout, until the daemon answers and has loaded its model "
+            "(at a terminal clipq waits for a loading model anyway)"
+        ),
     )
 
 
@@ -470,6 +593,12 @@ class _VersionAction(argparse.Action):
 # Commands
 
 
+def _time_window(args: argparse.Namespace) -> dict[str, float | None]:
+    """The search arguments for --since/--until: capture times, or with --mtime file times."""
+    kind = "modified" if args.mtime else "taken"
+    return {f"{kind}_after": args.since, f"{kind}_before": args.until}
+
+
 def _search(client: Client, args: argparse.Namespace) -> None:
     result = client.search(
         *args.terms,
@@ -478,8 +607,7 @@ def _search(client: Client, args: argparse.Namespace) -> None:
         min_score=args.min_score,
         under=args.under,
         extensions=[ext for group in args.ext for ext in group],
-        modified_after=args.since,
-        modified_before=args.until,
+        **_time_window(args),
     )
     if args.output == "preview":
         _preview(client, result, colour=_use_colour(args.color))
@@ -489,20 +617,43 @@ def _search(client: Client, args: argparse.Namespace) -> None:
         # Flushed first, so that the listing is complete before any viewer appears.
         sys.stdout.flush()
         open_paths([hit.path for hit in result])
-    if result.partial and args.output in ("lines", "preview"):
+    if result.partial:
+        # Machine outputs carry it too (each hit's "partial"), but an empty list cannot.
         print("clipq: note: indexing in progress; results may be incomplete", file=sys.stderr)
     if result.nothing_indexed:
-        raise _NothingIndexed
+        # Only on this path: the status says whether the files are there but offline.
+        raise _NothingIndexed(client.status().offline)
+    if not result.hits and sys.stdout.isatty():
+        print(f"clipq: no matches{_narrowed_by(args)}", file=sys.stderr)
+
+
+def _narrowed_by(args: argparse.Namespace) -> str:
+    """' with --under, --since' for the options that narrowed a search, else ''."""
+    used = [
+        option
+        for option, value in (
+            ("--offset", args.offset),
+            ("--min-score", args.min_score is not None),
+            ("--under", args.under),
+            ("--ext", args.ext),
+            ("--since", args.since is not None),
+            ("--until", args.until is not None),
+        )
+        if value
+    ]
+    return f" with {', '.join(used)}" if used else ""
 
 
 def _preview(client: Client, result: SearchResult, *, colour: bool) -> None:
     # Imported here: only --preview pays for the terminal probing code.
-    from clipq._preview import GRAPHICS_ENV, detect_graphics, preview_hits
+    from clipq._preview import detect_graphics, graphics_setting, preview_hits
 
-    forced = bool(os.environ.get(GRAPHICS_ENV))
-    graphics = detect_graphics(os.environ) if forced or sys.stdout.isatty() else None
-    if graphics is None:
-        print(f"clipq: {PreviewUnsupported()}; listing the hits instead", file=sys.stderr)
+    try:
+        if not (graphics_setting(os.environ) or sys.stdout.isatty()):
+            raise PreviewUnsupported("the output is not a terminal")
+        graphics = detect_graphics(os.environ)
+    except PreviewUnsupported as error:
+        print(f"clipq: {error}; listing the hits instead", file=sys.stderr)
         _print_hits(result, "lines", colour=colour)
         return
     sys.stdout.flush()
@@ -517,17 +668,25 @@ def _preview(client: Client, result: SearchResult, *, colour: bool) -> None:
 
 def _print_hits(result: SearchResult, output: str, *, colour: bool) -> None:
     if output == "json":
-        print(json.dumps([asdict(hit) for hit in result]))
+        print(json.dumps([_hit_object(hit, result) for hit in result]))
     elif output == "jsonl":
         for hit in result:
-            print(json.dumps(asdict(hit)))
+            print(json.dumps(_hit_object(hit, result)))
     elif output in ("paths", "print0"):
         end = "\0" if output == "print0" else "\n"
         sys.stdout.write("".join(hit.path + end for hit in result))
     else:
-        width = shutil.get_terminal_size().columns if sys.stdout.isatty() else None
-        for hit in result:
-            print(hit_line(hit.score, hit.path, width=width, colour=colour))
+        paths = [hit.path for hit in result]
+        if sys.stdout.isatty():
+            scores = score_width([hit.score for hit in result])
+            paths = fit_paths(paths, shutil.get_terminal_size().columns - scores)
+        for hit, path in zip(result, paths, strict=True):
+            print(hit_line(hit.score, path, colour=colour))
+
+
+def _hit_object(hit: Hit, result: SearchResult) -> dict[str, Any]:
+    # partial belongs to the whole result; each hit carries it so that --json stays an array.
+    return {**asdict(hit), "partial": result.partial}
 
 
 def _use_colour(when: str) -> bool:
@@ -618,12 +777,49 @@ def _failures(client: Client, args: argparse.Namespace) -> None:
         )
 
 
+def _note_missing(paths: Sequence[str]) -> None:
+    """Say which rescan paths are not there (on this machine, which the socket's daemon shares).
+
+    They are still sent: rescanning a vanished path is how its entries leave the index.
+    """
+    for path in paths:
+        if not os.path.lexists(os.path.expanduser(path)):
+            print(
+                f"clipq: note: {path} does not exist; the rescan only drops what the index "
+                "holds there",
+                file=sys.stderr,
+            )
+
+
 def _reindex(client: Client, args: argparse.Namespace) -> None:
     result = client.reindex(*args.paths, wait=args.wait)
     if args.json:
         print(json.dumps(asdict(result)))
     else:
         print(reindex_line(result, waited=args.wait))
+
+
+def _web(client: Client, args: argparse.Namespace) -> None:
+    url = client.status().web_url
+    if not url:
+        raise ClipqError(
+            "the daemon's web app is off; set `web` in its config (e.g. web: 127.0.0.1:8765, "
+            "or remove `web: off`) and restart it"
+        )
+    from urllib.parse import urlencode
+
+    token = read_token(args.token_file or token_path())
+    signed_in = f"{url}?{urlencode({'token': token})}"
+    if args.print_url:
+        print(signed_in)
+        return
+    import webbrowser  # only this command pays for it
+
+    if webbrowser.open(signed_in):
+        print(f"clipq: opened {url} in your browser", file=sys.stderr)
+    else:
+        print("clipq: no browser could be started; open this URL:", file=sys.stderr)
+        print(signed_in)
 
 
 def _completion(client: Client, args: argparse.Namespace) -> None:
@@ -640,12 +836,24 @@ def _completion(client: Client, args: argparse.Namespace) -> None:
 def _fail(error: ClipqError) -> int:
     # One line, even when the daemon's message has several.
     message = " ".join(str(error).split())
-    print(f"clipq: {message}", file=sys.stderr)
+    print(f"clipq: {message}{_what_to_do(error)}", file=sys.stderr)
     if isinstance(error, DaemonUnavailable):
         return EXIT_NO_DAEMON
     if isinstance(error, DaemonStarting):
         return EXIT_STARTING
     return EXIT_DAEMON_ERROR
+
+
+def _what_to_do(error: ClipqError) -> str:
+    """The command's own advice for errors whose fix is one of its options."""
+    if isinstance(error, TimedOut) or (isinstance(error, DaemonStarting) and error.waited):
+        return "; allow it longer with --timeout SECONDS"
+    if isinstance(error, Unauthenticated) and error.token_file is not None:
+        return (
+            "; name the token file the daemon wrote (its token_file setting) with --token-file "
+            f"or ${TOKEN_FILE_ENV}"
+        )
+    return ""
 
 
 def _silence_stdout() -> None:

@@ -17,6 +17,7 @@ from collections import deque
 from collections.abc import Iterable
 from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING
 
 from grpc_health.v1 import health, health_pb2
 
@@ -33,7 +34,11 @@ from clipd.reload import plan_reload
 from clipd.rpc_server import SERVICE_NAME, RpcServer, start_rpc_server
 from clipd.store import Store
 from clipd.tcp import start_tcp
+from clipd.thumbcache import ThumbnailCache, cache_path
 from clipd.watcher import Watcher
+
+if TYPE_CHECKING:
+    from clipd.web.server import WebServer
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +73,8 @@ class Daemon:
         self._watcher: Watcher | None = None
         self.progress = Progress()
         self.state: DaemonState | None = None  # set by run(); tests look inside
+        # The signal that stopped the daemon, if one did: SIGINT (Ctrl-C) exits 130.
+        self.stopped_by: signal.Signals | None = None
         _warn_if_missing(config.roots)
 
     def stop(self) -> None:
@@ -110,20 +117,24 @@ class Daemon:
         state = self.state = DaemonState(
             self.config, store, self.progress, clipd_version(), time.time()
         )
+        thumbnails = state.thumbnails = ThumbnailCache(cache_path(self.config.database))
         health_servicer = health.HealthServicer()
         health_servicer.set("", health_pb2.HealthCheckResponse.NOT_SERVING)
         health_servicer.set(SERVICE_NAME, health_pb2.HealthCheckResponse.NOT_SERVING)
         try:
             server = self._listen(state, health_servicer)
         except BaseException:
+            thumbnails.close()
             store.close()
             raise
         tcp: RpcServer | None = None
+        web: WebServer | None = None
         # Ready as soon as clients get answers: while the model loads they are told so, and
         # a first start that downloads weights must not run into the manager's start timeout.
         self._notify_status(state, ready=True)
         try:
             tcp = start_tcp(self.config, Queries(state, remote=True), health_servicer)
+            web = self._start_web(state)
             if self._load(state):
                 health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
                 health_servicer.set(SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
@@ -139,6 +150,8 @@ class Daemon:
             stopped = [server.stop(SHUTDOWN_GRACE_S)]
             if tcp is not None:
                 stopped.append(tcp.stop(SHUTDOWN_GRACE_S))
+            if web is not None:
+                web.stop()
             if self._watcher is not None:
                 self._watcher.stop()
             if state.indexer is not None:
@@ -148,6 +161,7 @@ class Daemon:
             server.release()
             if tcp is not None:
                 tcp.release()
+            thumbnails.close()
             store.close()
             remove_socket(self.config.socket)
 
@@ -159,16 +173,17 @@ class Daemon:
             if signum == signal.SIGHUP:
                 self._reload.set()
             else:
+                self.stopped_by = self.stopped_by or signal.Signals(signum)
                 self._stop.set()
         return self._stop.is_set()
 
     def _load(self, state: DaemonState) -> bool:
         """Load the model and start indexing; False if stop() came first."""
-        embedder = Embedder(self.config.model)
-        if self._stopping():
+        embedder = self._load_model()
+        if embedder is None:
             return False
         state.store.bind_model(embedder.identity)
-        indexer = Indexer(self.config, state.store, embedder, self.progress)
+        indexer = Indexer(self.config, state.store, embedder, self.progress, state.thumbnails)
         indexer.start()
         state.embedder, state.indexer = embedder, indexer  # run() stops what is set here
         # Watch first, then scan: a change during the scan is caught by one or the other.
@@ -178,6 +193,33 @@ class Daemon:
         indexer.submit(self.config.roots)
         self.progress.set_state("idle")
         return True
+
+    def _load_model(self) -> Embedder | None:
+        """The model, loaded on a thread of its own while this one stays free to stop: a
+        download or a load cannot be interrupted, and may take minutes. None if stop() came
+        first; the loader is then left behind, and ends with the process."""
+        loaded: list[Embedder] = []
+        failed: list[BaseException] = []
+
+        def load() -> None:
+            try:
+                loaded.append(Embedder(self.config.model))
+            except BaseException as exc:  # re-raised on the main loop
+                failed.append(exc)
+            finally:
+                self._nudge()
+
+        # A daemon thread: exiting the process must not wait for a download to give up.
+        loader = threading.Thread(target=load, name="clipd-model-load", daemon=True)
+        loader.start()
+        while loader.is_alive():
+            if self._stopping():
+                log.info("stopped while loading the model")
+                return None
+            self._sleep(_TICK_S)
+        if failed:
+            raise failed[0]
+        return None if self._stopping() else loaded[0]
 
     def _tend(self, state: DaemonState) -> None:
         """Until stop(): reload when asked, notice roots coming and going, rescan periodically,
@@ -264,6 +306,17 @@ class Daemon:
         else:
             return
         self._status_line, self._status_at = line, now
+
+    def _start_web(self, state: DaemonState) -> WebServer | None:
+        """The web app and HTTP API on loopback, unless `web: off`."""
+        if self.config.web is None:
+            return None
+        from clipd.web.server import WebServer  # starlette and uvicorn only when serving
+
+        web = WebServer(state, self.config.web)
+        web.start()
+        state.web_url = web.url
+        return web
 
     def _listen(self, state: DaemonState, health_servicer: health.HealthServicer) -> RpcServer:
         """Serve gRPC on the Unix socket, private to the user (no token needed there)."""

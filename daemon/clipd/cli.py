@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import ctypes
+import dataclasses
 import logging
 import os
 import signal
@@ -13,8 +14,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from clipd import autostart, clipd_version
-from clipd.config import CONFIG_ENV, Config, default_config_path, load_config
+from clipd.config import Config, load_config
 from clipd.errors import AlreadyRunning, ClipdError, ConfigError
+from clipd_api.paths import CONFIG_ENV, default_config_path
 
 log = logging.getLogger("clipd")
 
@@ -23,6 +25,7 @@ EXIT_ERROR = 1
 EXIT_CONFIG = 2
 EXIT_ALREADY_RUNNING = 3
 EXIT_INTERRUPTED = 130
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, what a shell reports for `clipd ... | head`
 
 
 # glibc's mallopt parameter number for the arena limit (malloc.h).
@@ -36,7 +39,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.require_roots is not None:  # None: a command that reads no config
             config = load_config(args.config, require_roots=args.require_roots)
         _setup_logging(args.log_level or (config.log_level if config else "info"))
-        return int(args.command(config, args))
+        code = int(args.command(config, args))
+        sys.stdout.flush()  # a reader that went away shows here, not in Python's exit
+        return code
+    except BrokenPipeError:
+        _silence_stdout()
+        return EXIT_BROKEN_PIPE
     except ConfigError as exc:
         print(f"clipd: {exc}", file=sys.stderr)
         return EXIT_CONFIG
@@ -129,7 +137,7 @@ def _serve(config: Config, args: argparse.Namespace) -> int:
     # and retries, instead of the signal killing the daemon mid-transaction.
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
     daemon.run()
-    return EXIT_OK
+    return EXIT_INTERRUPTED if daemon.stopped_by == signal.SIGINT else EXIT_OK
 
 
 def _limit_malloc_arenas() -> None:
@@ -148,21 +156,46 @@ def _limit_malloc_arenas() -> None:
     libc.mallopt(_M_ARENA_MAX, 2)
 
 
+def _silence_stdout() -> None:
+    # The reader is gone. Python flushes stdout once more at exit, which would fail again and
+    # print a warning; pointing the descriptor at /dev/null makes that flush harmless.
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+
+
 def _check_config(config: Config, args: argparse.Namespace) -> int:
-    model = config.model
-    lines = [
-        f"config:      {config.source}",
-        f"roots:       {', '.join(map(str, config.roots))}",
-        f"database:    {config.database}",
-        f"socket:      {config.socket}",
-        f"model:       {model.name} / {model.pretrained} ({model.device}, {model.precision})",
-        f"batch_size:  {config.batch_size}",
-        f"include:     {' '.join(config.include)}",
-        f"exclude:     {' '.join(config.exclude) or '(none)'}",
-    ]
-    print("\n".join(lines))
+    from clipd.embedder import check_model
+
+    print(f"config:             {config.source}")
+    for key, value in _settings(config):
+        print(f"{key + ':':<19} {value}")
+    sys.stdout.flush()  # the values first: the model check below takes seconds
+    check_model(config.model)
     print("config OK")
     return EXIT_OK
+
+
+def _settings(config: Config) -> list[tuple[str, str]]:
+    """(key, value shown) for every setting, walked from the dataclass so none is left out."""
+    polled = set(config.poll_roots)
+    shown = []
+    for field in dataclasses.fields(config):
+        value = getattr(config, field.name)
+        if field.name in ("source", "poll_roots"):
+            continue
+        if field.name == "roots":
+            text = ", ".join(f"{root} (polled)" if root in polled else str(root) for root in value)
+        elif field.name == "model":
+            text = f"{value.name} / {value.pretrained} ({value.device}, {value.precision})"
+        elif isinstance(value, tuple):
+            text = " ".join(map(str, value)) or "(none)"
+        elif value is None:
+            text = "(off)"
+        else:
+            text = str(value).lower() if isinstance(value, bool) else str(value)
+        shown.append((field.name, text))
+    return shown
 
 
 def _index(config: Config, args: argparse.Namespace) -> int:
@@ -170,12 +203,20 @@ def _index(config: Config, args: argparse.Namespace) -> int:
     from clipd.indexer import Indexer
     from clipd.instance import DatabaseLock
     from clipd.progress import Progress
+    from clipd.scanner import outside_roots
     from clipd.store import Store
 
     paths = [path.expanduser().resolve() for path in args.paths]
     missing = [str(path) for path in paths if not path.exists()]
     if missing:
         raise ClipdError(f"no such file or directory: {', '.join(missing)}")
+    outside = outside_roots(paths, config.roots)
+    if outside:
+        raise ConfigError(
+            f"{outside[0]} is below none of the roots in {config.source} "
+            f"({', '.join(map(str, config.roots))}); only files below a root are indexed, "
+            "since only they are kept current: add its folder to `roots` to index it"
+        )
     started = time.monotonic()
     lock = DatabaseLock(config.database, "index")
     lock.acquire()

@@ -17,9 +17,15 @@ from typing import Any, NoReturn
 import yaml
 
 from clipd.errors import ConfigError
-from clipd_api.paths import SOCKET_ENV, TOKEN_FILE_ENV, default_socket_path, user_token_path
+from clipd_api.paths import (
+    CONFIG_ENV,
+    SOCKET_ENV,
+    TOKEN_FILE_ENV,
+    default_config_path,
+    default_socket_path,
+    user_token_path,
+)
 
-CONFIG_ENV = "CLIPD_CONFIG"
 DATABASE_ENV = "CLIPD_DATABASE"
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
@@ -35,6 +41,8 @@ RANDOM_WEIGHTS = "random"
 # 0.7 GB (RGBA), two briefly while converting; a JPEG with min_side decodes at 1/8 scale instead.
 DEFAULT_MAX_PIXELS = 178_956_970
 
+# What cameras and phones write, and the common web and editing formats. Files are identified by
+# content, so a name only decides which files are looked at.
 DEFAULT_INCLUDE = (
     "*.jpg",
     "*.jpeg",
@@ -45,16 +53,33 @@ DEFAULT_INCLUDE = (
     "*.bmp",
     "*.tif",
     "*.tiff",
+    # HEIC/HEIF (iPhones; .hif: Canon, Sony, Fujifilm), AVIF, JPEG XL
+    "*.heic",
+    "*.heif",
+    "*.hif",
+    "*.avif",
+    "*.jxl",
+    # Camera RAW: Adobe DNG (and phones' ProRAW), Canon, Nikon, Sony, Fujifilm, Olympus/OM,
+    # Panasonic/Leica, Pentax, Samsung, Hasselblad, Epson, Kodak.
+    "*.dng",
+    "*.cr2",
+    "*.cr3",
+    "*.nef",
+    "*.nrw",
+    "*.arw",
+    "*.srf",
+    "*.sr2",
+    "*.raf",
+    "*.orf",
+    "*.rw2",
+    "*.rwl",
+    "*.pef",
+    "*.srw",
+    "*.3fr",
+    "*.erf",
+    "*.dcr",
+    "*.kdc",
 )
-
-
-def default_config_path() -> Path:
-    """$CLIPD_CONFIG, else $XDG_CONFIG_HOME/clipd/config.yaml."""
-    override = os.environ.get(CONFIG_ENV)
-    if override:
-        return Path(override).expanduser()
-    base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
-    return Path(base) / "clipd" / "config.yaml"
 
 
 def default_database_path() -> Path:
@@ -119,6 +144,10 @@ class Config:
     # Also serve gRPC on this TCP address (token required); None: the Unix socket only.
     tcp: TcpAddress | None = None
     token_file: Path = field(default_factory=user_token_path)
+    # Serve the web app and the HTTP API here (loopback only; port 0: a free one); None: off.
+    web: TcpAddress | None = field(default_factory=lambda: TcpAddress("127.0.0.1", 0))
+    # Where the web app saves images people add (inside a root); None: adding is off.
+    upload_dir: Path | None = None
     source: Path | None = None  # the file this came from, for messages
 
 
@@ -203,8 +232,18 @@ def parse_config(data: object, source: Path, *, require_roots: bool = True) -> C
         token_file=_env_path(TOKEN_FILE_ENV)
         or reader.path(table.get("token_file"), "token_file", base)
         or user_token_path(),
+        web=reader.web(key("web")),
+        upload_dir=reader.folder(table.get("upload_dir"), "upload_dir", base),
         source=source,
     )
+    if config.upload_dir is not None and not any(
+        config.upload_dir == root or config.upload_dir.is_relative_to(root) for root in config.roots
+    ):
+        reader.fail(
+            "upload_dir",
+            f"names {config.upload_dir}, which is not inside a root; the images added there "
+            "must be indexed, so name a folder inside one of the roots",
+        )
     if not config.include:
         raise ConfigError(f"{source}: key 'include' is empty; list at least one glob like '*.jpg'")
     return config
@@ -257,6 +296,15 @@ class _Reader:
             return None
         expanded = Path(os.path.expandvars(self.string(value, key))).expanduser()
         return expanded if expanded.is_absolute() else (base / expanded).resolve()
+
+    def folder(self, value: object, key: str, base: Path) -> Path | None:
+        """An absolute, resolved folder path (it need not exist yet); None when not given."""
+        path = self.path(value, key, base)
+        if path is None:
+            return None
+        if path.exists() and not path.is_dir():
+            self.fail(key, f"names {path}, which is not a directory; name a folder")
+        return path.resolve()
 
     def root(self, value: object, key: str, base: Path, must_exist: bool) -> tuple[Path, bool]:
         """(absolute path, poll?) from `~/Pictures` or `{path: ~/Pictures, poll: true}`."""
@@ -315,15 +363,34 @@ class _Reader:
         """None, a port (loopback), or "HOST:PORT" ("[::1]:PORT" for IPv6)."""
         if value is None:
             return None
+        return self.address(value, "tcp", example="'127.0.0.1:50051'")
+
+    def address(self, value: object, key: str, *, example: str) -> TcpAddress:
+        """A port (loopback), or "HOST:PORT" ("[::1]:PORT" for IPv6)."""
         if isinstance(value, int) and not isinstance(value, bool):
             value = str(value)
         if not isinstance(value, str):
-            self.fail("tcp", f"must be a port or 'HOST:PORT' like '127.0.0.1:50051', not {value!r}")
+            self.fail(key, f"must be a port or 'HOST:PORT' like {example}, not {value!r}")
         host, _, port = value.rpartition(":")
         host = host.removeprefix("[").removesuffix("]") or "127.0.0.1"
         if not port.isdigit() or not 0 <= int(port) <= 65535:
-            self.fail("tcp", f"is {value!r}; write a port from 0 to 65535 as 'HOST:PORT'")
+            self.fail(key, f"is {value!r}; write a port from 0 to 65535 as 'HOST:PORT'")
         return TcpAddress(host, int(port))
+
+    def web(self, value: object) -> TcpAddress | None:
+        """off (false), a port, or "HOST:PORT" on a loopback address."""
+        if value is False or value == "off":
+            return None
+        if isinstance(value, TcpAddress):  # the default
+            return value
+        address = self.address(value, "web", example="'127.0.0.1:8765' or off")
+        if not address.loopback:
+            self.fail(
+                "web",
+                f"is {value!r}: the web app serves only this machine; use a loopback address "
+                "like 127.0.0.1:8765 (reach it from elsewhere through an SSH tunnel) or off",
+            )
+        return address
 
     def globs(self, value: object, key: str) -> tuple[str, ...]:
         if not isinstance(value, list | tuple) or not all(isinstance(v, str) and v for v in value):

@@ -8,12 +8,17 @@ waiting for it.
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import logging
+import os
+import socket
 import threading
+import urllib.parse
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -22,7 +27,7 @@ import numpy.typing as npt
 
 from clipd import probe_cache
 from clipd.config import RANDOM_WEIGHTS, ModelConfig
-from clipd.errors import ModelError
+from clipd.errors import ModelError, UnknownModel, WeightsOffline
 from clipd.records import ModelIdentity
 
 if TYPE_CHECKING:
@@ -56,7 +61,7 @@ class Embedder:
         self._torch = torch
         self.device = _pick_device(config.device)
         self.dtype = _pick_dtype(config.precision, self.device)
-        model_name = _register_model_config(config.name)
+        model_name = check_model(config)
         name, pretrained = _identity_of(config.name), _identity_of(config.pretrained)
         # The smallest probe cosine of bf16 against fp32, when `auto` weighed bf16: from an
         # earlier start if one probed these weights here, else measured below.
@@ -75,7 +80,8 @@ class Embedder:
         self.image_size = _image_side(self._model)
         if probing:
             self._check_bf16(model_name)
-            assert probe_key is not None and self.bf16_cosine is not None  # set by the probe
+            assert probe_key is not None
+            assert self.bf16_cosine is not None  # set by the probe
             probe_cache.store(probe_key, self.bf16_cosine)
         else:
             self._model.to(device=self.device)  # built in self.dtype already
@@ -250,6 +256,33 @@ def _register_model_config(name: str) -> str:
     return Path(name).stem
 
 
+def check_model(config: ModelConfig) -> str:
+    """open_clip's name for model.name, once it is known to name a model, and model.pretrained
+    a tag of it, a checkpoint file or 'random'; UnknownModel otherwise.
+
+    Lists what open_clip knows without loading any weights, but imports open_clip and torch.
+    """
+    import open_clip
+
+    model_name = _register_model_config(config.name)
+    if model_name not in open_clip.list_models():
+        close = difflib.get_close_matches(model_name, open_clip.list_models(), n=3)
+        raise UnknownModel(
+            f"model.name {model_name!r} is not an OpenCLIP model"
+            + (f" (did you mean {', '.join(close)}?)" if close else "")
+            + "; see open_clip.list_models(), or give the path of a model-config JSON"
+        )
+    pretrained = config.pretrained
+    if pretrained != RANDOM_WEIGHTS and not Path(pretrained).is_file():
+        tags = open_clip.list_pretrained_tags_by_model(model_name)
+        if pretrained not in tags:
+            raise UnknownModel(
+                f"model.pretrained {pretrained!r} is not a tag of {model_name}; "
+                f"use one of: {', '.join(tags) or '(none: give a checkpoint file path)'}"
+            )
+    return model_name
+
+
 # open_clip's names for our precisions; pure_*: every weight cast, LayerNorms too, as Module.to.
 _OPEN_CLIP_PRECISION = {"fp32": "fp32", "bf16": "pure_bf16", "fp16": "pure_fp16"}
 
@@ -261,29 +294,107 @@ def _load(
     fp16): a bf16 model never holds an fp32 copy of itself beside the checkpoint being read."""
     import open_clip
 
-    if model_name not in open_clip.list_models():
-        raise ModelError(
-            f"model.name {model_name!r} is not an OpenCLIP model; see open_clip.list_models(), "
-            "or give the path of a model-config JSON"
-        )
+    _log_hub_messages_once()
     weights = None if pretrained == RANDOM_WEIGHTS else pretrained
     if weights is None:
         log.warning("model.pretrained is 'random': random weights, search results are noise")
-    elif not Path(weights).is_file():
-        tags = open_clip.list_pretrained_tags_by_model(model_name)
-        if weights not in tags:
-            raise ModelError(
-                f"model.pretrained {weights!r} is not a tag of {model_name}; "
-                f"use one of: {', '.join(tags) or '(none: give a checkpoint file path)'}"
-            )
+    offline = weights is not None and not Path(weights).is_file() and _offline(model_name, weights)
     try:
-        model, _, preprocess = open_clip.create_model_and_transforms(
-            model_name, pretrained=weights, precision=_OPEN_CLIP_PRECISION[precision]
-        )
+        with _hub_offline(offline):
+            model, _, preprocess = open_clip.create_model_and_transforms(
+                model_name, pretrained=weights, precision=_OPEN_CLIP_PRECISION[precision]
+            )
         tokenizer = open_clip.get_tokenizer(model_name)
     except Exception as exc:  # open_clip and the hub raise many types; all mean "no weights"
         raise ModelError(_weights_help(model_name, pretrained, exc)) from exc
     return model, preprocess, tokenizer
+
+
+@dataclass(frozen=True)
+class _Download:
+    """Where open_clip fetches a pretrained tag's checkpoint from."""
+
+    url: str
+    # The Hugging Face repository and file, when it comes from there (as most tags do).
+    repo: str | None = None
+    filename: str | None = None
+
+
+def _download_of(model_name: str, tag: str) -> _Download | None:
+    """What open_clip would download for this tag, or None if it has no source."""
+    import open_clip
+    from huggingface_hub import constants
+
+    source = open_clip.get_pretrained_cfg(model_name, tag)
+    if source.get("hf_hub"):
+        # "org/name/" means open_clip's default file name in repository org/name.
+        repo, filename = os.path.split(source["hf_hub"])
+        filename = filename or _HUB_WEIGHTS_NAME
+        return _Download(f"{constants.ENDPOINT}/{repo}/resolve/main/{filename}", repo, filename)
+    if source.get("url"):
+        return _Download(source["url"])
+    return None
+
+
+def _offline(model_name: str, tag: str) -> bool:
+    """True if the tag's weights are not cached and their host cannot be reached.
+
+    Offline is "evident" when the user says so (HF_HUB_OFFLINE) or the host's name does not
+    resolve: then the load must neither retry (the hub retries each file five times, about a
+    minute in all) nor try the network at all. WeightsOffline if nothing can be loaded.
+    """
+    from huggingface_hub import constants, try_to_load_from_cache
+
+    download = _download_of(model_name, tag)
+    if download is None:
+        return False
+    host = urllib.parse.urlsplit(download.url).hostname or ""
+    if constants.HF_HUB_OFFLINE:
+        reason = "HF_HUB_OFFLINE is set"
+    else:
+        try:
+            socket.getaddrinfo(host, 443, type=socket.SOCK_STREAM)
+            return False
+        except (socket.gaierror, UnicodeError):
+            reason = f"cannot resolve {host}"
+    if download.repo is not None and download.filename is not None:
+        names = (_HUB_SAFE_WEIGHTS_NAME, download.filename)
+        if any(isinstance(try_to_load_from_cache(download.repo, n), str) for n in names):
+            log.info("offline (%s): loading %s / %s from the local cache", reason, model_name, tag)
+            return True
+    raise WeightsOffline(
+        f"the weights of {model_name} / {tag} are not on this machine and it is offline "
+        f"({reason}): fetch {download.url} and set model.pretrained to the file's path"
+    )
+
+
+# The file names open_clip looks for in a Hugging Face repository ("org/name/" entries).
+_HUB_WEIGHTS_NAME = "open_clip_pytorch_model.bin"
+_HUB_SAFE_WEIGHTS_NAME = "open_clip_model.safetensors"
+
+
+@contextmanager
+def _hub_offline(offline: bool) -> Iterator[None]:
+    """Within: the Hugging Face hub answers from its cache only (as HF_HUB_OFFLINE=1 does)."""
+    if not offline:
+        yield
+        return
+    from huggingface_hub import constants
+
+    saved = constants.HF_HUB_OFFLINE
+    constants.HF_HUB_OFFLINE = True
+    try:
+        yield
+    finally:
+        constants.HF_HUB_OFFLINE = saved
+
+
+def _log_hub_messages_once() -> None:
+    """huggingface_hub prints its messages through a handler of its own and also passes them on
+    to the root logger's: every line came out twice. Keep the root's, which clipd formats."""
+    hub = logging.getLogger("huggingface_hub")
+    for handler in list(hub.handlers):
+        hub.removeHandler(handler)
 
 
 def _weights_help(model_name: str, pretrained: str, exc: Exception) -> str:
@@ -292,14 +403,12 @@ def _weights_help(model_name: str, pretrained: str, exc: Exception) -> str:
             f"cannot load checkpoint {pretrained} into model {model_name} ({exc}); "
             "check that the file is an OpenCLIP checkpoint for that model"
         )
-    import open_clip
-
-    source = open_clip.get_pretrained_cfg(model_name, pretrained)
-    where = source.get("hf_hub") or source.get("url") or "its published location"
+    download = _download_of(model_name, pretrained)
+    where = download.url if download is not None else "its published location"
     return (
         f"cannot fetch weights for model {model_name} / {pretrained} ({type(exc).__name__}: "
         f"{exc}); clipd downloads them once on first start, which needs internet access to "
-        f"{where}. Offline: download the checkpoint on another machine, copy it here, and set "
+        f"{where}. Offline: download that file on another machine, copy it here, and set "
         "model.pretrained in the config to the file's path"
     )
 

@@ -29,6 +29,15 @@ class ModelError(ClipdError):
     """The model or its weights cannot be loaded."""
 
 
+class UnknownModel(ModelError, ConfigError):
+    """model.name or model.pretrained names no model or tag OpenCLIP knows: a config error
+    (exit 2, so a service manager does not restart clipd to meet it again)."""
+
+
+class WeightsOffline(ModelError):
+    """The weights are not on this machine, and this machine cannot reach where they are."""
+
+
 class ImageError(ClipdError):
     """A file cannot be turned into an RGB image; error_class is its failure kind (clipd_api.kinds).
 
@@ -42,6 +51,15 @@ class NotAnImage(ImageError):
     """The bytes are not an image format clipd reads (empty, text, random bytes, ...)."""
 
     error_class = kinds.NOT_AN_IMAGE
+
+
+class MissingDecoder(ImageError):
+    """The format is recognised, but the package that decodes it is not installed.
+
+    Such failures are retried once at every start, since installing the package needs one.
+    """
+
+    error_class = "MissingDecoder"
 
 
 class CorruptImage(ImageError):

@@ -7,6 +7,9 @@ identifying files without Image.open (see _open), the palette-transparency one b
 via RGBA. What remains are UserWarnings about damaged metadata, raised by Pillow's EXIF/TIFF
 directory parser while it reads headers; they are ordinary log lines under default filters, and
 in a process that turns warnings into errors they surface as CorruptImage.
+
+Formats are identified by content (clipd.formats); HEIC, AVIF and JPEG XL go through Pillow
+plugins in this process, camera RAW through libraw in worker processes (clipd.raw).
 """
 
 from __future__ import annotations
@@ -22,15 +25,12 @@ from typing import IO, cast
 
 from PIL import ExifTags, Image, ImageFile
 
+from clipd import formats, raw, taken
 from clipd.config import DEFAULT_MAX_PIXELS
 from clipd.errors import CorruptImage, ImageTooLarge, NotAnImage, Unreadable
 
 # Checked against the file size before reading it into memory; no sane photo comes near it.
 MAX_FILE_BYTES = 512 * 1024 * 1024
-
-# Pillow format names tried, by their magic numbers; nothing else is ever parsed.
-_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")
-_NOT_SUPPORTED = "not a JPEG, PNG, WebP, GIF, BMP or TIFF image"
 
 # Where the composited background shows through transparent pixels. Mid grey rather than white or
 # black: dark artwork (text, line drawings) and light artwork (icons made for dark themes) both
@@ -38,8 +38,9 @@ _NOT_SUPPORTED = "not a JPEG, PNG, WebP, GIF, BMP or TIFF image"
 _BACKGROUND = (128, 128, 128)
 
 # What Pillow raises on damaged data. Its header parsers also let IndexError/TypeError/KeyError
-# escape from some plugins; Warning is here because a process running with warnings as errors
-# (the test suite) gets Pillow's metadata warnings raised from inside these calls.
+# escape from some plugins, and the JPEG XL plugin raises RuntimeError; Warning is here because
+# a process running with warnings as errors (the test suite) gets Pillow's metadata warnings
+# raised from inside these calls.
 _DECODE_ERRORS = (
     OSError,
     SyntaxError,
@@ -49,6 +50,7 @@ _DECODE_ERRORS = (
     IndexError,
     TypeError,
     KeyError,
+    RuntimeError,
     Warning,
 )
 _BOMB_ERRORS = (Image.DecompressionBombError, Image.DecompressionBombWarning)
@@ -82,33 +84,6 @@ _SWAPS_SIDES = frozenset(
     }
 )
 
-# Leading bytes of common non-image (or unsupported image) files, for NotAnImage messages.
-_SIGNATURES = (
-    (b"%PDF", "a PDF document"),
-    (b"PK\x03\x04", "a ZIP archive (or an Office/EPUB document)"),
-    (b"\x1f\x8b", "gzip-compressed data"),
-    (b"8BPS", "a Photoshop document"),
-    (b"\x00\x00\x01\x00", "an ICO icon"),
-    (b"\xff\x0a", "a JPEG XL image"),
-    (b"\x00\x00\x00\x0cJXL ", "a JPEG XL image"),
-    (b"\x00\x00\x00\x0cjP  ", "a JPEG 2000 image"),
-    (b"\xff\x4f\xff\x51", "a JPEG 2000 codestream"),
-    (b"RIFF", "a RIFF file that is not WebP (AVI, WAV, ...)"),
-    (b"\x7fELF", "an ELF executable"),
-)
-# ISO base media files (ftyp box at offset 4) by brand.
-_FTYP_BRANDS = {
-    b"heic": "a HEIC image",
-    b"heix": "a HEIC image",
-    b"mif1": "a HEIF image",
-    b"msf1": "a HEIF image sequence",
-    b"avif": "an AVIF image",
-    b"avis": "an AVIF image sequence",
-}
-
-# Register every Pillow plugin now, once, instead of lazily inside concurrent loader threads.
-Image.init()
-
 
 @dataclass(frozen=True, slots=True)
 class DecodedImage:
@@ -117,7 +92,8 @@ class DecodedImage:
     image: Image.Image  # RGB, EXIF orientation applied, possibly downscaled (min_side)
     width: int  # original width after orientation, not the downscaled one
     height: int
-    format: str  # Pillow format name, e.g. "JPEG" (or "MPO" for multi-picture JPEGs)
+    format: str  # Pillow format name, e.g. "JPEG" (or "MPO" for multi-picture JPEGs), or RAW's
+    taken: float | None = None  # capture time, seconds since the epoch (clipd.taken)
 
 
 def decode_file(
@@ -138,17 +114,43 @@ def decode_bytes(
     if min_side is not None and min_side < 1:
         raise ValueError(f"min_side must be at least 1, not {min_side}")
     _check_byte_count(len(data))
-    im = _open(data)
+    raw_format = raw.recognise(data)
+    if raw_format is not None:
+        return _decode_raw(data, raw_format, max_pixels, min_side)
+    im = _open(data, max_pixels)
     fmt = im.format or "image"
     _check_pixels(im.size, max_pixels)
-    original_size = im.size
+    width, height = im.size  # before draft() reduces it
+    rgb, transpose = _pixels(im, fmt, min_side, orient=_uses_exif_orientation(im))
+    if transpose in _SWAPS_SIDES:
+        width, height = height, width
+    return DecodedImage(rgb, width, height, fmt, _taken(im))
+
+
+def read_taken(path: Path) -> float | None:
+    """The capture time of an image file, from its metadata alone (no pixels are decoded, but
+    for JPEG XL and the RAW formats without TIFF structure); ImageError if it cannot be read."""
+    data = _read_file(path)
+    _check_byte_count(len(data))
+    if raw.recognise(data) is None:
+        return _taken(_open(data))
+    when = taken.from_tiff(data)
+    if when is None:  # CR3, RAF: only libraw knows; min_side=1 takes any embedded preview
+        when = _decode_raw(data, "RAW", DEFAULT_MAX_PIXELS, 1).taken
+    return when
+
+
+def _pixels(
+    im: ImageFile.ImageFile, fmt: str, min_side: int | None, *, orient: bool
+) -> tuple[Image.Image, Image.Transpose | None]:
+    """Decode im to RGB, reduced towards min_side, upright; and the transpose that was applied."""
     try:
         if min_side is not None:
             # JPEG decodes at 1/2, 1/4 or 1/8 scale in the DCT domain, keeping both sides (hence
             # the shorter side, whichever way the image is rotated) >= min_side; no-op otherwise.
             im.draft("RGB", (min_side, min_side))
         im.load()
-        transpose = _orientation(im)
+        transpose = _orientation(im) if orient else None
         rgb = _downscale(_to_rgb(im), min_side)
         if transpose is not None:
             rgb = rgb.transpose(transpose)
@@ -156,10 +158,51 @@ def decode_bytes(
         raise ImageTooLarge(f"{fmt} over Pillow's own size limit: {_one_line(e)}") from e
     except _DECODE_ERRORS as e:
         raise CorruptImage(f"damaged or truncated {fmt}: {_one_line(e)}") from e
-    width, height = original_size
-    if transpose in _SWAPS_SIDES:
+    return rgb, transpose
+
+
+def _uses_exif_orientation(im: Image.Image) -> bool:
+    """False for pictures whose decoder already turned them upright by their own rules.
+
+    pillow-heif applies HEIF's irot/imir boxes and resets EXIF's orientation to 1. A JPEG XL
+    codestream carries its orientation, which the decoder applies, and the JPEG XL spec says
+    EXIF's is then ignored; a JPEG XL that is a losslessly recompressed JPEG comes back as that
+    JPEG, whose EXIF orientation does count.
+    """
+    return im.format != "JXL" or bool(getattr(im, "jpeg", False))
+
+
+def _taken(im: Image.Image) -> float | None:
+    try:
+        exif = im.getexif()
+    except _DECODE_ERRORS:
+        return None
+    return taken.from_exif(exif)
+
+
+def _decode_raw(
+    data: bytes, raw_format: str, max_pixels: int, min_side: int | None
+) -> DecodedImage:
+    """A camera RAW, decoded by a worker process: its preview JPEG or a half-size demosaic."""
+    if not formats.AVAILABLE[formats.RAW]:
+        raise formats.missing(formats.RAW)
+    picture = raw.decode(data, max_pixels=max_pixels, min_side=min_side)
+    if picture.jpeg is not None:
+        preview = _open(picture.jpeg, max_pixels)
+        _check_pixels(preview.size, max_pixels)
+        # The camera's orientation is the RAW's (libraw's flip); a preview's own EXIF is not.
+        image, _ = _pixels(preview, f"{raw_format} preview", min_side, orient=False)
+    elif picture.rgb is not None:
+        image = _downscale(picture.rgb, min_side)
+    else:
+        raise CorruptImage(f"damaged {raw_format}: no picture in it")
+    if picture.transpose is not None:
+        image = image.transpose(picture.transpose)
+    width, height = picture.width, picture.height
+    if picture.transpose in _SWAPS_SIDES:
         width, height = height, width
-    return DecodedImage(image=rgb, width=width, height=height, format=fmt)
+    when = taken.from_tiff(data)
+    return DecodedImage(image, width, height, raw_format, picture.taken if when is None else when)
 
 
 def _read_file(path: Path) -> bytes:
@@ -223,23 +266,19 @@ def _check_pixels(size: tuple[int, int], max_pixels: int) -> None:
         )
 
 
-def _open(data: bytes) -> ImageFile.ImageFile:
+def _open(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> ImageFile.ImageFile:
     """Parse the header of a supported format, identified by content; no pixels are decoded.
 
-    This is Image.open's identification loop restricted to _FORMATS, run by hand because
+    This is Image.open's identification loop restricted to clipd.formats, run by hand because
     Image.open also applies Pillow's global MAX_IMAGE_PIXELS, warning (DecompressionBombWarning)
-    above it; _check_pixels applies the caller's cap instead.
+    above it; _check_pixels applies the caller's cap instead. JPEG XL's plugin decodes as it
+    opens, so its size is checked first, from its header.
     """
-    prefix = data[:16]
-    for fmt in _FORMATS:
-        factory, accept = Image.OPEN[fmt]
-        verdict = accept(prefix) if accept else True
-        # A str verdict is Pillow saying "this format, but its codec is not installed".
-        if isinstance(verdict, str):
-            raise NotAnImage(f"{fmt} not readable here: {verdict}")
-        if verdict:
-            return _parse_header(factory, fmt, data)
-    raise NotAnImage(f"{_NOT_SUPPORTED}: {_describe(data)}")
+    fmt = formats.identify(data)
+    if fmt == "JXL":
+        _check_pixels(formats.jxl_size(data), max_pixels)
+    factory, _ = Image.OPEN[fmt]
+    return _parse_header(factory, fmt, data)
 
 
 def _parse_header(factory: _Factory, fmt: str, data: bytes) -> ImageFile.ImageFile:
@@ -250,8 +289,8 @@ def _parse_header(factory: _Factory, fmt: str, data: bytes) -> ImageFile.ImageFi
         raise ImageTooLarge(f"{fmt} over Pillow's own size limit: {_one_line(e)}") from e
     except _DECODE_ERRORS as e:
         # BMP's magic is only "BM": a text file starting "BMW..." lands here and is not an image.
-        if _looks_like_text(data):
-            raise NotAnImage(f"{_NOT_SUPPORTED}: {_describe(data)}") from e
+        if formats.looks_like_text(data):
+            raise NotAnImage(f"{formats.NOT_SUPPORTED}: {formats.describe(data)}") from e
         raise CorruptImage(f"damaged {fmt} header: {_one_line(e)}") from e
 
 
@@ -270,7 +309,7 @@ def _orientation(im: Image.Image) -> Image.Transpose | None:
 
 
 def _to_rgb(im: Image.Image) -> Image.Image:
-    """Convert any mode Pillow yields for _FORMATS to RGB, with correct levels and no alpha."""
+    """Convert any mode Pillow yields for clipd.formats to RGB, with correct levels and no alpha."""
     if im.mode.startswith("I"):
         im = _int_to_l(im)
     elif im.mode == "F":
@@ -316,32 +355,6 @@ def _downscale(im: Image.Image, min_side: int | None) -> Image.Image:
         return im
     factor = min(im.size) // min_side
     return im.reduce(factor) if factor >= 2 else im
-
-
-def _describe(data: bytes) -> str:
-    """Name what the bytes look like, for a NotAnImage message."""
-    if not data:
-        return "empty file"
-    if data[4:8] == b"ftyp":
-        brand = data[8:12]
-        return _FTYP_BRANDS.get(brand, f"an MP4/QuickTime file (brand {brand!r})")
-    for magic, name in _SIGNATURES:
-        if data.startswith(magic):
-            return name
-    if _looks_like_text(data):
-        head = data[:1024].lower()
-        if b"<svg" in head:
-            return "an SVG drawing (vector images are not supported)"
-        if b"<html" in head or b"<!doctype html" in head:
-            return "an HTML document"
-        return "plain text"
-    return f"unrecognised data starting {data[:8].hex(' ')}"
-
-
-def _looks_like_text(data: bytes) -> bool:
-    """True if the first bytes contain no control characters but whitespace (UTF-8 allowed)."""
-    head = data[:512]
-    return bool(head) and not any(b < 32 and b not in b"\t\n\r\f" for b in head)
 
 
 def _one_line(e: BaseException) -> str:

@@ -20,14 +20,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from clipd import images
+from clipd import images, thumbcache
 from clipd.config import Config
 from clipd.embedder import Embedder
-from clipd.errors import ImageError, StoreUnwritable
+from clipd.errors import ImageError, MissingDecoder, StoreUnwritable
 from clipd.progress import Progress
 from clipd.records import FailureRecord, FileRecord
 from clipd.scanner import FileStat, Matcher, ScanResult, content_hash, scan
 from clipd.store import Store
+from clipd.thumbcache import ThumbnailCache
 from clipd_api import kinds
 
 if TYPE_CHECKING:
@@ -36,6 +37,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 _LOG_EVERY_S = 5.0
+# Files whose capture time the backfill reads per transaction.
+_BACKFILL_CHUNK = 64
 # A batch the storage refused (disk full, read-only) is retried after these waits, doubling.
 _RETRY_FIRST_S = 1.0
 _RETRY_MAX_S = 60.0
@@ -65,6 +68,7 @@ class _Loaded:
     width: int
     height: int
     pixels: torch.Tensor
+    taken_ns: int | None
 
 
 _Outcome = _Loaded | FileRecord | FailureRecord
@@ -74,13 +78,25 @@ _STOP = object()
 class Indexer:
     """Runs scan jobs on its own thread until stop()."""
 
-    def __init__(self, config: Config, store: Store, embedder: Embedder, progress: Progress):
+    def __init__(
+        self,
+        config: Config,
+        store: Store,
+        embedder: Embedder,
+        progress: Progress,
+        thumbnails: ThumbnailCache | None = None,
+    ):
         self._config = config
+        # Where to keep a thumbnail of each image decoded for the model; None: make none.
+        self._thumbnails = thumbnails
         self._store = store
         self._embedder = embedder
         self._progress = progress
         self._matcher = Matcher(config.include, config.exclude, config.skip_hidden)
         self._offline: set[str] = set()  # roots seen missing, for logging transitions once
+        # Files that failed for want of a decoder are tried again once per start: the only way
+        # to install one is a restart.
+        self._retry_missing_decoders = True
         self.model_passes = 0  # images run through the model (reused vectors do not count)
         self._jobs: queue.Queue[ScanJob | object] = queue.Queue()
         self._stopping = threading.Event()
@@ -118,11 +134,13 @@ class Indexer:
         self._pool.shutdown(wait=True, cancel_futures=True)
 
     def run_once(self, paths: Sequence[Path]) -> ScanJob:
-        """Run one scan job on the calling thread (for `clipd index`)."""
+        """Run one scan job, then the capture-time backfill, on the calling thread (for
+        `clipd index`)."""
         job = ScanJob(tuple(paths))
         self._progress.begin_scan()
         try:
             self._run_job(job)
+            self._backfill()
         finally:
             self._pool.shutdown(wait=True, cancel_futures=True)
         return job
@@ -136,6 +154,7 @@ class Indexer:
                 break
             try:
                 self._run_job(job)
+                self._backfill()
             except StoreUnwritable as exc:  # a move or removal refused: the next scan redoes it
                 log.error("scan of %s stopped: %s", ", ".join(map(str, job.paths)), exc)
             except Exception:  # a bug in one job must not end indexing for good
@@ -153,8 +172,15 @@ class Indexer:
     def _run_job(self, job: ScanJob) -> None:
         """Run a job whose begin_scan() was counted when it was submitted."""
         try:
+            if self._retry_missing_decoders:
+                self._retry_missing_decoders = False
+                retried = self._store.forget_failures(MissingDecoder.error_class)
+                if retried:
+                    log.info("trying again %d files whose decoder was missing", retried)
             for root in job.forget:
                 job.removed += self._forget(root)
+            if set(self._config.roots) <= set(job.paths):  # a rescan of every root
+                job.removed += self._forget_outside_roots()
             for source, destination in job.moves:
                 moved = self._store.move(str(source), str(destination))
                 log.info("moved %s -> %s (%d files, no re-embedding)", source, destination, moved)
@@ -171,18 +197,38 @@ class Indexer:
             # Removed only now, so that a file moved while no event told us can still be
             # matched to its old row by content and keep its vector.
             if gone and not self._stopping.is_set():
+                # A listed file's absence means it is gone, or left out by the filters now.
+                left_out = sum(os.path.lexists(path) for path in gone)
                 job.removed += self._store.remove(gone)
-                log.info("removed %d files that no longer exist", job.removed)
+                reasons = []
+                if len(gone) > left_out:
+                    reasons.append(f"{_files(len(gone) - left_out)} that no longer exist")
+                if left_out:
+                    reasons.append(
+                        f"{_files(left_out)} that the include, exclude and hidden-file "
+                        "settings leave out"
+                    )
+                log.info("removed %s", " and ".join(reasons))
         finally:
             self._progress.end_scan()
             job.done.set()
+
+    def _forget_outside_roots(self) -> int:
+        """Drop what is indexed below no root: left by a root removed while clipd was stopped,
+        or indexed by an older clipd that took paths outside the roots."""
+        strays = self._store.indexed_outside([str(root) for root in self._config.roots])
+        if not strays:
+            return 0
+        removed = self._store.remove(strays)
+        log.info("removed %s indexed outside every root", _files(len(strays)))
+        return removed
 
     def _forget(self, root: Path) -> int:
         prefix = str(root)
         paths = self._store.known_files(prefix).keys() | self._store.known_failures(prefix).keys()
         removed = self._store.remove(sorted(paths))
         self._offline.discard(prefix)
-        log.info("removed %d files of %s, which is no longer a root", removed, root)
+        log.info("removed %s of %s, which is no longer a root", _files(removed), root)
         return removed
 
     def _plan(self, job: ScanJob) -> tuple[list[FileStat], list[str], list[FailureRecord]]:
@@ -209,6 +255,19 @@ class Indexer:
             if _changed(st, None, failed.get(p))
         ]
         return todo, sorted(p for p in gone if not p.startswith(hidden)), rejected
+
+    def _backfill(self) -> None:
+        """Read the capture times the database lacks (rows indexed before clipd stored them),
+        from the files' metadata, without the model; in chunks, giving way to any new job."""
+        done = 0
+        while not self._stopping.is_set() and self._jobs.empty():
+            rows = self._store.unread_capture_times(_BACKFILL_CHUNK)
+            if not rows:
+                break
+            self._store.set_capture_times(list(self._pool.map(_capture_time, rows)))
+            done += len(rows)
+        if done:
+            log.info("read the capture times of %d files indexed before clipd stored them", done)
 
     def _root_is_present(self, path: Path) -> bool:
         """False for a root that is missing or emptied while files are indexed under it (an
@@ -267,15 +326,23 @@ class Indexer:
             digest = content_hash(stat.path, stat.size)
             copy = self._store.find_copy(digest, stat.size)
             if copy is not None:  # a copy, a touched file, or a move no event told us of
-                vector, width, height = copy
-                return _record(stat, digest, width, height, vector)
+                return _record(
+                    stat,
+                    digest,
+                    copy.vector,
+                    size=(copy.width, copy.height),
+                    taken_ns=copy.taken_ns,
+                    taken_read=copy.taken_read,
+                )
             decoded = images.decode_file(
                 Path(stat.path),
                 max_pixels=self._config.max_image_pixels,
                 min_side=self._embedder.image_size,
             )
             pixels = self._embedder.prepare(decoded.image)
-            return _Loaded(stat, digest, decoded.width, decoded.height, pixels)
+            self._keep_thumbnail(stat, decoded)
+            taken_ns = _ns(decoded.taken)
+            return _Loaded(stat, digest, decoded.width, decoded.height, pixels, taken_ns)
         except ImageError as exc:
             return _failure(stat, exc.error_class, str(exc))
         except OSError as exc:  # vanished or unreadable while hashing
@@ -283,6 +350,14 @@ class Indexer:
         except Exception as exc:  # one odd file must never take its batch down
             log.exception("unexpected error loading %s", stat.path)
             return _failure(stat, kinds.INTERNAL_ERROR, f"{type(exc).__name__}: {exc}")
+
+    def _keep_thumbnail(self, stat: FileStat, decoded: images.DecodedImage) -> None:
+        """Make the web app's thumbnail now, from the image in hand (see clipd.thumbcache)."""
+        if self._thumbnails is None:
+            return
+        if thumbcache.big_enough(decoded.image, decoded.width, decoded.height):
+            data = thumbcache.encode(decoded.image)
+            self._thumbnails.put(stat.path, stat.size, stat.mtime_ns, data)
 
     def _commit(self, batch: _Batch, job: ScanJob) -> None:
         embedded, embed_failures = self._embed(batch.loaded)
@@ -341,7 +416,13 @@ class Indexer:
             return _merge([self._embed([item]) for item in loaded])
         pairs = zip(loaded, vectors, strict=True)
         return [
-            _record(item.stat, item.content_hash, item.width, item.height, vector.tobytes())
+            _record(
+                item.stat,
+                item.content_hash,
+                vector.tobytes(),
+                size=(item.width, item.height),
+                taken_ns=item.taken_ns,
+            )
             for item, vector in pairs
         ], []
 
@@ -384,7 +465,47 @@ def _failure(stat: FileStat, error: str, message: str) -> FailureRecord:
     return FailureRecord(stat.path, stat.size, stat.mtime_ns, error, message)
 
 
-def _record(stat: FileStat, digest: bytes, width: int, height: int, vector: bytes) -> FileRecord:
+def _record(
+    stat: FileStat,
+    digest: bytes,
+    vector: bytes,
+    *,
+    size: tuple[int, int],
+    taken_ns: int | None,
+    taken_read: bool = True,
+) -> FileRecord:
+    width, height = size
     return FileRecord(
-        stat.path, stat.size, stat.mtime_ns, stat.inode, stat.device, digest, width, height, vector
+        stat.path,
+        stat.size,
+        stat.mtime_ns,
+        stat.inode,
+        stat.device,
+        digest,
+        width,
+        height,
+        vector,
+        taken_ns=taken_ns,
+        taken_read=taken_read,
     )
+
+
+def _ns(seconds: float | None) -> int | None:
+    return None if seconds is None else round(seconds * 1e9)
+
+
+def _capture_time(row: tuple[int, str, int, int]) -> tuple[int, int, int, int | None]:
+    """Runs on a loader thread: (id, size, mtime_ns, capture time) of a backfill row."""
+    file_id, path, size, mtime_ns = row
+    try:
+        taken_ns = _ns(images.read_taken(Path(path)))
+    except ImageError:  # unreadable now: the scan deals with it; its time stays unknown
+        taken_ns = None
+    except Exception:  # one odd file must not stop the backfill
+        log.exception("unexpected error reading the capture time of %s", path)
+        taken_ns = None
+    return file_id, size, mtime_ns, taken_ns
+
+
+def _files(count: int) -> str:
+    return f"{count} file" if count == 1 else f"{count} files"

@@ -40,7 +40,8 @@ class DatabaseLock:
     def acquire(self) -> None:
         """Take the lock or raise AlreadyRunning naming the holder."""
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            # The database's folder, if this makes it: private, as store.Store makes it.
+            self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         except OSError as exc:
             raise ClipdError(f"cannot create the lock file {self.path}: {exc.strerror}") from exc

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 
-# Weight of the newest batch in the throughput average: smooth, yet quick to follow changes.
-_RATE_SMOOTHING = 0.3
+# The throughput is measured over the batches of about this many recent seconds: long enough to
+# even out batches of cached copies (near instant) and of large files, short enough to follow a
+# change of pace.
+_RATE_WINDOW_S = 20.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,15 +29,16 @@ class Snapshot:
 class Progress:
     """Counters behind a condition variable; every change wakes status watchers."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._changed = threading.Condition()
+        self._clock = clock
         self._state = "starting"
         self._scans = 0
         self._queued = 0
         self._indexed = 0
         self._failed = 0
-        self._rate = 0.0
-        self._last_batch_at: float | None = None
+        # (time, files finished then): the start of the current run of work, then each batch.
+        self._marks: deque[tuple[float, int]] = deque()
         self._version = 0
         self._problem = ""
 
@@ -56,8 +61,10 @@ class Progress:
     def begin_scan(self) -> None:
         with self._changed:
             self._scans += 1
-            if self._scans == 1:  # the clock for the first batch's rate starts with the work
-                self._last_batch_at = time.monotonic()
+            if self._scans == 1 and not self._queued:
+                # Work starts after a rest: the rate counts from now, not across the rest.
+                self._marks.clear()
+                self._marks.append((self._clock(), 0))
             self._bump()
 
     def end_scan(self) -> None:
@@ -79,13 +86,11 @@ class Progress:
             self._queued = max(0, self._queued - done)
             self._indexed += indexed
             self._failed += failed
-            now = time.monotonic()
-            if self._last_batch_at is not None and now > self._last_batch_at and done:
-                rate = done / (now - self._last_batch_at)
-                self._rate = rate if self._rate == 0 else (
-                    _RATE_SMOOTHING * rate + (1 - _RATE_SMOOTHING) * self._rate
-                )  # fmt: skip
-            self._last_batch_at = now
+            now = self._clock()
+            self._marks.append((now, done))
+            # Keep one mark older than the window: the rate's time span starts there.
+            while len(self._marks) > 2 and self._marks[1][0] <= now - _RATE_WINDOW_S:
+                self._marks.popleft()
             self._bump()
 
     @property
@@ -98,17 +103,27 @@ class Progress:
         with self._changed:
             return self._snapshot()
 
+    def _rate(self) -> float:
+        """Files finished per second over the recent batches; 0 when unknown or at rest."""
+        if not (self._scans or self._queued) or len(self._marks) < 2:
+            return 0.0
+        (start, _), (end, _) = self._marks[0], self._marks[-1]
+        done = sum(count for _, count in list(self._marks)[1:])
+        return done / (end - start) if end > start else 0.0
+
     def _snapshot(self) -> Snapshot:
         state = self._state
         if state == "idle" and (self._scans or self._queued):
             state = "indexing"
-        eta = self._queued / self._rate if self._rate > 0 and self._queued else 0.0
+        rate = self._rate()
+        # With another scan waiting its files are not counted yet: no ETA rather than a short one.
+        eta = self._queued / rate if rate > 0 and self._queued and self._scans <= 1 else 0.0
         return Snapshot(
             state,
             self._queued,
             self._indexed,
             self._failed,
-            self._rate,
+            rate,
             eta,
             self._version,
             self._problem,

@@ -12,9 +12,11 @@ could not.
 
 from __future__ import annotations
 
+import io
 import math
 import os
 import re
+import stat
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -23,14 +25,15 @@ from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
-from clipd import images, thumbnails
+from clipd import images, thumbcache, thumbnails
 from clipd.config import Config
 from clipd.embedder import Embedder, Vectors
 from clipd.errors import ImageError, ImageTooLarge
 from clipd.progress import Progress
 from clipd.records import Failure, SearchFilter, StoredHit
-from clipd.scanner import is_below
+from clipd.scanner import outside_roots
 from clipd.store import Store
+from clipd.thumbcache import ThumbnailCache
 from clipd_api.kinds import ErrorKind
 
 if TYPE_CHECKING:
@@ -75,6 +78,9 @@ class DaemonState:
     started_at: float
     embedder: Embedder | None = None
     indexer: Indexer | None = None
+    thumbnails: ThumbnailCache | None = None
+    # The web app's address, "" while it is off.
+    web_url: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +107,9 @@ class SearchQuery:
     # Seconds since the Unix epoch.
     modified_after: float | None = None
     modified_before: float | None = None
+    # The same, compared with the capture time where a file records one, else its mtime.
+    taken_after: float | None = None
+    taken_before: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,6 +143,7 @@ class StatusReport:
     database_bytes: int
     started_at: float
     problem: str
+    web_url: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,6 +159,29 @@ class Embedding:
     vector: Vectors
     model: str
     pretrained: str
+
+
+@dataclass(frozen=True, slots=True)
+class FileVersion:
+    """An indexed file as it is on disk now: what a cached picture of it must match."""
+
+    path: str
+    size: int
+    mtime_ns: int
+
+    @property
+    def etag(self) -> str:
+        return f'"{self.size:x}-{self.mtime_ns:x}"'
+
+
+@dataclass(frozen=True, slots=True)
+class Original:
+    """An indexed image for a browser: its own file when browsers show that format, else
+    `data`, the image converted to JPEG."""
+
+    version: FileVersion
+    content_type: str
+    data: bytes | None
 
 
 class Queries:
@@ -231,8 +264,11 @@ class Queries:
         vector: Vectors = embedder.embed_images([decoded.image])[0]
         return vector
 
-    def _decode(self, source: bytes | Path, min_side: int, label: str) -> images.DecodedImage:
-        """Image bytes or file, decoded down to min_side; bad input becomes a QueryError."""
+    def _decode(
+        self, source: bytes | Path, min_side: int | None, label: str
+    ) -> images.DecodedImage:
+        """Image bytes or file, decoded down to min_side (None: whole); bad input becomes a
+        QueryError."""
         max_pixels = self._state.config.max_image_pixels
         try:
             if isinstance(source, bytes):
@@ -266,6 +302,7 @@ class Queries:
             database_bytes=state.store.size_bytes(),
             started_at=state.started_at,
             problem=snap.problem,
+            web_url=state.web_url,
         )
 
     def watch_status(self, active: Callable[[], bool]) -> Iterator[StatusReport]:
@@ -288,12 +325,13 @@ class Queries:
         """Rescan paths (every root if none); with wait, return once done or once not active()."""
         _, indexer = self._ready()
         paths = [Path(_absolute(p, "paths")) for p in raw_paths]
-        roots = [str(root) for root in self._state.config.roots]
-        outside = [p for p in paths if not any(is_below(str(p), root) for root in roots)]
-        if self._remote and outside:
+        roots = self._state.config.roots
+        outside = outside_roots(paths, roots)
+        if outside:
             raise QueryError(
-                f"paths: over TCP and HTTP only paths below a root can be reindexed, "
-                f"not {outside[0]}"
+                f"paths: only paths below a root can be reindexed, and {outside[0]} is below "
+                f"none of {', '.join(map(str, roots))}; to index it, add its folder to `roots` "
+                "in the config"
             )
         job = indexer.submit(paths or list(self._state.config.roots))
         if wait:
@@ -339,6 +377,74 @@ class Queries:
         decoded = self._decode(Path(path), side, path)
         return thumbnails.render(decoded.image, side, fmt)
 
+    def current_version(self, raw_path: str) -> FileVersion:
+        """An indexed image's path, size and mtime now; NOT_FOUND if it is not indexed, gone,
+        or has become a symbolic link where the config does not follow them."""
+        path = self.indexed_path(raw_path)
+        try:
+            found = os.stat(path, follow_symlinks=self._state.config.follow_symlinks)
+        except (OSError, ValueError) as exc:
+            raise QueryError(
+                f"{path!r} is indexed but cannot be read now", ErrorKind.NOT_FOUND
+            ) from exc
+        if not stat.S_ISREG(found.st_mode):
+            raise QueryError(f"{path!r} is no longer a regular file", ErrorKind.NOT_FOUND)
+        return FileVersion(path, found.st_size, found.st_mtime_ns)
+
+    def web_thumbnail(self, version: FileVersion, side: int = 0) -> bytes:
+        """A JPEG of the image within `side` pixels (0: the cached size, THUMBNAIL_SIDE).
+
+        Sides up to THUMBNAIL_SIDE get the cached picture (made once, at index time or here);
+        larger ones are made on every call.
+        """
+        if side < 0 or side > MAX_THUMBNAIL_SIDE:
+            raise QueryError(f"size must be from 1 to {MAX_THUMBNAIL_SIDE} pixels, not {side}")
+        cache = self._state.thumbnails
+        if side > thumbcache.THUMBNAIL_SIDE:
+            decoded = self._decode(Path(version.path), side, version.path)
+            return thumbcache.encode(decoded.image, side)
+        data = cache.get(version.path, version.size, version.mtime_ns) if cache else None
+        if data is None:
+            decoded = self._decode(Path(version.path), thumbcache.THUMBNAIL_SIDE, version.path)
+            data = thumbcache.encode(decoded.image)
+            if cache is not None:
+                cache.put(version.path, version.size, version.mtime_ns, data)
+        return data
+
+    def original(self, raw_path: str) -> Original:
+        """An indexed image as a browser can show it: the file itself, or a converted JPEG."""
+        version = self.current_version(raw_path)
+        try:
+            with open(version.path, "rb") as file:
+                head = file.read(16)
+        except OSError as exc:
+            raise QueryError(f"{version.path!r} cannot be read now", ErrorKind.NOT_FOUND) from exc
+        content_type = _browser_type(head)
+        if content_type is not None:
+            return Original(version, content_type, None)
+        decoded = self._decode(Path(version.path), None, version.path)
+        buffer = io.BytesIO()
+        decoded.image.save(buffer, format="JPEG", quality=90)
+        return Original(version, "image/jpeg", buffer.getvalue())
+
+
+# How files that browsers show begin; any other image is converted to JPEG for them.
+_BROWSER_TYPES: tuple[tuple[int, bytes, str], ...] = (
+    (0, b"\xff\xd8\xff", "image/jpeg"),
+    (0, b"\x89PNG\r\n\x1a\n", "image/png"),
+    (0, b"GIF87a", "image/gif"),
+    (0, b"GIF89a", "image/gif"),
+    (8, b"WEBP", "image/webp"),
+    (4, b"ftypavif", "image/avif"),
+)
+
+
+def _browser_type(head: bytes) -> str | None:
+    for offset, magic, content_type in _BROWSER_TYPES:
+        if head[offset : offset + len(magic)] == magic:
+            return content_type
+    return None
+
 
 def _thumbnail_side(requested: int) -> int:
     if requested < 0:
@@ -369,16 +475,26 @@ def _search_filter(query: SearchQuery) -> SearchFilter:
         if not _EXTENSION.fullmatch(ext):
             raise QueryError(f"extensions: {raw!r} is not a file extension like 'jpg'")
         extensions.append(ext)
-    after = _time_ns(query.modified_after, "modified_after")
-    before = _time_ns(query.modified_before, "modified_before")
-    if after is not None and before is not None and after >= before:
-        raise QueryError("modified_after must be earlier than modified_before")
+    after, before = _time_range(query.modified_after, query.modified_before, "modified")
+    taken_after, taken_before = _time_range(query.taken_after, query.taken_before, "taken")
     return SearchFilter(
         under=tuple(_absolute(p, "under") for p in query.under),
         extensions=tuple(extensions),
         modified_after_ns=after,
         modified_before_ns=before,
+        taken_after_ns=taken_after,
+        taken_before_ns=taken_before,
     )
+
+
+def _time_range(
+    after: float | None, before: float | None, prefix: str
+) -> tuple[int | None, int | None]:
+    after_ns = _time_ns(after, f"{prefix}_after")
+    before_ns = _time_ns(before, f"{prefix}_before")
+    if after_ns is not None and before_ns is not None and after_ns >= before_ns:
+        raise QueryError(f"{prefix}_after must be earlier than {prefix}_before")
+    return after_ns, before_ns
 
 
 def _time_ns(seconds: float | None, field: str) -> int | None:

@@ -27,6 +27,10 @@ class FileRecord:
     width: int
     height: int
     vector: bytes
+    taken_ns: int | None = None  # capture time (clipd.taken); None: the file does not say
+    # False when taken_ns was not looked for yet (a vector reused from a row made before capture
+    # times were stored): the backfill reads it from the file.
+    taken_read: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +61,18 @@ class StoredHit:
     height: int
     size_bytes: int
     mtime: float
+    taken: float | None  # capture time, seconds since the epoch; None when unknown
+
+
+@dataclass(frozen=True, slots=True)
+class IndexedCopy:
+    """What an indexed file with the same content gives a copy of it: no need to decode it."""
+
+    vector: bytes
+    width: int
+    height: int
+    taken_ns: int | None
+    taken_read: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,12 +91,16 @@ class SearchFilter:
     extensions: tuple[str, ...] = ()
     modified_after_ns: int | None = None
     modified_before_ns: int | None = None
+    # The capture time where known, else the modification time.
+    taken_after_ns: int | None = None
+    taken_before_ns: int | None = None
 
     @property
     def narrows(self) -> bool:
-        return bool(
-            self.under
-            or self.extensions
-            or self.modified_after_ns is not None
-            or self.modified_before_ns is not None
+        times = (
+            self.modified_after_ns,
+            self.modified_before_ns,
+            self.taken_after_ns,
+            self.taken_before_ns,
         )
+        return bool(self.under or self.extensions or any(t is not None for t in times))

@@ -21,6 +21,7 @@ RESTART_KEYS = (
     "watch",
     "poll_interval",
     "log_level",
+    "web",
 )
 # Keys that change which files are indexed: every root is rescanned to apply them.
 _FILTER_KEYS = ("include", "exclude", "skip_hidden", "follow_symlinks")

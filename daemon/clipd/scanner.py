@@ -109,11 +109,15 @@ def scan(
         log.warning("cannot scan %s: %s", root, exc.strerror)
         result.unreadable.append(str(root))
         return result
-    if stat.S_ISREG(st.st_mode):
-        _add(result, str(root), st)
-    else:
+    if stat.S_ISDIR(st.st_mode):
         result.seen.add((st.st_dev, st.st_ino))
         _Walk(str(root), matcher, result, follow).run()
+    elif stat.S_ISLNK(st.st_mode):  # only without follow: lstat()
+        log.debug("skipping %s: a symlink, and follow_symlinks is off", _readable(str(root)))
+    else:
+        # A FIFO, socket or device is listed as a walk lists it: reading it fails, and so it
+        # is recorded as a failure instead of vanishing.
+        _add(result, str(root), st)
     return result
 
 
@@ -212,6 +216,13 @@ def _readable(path: str) -> str:
 def is_below(path: str, prefix: str) -> bool:
     """True if `path` is `prefix` or lies inside it."""
     return path == prefix or path.startswith(prefix.rstrip(os.sep) + os.sep)
+
+
+def outside_roots(paths: Iterable[Path], roots: Iterable[Path]) -> list[Path]:
+    """The paths below no root. Only files below a root are indexed: clipd watches and rescans
+    the roots, so a file indexed outside them would stay in results after it is gone."""
+    prefixes = [str(root) for root in roots]
+    return [path for path in paths if not any(is_below(str(path), p) for p in prefixes)]
 
 
 def content_hash(path: str, size: int) -> bytes:

@@ -94,6 +94,8 @@ class ImageSearch(pb_grpc.ImageSearchServicer):
                 extensions=list(request.extensions),
                 modified_after=_optional(request, "modified_after"),
                 modified_before=_optional(request, "modified_before"),
+                taken_after=_optional(request, "taken_after"),
+                taken_before=_optional(request, "taken_before"),
             )
         )
         return pb.SearchResponse(

@@ -33,6 +33,7 @@ from clipd.records import (
     Failure,
     FailureRecord,
     FileRecord,
+    IndexedCopy,
     ModelIdentity,
     SearchFilter,
     StoredHit,
@@ -79,6 +80,16 @@ MIGRATIONS: tuple[tuple[str, str], ...] = (
         );
         """,
     ),
+    (
+        # Capture times. Rows indexed before this migration are marked unread; the indexer's
+        # backfill reads their times from the files, without the model (Indexer._backfill).
+        "0002_capture_time",
+        """
+        ALTER TABLE files ADD COLUMN taken_ns INTEGER;
+        ALTER TABLE files ADD COLUMN taken_read INTEGER NOT NULL DEFAULT 0;
+        CREATE INDEX files_taken_unread ON files (id) WHERE taken_read = 0;
+        """,
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -90,6 +101,25 @@ _STORAGE_FAULTS = (
     ("SQLITE_IOERR", "disk I/O error (a failing disk, or a file size limit)"),
     ("SQLITE_CANTOPEN", "cannot open the database's files"),
 )
+
+
+def _create_private(path: Path) -> None:
+    """Create the database file, if missing, readable by its owner alone (0600), in a folder
+    only they can enter (0700) if clipd makes it: the index lists the user's file names.
+
+    SQLite gives the -wal and -shm files the database file's permissions.
+    """
+    try:
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StoreError(f"cannot create the database directory {path.parent}: {exc}") from exc
+    _check_writable(path)
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600))
+    except FileExistsError:
+        pass
+    except OSError as exc:
+        raise StoreError(f"cannot create the database {path}: {exc.strerror}") from exc
 
 
 def _check_writable(path: Path) -> None:
@@ -140,7 +170,19 @@ def filter_condition(where: SearchFilter) -> tuple[str, list[object]]:
     if where.modified_before_ns is not None:
         clauses.append("f.mtime_ns < ?")
         params.append(where.modified_before_ns)
+    if where.taken_after_ns is not None:
+        clauses.append(f"{_TAKEN_ELSE_MTIME} >= ?")
+        params.append(where.taken_after_ns)
+    if where.taken_before_ns is not None:
+        clauses.append(f"{_TAKEN_ELSE_MTIME} < ?")
+        params.append(where.taken_before_ns)
     return " AND ".join(clauses), params
+
+
+# What a hit is made of (_hit), in this order.
+_HIT_COLUMNS = "f.path, f.width, f.height, f.size, f.mtime_ns, f.taken_ns"
+# When a photo was taken if it says, else when its file was last modified.
+_TAKEN_ELSE_MTIME = "coalesce(f.taken_ns, f.mtime_ns)"
 
 
 _EVERYTHING = SearchFilter()
@@ -152,11 +194,7 @@ class Store:
     def __init__(self, path: Path, *, in_memory: bool = True) -> None:
         """Open (creating) the database; in_memory=False keeps searches on vec0 (benchmarks)."""
         self.path = path
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise StoreError(f"cannot create the database directory {path.parent}: {exc}") from exc
-        _check_writable(path)
+        _create_private(path)
         self._writer = sqlite.connect(path)
         self._writer.isolation_level = None  # explicit transactions only
         self._write_lock = threading.Lock()
@@ -389,14 +427,15 @@ class Store:
                 ((file_id,),) = conn.execute(
                     """
                     INSERT INTO files (path, size, mtime_ns, inode, device, content_hash,
-                                       width, height, indexed_at, state)
-                    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'ok')
+                                       width, height, indexed_at, state, taken_ns, taken_read)
+                    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'ok', ?, ?)
                     ON CONFLICT (path) DO UPDATE SET
                         size = excluded.size, mtime_ns = excluded.mtime_ns,
                         inode = excluded.inode, device = excluded.device,
                         content_hash = excluded.content_hash, width = excluded.width,
                         height = excluded.height, indexed_at = excluded.indexed_at,
-                        state = 'ok'
+                        state = 'ok', taken_ns = excluded.taken_ns,
+                        taken_read = excluded.taken_read
                     RETURNING id
                     """,
                     (
@@ -409,6 +448,8 @@ class Store:
                         rec.width,
                         rec.height,
                         now,
+                        rec.taken_ns,
+                        rec.taken_read,
                     ),
                 ).fetchall()
                 # vec0 has no upsert: replace the row's vector by delete + insert.
@@ -500,22 +541,67 @@ class Store:
         rows = self._read(f"SELECT path, size, mtime_ns FROM files WHERE {where}", params)
         return {path: (size, mtime_ns) for path, size, mtime_ns in rows}
 
+    def indexed_outside(self, prefixes: Sequence[str]) -> list[str]:
+        """Paths of indexed or failed files at or below none of `prefixes`."""
+        if not prefixes:
+            return self._paths("SELECT path FROM files UNION SELECT path FROM failures")
+        where, params = prefix_condition(prefixes)
+        return self._paths(
+            f"SELECT path FROM files WHERE NOT {where} "
+            f"UNION SELECT path FROM failures WHERE NOT {where}",
+            [*params, *params],
+        )
+
+    def _paths(self, sql: str, params: Sequence[object] = ()) -> list[str]:
+        return [path for (path,) in self._read(sql, params)]
+
     def known_failures(self, prefix: str) -> dict[str, tuple[int, int]]:
         """(size, mtime_ns) of every failed file at or below `prefix`, as last attempted."""
         where, params = prefix_condition([prefix])
         rows = self._read(f"SELECT path, size, mtime_ns FROM failures WHERE {where}", params)
         return {path: (size, mtime_ns) for path, size, mtime_ns in rows}
 
-    def find_copy(self, content_hash: bytes, size: int) -> tuple[bytes, int, int] | None:
-        """(vector, width, height) of an indexed file with this content, to reuse for a copy."""
+    def find_copy(self, content_hash: bytes, size: int) -> IndexedCopy | None:
+        """What an indexed file with this content knows, to reuse for a copy of it."""
         if self.model is None:
             return None
         rows = self._read(
-            "SELECT v.embedding, f.width, f.height FROM files f "
+            "SELECT v.embedding, f.width, f.height, f.taken_ns, f.taken_read FROM files f "
             "JOIN vectors v ON v.rowid = f.id WHERE f.content_hash = ? AND f.size = ? LIMIT 1",
             (content_hash, size),
         )
-        return (bytes(rows[0][0]), rows[0][1], rows[0][2]) if rows else None
+        if not rows:
+            return None
+        vector, width, height, taken_ns, taken_read = rows[0]
+        return IndexedCopy(bytes(vector), width, height, taken_ns, bool(taken_read))
+
+    def unread_capture_times(self, limit: int) -> list[tuple[int, str, int, int]]:
+        """(id, path, size, mtime_ns) of up to `limit` online files whose capture time was
+        never read (offline ones wait until their disk is back)."""
+        return [
+            (file_id, path, size, mtime_ns)
+            for file_id, path, size, mtime_ns in self._read(
+                "SELECT id, path, size, mtime_ns FROM files "
+                "WHERE taken_read = 0 AND state = 'ok' LIMIT ?",
+                (limit,),
+            )
+        ]
+
+    def set_capture_times(self, times: Sequence[tuple[int, int, int, int | None]]) -> None:
+        """Store (id, size, mtime_ns, taken_ns) read by the backfill. A time read from a file
+        that has changed since its row was written (another size or mtime) is not kept: the
+        scan re-indexes that file, with its time."""
+        with self._transaction() as conn:
+            conn.executemany(
+                "UPDATE files SET taken_read = 1, taken_ns = "
+                "CASE WHEN size = ? AND mtime_ns = ? THEN ? ELSE taken_ns END WHERE id = ?",
+                [(size, mtime, taken_ns, file_id) for file_id, size, mtime, taken_ns in times],
+            )
+
+    def forget_failures(self, error: str) -> int:
+        """Drop failure records of one class, so that the next scan tries those files again."""
+        with self._transaction() as conn:
+            return conn.execute("DELETE FROM failures WHERE error = ?", (error,)).rowcount
 
     def vector_for(self, path: str) -> bytes | None:
         """The stored vector of an indexed file, or None."""
@@ -570,16 +656,15 @@ class Store:
             ids, scores = ids[scores >= min_score], scores[scores >= min_score]
         # The filter again, on rows read now: a row changed since `allowed` was read drops out.
         rows = self._read(
-            f"SELECT f.id, f.path, f.width, f.height, f.size, f.mtime_ns FROM files f "
+            f"SELECT f.id, {_HIT_COLUMNS} FROM files f "
             f"WHERE f.id IN (SELECT value FROM json_each(?)) AND {condition}",
             [json.dumps(ids.tolist()), *params],
         )
         by_id = {row[0]: row[1:] for row in rows}
         hits = [
-            StoredHit(path, float(score), width, height, size, mtime_ns / 1e9)
+            _hit(float(score), by_id[file_id])
             for file_id, score in zip(ids.tolist(), scores.tolist(), strict=True)
             if file_id in by_id
-            for path, width, height, size, mtime_ns in (by_id[file_id],)
         ]
         return hits[offset : offset + limit]
 
@@ -599,7 +684,7 @@ class Store:
         max_distance = 2.0 if min_score is None else 1.0 - min_score
         hidden = self._read("SELECT count(*) FROM files WHERE state != 'ok'")[0][0]
         condition, params = filter_condition(where)
-        columns = "f.path, m.distance, f.width, f.height, f.size, f.mtime_ns"
+        columns = f"m.distance, {_HIT_COLUMNS}"
         if limit + offset <= KNN_MAX_K:
             # Filters go inside the KNN (rowid IN) so that k candidates all qualify.
             prefilter = ""
@@ -623,10 +708,7 @@ class Store:
                 WHERE {condition} AND m.distance <= ? ORDER BY m.distance LIMIT ? OFFSET ?
             """
             args = [vector, *params, max_distance, limit, offset]
-        return [
-            StoredHit(path, 1.0 - distance, width, height, size, mtime_ns / 1e9)
-            for path, distance, width, height, size, mtime_ns in self._read(sql, args)
-        ]
+        return [_hit(1.0 - distance, row) for distance, *row in self._read(sql, args)]
 
     def counts(self) -> Counts:
         ((indexed, offline, failed),) = self._read(
@@ -652,6 +734,13 @@ class Store:
             with suppress(FileNotFoundError):
                 total += Path(f"{self.path}{suffix}").stat().st_size
         return total
+
+
+def _hit(score: float, row: Sequence[Any]) -> StoredHit:
+    """A hit from a row of _HIT_COLUMNS."""
+    path, width, height, size, mtime_ns, taken_ns = row
+    taken = None if taken_ns is None else taken_ns / 1e9
+    return StoredHit(path, score, width, height, size, mtime_ns / 1e9, taken)
 
 
 def _as_matrix(blobs: Sequence[bytes], dim: int) -> Floats:

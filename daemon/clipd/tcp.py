@@ -12,9 +12,6 @@ from __future__ import annotations
 
 import hmac
 import logging
-import os
-import secrets
-import stat
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -23,43 +20,13 @@ import grpc
 from grpc_health.v1 import health
 
 from clipd.config import Config, TcpAddress
-from clipd.errors import TokenError
 from clipd.queries import Queries
 from clipd.rpc_server import RpcServer, start_rpc_server
+from clipd.tokens import load_token
 
 log = logging.getLogger(__name__)
 
 _HEALTH_PREFIX = f"/{health.SERVICE_NAME}/"
-
-
-def load_token(path: Path) -> str:
-    """The token in `path`, created (random, 0600, in a 0700 folder) if it does not exist."""
-    try:
-        if not path.exists():
-            _create_token(path)
-        mode = path.stat().st_mode
-        if mode & 0o077:
-            raise TokenError(
-                f"the token file {path} can be read by other users (mode "
-                f"{stat.S_IMODE(mode):04o}); run: chmod 600 {path}"
-            )
-        token = path.read_text(encoding="utf-8").strip()
-    except OSError as exc:
-        raise TokenError(f"cannot use the token file {path}: {exc.strerror or exc}") from exc
-    except UnicodeDecodeError as exc:
-        raise TokenError(f"the token file {path} is not text; delete it to make a new one") from exc
-    if not token:
-        raise TokenError(f"the token file {path} is empty; delete it to make a new one")
-    return token
-
-
-def _create_token(path: Path) -> None:
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    # O_EXCL: never write into a file someone else slipped in; 0600 from the first byte.
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as sink:
-        sink.write(secrets.token_urlsafe(32) + "\n")
-    log.info("created a new token for TCP clients in %s", path)
 
 
 class TokenCheck(grpc.ServerInterceptor):  # type: ignore[misc]  # grpc is untyped

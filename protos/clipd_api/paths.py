@@ -6,9 +6,20 @@ import os
 import tempfile
 from pathlib import Path
 
+CONFIG_ENV = "CLIPD_CONFIG"
 SOCKET_ENV = "CLIPD_SOCKET"
 ADDRESS_ENV = "CLIPD_ADDRESS"
 TOKEN_FILE_ENV = "CLIPD_TOKEN_FILE"
+
+
+def default_config_path() -> Path:
+    """$CLIPD_CONFIG, else $XDG_CONFIG_HOME/clipd/config.yaml: the daemon's config, which clipq
+    also reads to find the daemon."""
+    override = os.environ.get(CONFIG_ENV)
+    if override:
+        return Path(override).expanduser()
+    base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return Path(base) / "clipd" / "config.yaml"
 
 
 def runtime_dir() -> Path:

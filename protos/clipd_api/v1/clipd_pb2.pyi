@@ -20,7 +20,7 @@ class Term(_message.Message):
     def __init__(self, text: _Optional[str] = ..., image: _Optional[bytes] = ..., path: _Optional[str] = ..., weight: _Optional[float] = ...) -> None: ...
 
 class SearchRequest(_message.Message):
-    __slots__ = ("terms", "limit", "offset", "min_score", "under", "extensions", "modified_after", "modified_before")
+    __slots__ = ("terms", "limit", "offset", "min_score", "under", "extensions", "modified_after", "modified_before", "taken_after", "taken_before")
     TERMS_FIELD_NUMBER: _ClassVar[int]
     LIMIT_FIELD_NUMBER: _ClassVar[int]
     OFFSET_FIELD_NUMBER: _ClassVar[int]
@@ -29,6 +29,8 @@ class SearchRequest(_message.Message):
     EXTENSIONS_FIELD_NUMBER: _ClassVar[int]
     MODIFIED_AFTER_FIELD_NUMBER: _ClassVar[int]
     MODIFIED_BEFORE_FIELD_NUMBER: _ClassVar[int]
+    TAKEN_AFTER_FIELD_NUMBER: _ClassVar[int]
+    TAKEN_BEFORE_FIELD_NUMBER: _ClassVar[int]
     terms: _containers.RepeatedCompositeFieldContainer[Term]
     limit: int
     offset: int
@@ -37,23 +39,27 @@ class SearchRequest(_message.Message):
     extensions: _containers.RepeatedScalarFieldContainer[str]
     modified_after: float
     modified_before: float
-    def __init__(self, terms: _Optional[_Iterable[_Union[Term, _Mapping]]] = ..., limit: _Optional[int] = ..., offset: _Optional[int] = ..., min_score: _Optional[float] = ..., under: _Optional[_Iterable[str]] = ..., extensions: _Optional[_Iterable[str]] = ..., modified_after: _Optional[float] = ..., modified_before: _Optional[float] = ...) -> None: ...
+    taken_after: float
+    taken_before: float
+    def __init__(self, terms: _Optional[_Iterable[_Union[Term, _Mapping]]] = ..., limit: _Optional[int] = ..., offset: _Optional[int] = ..., min_score: _Optional[float] = ..., under: _Optional[_Iterable[str]] = ..., extensions: _Optional[_Iterable[str]] = ..., modified_after: _Optional[float] = ..., modified_before: _Optional[float] = ..., taken_after: _Optional[float] = ..., taken_before: _Optional[float] = ...) -> None: ...
 
 class Hit(_message.Message):
-    __slots__ = ("path", "score", "width", "height", "size_bytes", "mtime")
+    __slots__ = ("path", "score", "width", "height", "size_bytes", "mtime", "taken")
     PATH_FIELD_NUMBER: _ClassVar[int]
     SCORE_FIELD_NUMBER: _ClassVar[int]
     WIDTH_FIELD_NUMBER: _ClassVar[int]
     HEIGHT_FIELD_NUMBER: _ClassVar[int]
     SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
     MTIME_FIELD_NUMBER: _ClassVar[int]
+    TAKEN_FIELD_NUMBER: _ClassVar[int]
     path: str
     score: float
     width: int
     height: int
     size_bytes: int
     mtime: float
-    def __init__(self, path: _Optional[str] = ..., score: _Optional[float] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., size_bytes: _Optional[int] = ..., mtime: _Optional[float] = ...) -> None: ...
+    taken: float
+    def __init__(self, path: _Optional[str] = ..., score: _Optional[float] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., size_bytes: _Optional[int] = ..., mtime: _Optional[float] = ..., taken: _Optional[float] = ...) -> None: ...
 
 class SearchResponse(_message.Message):
     __slots__ = ("hits", "partial", "took_ms", "nothing_indexed")
@@ -72,7 +78,7 @@ class StatusRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class Status(_message.Message):
-    __slots__ = ("state", "version", "indexed", "queued", "failed", "offline", "images_per_second", "eta_seconds", "model", "pretrained", "dim", "device", "roots", "database", "database_bytes", "started_at", "problem")
+    __slots__ = ("state", "version", "indexed", "queued", "failed", "offline", "images_per_second", "eta_seconds", "model", "pretrained", "dim", "device", "roots", "database", "database_bytes", "started_at", "problem", "web_url")
     class State(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
         __slots__ = ()
         STATE_UNSPECIFIED: _ClassVar[Status.State]
@@ -102,6 +108,7 @@ class Status(_message.Message):
     DATABASE_BYTES_FIELD_NUMBER: _ClassVar[int]
     STARTED_AT_FIELD_NUMBER: _ClassVar[int]
     PROBLEM_FIELD_NUMBER: _ClassVar[int]
+    WEB_URL_FIELD_NUMBER: _ClassVar[int]
     state: Status.State
     version: str
     indexed: int
@@ -119,7 +126,8 @@ class Status(_message.Message):
     database_bytes: int
     started_at: float
     problem: str
-    def __init__(self, state: _Optional[_Union[Status.State, str]] = ..., version: _Optional[str] = ..., indexed: _Optional[int] = ..., queued: _Optional[int] = ..., failed: _Optional[int] = ..., offline: _Optional[int] = ..., images_per_second: _Optional[float] = ..., eta_seconds: _Optional[float] = ..., model: _Optional[str] = ..., pretrained: _Optional[str] = ..., dim: _Optional[int] = ..., device: _Optional[str] = ..., roots: _Optional[_Iterable[str]] = ..., database: _Optional[str] = ..., database_bytes: _Optional[int] = ..., started_at: _Optional[float] = ..., problem: _Optional[str] = ...) -> None: ...
+    web_url: str
+    def __init__(self, state: _Optional[_Union[Status.State, str]] = ..., version: _Optional[str] = ..., indexed: _Optional[int] = ..., queued: _Optional[int] = ..., failed: _Optional[int] = ..., offline: _Optional[int] = ..., images_per_second: _Optional[float] = ..., eta_seconds: _Optional[float] = ..., model: _Optional[str] = ..., pretrained: _Optional[str] = ..., dim: _Optional[int] = ..., device: _Optional[str] = ..., roots: _Optional[_Iterable[str]] = ..., database: _Optional[str] = ..., database_bytes: _Optional[int] = ..., started_at: _Optional[float] = ..., problem: _Optional[str] = ..., web_url: _Optional[str] = ...) -> None: ...
 
 class ReindexRequest(_message.Message):
     __slots__ = ("paths", "wait")

@@ -8,6 +8,12 @@ const PAGE = 60; // hits per request: the first screenful and then some
 const THUMB = 400; // longest side of a tile's thumbnail, in pixels (tiles are ~200 CSS px)
 const TYPING_PAUSE_MS = 220; // search as you type, once the typing pauses this long
 const SLOW_MS = 150; // only say "Searching…" when an answer takes longer than this
+const EXAMPLES = [
+  ["a dog on a beach", "plain words"],
+  ["sunset -people", "a minus leaves things out"],
+  ["2:snow mountains", "2: weighs a part twice"],
+];
+const EAGER = 24; // tiles whose thumbnails load without waiting for layout
 
 const $ = (selector) => document.querySelector(selector);
 const el = {
@@ -124,6 +130,7 @@ window.addEventListener("popstate", (event) => {
   queryImage = (key && imagesByEntry.get(key)) || null;
   typingEntry = false;
   showControls();
+  showTitle();
   search();
 });
 
@@ -136,7 +143,15 @@ let runs = 0;
 function newRun() {
   if (run) run.controller.abort();
   runs += 1;
-  run = { id: runs, offset: 0, done: false, busy: false, controller: new AbortController(), hits: [] };
+  run = {
+    id: runs,
+    offset: 0,
+    done: false,
+    busy: false,
+    nothingIndexed: false,
+    controller: new AbortController(),
+    hits: [],
+  };
   return run;
 }
 
@@ -201,7 +216,33 @@ function fetchPage(current) {
     signal: current.controller.signal,
   };
   if (queryImage) return api.searchImage({ ...common, image: queryImage });
-  return api.searchText({ ...common, like: query.like });
+  return rememberedAnswer({ ...common, like: query.like });
+}
+
+// Answers to text and "like" searches, kept a little while so that Back, a reload of the same
+// query or Enter pressed again shows the grid at once. An answer is reused only while the index
+// looks unchanged (same count, idle) and for at most ANSWER_TTL_MS, so edits show up soon.
+const ANSWER_TTL_MS = 30_000;
+const ANSWERS_KEPT = 40;
+const answers = new Map(); // search key -> {answer, stamp, at}
+
+function indexStamp() {
+  return daemon && daemon.state === "idle" ? `${daemon.indexed}:${daemon.failed}` : null;
+}
+
+async function rememberedAnswer(request) {
+  const { signal, ...what } = request;
+  const key = JSON.stringify(what);
+  const stamp = indexStamp();
+  const kept = answers.get(key);
+  if (kept && stamp && kept.stamp === stamp && performance.now() - kept.at < ANSWER_TTL_MS) {
+    return kept.answer;
+  }
+  const answer = await api.searchText(request);
+  answers.delete(key);
+  answers.set(key, { answer, stamp, at: performance.now() });
+  if (answers.size > ANSWERS_KEPT) answers.delete(answers.keys().next().value);
+  return answer;
 }
 
 function afterPage(current, answer) {
@@ -232,11 +273,16 @@ function failed(current, error) {
 // ---------------------------------------------------------------------------------------------
 // The state line: one plain sentence about what is going on.
 
+/** Text with `backquoted` commands, as nodes: the commands set as code. Never HTML. */
+function withCode(text) {
+  return text.split("`").map((part, i) =>
+    i % 2 ? Object.assign(document.createElement("code"), { textContent: part }) : part,
+  );
+}
+
 function say(kind, text, { retry = false, html = null } = {}) {
   el.state.className = `state state-${kind}`;
-  el.state.replaceChildren();
-  if (html) el.state.append(html);
-  else el.state.textContent = text;
+  el.state.replaceChildren(...(html ? [html] : withCode(text)));
   if (retry) {
     const button = document.createElement("button");
     button.className = "button";
@@ -247,7 +293,10 @@ function say(kind, text, { retry = false, html = null } = {}) {
   }
 }
 
+let shownWelcome = "";
+
 function showIdleState() {
+  shownWelcome = daemon ? `${daemon.indexed === 0}:${daemon.state === "indexing"}:${daemon.indexed}` : "";
   const box = document.createElement("div");
   box.className = "welcome";
   const title = document.createElement("p");
@@ -263,20 +312,43 @@ function showIdleState() {
     title.textContent = daemon
       ? `Search ${fmt.plural(daemon.indexed, "picture")} by what is in them.`
       : "Search your pictures by what is in them.";
-    tips.innerHTML =
-      "Try <code>a dog on a beach</code>, <code>sunset -people</code> (minus leaves things out) or " +
-      "<code>2:snow mountains</code> (weights). Drop, paste or pick an image to find similar ones. " +
-      "Press <kbd>/</kbd> to search from anywhere.";
+    const examples = document.createElement("p");
+    examples.className = "examples";
+    for (const [text, note] of EXAMPLES) {
+      const button = document.createElement("button");
+      button.type = "button";
+      button.className = "example";
+      button.title = note;
+      button.textContent = text;
+      button.addEventListener("click", () => {
+        el.q.value = text;
+        query.q = text;
+        commit();
+      });
+      examples.append(button);
+    }
+    tips.append(
+      "Words describe what you want; a minus leaves things out; 2: weighs a part more. ",
+      "Drop, paste or pick an image to find ones like it. Press ",
+      Object.assign(document.createElement("kbd"), { textContent: "/" }),
+      " to search from anywhere.",
+    );
+    box.append(title, examples, tips);
+    say("empty", "", { html: box });
+    return;
   }
   box.append(title, tips);
   say("empty", "", { html: box });
 }
 
 function describeResults(current, answer) {
+  current.nothingIndexed = Boolean(answer.nothing_indexed);
   if (answer.nothing_indexed) {
-    daemon = daemon ? { ...daemon, indexed: 0 } : daemon;
-    say("nothing", "Nothing is indexed yet, so there is nothing to search. " +
-      "Add pictures to a watched folder; they show up here as soon as they are read.");
+    say("nothing", daemon && daemon.state === "indexing"
+      ? "clipd is reading your pictures for the first time; none is searchable yet. " +
+        "This search runs again by itself as soon as some are."
+      : "Nothing is indexed yet, so there is nothing to search. " +
+        "Add pictures to a watched folder; they show up here as soon as they are read.");
     return;
   }
   const shown = current.hits.length;
@@ -327,7 +399,8 @@ function tile(hit, index) {
   open.setAttribute("aria-label", `${name}, score ${fmt.score(hit.score)}: open`);
   const img = document.createElement("img");
   img.alt = name;
-  img.loading = "lazy";
+  // The first screenful loads at once; the rest only as it nears the viewport.
+  img.loading = index < EAGER ? "eager" : "lazy";
   img.decoding = "async";
   img.draggable = true;
   if (hit.width > 0 && hit.height > 0) {
@@ -352,6 +425,12 @@ function tile(hit, index) {
   more.setAttribute("aria-label", `More like ${name}`);
   meta.append(scoreBadge, more);
   li.append(open, meta);
+  if (index > 0) {
+    open.tabIndex = -1;
+    more.tabIndex = -1;
+  } else {
+    li.classList.add("current");
+  }
   return li;
 }
 
@@ -365,6 +444,11 @@ el.results.addEventListener("click", (event) => {
   const index = Number(li.dataset.index);
   if (event.target.closest(".more-like")) moreLike(hitAt(index).path);
   else if (event.target.closest(".open")) openLightbox(index);
+});
+
+el.results.addEventListener("focusin", (event) => {
+  const li = event.target.closest(".hit");
+  if (li && !li.classList.contains("current")) makeCurrent(li);
 });
 
 el.results.addEventListener("dragstart", (event) => {
@@ -407,11 +491,23 @@ function verticalNeighbour(li, direction) {
   return Number(inRow[0].dataset.index);
 }
 
+/** The grid is one stop for Tab: only the current tile's buttons are in the tab order, and
+ * the arrow keys move between tiles (a "roving tabindex"). */
+function makeCurrent(li) {
+  for (const old of el.results.querySelectorAll(".hit.current")) {
+    old.classList.remove("current");
+    for (const button of old.querySelectorAll("button")) button.tabIndex = -1;
+  }
+  li.classList.add("current");
+  for (const button of li.querySelectorAll("button")) button.tabIndex = 0;
+}
+
 function focusTile(index) {
   const tiles = el.results.children;
   if (!tiles.length) return;
   const clamped = Math.max(0, Math.min(tiles.length - 1, index));
   const button = tiles[clamped].querySelector(".open");
+  makeCurrent(tiles[clamped]);
   button.focus();
   button.scrollIntoView({ block: "nearest", behavior: "smooth" });
   if (clamped >= tiles.length - 6) loadMore();
@@ -488,7 +584,13 @@ function chip(label, title, onRemove) {
 }
 
 /** Run the search for the current query and give it its own history entry. */
+function showTitle() {
+  const what = query.q.trim() || (queryImage ? "an image" : query.like.length ? "more like this" : "");
+  document.title = what ? `${what} · clipd` : "clipd";
+}
+
 function commit({ typing = false } = {}) {
+  showTitle();
   remember({ typing });
   showChips();
   showFilterSummary();
@@ -509,8 +611,11 @@ function searchByImage(file) {
     toast(`${file ? file.name || "That" : "That"} is not an image clipd can search by.`, "error");
     return;
   }
+  // A new picture starts a new search: the text and "like" terms of the last one go.
   queryImage = file;
   query.like = [];
+  query.q = "";
+  el.q.value = "";
   commit();
 }
 
@@ -752,7 +857,8 @@ async function uploadFiles(files) {
   try {
     const answer = await api.upload(files);
     if (answer.saved.length) {
-      toast(`Added ${fmt.plural(answer.saved.length, "picture")}; they appear in searches once indexed.`);
+      const added = answer.saved.length;
+      toast(`Added ${fmt.plural(added, "picture")}; ${added === 1 ? "it appears" : "they appear"} in searches once indexed.`);
     }
     for (const refused of answer.refused) toast(`${refused.name}: ${refused.reason}`, "error");
   } catch (error) {
@@ -771,7 +877,6 @@ el.uploadFiles.addEventListener("change", () => {
 // Live status at the bottom: progress, rate, time left, and any problem.
 
 function showStatus(status) {
-  const first = daemon === null;
   daemon = status;
   const s = status;
   const total = s.indexed + s.queued;
@@ -785,8 +890,8 @@ function showStatus(status) {
   else if (s.state === "indexing") {
     const parts = [`Indexing: ${fmt.number(s.indexed)} of ${fmt.number(total)} pictures`];
     if (s.images_per_second > 0) parts.push(`${s.images_per_second.toFixed(1)} pictures/s`);
-    const left = fmt.duration(s.eta_seconds);
-    if (left) parts.push(`about ${left} left`);
+    const left = fmt.timeLeft(s.eta_seconds);
+    if (left) parts.push(left);
     text = parts.join(" · ");
   } else {
     text = `${fmt.plural(s.indexed, "picture")} indexed`;
@@ -806,9 +911,11 @@ function showStatus(status) {
   if (s.roots) {
     el.roots.replaceChildren(...s.roots.map((root) => Object.assign(document.createElement("option"), { value: root })));
   }
-  if (first || !hasTerms()) {
-    if (!hasTerms()) showIdleState();
-  }
+  // The welcome is rebuilt only when what it says changes, so focus on it is not lost.
+  const welcome = `${s.indexed === 0}:${s.state === "indexing"}:${s.indexed}`;
+  if (!hasTerms() && welcome !== shownWelcome) showIdleState();
+  // A search that found an empty index runs again once there is something to find.
+  else if (run && run.nothingIndexed && s.indexed > 0) search();
 }
 
 function lostStatus(source) {
@@ -908,6 +1015,7 @@ function toast(text, kind = "info") {
 function start() {
   query = queryFromURL();
   showControls();
+  showTitle();
   if (query.under || query.since || query.until || query.ext.length || query.min) el.filters.open = true;
   history.replaceState({ image: null }, "", location.href);
   showView(location.hash === "#failures" ? "failures" : "search");

@@ -26,14 +26,15 @@ export function date(secondsSinceEpoch) {
   return secondsSinceEpoch ? dateTime.format(new Date(secondsSinceEpoch * 1000)) : "unknown";
 }
 
-export function duration(seconds) {
+/** "about 3 minutes left", "less than a minute left", or "" when unknown. */
+export function timeLeft(seconds) {
   if (!Number.isFinite(seconds) || seconds <= 0) return "";
-  if (seconds < 60) return "under a minute";
+  if (seconds < 60) return "less than a minute left";
   const minutes = Math.round(seconds / 60);
-  if (minutes < 60) return plural(minutes, "minute");
+  if (minutes < 60) return `about ${plural(minutes, "minute")} left`;
   const hours = Math.floor(minutes / 60);
   const rest = minutes % 60;
-  return rest ? `${plural(hours, "hour")} ${plural(rest, "minute")}` : plural(hours, "hour");
+  return `about ${plural(hours, "hour")}${rest ? ` ${plural(rest, "minute")}` : ""} left`;
 }
 
 export function score(value) {
