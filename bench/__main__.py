@@ -3,11 +3,12 @@
     python -m bench [--quick] [--images N] [--sizes 10000 100000 1000000] [--no-techniques]
                     [--rclip-images N] [--no-rclip]
 
-Prints the machine, then the table (a)-(i), then clipd against rclip on the same photos in the
-same run (bench/rclip.py), then what each technique gives. ViT-B-32 runs with random weights
-(speed does not depend on weights). Generated photos, rclip's environment and the shared model
-are cached under bench/out/. --quick: fewer images, rows and repeats, for a check that
-everything runs.
+Prints the machine, then the table (a)-(i), then duplicate detection at scale (20k rows with
+--quick, else 100k) and what pixel signatures cost the loaders, then clipd against rclip on the
+same photos in the same run (bench/rclip.py), then what each technique gives. ViT-B-32 runs
+with random weights (speed does not depend on weights). Generated photos, rclip's environment
+and the shared model are cached under bench/out/. --quick: fewer images, rows and repeats, for
+a check that everything runs.
 """
 
 from __future__ import annotations
@@ -24,7 +25,18 @@ from pathlib import Path
 
 import torch
 
-from bench import corpus, daemon, formats, pipeline, rclip, reconcile, search, web, web_api
+from bench import (
+    corpus,
+    daemon,
+    duplicates,
+    formats,
+    pipeline,
+    rclip,
+    reconcile,
+    search,
+    web,
+    web_api,
+)
 from clipd.embedder import Embedder
 
 
@@ -78,6 +90,10 @@ def main() -> int:
         rates = pipeline.measure(photos, paths, embedder, batch=16, repeats=repeats)
         scale = [search.scale(work, rows, 50, 3 if rows >= 1_000_000 else 20) for rows in sizes]
         busy = search.while_indexing(work, photos, embedder, 100_000 if not args.quick else 10_000)
+        duplicate_sizes = [20_000] if args.quick else [100_000]
+        duplicates.report(
+            work, duplicate_sizes, paths[:40], embedder, rounds=3 if args.quick else 7
+        )
         del embedder
         served = daemon.run(work, photos, queries=20 if not args.quick else 5,
                             fresh_files=10 if not args.quick else 3)  # fmt: skip

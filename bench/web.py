@@ -3,11 +3,13 @@
     python -m bench.web [--quick] [--images N] [--queries N] [--model vit-b-32|tiny]
 
 A warm `clipd serve` (ViT-B-32 with random weights by default: a real text encoder's cost)
-holds the phone-photo corpus; Debian's Chromium, driven by Playwright, types into the real
+holds the phone-photo corpus; Debian's Chromium, driven by Playwright, works the real
 page. Each sample starts at the Enter key's keydown and ends when the first 60 tiles' images
 are decoded and two animation frames have passed (they are on screen). New queries are texts
 the daemon has not seen, set in the box without typing (typing would search before Enter);
-repeats are the same text again (the page's answer cache and the browser's image cache at work). Also: the server's time per thumbnail request once made, over keep-alive.
+a repeat is an earlier query again, after another one (the page's answer cache and the
+browser's image cache at work). Also: the server's time per thumbnail request once made, over
+keep-alive.
 """
 
 from __future__ import annotations
@@ -197,15 +199,17 @@ def run(work: Path, images: int, queries: int, model: str = "vit-b-32") -> WebRe
             page.goto(f"{daemon.url}/?token={daemon.token}")
             page.evaluate(_WATCH_ENTER)
             _enter_to_painted(page, "warm up the model and the browser")
+            # Each repeat follows another query, as when a person comes back to a search: the
+            # grid it replaces shows other pictures.
+            texts = [f"{WORDS[n % len(WORDS)]} {n}" for n in range(queries)]
             new, repeat = [], []
-            for number in range(queries):
-                text = f"{WORDS[number % len(WORDS)]} {number}"
+            for number, text in enumerate(texts):
                 new.append(_enter_to_painted(page, text))
-                repeat.append(_enter_to_painted(page, text))
-                (a, b), (c, d) = new[-1], repeat[-1]
-                print(
-                    f"  web: {text!r}: new {a:.0f} ms (grid {b:.0f}), repeat {c:.0f} (grid {d:.0f})"
-                )
+                if number:
+                    repeat.append(_enter_to_painted(page, texts[number - 1]))
+            repeat.append(_enter_to_painted(page, texts[-1] if queries == 1 else texts[0]))
+            for (a, b), (c, d) in zip(new, repeat, strict=True):
+                print(f"  web: new {a:.0f} ms (grid {b:.0f}), repeat {c:.0f} (grid {d:.0f})")
             thumbs = _thumbnail_ms(daemon, f"{WORDS[0]} 0")
             browser.close()
     finally:

@@ -18,7 +18,16 @@ from clipd.config import Config
 from clipd_api.paths import default_socket_path
 
 # What `clipd serve` needs but `clipd --help` must not pay for (seconds on a slow disk).
-HEAVY_FOR_HELP = ("grpc", "numpy", "PIL", "sqlite_vec", "torch", "open_clip")
+HEAVY_FOR_HELP = (
+    "grpc",
+    "numpy",
+    "PIL",
+    "sqlite_vec",
+    "torch",
+    "open_clip",
+    "starlette",
+    "uvicorn",
+)
 
 
 @pytest.mark.parametrize("argv", [["--help"], ["--version"], ["serve", "--help"]])

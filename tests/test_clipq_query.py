@@ -160,3 +160,28 @@ def test_hit_lines_in_colour_keep_the_text() -> None:
     assert plain == "0.350  /pics/beach.jpg"
     assert "\x1b[33m" in hit_line(0.25, "/x.jpg", colour=True)
     assert "\x1b[3" not in hit_line(0.1, "/x.jpg", colour=True)
+
+
+def test_photo_formats_are_image_files_to_clipq_as_to_the_daemon(tmp_path: Path) -> None:
+    import io
+    import random
+
+    from fixtures.dng import make_dng
+
+    from clipd import formats, raw
+
+    picture = draw("red", "circle", (40, 30), random.Random(2))
+    samples = {"phone.heic": b"", "web.avif": b"", "new.jxl": b"", "camera.dng": make_dng(picture)}
+    for name, fmt in [("phone.heic", "HEIF"), ("web.avif", "AVIF"), ("new.jxl", "JXL")]:
+        buffer = io.BytesIO()
+        picture.save(buffer, fmt)
+        samples[name] = buffer.getvalue()
+    # RAW formats clipq can tell by their first bytes (libraw itself is only in the daemon).
+    samples["x.raf"] = b"FUJIFILMCCD-RAW 0201"
+    samples["x.cr3"] = b"\x00\x00\x00\x18ftypcrx \x00\x00\x00\x01crx isom"
+    samples["x.orf"] = b"IIRO\x08\x00\x00\x00"
+    samples["x.rw2"] = b"IIU\x00\x08\x00\x00\x00"
+    for name, data in samples.items():
+        (tmp_path / name).write_bytes(data)
+        assert image_problem(str(tmp_path / name)) is None, name
+        assert raw.recognise(data) or formats.identify(data), name

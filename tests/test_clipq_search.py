@@ -72,6 +72,7 @@ def test_json_prints_one_array_of_hits(
         "size_bytes": 1234,
         "mtime": 1.5,
         "taken": 0.5,
+        "paired": [],
         "partial": False,
     }
     assert hits[1]["taken"] is None  # no capture time recorded

@@ -109,6 +109,8 @@ def test_zsh_and_fish_list_every_option_of_every_command(command: str) -> None:
         (["clipq", "failures", "--limit", ""], []),
         (["clipq", "completion", ""], ["bash", "zsh", "fish"]),
         (["clipq", "completion", "z"], ["zsh"]),
+        (["clipq", "dup"], ["duplicates"]),
+        (["clipq", "duplicates", "--tier", ""], ["exact", "reencoded", "variant"]),
     ],
 )
 def test_bash_completes(clipq_bash: Path, words: list[str], offered: list[str]) -> None:

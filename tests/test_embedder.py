@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import random
+import subprocess
+import sys
 import threading
 from pathlib import Path
 from typing import Any
@@ -279,3 +281,21 @@ def test_serve_offline_without_weights_tries_once_and_names_the_file_to_fetch(
         f"offline (cannot resolve hub.invalid): fetch https://hub.invalid/{HUB_FILE} and set "
         "model.pretrained to the file's path"
     )
+
+
+def test_the_hubs_messages_print_once() -> None:
+    """huggingface_hub prints through a handler of its own and passes messages on to the root
+    logger too; clipd keeps one: each retry warning of a download came out twice."""
+    code = (
+        "import logging\n"
+        "from huggingface_hub.utils import logging as hub_logging\n"
+        "from clipd import cli, embedder\n"
+        "cli._setup_logging('info')\n"
+        "embedder._log_hub_messages_once()\n"
+        "hub_logging.get_logger('huggingface_hub.utils._http').warning('Retrying in 1s')\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.count("Retrying in 1s") == 1, done.stderr

@@ -93,6 +93,11 @@ def test_restart_reuses_the_index(tmp_path: Path, write_config: ConfigWriter) ->
     assert [run.returncode for run in runs] == [0, 0], runs[-1].stderr
     expected = f"indexed {len(corpus.images)}, failed {len(corpus.bad)},"
     assert runs[0].stdout.startswith(expected), runs[0].stdout
+    # The rate counts the indexing alone; the model's load is reported apart.
+    assert "; the model loaded in " in runs[0].stdout
+    for run in runs:  # no library chatter: open_clip's INFO lines are for --log-level debug
+        chatter = [line for line in run.stderr.splitlines() if " INFO clipd" not in line]
+        assert not [line for line in chatter if " INFO " in line], run.stderr
     assert runs[1].stdout.startswith("indexed 0, failed 0, removed 0"), runs[1].stdout
 
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import functools
 import io
+import os
+import signal
 import struct
 import sys
 from pathlib import Path
@@ -334,6 +336,22 @@ def test_a_request_larger_than_the_pipe_reaches_a_hung_worker_without_blocking()
     try:
         with pytest.raises(CorruptImage, match="took over"):
             pool.decode(bytes(8 << 20), max_pixels=10**8, min_side=None)
+    finally:
+        pool.close()
+
+
+@pytest.mark.timeout(60)
+def test_a_worker_finishes_its_file_through_the_signals_that_stop_the_daemon() -> None:
+    # Ctrl-C and systemd's stop signal the whole process group; the daemon finishes its batch.
+    pool = raw.WorkerPool(size=1)
+    try:
+        good = make_dng(red_circle_photo())
+        pool.decode(good, max_pixels=10**8, min_side=None)
+        [worker] = pool._idle
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            os.kill(worker._proc.pid, signum)
+        assert pool.decode(good, max_pixels=10**8, min_side=None).rgb is not None
+        assert pool._idle == [worker]
     finally:
         pool.close()
 

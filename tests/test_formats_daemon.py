@@ -55,7 +55,8 @@ def library(tmp_path: Path, write_config: ConfigWriter) -> Iterator[Path]:
         for shape in SHAPES:
             if (colour, shape) != ("red", "circle"):
                 draw(colour, shape, (320, 240), rng).save(root / f"{colour}-{shape}.jpg")
-    with daemon_process(write_config([root])) as process:
+    # circle.jpg and circle.dng would be a RAW + JPEG pair (test_pairs.py): index every file.
+    with daemon_process(write_config([root], raw_pairs="both")) as process:
         wait_until_indexed(len(SAME_PICTURE) + 11, 0)
         yield root
     assert "Traceback" not in process.output

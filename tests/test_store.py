@@ -397,3 +397,10 @@ def test_a_new_database_is_private_in_a_private_folder(tmp_path: Path) -> None:
             assert stat.S_IMODE(made.stat().st_mode) == 0o600, made
     finally:
         opened.close()
+
+
+def test_size_counts_the_database_and_its_wal(db: Store) -> None:
+    db.write_batch([record(f"/p/{n}.jpg", v) for n, v in enumerate(unit_vectors(50))], [])
+    wal = Path(f"{db.path}-wal").stat().st_size
+    assert wal > 0, "written since the last checkpoint"
+    assert db.size_bytes() == db.path.stat().st_size + wal

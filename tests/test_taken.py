@@ -119,21 +119,21 @@ def test_every_format_reports_its_capture_time(tmp_path: Path, fmt: str) -> None
     path = tmp_path / "photo"
     path.write_bytes(encoded(fmt, exif_with_time()))
     assert images.decode_file(path).taken == pytest.approx(WHEN)
-    assert images.read_taken(path) == pytest.approx(WHEN)
+    assert images.read_metadata(path)[2] == pytest.approx(WHEN)
 
 
 def test_dng_capture_time(tmp_path: Path) -> None:
     path = tmp_path / "photo.dng"
     path.write_bytes(make_dng(Image.new("RGB", (32, 24)), taken=STAMP, offset=OFFSET))
     assert images.decode_file(path).taken == pytest.approx(WHEN - 0.25)
-    assert images.read_taken(path) == pytest.approx(WHEN - 0.25)
+    assert images.read_metadata(path)[2] == pytest.approx(WHEN - 0.25)
 
 
 def test_no_metadata_no_capture_time(tmp_path: Path) -> None:
     path = tmp_path / "plain.png"
     Image.new("RGB", (8, 8)).save(path)
     assert images.decode_file(path).taken is None
-    assert images.read_taken(path) is None
+    assert images.read_metadata(path)[2] is None
 
 
 # --- the store, the migration and the backfill -----------------------------------------------

@@ -7,9 +7,7 @@ import io
 import json
 import os
 import threading
-import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -19,13 +17,11 @@ import yaml
 from conftest import TINY_MODEL_JSON, TINY_MODEL_WEIGHTS
 from fixtures.corpus import Corpus, write_corpus
 from fixtures.shapes import draw
+from harness import InProcessDaemon, daemon_process, in_process_daemon, wait_until
 from PIL import Image
-from test_watcher import Live
 
-from clipd.app import Daemon
-from clipd.config import load_config
 from clipd.tokens import load_token
-from clipd.web import api
+from clipd.web import api, inputs
 
 JSON_CONTENT = {"content-type": "application/json"}
 
@@ -33,7 +29,9 @@ JSON_CONTENT = {"content-type": "application/json"}
 class Web:
     """A daemon serving a corpus, its web URL, its token, and an authenticated client."""
 
-    def __init__(self, live: Live, corpus: Corpus, outside: Path, upload_dir: Path) -> None:
+    def __init__(
+        self, live: InProcessDaemon, corpus: Corpus, outside: Path, upload_dir: Path
+    ) -> None:
         state = live.daemon.state
         assert state is not None
         assert state.web_url
@@ -78,29 +76,6 @@ def write_web_config(folder: Path, roots: list[Path], **overrides: Any) -> Path:
     return path
 
 
-@contextmanager
-def serving(config: Path, root: Path, files: int) -> Iterator[Live]:
-    """An in-process daemon on `config`, once it has indexed `files` files under `root`."""
-    daemon = Daemon(load_config(config, require_roots=False))
-    thread = threading.Thread(target=daemon.run, name="test-daemon")
-    thread.start()
-    try:
-        live = Live(daemon, root)
-        live.wait_for(
-            lambda: (
-                daemon.state is not None
-                and daemon.state.indexer is not None
-                and len(live.indexed()) == files
-            ),
-            "initial index",
-            timeout=120,
-        )
-        yield live
-    finally:
-        daemon.stop()
-        thread.join(timeout=60)
-
-
 # The module's daemon serves every test; its thread pools grow on demand, during one test or
 # another. So threads are checked once, when it stops, instead of after each test.
 DAEMON_THREADS = ("clipd-", "test-daemon")
@@ -129,23 +104,36 @@ def web(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Web]:
     draw("red", "circle", (200, 160), __import__("random").Random(5)).save(outside)
     # A link inside the root to the private image: not followed, so never indexed.
     os.symlink(outside, corpus.root / "link-to-secret.png")
+    # Decoded whole for the tiny model (its shorter side is under 2 x 32 pixels), so the indexer
+    # can make its thumbnail from the very image it embeds.
+    small = corpus.root / "small-red-circle.png"
+    draw("red", "circle", (60, 50), __import__("random").Random(6)).save(small)
+    corpus.images[small] = ("red", "circle")
     upload_dir = corpus.root / "added"
     config = write_web_config(folder, [corpus.root], upload_dir=str(upload_dir))
     files = len(corpus.images) + len(corpus.bad)
     before = set(threading.enumerate())
-    with serving(config, corpus.root, files - len(corpus.bad)) as live:
+    with in_process_daemon(config, corpus.root, files) as live:
         web = Web(live, corpus, outside, upload_dir)
         try:
             yield web
         finally:
             web.close()
-    time.sleep(0.5)  # threads that were told to end may need a moment
-    left = [t.name for t in threading.enumerate() if t not in before and t.is_alive()]
-    assert not left, f"threads left running after the daemon stopped: {left}"
+    # Threads that were told to end may need a moment.
+    wait_until(
+        lambda: not [t for t in threading.enumerate() if t not in before and t.is_alive()],
+        "the daemon's threads to end",
+        timeout=5,
+    )
 
 
 def an_indexed(web: Web, suffix: str = ".jpg") -> Path:
     return next(path for path in web.corpus.images if path.suffix == suffix)
+
+
+def image_size(path: Path) -> tuple[int, int]:
+    with Image.open(path) as image:
+        return image.size
 
 
 def png_bytes(colour: str, shape: str) -> bytes:
@@ -154,6 +142,23 @@ def png_bytes(colour: str, shape: str) -> bytes:
     buffer = io.BytesIO()
     draw(colour, shape, (200, 160), random.Random(99)).save(buffer, format="PNG")
     return buffer.getvalue()
+
+
+def redirect_of(web: Web, raw_path: str) -> str:
+    """The Location answered to a request line with exactly this path (no client rewriting)."""
+    import http.client
+
+    url = httpx.URL(web.url)
+    assert url.port is not None
+    connection = http.client.HTTPConnection(url.host, url.port, timeout=30)
+    try:
+        connection.request("GET", raw_path)
+        response = connection.getresponse()
+        response.read()
+        assert response.status == 303
+        return response.headers["location"]
+    finally:
+        connection.close()
 
 
 def error_of(response: httpx.Response) -> tuple[int, str, str]:
@@ -189,6 +194,7 @@ def test_the_token_in_the_url_becomes_a_cookie_and_leaves_the_url(web: Web) -> N
         assert "HttpOnly" in cookie
         assert "SameSite=strict" in cookie
         assert web.token not in cookie  # the cookie admits a browser; it is not the TCP token
+        assert redirect_of(web, f"//evil.example/?token={web.token}") == "/evil.example/"
         page = browser.get("/?q=red+circle")
         assert page.status_code == 200
         assert page.headers["content-type"].startswith("text/html")
@@ -223,7 +229,9 @@ def test_thumbnails_and_originals_of_indexed_images_only(web: Web) -> None:
     thumb = web.client.get("/api/v1/thumbnail", params={"path": str(path)})
     assert thumb.status_code == 200
     assert thumb.headers["content-type"] == "image/jpeg"
-    assert "max-age" in thumb.headers["cache-control"]
+    assert "no-cache" in thumb.headers["cache-control"]  # revalidated: the file may change
+    versioned = web.client.get("/api/v1/thumbnail", params={"path": str(path), "v": "1.5"})
+    assert "immutable" in versioned.headers["cache-control"]  # v names one version of it
     with Image.open(io.BytesIO(thumb.content)) as image, Image.open(path) as full:
         assert max(image.size) == min(400, max(full.size))
     etag = {"If-None-Match": thumb.headers["etag"]}
@@ -250,6 +258,24 @@ def test_thumbnails_and_originals_of_indexed_images_only(web: Web) -> None:
         assert error_of(relative)[:2] == (400, "bad_request")
 
 
+def test_thumbnails_are_made_at_index_time_when_the_decoded_image_is_big_enough(
+    web: Web,
+) -> None:
+    state = web.live.daemon.state
+    assert state is not None
+    assert state.thumbnails is not None
+    small = web.corpus.root / "small-red-circle.png"
+    found = small.stat()
+    assert state.thumbnails.get(str(small), found.st_size, found.st_mtime_ns)
+    # A JPEG decoded at a fraction of its size for the tiny model is made on first view.
+    jpegs = [p for p in web.corpus.images if p.suffix == ".jpg" and p != an_indexed(web)]
+    jpeg = next(p for p in reversed(jpegs) if min(image_size(p)) >= 64)  # never viewed
+    found = jpeg.stat()
+    assert state.thumbnails.get(str(jpeg), found.st_size, found.st_mtime_ns) is None
+    assert web.client.get("/api/v1/thumbnail", params={"path": str(jpeg)}).status_code == 200
+    assert state.thumbnails.get(str(jpeg), found.st_size, found.st_mtime_ns)
+
+
 def test_a_file_swapped_for_a_symlink_after_indexing_is_not_served(
     web: Web, tmp_path: Path
 ) -> None:
@@ -265,22 +291,31 @@ def test_a_file_swapped_for_a_symlink_after_indexing_is_not_served(
         os.replace(kept, victim)
 
 
-def test_formats_browsers_cannot_show_come_as_jpeg(web: Web) -> None:
-    tiff = an_indexed(web, ".tiff")
-    answer = web.client.get("/api/v1/image", params={"path": str(tiff)})
+@pytest.mark.parametrize("suffix", [".tiff", ".heic", ".jxl"])
+def test_formats_browsers_cannot_show_come_as_jpeg(web: Web, suffix: str) -> None:
+    path = an_indexed(web, suffix)
+    answer = web.client.get("/api/v1/image", params={"path": str(path)})
     assert answer.status_code == 200
     assert answer.headers["content-type"] == "image/jpeg"
-    with Image.open(io.BytesIO(answer.content)) as image, Image.open(tiff) as original:
+    with Image.open(io.BytesIO(answer.content)) as image, Image.open(path) as original:
         assert image.format == "JPEG"
         assert image.size == original.size
+
+
+def test_formats_browsers_show_come_as_they_are(web: Web) -> None:
+    for suffix, content_type in ((".png", "image/png"), (".avif", "image/avif")):
+        path = an_indexed(web, suffix)
+        answer = web.client.get("/api/v1/image", params={"path": str(path)})
+        assert answer.headers["content-type"] == content_type
+        assert answer.content == path.read_bytes()
 
 
 # Search
 
 
 def test_search_by_words_in_clipqs_query_language(web: Web) -> None:
-    answer = web.search(q="a red circle", limit=2)  # there are two
-    assert web.classes(answer) == [("red", "circle")] * 2
+    answer = web.search(q="a red circle", limit=3)  # there are three
+    assert web.classes(answer) == [("red", "circle")] * 3
     assert set(answer) == {"hits", "partial", "took_ms", "nothing_indexed"}
     assert set(answer["hits"][0]) >= {"path", "score", "width", "height", "size_bytes", "mtime"}
     steered = web.search(q='"a red square" -0.5:"a red circle"', limit=3)
@@ -314,10 +349,10 @@ def test_search_by_an_uploaded_image_and_by_json_terms(web: Web) -> None:
     posted = web.client.post(
         "/api/v1/search",
         files={"image": ("query.png", png_bytes("blue", "square"), "image/png")},
-        data={"limit": "3", "ext": "png,jpg,webp,gif,bmp,tiff"},
+        data={"limit": "3", "under": str(web.corpus.root)},
     )
     assert posted.status_code == 200, posted.text
-    assert web.classes(posted.json())[:2] == [("blue", "square")] * 2
+    assert web.classes(posted.json()).count(("blue", "square")) == 2  # both of them
     import base64
 
     terms = [
@@ -358,7 +393,7 @@ def test_bad_bodies_get_400_or_413(web: Web, monkeypatch: pytest.MonkeyPatch) ->
     assert "image" in error_of(no_image)[2]
     garbage = web.client.post("/api/v1/search", files={"image": ("x.jpg", b"not an image")})
     assert error_of(garbage)[:2] == (400, "bad_request")
-    monkeypatch.setattr(api, "MAX_BODY_BYTES", 1000)
+    monkeypatch.setattr(inputs, "MAX_BODY_BYTES", 1000)
     big = web.client.post("/api/v1/search", files={"image": ("x.png", b"\0" * 5000)})
     assert error_of(big)[:2] == (413, "too_large")
 
@@ -452,7 +487,7 @@ def test_uploads_are_off_without_an_upload_dir(tmp_path: Path) -> None:
     root = tmp_path / "pics"
     root.mkdir()
     draw("red", "circle", (64, 64), __import__("random").Random(1)).save(root / "a.png")
-    with serving(write_web_config(tmp_path, [root]), root, 1) as live:
+    with in_process_daemon(write_web_config(tmp_path, [root]), root, 1) as live:
         web = Web(live, Corpus(root), tmp_path, tmp_path)
         try:
             refused = web.client.post("/api/v1/upload", files=[("file", ("a.png", b"x"))])
@@ -477,30 +512,26 @@ def test_while_the_model_loads_searches_get_503_with_retry_after(
     monkeypatch.setattr(clipd.app, "Embedder", slow_embedder)
     root = tmp_path / "pics"
     root.mkdir()
-    daemon = Daemon(load_config(write_web_config(tmp_path, [root])))
-    thread = threading.Thread(target=daemon.run, name="test-daemon")
-    thread.start()
-    try:
-        live = Live(daemon, root)
-        live.wait_for(lambda: daemon.state is not None and bool(daemon.state.web_url), "web up")
-        web = Web(live, Corpus(root), tmp_path, tmp_path)
+    with in_process_daemon(write_web_config(tmp_path, [root]), root) as live:
         try:
-            answer = web.client.get("/api/v1/search", params={"q": "red"})
-            assert error_of(answer)[:2] == (503, "not_ready")
-            assert int(answer.headers["retry-after"]) > 0
-            assert web.client.get("/api/v1/status").json()["state"] == "starting"
+            daemon = live.daemon
+            wait_until(lambda: daemon.state is not None and bool(daemon.state.web_url), "web up")
+            web = Web(live, Corpus(root), tmp_path, tmp_path)
+            try:
+                answer = web.client.get("/api/v1/search", params={"q": "red"})
+                assert error_of(answer)[:2] == (503, "not_ready")
+                assert int(answer.headers["retry-after"]) > 0
+                assert web.client.get("/api/v1/status").json()["state"] == "starting"
+            finally:
+                web.close()
         finally:
-            web.close()
-    finally:
-        loaded.set()
-        daemon.stop()
-        thread.join(timeout=60)
+            loaded.set()  # before the stop: the loader then ends, not left waiting
 
 
 def test_web_off_serves_nothing(tmp_path: Path) -> None:
     root = tmp_path / "pics"
     root.mkdir()
-    with serving(write_web_config(tmp_path, [root], web="off"), root, 0) as live:
+    with in_process_daemon(write_web_config(tmp_path, [root], web="off"), root, 0) as live:
         assert live.daemon.state is not None
         assert live.daemon.state.web_url == ""
 
@@ -539,3 +570,54 @@ def test_no_input_from_the_openapi_document_gets_a_server_error(web: Web) -> Non
         answers_without_a_server_error()
         fuzzed += 1
     assert fuzzed == sum(len(methods) for _, _, methods in api.ROUTES) - 1
+
+
+# The real processes: clipd serve, clipq web
+
+
+@pytest.mark.slow
+def test_clipq_web_signs_a_browser_in_and_sigterm_ends_open_streams(tmp_path: Path) -> None:
+    import signal
+    import subprocess
+    import sys
+
+    root = tmp_path / "pics"
+    root.mkdir()
+    draw("red", "circle", (64, 64), __import__("random").Random(1)).save(root / "a.png")
+    config = write_web_config(tmp_path, [root], log_level="info")
+    with daemon_process(config) as process:
+        process.wait_for_output("web app on http://127.0.0.1:", timeout=120)
+        process.wait_for_output("serving on", timeout=120)
+        # clipq in its own process: the URL with the token, and no web stack imported.
+        code = (
+            "import sys\n"
+            "from clipq.cli import main\n"
+            f"status = main(['web', '--print', '--socket', {str(tmp_path / 'clipd.sock')!r}, "
+            f"'--token-file', {str(tmp_path / 'secret' / 'token')!r}])\n"
+            "heavy = sorted(m for m in sys.modules "
+            "if m.split('.')[0] in ('starlette', 'uvicorn', 'numpy', 'PIL', 'torch'))\n"
+            "print('HEAVY', heavy, file=sys.stderr)\n"
+            "sys.exit(status)\n"
+        )
+        clipq = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+        )
+        assert clipq.returncode == 0, clipq.stderr
+        assert "HEAVY []" in clipq.stderr
+        url = clipq.stdout.strip()
+        assert "?token=" in url
+        with httpx.Client(timeout=30) as browser:
+            signed_in = browser.get(url, follow_redirects=True)
+            assert signed_in.status_code == 200
+            assert "token=" not in str(signed_in.url)
+            assert browser.get(str(signed_in.url.join("/api/v1/status"))).is_success
+            with browser.stream("GET", str(signed_in.url.join("/api/v1/status/events"))) as events:
+                lines = events.iter_lines()
+                assert next(lines) == "event: status"
+                process.send_signal(signal.SIGTERM)
+                # The stream ends once the daemon stops (else heartbeats would keep it open
+                # until the test's timeout).
+                for _ in lines:
+                    pass
+        assert process.wait() == 0
+    assert "Traceback" not in process.output

@@ -228,13 +228,13 @@ def shot(page: Page, name: str) -> None:
 
 
 def tiles(page: Page) -> list[dict[str, Any]]:
-    """The grid as shown: each tile's path, alt text, visible score and whether it painted."""
+    """The grid as shown: each tile's path, alt text and visible score."""
     found: list[dict[str, Any]] = page.eval_on_selector_all(
         "#results .hit",
         """tiles => tiles.map(t => {
             const img = t.querySelector("img");
-            return {path: t.dataset.path, alt: img.alt, score: t.querySelector(".score").innerText,
-                    painted: img.complete && img.naturalWidth > 0};
+            return {path: t.dataset.path, alt: img.alt,
+                    score: t.querySelector(".score").innerText};
         })""",
     )
     return found

@@ -11,7 +11,10 @@ It needs only grpc, protobuf and clipd_api, so importing it is fast.
 """
 
 from clipq._client import (
+    DUPLICATE_TIERS,
     Client,
+    DuplicateGroup,
+    DuplicatesPage,
     Failure,
     FailurePage,
     Hit,
@@ -38,11 +41,14 @@ from clipq._errors import (
 )
 
 __all__ = [
+    "DUPLICATE_TIERS",
     "BadRequest",
     "Client",
     "ClipqError",
     "DaemonStarting",
     "DaemonUnavailable",
+    "DuplicateGroup",
+    "DuplicatesPage",
     "Failure",
     "FailurePage",
     "Hit",

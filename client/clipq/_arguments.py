@@ -118,6 +118,22 @@ def score(text: str) -> float:
     return value
 
 
+# The loosest duplicate threshold the daemon accepts (clipd.duplicates.MIN_THRESHOLD).
+MIN_DUPLICATE_THRESHOLD = 0.5
+
+
+def threshold(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not MIN_DUPLICATE_THRESHOLD <= value <= 1:
+        raise argparse.ArgumentTypeError(
+            f"must be between {MIN_DUPLICATE_THRESHOLD} and 1, not {text}"
+        )
+    return value
+
+
 def extensions(text: str) -> list[str]:
     extensions = [part.strip().lstrip(".").lower() for part in text.split(",")]
     for ext in extensions:

@@ -87,6 +87,8 @@ class Hit:
     # When the photo was taken (its EXIF capture time), seconds since the Unix epoch; None when
     # the file does not record it.
     taken: float | None = None
+    # Other files of the same photo that are not indexed on their own (a RAW beside this JPEG).
+    paired: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,6 +186,40 @@ class FailurePage:
 
     def __len__(self) -> int:
         return len(self.failures)
+
+
+@dataclass(frozen=True, slots=True)
+class DuplicateGroup:
+    """Near-identical images, best kept first; each hit's score is its CLIP cosine with the
+    first. tier is "exact" (the same bytes), "reencoded" (the same picture re-encoded, resized
+    or lightly edited) or "variant" (close variants, such as bursts and small crops)."""
+
+    tier: str
+    files: tuple[Hit, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class DuplicatesPage:
+    """One page of duplicate groups; iterating over it, and len(), see only the page.
+
+    total is the number of groups in all, for paging with offset. unchecked counts the files
+    whose pixels the daemon has not compared yet (indexed before it made pixel signatures):
+    until it has, they are found only as exact copies.
+    """
+
+    groups: tuple[DuplicateGroup, ...]
+    total: int
+    unchecked: int
+
+    def __iter__(self) -> Iterator[DuplicateGroup]:
+        return iter(self.groups)
+
+    def __len__(self) -> int:
+        return len(self.groups)
+
+
+DUPLICATE_TIERS = ("exact", "reencoded", "variant")
+"""The duplicate tiers, strictest first."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -389,6 +425,38 @@ class Client:
             failures=tuple(_failure(f) for f in response.failures), total=response.total
         )
 
+    def duplicates(
+        self,
+        *,
+        threshold: float | None = None,
+        under: Iterable[str | Path] = (),
+        tier: str = "variant",
+        limit: int = 100,
+        offset: int = 0,
+    ) -> DuplicatesPage:
+        """Groups of near-identical indexed images: `limit` (at most 1000) after `offset`.
+
+        threshold is the lowest CLIP cosine at which two images are compared (default 0.9,
+        from 0.5 to 1); pixels confirm every group. under keeps only files at or below those
+        paths (relative ones are made absolute). tier is the loosest tier to group by: "exact",
+        "reencoded" or "variant". The daemon only reports; it never deletes or moves a file.
+        """
+        if tier not in DUPLICATE_TIERS:
+            raise ValueError(f"tier must be one of {', '.join(DUPLICATE_TIERS)}, not {tier!r}")
+        request = pb.DuplicatesRequest(
+            threshold=threshold,
+            under=[_absolute(p) for p in under],
+            tier=tier.upper(),
+            limit=limit,
+            offset=offset,
+        )
+        response: pb.DuplicatesResponse = self._call(self._stub.Duplicates, request)
+        return DuplicatesPage(
+            groups=tuple(_duplicate_group(g) for g in response.groups),
+            total=response.total,
+            unchecked=response.unchecked,
+        )
+
     def embed(
         self,
         text: str | None = None,
@@ -489,7 +557,17 @@ def _from_message(cls: type[_Record], message: Message, **overrides: Any) -> _Re
 
 
 def _hit(hit: pb.Hit) -> Hit:
-    return _from_message(Hit, hit, taken=hit.taken if hit.HasField("taken") else None)
+    return _from_message(
+        Hit, hit, taken=hit.taken if hit.HasField("taken") else None, paired=tuple(hit.paired)
+    )
+
+
+def _duplicate_group(group: pb.DuplicateGroup) -> DuplicateGroup:
+    try:
+        tier = pb.DuplicateGroup.Tier.Name(group.tier).lower()
+    except ValueError:  # a tier added in a newer daemon than this client
+        tier = "unknown"
+    return DuplicateGroup(tier=tier, files=tuple(_hit(h) for h in group.files))
 
 
 def _status(status: pb.Status) -> Status:

@@ -6,7 +6,7 @@ import os
 import time
 from collections.abc import Sequence
 
-from clipq._client import Failure, ReindexResult, Status
+from clipq._client import DuplicateGroup, Failure, ReindexResult, Status
 
 # Width of the bar in the live progress line.
 _BAR_WIDTH = 20
@@ -69,6 +69,26 @@ def failure_lines(failures: tuple[Failure, ...]) -> list[str]:
         f"{when(f.last_seen)}  {f.error:<{width}}  {f.path}: {' '.join(f.message.split())}"
         for f in failures
     ]
+
+
+def duplicate_lines(groups: tuple[DuplicateGroup, ...], *, width: int | None) -> list[str]:
+    """A block per group: `TIER  N files`, then a line per file, best kept first:
+    `  SCORE  WIDTHxHEIGHT  SIZE  MODIFIED  PATH`; a blank line between blocks."""
+    lines: list[str] = []
+    for group in groups:
+        if lines:
+            lines.append("")
+        lines.append(f"{group.tier}  {len(group.files)} files")
+        rows = [
+            (f"{h.score:.3f}", f"{h.width}x{h.height}", size(h.size_bytes), when(h.mtime), h.path)
+            for h in group.files
+        ]
+        widths = [max(len(row[i]) for row in rows) for i in range(4)]
+        for *columns, path in rows:
+            start = "  " + "  ".join(f"{c:>{w}}" for c, w in zip(columns, widths, strict=True))
+            room = None if width is None else max(1, width - len(start) - 2)
+            lines.append(f"{start}  {path if room is None else shorten_path(path, room)}")
+    return lines
 
 
 def reindex_line(result: ReindexResult, *, waited: bool) -> str:

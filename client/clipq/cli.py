@@ -27,9 +27,10 @@ from clipq._arguments import (
     score,
     seconds,
     split_command,
+    threshold,
     when,
 )
-from clipq._client import Client, Hit, SearchResult, Status, read_token
+from clipq._client import DUPLICATE_TIERS, Client, Hit, SearchResult, Status, read_token
 from clipq._daemon_config import socket_path, token_path
 from clipq._errors import (
     ClipqError,
@@ -40,6 +41,7 @@ from clipq._errors import (
     Unauthenticated,
 )
 from clipq._format import (
+    duplicate_lines,
     failure_lines,
     fit_paths,
     hit_line,
@@ -61,13 +63,14 @@ EXIT_INTERRUPTED = 130
 # What a shell reports for a program killed by SIGPIPE (128 + 13), as `cat big | head` does.
 EXIT_BROKEN_PIPE = 141
 
-COMMANDS = ("search", "status", "failures", "reindex", "web", "completion")
+COMMANDS = ("search", "status", "failures", "reindex", "duplicates", "web", "completion")
 
 _USAGE = """\
 clipq [OPTIONS] QUERY...  (e.g. clipq beach -people 2:sunset, clipq photo.jpg)
        clipq status [--json] [--watch] [--until-idle]
        clipq failures [--json] [-n N] [--offset K]
        clipq reindex [--wait] [--json] [PATH...]
+       clipq duplicates [--threshold T] [--under DIR] [--tier TIER] [--json]
        clipq web [--print]
        clipq completion {bash,zsh,fish}"""
 
@@ -92,6 +95,7 @@ commands (the first word; any other word starts a search):
   status             the daemon's state, counts, model and database; --watch follows it
   failures           files that could not be indexed, and why
   reindex [PATH...]  rescan files or folders (default: every root)
+  duplicates         groups of copies and near-copies of the same picture
   web                open the web app in your browser, signed in (--print: the URL)
   completion SHELL   print the completion script for bash, zsh or fish
 'clipq COMMAND --help' describes a command's options.
@@ -340,7 +344,8 @@ def _add_output_options(group: argparse._ArgumentGroup) -> None:
         action="store_const",
         const="json",
         default="lines",
-        help="print one JSON array of hits (path, score, width, height, size_bytes, mtime, taken)",
+        help="print one JSON array of hits (path, score, width, height, size_bytes, mtime, "
+        "taken, paired, partial)",
     )
     formats.add_argument(
         "--jsonl", dest="output", action="store_const", const="jsonl", help="one JSON hit per line"
@@ -473,6 +478,70 @@ def _reindex_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _duplicates_parser() -> argparse.ArgumentParser:
+    parser = _new_parser(
+        "duplicates",
+        "List groups of near-identical images, each under its tier, best kept first (RAW,\n"
+        "then most pixels, most bytes, oldest). Only a report: no file is deleted or moved.\n"
+        "Tiers: exact (the same bytes); reencoded (the same picture re-encoded, resized or\n"
+        "lightly edited: the pixels match); variant (close variants such as bursts and small\n"
+        "crops: CLIP close and the pixels alike). CLIP alone never groups two files.\n"
+        "Each group reads 'TIER  N files', then 'SCORE  WxH  SIZE  MODIFIED  PATH' lines,\n"
+        "SCORE being the CLIP cosine with the group's first file.",
+    )
+    parser.add_argument(
+        "--threshold",
+        type=threshold,
+        metavar="T",
+        help=(
+            "the lowest CLIP cosine at which two images are compared, 0.5 to 1 (default: 0.9); "
+            "lower finds looser variants, higher only the closest copies"
+        ),
+    )
+    parser.add_argument(
+        "--under",
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="only files at or below this folder (repeatable)",
+    )
+    parser.add_argument(
+        "--tier",
+        choices=DUPLICATE_TIERS,
+        default="variant",
+        help=(
+            "the loosest tier to group by: exact lists only identical files, reencoded adds "
+            "re-encodes and resizes, variant (default) adds close variants"
+        ),
+    )
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        help=(
+            "print one JSON array of groups, each {tier, files}, files being hit objects "
+            "(path, score, width, height, size_bytes, mtime)"
+        ),
+    )
+    parser.add_argument(
+        "-n",
+        "--limit",
+        type=limit,
+        default=100,
+        metavar="N",
+        help=f"number of groups to show, 1 to {MAX_LIMIT} (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--offset",
+        type=offset,
+        default=0,
+        metavar="K",
+        help="skip the first K groups, for paging (default: %(default)s)",
+    )
+    _add_connection_options(parser)
+    parser.set_defaults(run=_duplicates)
+    return parser
+
+
 def _web_parser() -> argparse.ArgumentParser:
     parser = _new_parser(
         "web",
@@ -511,6 +580,7 @@ _PARSERS: dict[str, Callable[[], argparse.ArgumentParser]] = {
     "status": _status_parser,
     "failures": _failures_parser,
     "reindex": _reindex_parser,
+    "duplicates": _duplicates_parser,
     "web": _web_parser,
     "completion": _completion_parser,
 }
@@ -797,6 +867,35 @@ def _reindex(client: Client, args: argparse.Namespace) -> None:
         print(json.dumps(asdict(result)))
     else:
         print(reindex_line(result, waited=args.wait))
+
+
+def _duplicates(client: Client, args: argparse.Namespace) -> None:
+    page = client.duplicates(
+        threshold=args.threshold,
+        under=args.under,
+        tier=args.tier,
+        limit=args.limit,
+        offset=args.offset,
+    )
+    if args.json:
+        print(json.dumps([asdict(group) for group in page]))
+    else:
+        width = shutil.get_terminal_size().columns if sys.stdout.isatty() else None
+        for line in duplicate_lines(page.groups, width=width):
+            print(line)
+    shown_to = args.offset + len(page)
+    if len(page) and shown_to < page.total:
+        print(
+            f"clipq: note: {len(page)} of {page.total} groups shown; "
+            f"--offset {shown_to} shows more",
+            file=sys.stderr,
+        )
+    if page.unchecked:
+        print(
+            f"clipq: note: {page.unchecked} files were indexed before clipd compared pixels; "
+            "until it has caught up (in the background), they are found only as exact copies",
+            file=sys.stderr,
+        )
 
 
 def _web(client: Client, args: argparse.Namespace) -> None:

@@ -118,6 +118,9 @@ class Daemon:
             self.config, store, self.progress, clipd_version(), time.time()
         )
         thumbnails = state.thumbnails = ThumbnailCache(cache_path(self.config.database))
+        indexed = {path for root in self.config.roots for path in store.known_files(str(root))}
+        if forgotten := thumbnails.keep_only(indexed):
+            log.info("forgot the thumbnails of %d files no longer indexed", forgotten)
         health_servicer = health.HealthServicer()
         health_servicer.set("", health_pb2.HealthCheckResponse.NOT_SERVING)
         health_servicer.set(SERVICE_NAME, health_pb2.HealthCheckResponse.NOT_SERVING)

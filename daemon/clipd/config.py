@@ -30,6 +30,8 @@ DATABASE_ENV = "CLIPD_DATABASE"
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+# Which file of a RAW + JPEG pair is indexed (see clipd.pairs, which these name).
+RAW_PAIRS = ("prefer_jpeg", "prefer_raw", "both")
 # Weights named like this mean "random initialisation": for benchmarks, never for real use.
 RANDOM_WEIGHTS = "random"
 
@@ -140,6 +142,8 @@ class Config:
     # Seconds between full safety-net scans of every root; 0 turns them off.
     reconcile_interval: float = 4 * 3600.0
     max_image_pixels: int = DEFAULT_MAX_PIXELS
+    # A RAW beside a JPEG/HEIC of the same photo: which one is indexed (clipd.pairs).
+    raw_pairs: str = "prefer_jpeg"
     log_level: str = "info"
     # Also serve gRPC on this TCP address (token required); None: the Unix socket only.
     tcp: TcpAddress | None = None
@@ -227,6 +231,7 @@ def parse_config(data: object, source: Path, *, require_roots: bool = True) -> C
             key("reconcile_interval"), "reconcile_interval", 0, 30 * 86400
         ),
         max_image_pixels=reader.integer(key("max_image_pixels"), "max_image_pixels", 1, 10**10),
+        raw_pairs=reader.choice(key("raw_pairs"), "raw_pairs", RAW_PAIRS),
         log_level=reader.choice(key("log_level"), "log_level", _LOG_LEVELS),
         tcp=reader.tcp(table.get("tcp")),
         token_file=_env_path(TOKEN_FILE_ENV)

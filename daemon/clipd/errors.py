@@ -59,7 +59,7 @@ class MissingDecoder(ImageError):
     Such failures are retried once at every start, since installing the package needs one.
     """
 
-    error_class = "MissingDecoder"
+    error_class = kinds.MISSING_DECODER
 
 
 class CorruptImage(ImageError):

@@ -127,17 +127,19 @@ def decode_bytes(
     return DecodedImage(rgb, width, height, fmt, _taken(im))
 
 
-def read_taken(path: Path) -> float | None:
-    """The capture time of an image file, from its metadata alone (no pixels are decoded, but
-    for JPEG XL and the RAW formats without TIFF structure); ImageError if it cannot be read."""
+def read_metadata(path: Path) -> tuple[int, int, float | None]:
+    """(width, height, capture time) of an image file from its headers; ImageError on failure.
+
+    No pixels are decoded, but for JPEG XL and RAW (their previews). Width and height are as
+    stored, except for RAW (upright): compare shapes either way round.
+    """
     data = _read_file(path)
-    _check_byte_count(len(data))
     if raw.recognise(data) is None:
-        return _taken(_open(data))
-    when = taken.from_tiff(data)
-    if when is None:  # CR3, RAF: only libraw knows; min_side=1 takes any embedded preview
-        when = _decode_raw(data, "RAW", DEFAULT_MAX_PIXELS, 1).taken
-    return when
+        im = _open(data)
+        return im.width, im.height, _taken(im)
+    # min_side=1 takes any embedded preview: libraw still reports the sensor's size.
+    decoded = _decode_raw(data, "RAW", DEFAULT_MAX_PIXELS, 1)
+    return decoded.width, decoded.height, decoded.taken
 
 
 def _pixels(

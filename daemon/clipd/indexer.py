@@ -20,10 +20,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from clipd import images, thumbcache
+from clipd import images, pairs, thumbcache
+from clipd.backfill import SignatureBackfill
 from clipd.config import Config
 from clipd.embedder import Embedder
 from clipd.errors import ImageError, MissingDecoder, StoreUnwritable
+from clipd.pixels import signature as pixel_signature
 from clipd.progress import Progress
 from clipd.records import FailureRecord, FileRecord
 from clipd.scanner import FileStat, Matcher, ScanResult, content_hash, scan
@@ -69,6 +71,7 @@ class _Loaded:
     height: int
     pixels: torch.Tensor
     taken_ns: int | None
+    signature: bytes  # clipd.pixels
 
 
 _Outcome = _Loaded | FileRecord | FailureRecord
@@ -103,6 +106,7 @@ class Indexer:
         self._thread = threading.Thread(target=self._run, name="clipd-indexer")
         threads = config.loader_threads or min(4, os.cpu_count() or 1)
         self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="clipd-loader")
+        self._signatures = SignatureBackfill(store, self._pool, self._decode)
 
     def start(self) -> None:
         self._thread.start()
@@ -134,13 +138,14 @@ class Indexer:
         self._pool.shutdown(wait=True, cancel_futures=True)
 
     def run_once(self, paths: Sequence[Path]) -> ScanJob:
-        """Run one scan job, then the capture-time backfill, on the calling thread (for
-        `clipd index`)."""
+        """Run one scan job, then the capture-time and pixel-signature backfills, on the calling
+        thread (for `clipd index`)."""
         job = ScanJob(tuple(paths))
         self._progress.begin_scan()
         try:
             self._run_job(job)
             self._backfill()
+            self._sign_unsigned()
         finally:
             self._pool.shutdown(wait=True, cancel_futures=True)
         return job
@@ -155,6 +160,7 @@ class Indexer:
             try:
                 self._run_job(job)
                 self._backfill()
+                self._sign_unsigned()
             except StoreUnwritable as exc:  # a move or removal refused: the next scan redoes it
                 log.error("scan of %s stopped: %s", ", ".join(map(str, job.paths)), exc)
             except Exception:  # a bug in one job must not end indexing for good
@@ -236,6 +242,7 @@ class Indexer:
         new failures for paths that cannot be indexed)."""
         found = ScanResult()
         present = [path for path in job.paths if self._root_is_present(path)]
+        present += self._pair_siblings(present)
         for path in present:
             scan(path, self._matcher, found, follow=self._config.follow_symlinks)
         known: dict[str, tuple[int, int]] = {}
@@ -246,7 +253,16 @@ class Indexer:
         hidden = tuple(d + os.sep for d in found.unreadable)
         listed = found.files.keys() | found.rejected.keys()
         gone = {p for p in known.keys() | failed.keys() if p not in listed}
-        todo = [st for p, st in found.files.items() if _changed(st, known.get(p), failed.get(p))]
+        left_out = self._pair(found.files)
+        gone |= {p for p in left_out if p in known or p in failed}
+        vanished = [p for root in present for p in self._store.paired_paths(str(root))]
+        if any(p not in listed for p in vanished):
+            self._store.set_pairs([], [p for p in vanished if p not in listed])
+        todo = [
+            st
+            for p, st in found.files.items()
+            if p not in left_out and _changed(st, known.get(p), failed.get(p))
+        ]
         # Newest first: the photos a user just added are the ones they will look for.
         todo.sort(key=lambda st: st.mtime_ns, reverse=True)
         rejected = [
@@ -255,6 +271,53 @@ class Indexer:
             if _changed(st, None, failed.get(p))
         ]
         return todo, sorted(p for p in gone if not p.startswith(hidden)), rejected
+
+    def _pair_siblings(self, paths: list[Path]) -> list[Path]:
+        """Files that may pair with the single files among paths (a watcher's event names one
+        file; its RAW or JPEG sibling decides whether it is indexed)."""
+        if self._config.raw_pairs == "both":
+            return []
+        siblings = []
+        for path in paths:
+            if pairs.kind(str(path)) is None:
+                continue
+            try:
+                names = os.listdir(path.parent)
+            except OSError:
+                continue
+            for name in pairs.sibling_names(str(path), names):
+                sibling = path.parent / name
+                if sibling not in paths and self._is_candidate(sibling):
+                    siblings.append(sibling)
+        return siblings
+
+    def _is_candidate(self, path: Path) -> bool:
+        """Whether the include/exclude rules take this file, below whichever root holds it."""
+        for root in self._config.roots:
+            if path.is_relative_to(root):
+                return self._matcher.wants_path(str(path.relative_to(root)), is_directory=False)
+        return False
+
+    def _pair(self, files: dict[str, FileStat]) -> set[str]:
+        """Decide RAW + JPEG pairs among files (clipd.pairs); the paths to leave out."""
+        candidates = {path: stat for path, stat in files.items() if pairs.kind(path)}
+        if not candidates:
+            return set()
+        remembered = self._store.pairs(list(candidates))
+        decided = pairs.decide(candidates, self._config.raw_pairs, remembered, self._metadata)
+        left_out = {pair.path for pair in decided}
+        new = [pair for pair in decided if remembered.get(pair.path) != pair]
+        undone = [path for path in remembered if path not in left_out]
+        if new or undone:
+            self._store.set_pairs(new, undone)
+        for pair in new:
+            log.info("%s is the same photo as %s: only the latter is indexed", pair.path,
+                     pair.partner)  # fmt: skip
+        return left_out
+
+    def _metadata(self, paths: list[str]) -> list[pairs.Metadata | None]:
+        """Header facts of files, read on the loader threads; None for one that cannot be read."""
+        return list(self._pool.map(_read_metadata, paths))
 
     def _backfill(self) -> None:
         """Read the capture times the database lacks (rows indexed before clipd stored them),
@@ -268,6 +331,13 @@ class Indexer:
             done += len(rows)
         if done:
             log.info("read the capture times of %d files indexed before clipd stored them", done)
+
+    def _sign_unsigned(self) -> None:
+        """Make the pixel signatures the database lacks (rows indexed before clipd made them;
+        see clipd.backfill), without the model; in chunks, giving way to any new job."""
+        self._signatures.restart()
+        while self._signatures.pending and not self._stopping.is_set() and self._jobs.empty():
+            self._signatures.step()
 
     def _root_is_present(self, path: Path) -> bool:
         """False for a root that is missing or emptied while files are indexed under it (an
@@ -333,16 +403,14 @@ class Indexer:
                     size=(copy.width, copy.height),
                     taken_ns=copy.taken_ns,
                     taken_read=copy.taken_read,
+                    signature=copy.pixels,
                 )
-            decoded = images.decode_file(
-                Path(stat.path),
-                max_pixels=self._config.max_image_pixels,
-                min_side=self._embedder.image_size,
-            )
+            decoded = self._decode(stat.path)
             pixels = self._embedder.prepare(decoded.image)
             self._keep_thumbnail(stat, decoded)
             taken_ns = _ns(decoded.taken)
-            return _Loaded(stat, digest, decoded.width, decoded.height, pixels, taken_ns)
+            signature = pixel_signature(decoded.image)
+            return _Loaded(stat, digest, decoded.width, decoded.height, pixels, taken_ns, signature)
         except ImageError as exc:
             return _failure(stat, exc.error_class, str(exc))
         except OSError as exc:  # vanished or unreadable while hashing
@@ -350,6 +418,13 @@ class Indexer:
         except Exception as exc:  # one odd file must never take its batch down
             log.exception("unexpected error loading %s", stat.path)
             return _failure(stat, kinds.INTERNAL_ERROR, f"{type(exc).__name__}: {exc}")
+
+    def _decode(self, path: str) -> images.DecodedImage:
+        return images.decode_file(
+            Path(path),
+            max_pixels=self._config.max_image_pixels,
+            min_side=self._embedder.image_size,
+        )
 
     def _keep_thumbnail(self, stat: FileStat, decoded: images.DecodedImage) -> None:
         """Make the web app's thumbnail now, from the image in hand (see clipd.thumbcache)."""
@@ -422,6 +497,7 @@ class Indexer:
                 vector.tobytes(),
                 size=(item.width, item.height),
                 taken_ns=item.taken_ns,
+                signature=item.signature,
             )
             for item, vector in pairs
         ], []
@@ -473,6 +549,7 @@ def _record(
     size: tuple[int, int],
     taken_ns: int | None,
     taken_read: bool = True,
+    signature: bytes | None,
 ) -> FileRecord:
     width, height = size
     return FileRecord(
@@ -487,6 +564,7 @@ def _record(
         vector,
         taken_ns=taken_ns,
         taken_read=taken_read,
+        pixels=signature,
     )
 
 
@@ -494,11 +572,22 @@ def _ns(seconds: float | None) -> int | None:
     return None if seconds is None else round(seconds * 1e9)
 
 
+def _read_metadata(path: str) -> pairs.Metadata | None:
+    try:
+        width, height, taken = images.read_metadata(Path(path))
+    except ImageError:
+        return None
+    except Exception:  # one odd file must not stop a scan
+        log.exception("unexpected error reading %s", path)
+        return None
+    return pairs.Metadata(width, height, taken)
+
+
 def _capture_time(row: tuple[int, str, int, int]) -> tuple[int, int, int, int | None]:
     """Runs on a loader thread: (id, size, mtime_ns, capture time) of a backfill row."""
     file_id, path, size, mtime_ns = row
     try:
-        taken_ns = _ns(images.read_taken(Path(path)))
+        taken_ns = _ns(images.read_metadata(Path(path))[2])
     except ImageError:  # unreadable now: the scan deals with it; its time stays unknown
         taken_ns = None
     except Exception:  # one odd file must not stop the backfill

@@ -88,6 +88,12 @@ class VectorMatrix:
             order = np.argsort(-scores, kind="stable")
             return self._ids[rows[order]], scores[order]
 
+    def rows(self, ids: Ids) -> tuple[Ids, Floats]:
+        """(the ids held here, a copy of their vectors), in the order given."""
+        with self._lock:
+            rows = self._rows(ids)
+            return self._ids[rows], self._vectors[rows]
+
     def _scores(self, query: Floats, allowed: Ids | None) -> tuple[Ids, Floats]:
         """Rows and their scores: every row, or only the allowed ones."""
         if allowed is None:

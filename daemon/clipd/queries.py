@@ -19,13 +19,13 @@ import re
 import stat
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
-from clipd import images, thumbcache, thumbnails
+from clipd import duplicates, images, thumbcache, thumbnails
 from clipd.config import Config
 from clipd.embedder import Embedder, Vectors
 from clipd.errors import ImageError, ImageTooLarge
@@ -81,6 +81,11 @@ class DaemonState:
     thumbnails: ThumbnailCache | None = None
     # The web app's address, "" while it is off.
     web_url: str = ""
+    # One for every transport: it runs one search at a time and keeps whole-file hashes.
+    duplicate_finder: duplicates.DuplicateFinder = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.duplicate_finder = duplicates.DuplicateFinder(self.store)
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,6 +115,18 @@ class SearchQuery:
     # The same, compared with the capture time where a file records one, else its mtime.
     taken_after: float | None = None
     taken_before: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DuplicatesQuery:
+    # CLIP cosine at which two images are compared; None: the default.
+    threshold: float | None = None
+    under: Sequence[str] = ()
+    # The loosest tier to group by (duplicates.TIERS); None: the loosest of all.
+    tier: str | None = None
+    # Groups; 0: the default.
+    limit: int = 0
+    offset: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -356,6 +373,26 @@ class Queries:
             limit=_limit(limit, DEFAULT_FAILURES_LIMIT), offset=_offset(offset)
         )
 
+    def duplicates(self, query: DuplicatesQuery) -> duplicates.DuplicatesReport:
+        """Groups of near-identical indexed images (see clipd.duplicates); it never changes a
+        file. Needs no model: it compares stored vectors and pixel signatures."""
+        threshold = duplicates.DEFAULT_THRESHOLD if query.threshold is None else query.threshold
+        if not (math.isfinite(threshold) and duplicates.MIN_THRESHOLD <= threshold <= 1):
+            raise QueryError(
+                f"threshold must be between {duplicates.MIN_THRESHOLD} and 1, not {threshold}"
+            )
+        tier = query.tier or duplicates.TIERS[-1]
+        if tier not in duplicates.TIERS:
+            raise QueryError(f"tier {tier!r} is unknown; use {', '.join(duplicates.TIERS)}")
+        criteria = duplicates.Criteria(
+            threshold=threshold,
+            under=tuple(_absolute(p, "under") for p in query.under),
+            tier=tier,
+            limit=_limit(query.limit, duplicates.DEFAULT_LIMIT),
+            offset=_offset(query.offset),
+        )
+        return self._state.duplicate_finder.find(criteria)
+
     def indexed_path(self, raw: str, label: str = "path") -> str:
         """raw, normalised, if it is an indexed image; else NOT_FOUND.
 
@@ -391,24 +428,32 @@ class Queries:
             raise QueryError(f"{path!r} is no longer a regular file", ErrorKind.NOT_FOUND)
         return FileVersion(path, found.st_size, found.st_mtime_ns)
 
-    def web_thumbnail(self, version: FileVersion, side: int = 0) -> bytes:
-        """A JPEG of the image within `side` pixels (0: the cached size, THUMBNAIL_SIDE).
-
-        Sides up to THUMBNAIL_SIDE get the cached picture (made once, at index time or here);
-        larger ones are made on every call.
-        """
+    def cached_thumbnail(self, version: FileVersion, side: int = 0) -> bytes | None:
+        """The kept JPEG of the image for `side` (see web_thumbnail), or None if it must be
+        made. One indexed read: cheap enough to call without a worker thread."""
         if side < 0 or side > MAX_THUMBNAIL_SIDE:
             raise QueryError(f"size must be from 1 to {MAX_THUMBNAIL_SIDE} pixels, not {side}")
         cache = self._state.thumbnails
+        if cache is None or side > thumbcache.THUMBNAIL_SIDE:
+            return None
+        return cache.get(version.path, version.size, version.mtime_ns)
+
+    def web_thumbnail(self, version: FileVersion, side: int = 0) -> bytes:
+        """A JPEG of the image within `side` pixels (0: the cached size, THUMBNAIL_SIDE).
+
+        Sides up to THUMBNAIL_SIDE get the kept picture (made once, at index time or here);
+        larger ones are made on every call.
+        """
+        data = self.cached_thumbnail(version, side)
+        if data is not None:
+            return data
         if side > thumbcache.THUMBNAIL_SIDE:
             decoded = self._decode(Path(version.path), side, version.path)
             return thumbcache.encode(decoded.image, side)
-        data = cache.get(version.path, version.size, version.mtime_ns) if cache else None
-        if data is None:
-            decoded = self._decode(Path(version.path), thumbcache.THUMBNAIL_SIDE, version.path)
-            data = thumbcache.encode(decoded.image)
-            if cache is not None:
-                cache.put(version.path, version.size, version.mtime_ns, data)
+        decoded = self._decode(Path(version.path), thumbcache.THUMBNAIL_SIDE, version.path)
+        data = thumbcache.encode(decoded.image)
+        if self._state.thumbnails is not None:
+            self._state.thumbnails.put(version.path, version.size, version.mtime_ns, data)
         return data
 
     def original(self, raw_path: str) -> Original:

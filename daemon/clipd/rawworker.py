@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import json
+import signal
 import struct
 import sys
 from typing import IO, Any
@@ -21,6 +22,11 @@ _FIRST_YEAR = 1971
 
 
 def main() -> int:
+    # Ctrl-C in a terminal and systemd's stop reach every process of the daemon's group; the
+    # worker must finish the file in hand (the daemon finishes its batch), so it ignores them
+    # and ends when the daemon closes its stdin, on exit or death alike.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     requests, replies = sys.stdin.buffer, sys.stdout.buffer
     while header := _read_exact(requests, _REQUEST.size):
         size, max_pixels, min_side = _REQUEST.unpack(header)

@@ -31,6 +31,8 @@ class FileRecord:
     # False when taken_ns was not looked for yet (a vector reused from a row made before capture
     # times were stored): the backfill reads it from the file.
     taken_read: bool = True
+    # clipd.pixels signature; None when not made (clipd then makes it later, without the model).
+    pixels: bytes | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +64,20 @@ class StoredHit:
     size_bytes: int
     mtime: float
     taken: float | None  # capture time, seconds since the epoch; None when unknown
+    # Files of the same photo left out for this one (a RAW beside this JPEG: clipd.pairs).
+    paired: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class PairRecord:
+    """A file left out of the index because another file of the same photo stands for it."""
+
+    path: str
+    size: int
+    mtime_ns: int
+    partner: str  # the indexed file
+    partner_size: int
+    partner_mtime_ns: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +89,22 @@ class IndexedCopy:
     height: int
     taken_ns: int | None
     taken_read: bool
+    pixels: bytes | None  # clipd.pixels signature, None when not made yet
+
+
+@dataclass(frozen=True, slots=True)
+class DuplicateCandidate:
+    """An indexed file as duplicate detection sees it."""
+
+    file_id: int
+    path: str
+    width: int
+    height: int
+    size_bytes: int
+    mtime: float
+    taken: float | None  # capture time, seconds since the epoch; None when unknown
+    # clipd.pixels signature; None when not made yet, b"" when the file could not be decoded.
+    pixels: bytes | None
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,7 +24,7 @@ RESTART_KEYS = (
     "web",
 )
 # Keys that change which files are indexed: every root is rescanned to apply them.
-_FILTER_KEYS = ("include", "exclude", "skip_hidden", "follow_symlinks")
+_FILTER_KEYS = ("include", "exclude", "skip_hidden", "follow_symlinks", "raw_pairs")
 
 
 @dataclass(frozen=True, slots=True)

@@ -225,6 +225,11 @@ def outside_roots(paths: Iterable[Path], roots: Iterable[Path]) -> list[Path]:
     return [path for path in paths if not any(is_below(str(path), p) for p in prefixes)]
 
 
+def hashes_whole_file(size: int) -> bool:
+    """Whether content_hash reads every byte of a file of this size."""
+    return size <= _HASH_HEAD + _HASH_TAIL
+
+
 def content_hash(path: str, size: int) -> bytes:
     """A cheap identity of the content: size, the first 1 MiB and the last 64 KiB."""
     digest = hashlib.blake2b(size.to_bytes(8, "little"), digest_size=16)

@@ -20,7 +20,15 @@ import grpc
 from google.protobuf.message import DecodeError, Message
 
 from clipd import thumbnails
-from clipd.queries import Queries, QueryError, SearchQuery, StatusReport, Term, TermKind
+from clipd.queries import (
+    DuplicatesQuery,
+    Queries,
+    QueryError,
+    SearchQuery,
+    StatusReport,
+    Term,
+    TermKind,
+)
 from clipd_api.kinds import ERROR_KIND_METADATA, ErrorKind
 from clipd_api.v1 import clipd_pb2 as pb
 from clipd_api.v1 import clipd_pb2_grpc as pb_grpc
@@ -43,6 +51,13 @@ _THUMBNAIL_FORMATS: dict[int, thumbnails.Format] = {
     pb.ThumbnailRequest.PNG: "png",
     pb.ThumbnailRequest.SIXEL: "sixel",
 }
+
+_TIERS = {
+    "exact": pb.DuplicateGroup.EXACT,
+    "reencoded": pb.DuplicateGroup.REENCODED,
+    "variant": pb.DuplicateGroup.VARIANT,
+}
+_TIER_NAMES = {number: name for name, number in _TIERS.items()}
 
 _STATES = {
     "starting": pb.Status.STARTING,
@@ -162,6 +177,35 @@ class ImageSearch(pb_grpc.ImageSearchServicer):
         thumbnail = self._queries.thumbnail(request.path, request.max_side, fmt)
         return pb.ThumbnailResponse(
             data=thumbnail.data, width=thumbnail.width, height=thumbnail.height
+        )
+
+    @_rpc
+    def Duplicates(
+        self, request: pb.DuplicatesRequest, context: grpc.ServicerContext
+    ) -> pb.DuplicatesResponse:
+        tier = None
+        if request.tier != pb.DuplicateGroup.TIER_UNSPECIFIED:
+            tier = _TIER_NAMES.get(request.tier)
+            if tier is None:
+                raise QueryError(f"tier {request.tier} is unknown; use EXACT, REENCODED or VARIANT")
+        report = self._queries.duplicates(
+            DuplicatesQuery(
+                threshold=_optional(request, "threshold"),
+                under=list(request.under),
+                tier=tier,
+                limit=request.limit,
+                offset=request.offset,
+            )
+        )
+        return pb.DuplicatesResponse(
+            groups=[
+                pb.DuplicateGroup(
+                    tier=_TIERS[group.tier], files=[pb.Hit(**asdict(f)) for f in group.files]
+                )
+                for group in report.groups
+            ],
+            total=report.total,
+            unchecked=report.unchecked,
         )
 
 

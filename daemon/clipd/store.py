@@ -30,11 +30,13 @@ from clipd.errors import StoreError, StoreUnwritable
 from clipd.matrix import Floats, Ids, VectorMatrix
 from clipd.records import (
     Counts,
+    DuplicateCandidate,
     Failure,
     FailureRecord,
     FileRecord,
     IndexedCopy,
     ModelIdentity,
+    PairRecord,
     SearchFilter,
     StoredHit,
 )
@@ -81,13 +83,33 @@ MIGRATIONS: tuple[tuple[str, str], ...] = (
         """,
     ),
     (
-        # Capture times. Rows indexed before this migration are marked unread; the indexer's
+        # Capture times, and RAW files left out for the JPEG of the same photo (clipd.pairs).
+        # Rows indexed before this migration are marked unread; the indexer's
         # backfill reads their times from the files, without the model (Indexer._backfill).
         "0002_capture_time",
         """
         ALTER TABLE files ADD COLUMN taken_ns INTEGER;
         ALTER TABLE files ADD COLUMN taken_read INTEGER NOT NULL DEFAULT 0;
         CREATE INDEX files_taken_unread ON files (id) WHERE taken_read = 0;
+        CREATE TABLE raw_pairs (
+            path TEXT PRIMARY KEY,
+            size INTEGER NOT NULL,
+            mtime_ns INTEGER NOT NULL,
+            partner TEXT NOT NULL,
+            partner_size INTEGER NOT NULL,
+            partner_mtime_ns INTEGER NOT NULL
+        );
+        CREATE INDEX raw_pairs_partner ON raw_pairs (partner);
+        """,
+    ),
+    (
+        # Pixel signatures (clipd.pixels) for duplicate detection. Rows indexed before this
+        # have none (NULL); the indexer makes them later without running the model. An empty
+        # blob marks a file it could not decode then.
+        "0003_pixel_signature",
+        """
+        ALTER TABLE files ADD COLUMN pixels BLOB;
+        CREATE INDEX files_unsigned ON files (id) WHERE pixels IS NULL;
         """,
     ),
 )
@@ -180,7 +202,10 @@ def filter_condition(where: SearchFilter) -> tuple[str, list[object]]:
 
 
 # What a hit is made of (_hit), in this order.
-_HIT_COLUMNS = "f.path, f.width, f.height, f.size, f.mtime_ns, f.taken_ns"
+_HIT_COLUMNS = (
+    "f.path, f.width, f.height, f.size, f.mtime_ns, f.taken_ns, "
+    "(SELECT json_group_array(p.path) FROM raw_pairs p WHERE p.partner = f.path)"
+)
 # When a photo was taken if it says, else when its file was last modified.
 _TAKEN_ELSE_MTIME = "coalesce(f.taken_ns, f.mtime_ns)"
 
@@ -427,15 +452,16 @@ class Store:
                 ((file_id,),) = conn.execute(
                     """
                     INSERT INTO files (path, size, mtime_ns, inode, device, content_hash,
-                                       width, height, indexed_at, state, taken_ns, taken_read)
-                    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'ok', ?, ?)
+                                       width, height, indexed_at, state, taken_ns, taken_read,
+                                       pixels)
+                    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'ok', ?, ?, ?)
                     ON CONFLICT (path) DO UPDATE SET
                         size = excluded.size, mtime_ns = excluded.mtime_ns,
                         inode = excluded.inode, device = excluded.device,
                         content_hash = excluded.content_hash, width = excluded.width,
                         height = excluded.height, indexed_at = excluded.indexed_at,
                         state = 'ok', taken_ns = excluded.taken_ns,
-                        taken_read = excluded.taken_read
+                        taken_read = excluded.taken_read, pixels = excluded.pixels
                     RETURNING id
                     """,
                     (
@@ -450,6 +476,7 @@ class Store:
                         now,
                         rec.taken_ns,
                         rec.taken_read,
+                        rec.pixels,
                     ),
                 ).fetchall()
                 # vec0 has no upsert: replace the row's vector by delete + insert.
@@ -475,10 +502,39 @@ class Store:
                 )
 
     def remove(self, paths: Sequence[str]) -> int:
-        """Forget files (row, vector and failure) in one transaction; returns rows removed."""
+        """Forget files (row, vector, failure, pairings they stand for) in one transaction;
+        returns rows removed."""
         with self._transaction() as conn:
             conn.executemany("DELETE FROM failures WHERE path = ?", [(p,) for p in paths])
+            conn.executemany("DELETE FROM raw_pairs WHERE partner = ?", [(p,) for p in paths])
             return self._delete_files(conn, paths)
+
+    def paired_paths(self, prefix: str) -> list[str]:
+        """Files at or below `prefix` left out for the other file of their photo."""
+        where, params = prefix_condition([prefix])
+        return [path for (path,) in self._read(f"SELECT path FROM raw_pairs WHERE {where}", params)]
+
+    def pairs(self, paths: Sequence[str]) -> dict[str, PairRecord]:
+        """The recorded pairings that leave out any of these paths, by the path left out."""
+        rows = self._read(
+            "SELECT path, size, mtime_ns, partner, partner_size, partner_mtime_ns FROM raw_pairs "
+            "WHERE path IN (SELECT value FROM json_each(?))",
+            (json.dumps(list(paths)),),
+        )
+        return {row[0]: PairRecord(*row) for row in rows}
+
+    def set_pairs(self, decided: Sequence[PairRecord], undecided: Sequence[str]) -> None:
+        """Record pairings (replacing any of the same files), and forget those of `undecided`."""
+        with self._transaction() as conn:
+            conn.executemany("DELETE FROM raw_pairs WHERE path = ?", [(p,) for p in undecided])
+            conn.executemany(
+                "INSERT OR REPLACE INTO raw_pairs (path, size, mtime_ns, partner, partner_size, "
+                "partner_mtime_ns) VALUES (?, ?, ?, ?, ?, ?)",
+                [
+                    (p.path, p.size, p.mtime_ns, p.partner, p.partner_size, p.partner_mtime_ns)
+                    for p in decided
+                ],
+            )
 
     def _delete_files(self, conn: sqlite.Connection, paths: Sequence[str]) -> int:
         """Delete file rows and their vectors; returns how many existed."""
@@ -519,6 +575,11 @@ class Store:
                 f"UPDATE files SET path = ? || substr(path, ?) WHERE {src_where}", args
             ).rowcount
             conn.execute(f"UPDATE failures SET path = ? || substr(path, ?) WHERE {src_where}", args)
+            # A pairing of a moved file is decided again where it lands (the next scan).
+            src_pairs, pair_params = prefix_condition([source], "partner")
+            conn.execute(
+                f"DELETE FROM raw_pairs WHERE {src_where} OR {src_pairs}", src_params + pair_params
+            )
         return moved
 
     def set_offline(self, prefix: str, offline: bool) -> int:
@@ -566,14 +627,22 @@ class Store:
         if self.model is None:
             return None
         rows = self._read(
-            "SELECT v.embedding, f.width, f.height, f.taken_ns, f.taken_read FROM files f "
-            "JOIN vectors v ON v.rowid = f.id WHERE f.content_hash = ? AND f.size = ? LIMIT 1",
+            "SELECT v.embedding, f.width, f.height, f.taken_ns, f.taken_read, f.pixels "
+            "FROM files f JOIN vectors v ON v.rowid = f.id "
+            "WHERE f.content_hash = ? AND f.size = ? ORDER BY f.pixels IS NULL LIMIT 1",
             (content_hash, size),
         )
         if not rows:
             return None
-        vector, width, height, taken_ns, taken_read = rows[0]
-        return IndexedCopy(bytes(vector), width, height, taken_ns, bool(taken_read))
+        vector, width, height, taken_ns, taken_read, pixels = rows[0]
+        return IndexedCopy(
+            bytes(vector),
+            width,
+            height,
+            taken_ns,
+            bool(taken_read),
+            None if pixels is None else bytes(pixels),
+        )
 
     def unread_capture_times(self, limit: int) -> list[tuple[int, str, int, int]]:
         """(id, path, size, mtime_ns) of up to `limit` online files whose capture time was
@@ -710,6 +779,79 @@ class Store:
             args = [vector, *params, max_distance, limit, offset]
         return [_hit(1.0 - distance, row) for distance, *row in self._read(sql, args)]
 
+    # -- duplicate detection ---------------------------------------------------------------
+
+    def vectors(self, where: SearchFilter = _EVERYTHING) -> tuple[Ids, Floats]:
+        """(file ids, their vectors as rows) of the files `where` lets through: a copy."""
+        if self.model is None:
+            return np.empty(0, dtype=np.int64), np.empty((0, 0), dtype=np.float32)
+        condition, params = filter_condition(where)
+        matrix = self._matrix
+        if matrix is not None:
+            return matrix.rows(self._ids(f"SELECT f.id FROM files f WHERE {condition}", params))
+        rows = self._read(
+            f"SELECT f.id, v.embedding FROM files f JOIN vectors v ON v.rowid = f.id "
+            f"WHERE {condition}",
+            params,
+        )
+        ids = np.fromiter((row[0] for row in rows), dtype=np.int64, count=len(rows))
+        return ids, _as_matrix([row[1] for row in rows], self.model.dim)
+
+    def same_content(self, where: SearchFilter = _EVERYTHING) -> list[list[int]]:
+        """Ids of the files `where` lets through, grouped by content hash and size (2 or more)."""
+        condition, params = filter_condition(where)
+        rows = self._read(
+            f"SELECT json_group_array(f.id) FROM files f WHERE {condition} "
+            f"GROUP BY f.content_hash, f.size HAVING count(*) > 1",
+            params,
+        )
+        return [json.loads(ids) for (ids,) in rows]
+
+    def candidates(self, ids: Sequence[int]) -> dict[int, DuplicateCandidate]:
+        """These files (those still indexed and online), by id."""
+        rows = self._read(
+            "SELECT id, path, width, height, size, mtime_ns, taken_ns, pixels FROM files "
+            "WHERE id IN (SELECT value FROM json_each(?)) AND state = 'ok'",
+            [json.dumps(list(ids))],
+        )
+        return {
+            file_id: DuplicateCandidate(
+                file_id,
+                path,
+                width,
+                height,
+                size,
+                mtime_ns / 1e9,
+                None if taken_ns is None else taken_ns / 1e9,
+                None if pixels is None else bytes(pixels),
+            )
+            for file_id, path, width, height, size, mtime_ns, taken_ns, pixels in rows
+        }
+
+    def count_unsigned(self, where: SearchFilter = _EVERYTHING) -> int:
+        """How many files `where` lets through have no pixel signature yet."""
+        condition, params = filter_condition(where)
+        ((count,),) = self._read(
+            f"SELECT count(*) FROM files f WHERE f.pixels IS NULL AND {condition}", params
+        )
+        return int(count)
+
+    def unsigned_files(self, after_id: int, limit: int) -> list[tuple[int, str, int, int]]:
+        """(id, path, size, mtime_ns) of up to `limit` files past `after_id` without pixels."""
+        return self._read(
+            "SELECT id, path, size, mtime_ns FROM files "
+            "WHERE pixels IS NULL AND id > ? AND state = 'ok' ORDER BY id LIMIT ?",
+            (after_id, limit),
+        )
+
+    def set_pixels(self, signatures: Sequence[tuple[int, int, int, bytes]]) -> None:
+        """Store (id, size, mtime_ns, pixels) signatures of files that have not changed since."""
+        with self._transaction() as conn:
+            conn.executemany(
+                "UPDATE files SET pixels = ?4 WHERE id = ?1 AND size = ?2 AND mtime_ns = ?3",
+                signatures,
+            )
+
     def counts(self) -> Counts:
         ((indexed, offline, failed),) = self._read(
             "SELECT count(*) FILTER (WHERE state = 'ok'), count(*) FILTER (WHERE state != 'ok'), "
@@ -738,9 +880,11 @@ class Store:
 
 def _hit(score: float, row: Sequence[Any]) -> StoredHit:
     """A hit from a row of _HIT_COLUMNS."""
-    path, width, height, size, mtime_ns, taken_ns = row
+    path, width, height, size, mtime_ns, taken_ns, paired = row
     taken = None if taken_ns is None else taken_ns / 1e9
-    return StoredHit(path, score, width, height, size, mtime_ns / 1e9, taken)
+    return StoredHit(
+        path, score, width, height, size, mtime_ns / 1e9, taken, tuple(json.loads(paired))
+    )
 
 
 def _as_matrix(blobs: Sequence[bytes], dim: int) -> Floats:

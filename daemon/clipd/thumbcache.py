@@ -17,6 +17,7 @@ import io
 import logging
 import sqlite3
 import threading
+from collections.abc import Collection
 from pathlib import Path
 
 from PIL import Image
@@ -106,6 +107,26 @@ class ThumbnailCache:
                 )
             except sqlite3.Error as exc:
                 self._fail("write", exc)
+
+    def keep_only(self, paths: Collection[str]) -> int:
+        """Forget the thumbnails of every path not in `paths` (files gone from the index while
+        the daemon was not running, or since); the number forgotten."""
+        with self._lock:
+            if self._conn is None or self._broken:
+                return 0
+            try:
+                stale = [
+                    (path,)
+                    for (path,) in self._conn.execute("SELECT path FROM thumbnails")
+                    if path not in paths
+                ]
+                with self._conn:
+                    self._conn.execute("BEGIN")
+                    self._conn.executemany("DELETE FROM thumbnails WHERE path = ?", stale)
+            except sqlite3.Error as exc:
+                self._fail("write", exc)
+                return 0
+        return len(stale)
 
     def close(self) -> None:
         with self._lock:

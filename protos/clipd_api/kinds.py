@@ -38,6 +38,9 @@ ERROR_KIND_METADATA = "clipd-error-kind"
 NOT_AN_IMAGE = "NotAnImage"
 # The format is recognised but decoding failed (truncated, damaged).
 CORRUPT_IMAGE = "CorruptImage"
+# The format is recognised, but the library that decodes it is not installed (HEIC, RAW...);
+# retried at the next start, once it may be.
+MISSING_DECODER = "MissingDecoder"
 # More pixels than max_image_pixels, or over Pillow's own limit (decompression-bomb guard).
 IMAGE_TOO_LARGE = "ImageTooLarge"
 # The file cannot be opened or read (permissions, vanished, not a regular file).
@@ -52,6 +55,7 @@ INTERNAL_ERROR = "InternalError"
 FAILURE_KINDS = (
     NOT_AN_IMAGE,
     CORRUPT_IMAGE,
+    MISSING_DECODER,
     IMAGE_TOO_LARGE,
     UNREADABLE,
     UNUSABLE_PATH,

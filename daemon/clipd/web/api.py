@@ -3,36 +3,31 @@
 Every rule of a request lives in clipd.queries; this module only parses HTTP (query strings,
 JSON bodies, multipart forms) into core calls and turns answers and QueryErrors into responses.
 The core's calls block (the model, SQLite, decoding), so they run on the app's own thread pool,
-never on the event loop, which stays free to stream status events and serve other requests.
+not on the event loop, which stays free to stream status events and serve other requests; only
+a kept thumbnail's lookups, tens of microseconds, are done in place.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import functools
 import json
 import logging
-import math
 import mimetypes
 import threading
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import asynccontextmanager
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any, TypeVar
 
 from starlette.applications import Starlette
-from starlette.datastructures import FormData, ImmutableMultiDict, UploadFile
+from starlette.datastructures import ImmutableMultiDict, UploadFile
 from starlette.exceptions import HTTPException
-from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from clipd.queries import (
     WATCH_MIN_INTERVAL_S,
@@ -43,7 +38,7 @@ from clipd.queries import (
     SearchResult,
     Term,
 )
-from clipd.web import openapi, uploads
+from clipd.web import inputs, openapi, uploads
 from clipd.web.errors import INTERNAL, error_response
 from clipd_api.kinds import ErrorKind
 from clipd_api.query import QueryError as WordError
@@ -52,14 +47,14 @@ from clipd_api.query import parse_words, split_words
 log = logging.getLogger(__name__)
 
 STATIC = Path(__file__).parent / "static"
-# A request body at most: a search image or a few added photos.
-MAX_BODY_BYTES = 128 << 20
 # Status event streams open at once; each polls the status a few times a second.
 MAX_EVENT_STREAMS = 32
 _HEARTBEAT_S = 15.0
-# Thumbnails and originals change only with their file, whose size and mtime make the ETag;
-# the page puts mtime in the URL too, so a day of caching never shows an old picture.
-_IMAGE_CACHE = "private, max-age=86400"
+# Thumbnails and originals change only with their file, whose size and mtime make the ETag.
+# A URL that carries v (the hit's mtime) names one version of the file: cached for good. Without
+# it the browser asks again each time, and an unchanged file costs a 304.
+_VERSIONED = "private, max-age=31536000, immutable"
+_UNVERSIONED = "private, no-cache"
 
 _T = TypeVar("_T")
 
@@ -137,13 +132,13 @@ class Api:
     async def _posted_search(self, request: Request) -> SearchQuery:
         content_type = request.headers.get("content-type", "")
         if content_type.startswith("multipart/form-data"):
-            async with _form(request) as form:
+            async with inputs.form(request) as form:
                 image = form.get("image")
                 if not isinstance(image, UploadFile):
                     raise QueryError("image: send the query image as a file part named 'image'")
                 return self._search_query(form, [Term("image", await image.read())])
         if content_type.startswith("application/json"):
-            return self._json_search(await _json_body(request))
+            return self._json_search(await inputs.json_body(request))
         raise QueryError(
             "send the search as multipart/form-data (an 'image' file and fields) or as "
             'application/json ({"terms": [...]})'
@@ -151,23 +146,25 @@ class Api:
 
     def _search_query(self, fields: ImmutableMultiDict[str, Any], terms: list[Term]) -> SearchQuery:
         """A search from query-string or form fields (see the OpenAPI document)."""
-        q = _text_field(fields, "q")
+        q = inputs.text_field(fields, "q")
         if q is not None and q.strip():
             terms = [*self._words(q), *terms]
-        terms += [Term("path", like) for like in _text_fields(fields, "like")]
+        terms += [Term("path", like) for like in inputs.text_fields(fields, "like")]
         if not terms:
             raise QueryError("give q (words to search for), like (an indexed path) or an image")
-        extensions = [ext for value in _text_fields(fields, "ext") for ext in value.split(",")]
+        extensions = [
+            ext for value in inputs.text_fields(fields, "ext") for ext in value.split(",")
+        ]
         return SearchQuery(
             terms=terms,
-            limit=_integer(fields, "limit"),
-            offset=_integer(fields, "offset"),
-            min_score=_number(fields, "min_score"),
-            under=_text_fields(fields, "under"),
+            limit=inputs.integer(fields, "limit"),
+            offset=inputs.integer(fields, "offset"),
+            min_score=inputs.number(fields, "min_score"),
+            under=inputs.text_fields(fields, "under"),
             extensions=[ext for ext in extensions if ext.strip()],
             # clipq's --since/--until: the capture time, else the modification time.
-            taken_after=_number(fields, "after"),
-            taken_before=_number(fields, "before"),
+            taken_after=inputs.number(fields, "after"),
+            taken_before=inputs.number(fields, "before"),
         )
 
     def _words(self, q: str) -> list[Term]:
@@ -184,14 +181,14 @@ class Api:
         if not isinstance(raw_terms, list):
             raise QueryError('terms: give a list of terms like [{"text": "a red car"}]')
         return SearchQuery(
-            terms=[_json_term(raw, f"terms[{n}]") for n, raw in enumerate(raw_terms)],
-            limit=_json_integer(body, "limit"),
-            offset=_json_integer(body, "offset"),
-            min_score=_json_number(body, "min_score"),
-            under=_json_strings(body, "under"),
-            extensions=_json_strings(body, "extensions"),
-            taken_after=_json_number(body, "after"),
-            taken_before=_json_number(body, "before"),
+            terms=[inputs.json_term(raw, f"terms[{n}]") for n, raw in enumerate(raw_terms)],
+            limit=inputs.json_integer(body, "limit"),
+            offset=inputs.json_integer(body, "offset"),
+            min_score=inputs.json_number(body, "min_score"),
+            under=inputs.json_strings(body, "under"),
+            extensions=inputs.json_strings(body, "extensions"),
+            taken_after=inputs.json_number(body, "after"),
+            taken_before=inputs.json_number(body, "before"),
         )
 
     async def status(self, request: Request) -> Response:
@@ -243,18 +240,18 @@ class Api:
 
     async def failures(self, request: Request) -> Response:
         params = request.query_params
-        limit, offset = _integer(params, "limit"), _integer(params, "offset")
+        limit, offset = inputs.integer(params, "limit"), inputs.integer(params, "offset")
         page, total = await self.run(self.queries.failures, limit=limit, offset=offset)
         return _json({"failures": [asdict(failure) for failure in page], "total": total})
 
     async def reindex(self, request: Request) -> Response:
-        body = await _json_body(request)
+        body = await inputs.json_body(request)
         wait = body.get("wait", False)
         if not isinstance(wait, bool):
             raise QueryError("wait must be true or false")
         result = await self.run(
             self.queries.reindex,
-            _json_strings(body, "paths"),
+            inputs.json_strings(body, "paths"),
             wait=wait,
             active=lambda: not self.stopping.is_set(),
         )
@@ -262,20 +259,24 @@ class Api:
 
     async def thumbnail(self, request: Request) -> Response:
         params = request.query_params
-        path = _required_text(params, "path")
-        side = _integer(params, "size")
-        version = await self.run(self.queries.current_version, path)
-        headers = {"Cache-Control": _IMAGE_CACHE, "ETag": version.etag}
+        path = inputs.required_text(params, "path")
+        side = inputs.integer(params, "size")
+        # A stat, an index lookup and a cache read: tens of microseconds, done right here (a
+        # hop to the pool and back cost more than the work, measured). Making one goes there.
+        version = self.queries.current_version(path)
+        headers = _image_headers(request, version.etag)
         if request.headers.get("if-none-match") == version.etag:
             return Response(status_code=304, headers=headers)
-        data = await self.run(self.queries.web_thumbnail, version, side)
+        data = self.queries.cached_thumbnail(version, side)
+        if data is None:
+            data = await self.run(self.queries.web_thumbnail, version, side)
         return Response(data, media_type="image/jpeg", headers=headers)
 
     async def image(self, request: Request) -> Response:
         original = await self.run(
-            self.queries.original, _required_text(request.query_params, "path")
+            self.queries.original, inputs.required_text(request.query_params, "path")
         )
-        headers = {"Cache-Control": _IMAGE_CACHE, "ETag": original.version.etag}
+        headers = _image_headers(request, original.version.etag)
         if request.headers.get("if-none-match") == original.version.etag:
             return Response(status_code=304, headers=headers)
         data = original.data
@@ -284,11 +285,11 @@ class Api:
         return Response(data, media_type=original.content_type, headers=headers)
 
     async def embed(self, request: Request) -> Response:
-        body = await _json_body(request)
+        body = await inputs.json_body(request)
         given = [key for key in ("text", "image_base64", "path") if key in body]
         if len(given) != 1:
             raise QueryError("give exactly one of text, image_base64 or path")
-        embedding = await self.run(self.queries.embed, _json_term(body, "body"))
+        embedding = await self.run(self.queries.embed, inputs.json_term(body, "body"))
         return _json(
             {
                 "vector": embedding.vector.tolist(),
@@ -309,7 +310,7 @@ class Api:
         saved: list[str] = []
         refused: list[dict[str, str]] = []
         max_pixels = self.state.config.max_image_pixels
-        async with _form(request) as form:
+        async with inputs.form(request) as form:
             files = [part for part in form.getlist("file") if isinstance(part, UploadFile)]
             if not files:
                 raise QueryError("no images: send each as a file part named 'file'")
@@ -352,36 +353,14 @@ def build_app(api: Api) -> Starlette:
 
     return Starlette(
         routes=api.routes(),
-        middleware=[Middleware(BodyLimit)],
+        middleware=[Middleware(inputs.BodyLimit)],
         exception_handlers={QueryError: refused, HTTPException: http_error, Exception: crashed},
     )
 
 
-class BodyLimit:
-    """Refuse, as too_large, a body that grows past MAX_BODY_BYTES, declared or not (chunked
-    bodies have no Content-Length): nothing reads more than that into memory."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self._app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self._app(scope, receive, send)
-            return
-        received = 0
-
-        async def counting() -> Message:
-            nonlocal received
-            message = await receive()
-            received += len(message.get("body", b""))
-            if received > MAX_BODY_BYTES:
-                raise QueryError(
-                    f"the request body is over the limit of {MAX_BODY_BYTES >> 20} MiB",
-                    ErrorKind.TOO_LARGE,
-                )
-            return message
-
-        await self._app(scope, counting, send)
+def _image_headers(request: Request, etag: str) -> dict[str, str]:
+    versioned = "v" in request.query_params
+    return {"Cache-Control": _VERSIONED if versioned else _UNVERSIONED, "ETag": etag}
 
 
 def _json(content: Any) -> JSONResponse:
@@ -395,148 +374,3 @@ def _search_answer(result: SearchResult) -> dict[str, Any]:
         "took_ms": result.took_ms,
         "nothing_indexed": result.nothing_indexed,
     }
-
-
-class _InMemoryParser(MultiPartParser):
-    """Starlette's multipart parser, keeping file parts in memory (the body is at most
-    MAX_BODY_BYTES): spooled to disk they would be written on AnyIO's worker threads, which
-    outlive the request, rather than on the app's own pool."""
-
-    spool_max_size = MAX_BODY_BYTES
-
-
-@asynccontextmanager
-async def _form(request: Request) -> AsyncIterator[FormData]:
-    """The multipart form of a request, its files closed after use."""
-    _check_length(request)
-    parser = _InMemoryParser(
-        request.headers, request.stream(), max_files=uploads.MAX_UPLOAD_FILES, max_fields=200
-    )
-    try:
-        form = await parser.parse()
-    except MultiPartException as exc:  # too many parts, a malformed body
-        raise QueryError(f"the form cannot be read: {exc.message}") from exc
-    try:
-        yield form
-    finally:
-        await form.close()
-
-
-async def _json_body(request: Request) -> Mapping[str, Any]:
-    _check_length(request)
-    body = await request.body()
-    if not body:
-        return {}
-    try:
-        data = json.loads(body)
-    except (ValueError, RecursionError) as exc:
-        raise QueryError(f"the body is not valid JSON: {exc}") from exc
-    if not isinstance(data, dict):
-        raise QueryError("the body must be a JSON object")
-    return data
-
-
-def _check_length(request: Request) -> None:
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
-        raise QueryError(
-            f"the request body is over the limit of {MAX_BODY_BYTES >> 20} MiB",
-            ErrorKind.TOO_LARGE,
-        )
-
-
-def _text_fields(fields: ImmutableMultiDict[str, Any], name: str) -> list[str]:
-    values = fields.getlist(name)
-    if not all(isinstance(value, str) for value in values):
-        raise QueryError(f"{name} must be text, not a file")
-    return list(values)
-
-
-def _text_field(fields: ImmutableMultiDict[str, Any], name: str) -> str | None:
-    values = _text_fields(fields, name)
-    if len(values) > 1:
-        raise QueryError(f"{name} is given {len(values)} times; give it once")
-    return values[0] if values else None
-
-
-def _required_text(fields: ImmutableMultiDict[str, Any], name: str) -> str:
-    value = _text_field(fields, name)
-    if not value:
-        raise QueryError(f"{name} is required")
-    return value
-
-
-def _integer(fields: ImmutableMultiDict[str, Any], name: str) -> int:
-    value = _text_field(fields, name)
-    if value is None or value == "":
-        return 0
-    try:
-        number = int(value)
-    except ValueError:
-        raise QueryError(f"{name} must be a whole number, not {value!r}") from None
-    return _bounded(number, name)
-
-
-def _bounded(number: int, name: str) -> int:
-    # Far past any real limit or offset, and below what SQLite's 64-bit integers hold.
-    if abs(number) > 1 << 40:
-        raise QueryError(f"{name} {number} is out of range")
-    return number
-
-
-def _number(fields: ImmutableMultiDict[str, Any], name: str) -> float | None:
-    value = _text_field(fields, name)
-    if value is None or value == "":
-        return None
-    try:
-        number = float(value)
-    except ValueError:
-        raise QueryError(f"{name} must be a number, not {value!r}") from None
-    if not math.isfinite(number):
-        raise QueryError(f"{name} must be a finite number, not {value!r}")
-    return number
-
-
-def _json_integer(body: Mapping[str, Any], name: str) -> int:
-    value = body.get(name, 0)
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise QueryError(f"{name} must be a whole number, not {value!r}")
-    return _bounded(value, name)
-
-
-def _json_number(body: Mapping[str, Any], name: str) -> float | None:
-    value = body.get(name)
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise QueryError(f"{name} must be a number, not {value!r}")
-    number = float(value)
-    if not math.isfinite(number):
-        raise QueryError(f"{name} must be a finite number")
-    return number
-
-
-def _json_strings(body: Mapping[str, Any], name: str) -> Sequence[str]:
-    value = body.get(name, [])
-    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
-        raise QueryError(f"{name} must be a list of strings")
-    return value
-
-
-def _json_term(raw: object, label: str) -> Term:
-    """{"text" | "image_base64" | "path": ..., "weight": w} as a core Term."""
-    if not isinstance(raw, dict):
-        raise QueryError(f'{label} must be an object like {{"text": "a red car"}}')
-    kinds = [key for key in ("text", "image_base64", "path") if key in raw]
-    if len(kinds) != 1:
-        raise QueryError(f"{label}: give exactly one of text, image_base64 or path")
-    value = raw[kinds[0]]
-    if not isinstance(value, str):
-        raise QueryError(f"{label}.{kinds[0]} must be a string")
-    weight = _json_number(raw, "weight")
-    if kinds[0] == "image_base64":
-        try:
-            return Term("image", base64.b64decode(value, validate=True), weight)
-        except (binascii.Error, ValueError) as exc:
-            raise QueryError(f"{label}.image_base64 is not base64: {exc}") from exc
-    return Term("text" if kinds[0] == "text" else "path", value, weight)

@@ -37,6 +37,7 @@ _ERRORS = {
 }
 _IMAGE_PART = {"type": "string", "contentMediaType": "image/*"}
 _PATH = _param("path", {"type": "string"}, "an indexed image's absolute path", required=True)
+_VERSION = _param("v", {"type": "string"}, "the hit's mtime: the answer is then cached for good")
 _NOT_FOUND = {"404": _json(_ref("Error"), "the path is not an indexed image")}
 
 _FILTERS = [
@@ -282,7 +283,7 @@ _PATHS: dict[str, Any] = {
                     f"longer side at most; up to {THUMBNAIL_SIDE} (the default) is cached, "
                     "larger is made on every call",
                 ),
-                _param("v", {"type": "string"}, "ignored: put the hit's mtime here to bust caches"),
+                _VERSION,
             ],
             "responses": {
                 "200": {"description": "the thumbnail", "content": {"image/jpeg": {}}},
@@ -297,7 +298,7 @@ _PATHS: dict[str, Any] = {
             "summary": "An indexed image: the file, or a JPEG for formats browsers cannot show",
             "parameters": [
                 _PATH,
-                _param("v", {"type": "string"}, "ignored: put the hit's mtime here to bust caches"),
+                _VERSION,
             ],
             "responses": {
                 "200": {"description": "the image", "content": {"image/*": {}}},

@@ -138,7 +138,9 @@ class Guard:
             return self._unauthenticated(scope["path"])
         kept = [(key, value) for key, value in params.multi_items() if key != TOKEN_PARAM]
         clean = URL(scope=scope).replace(query=urlencode(kept))
-        response = RedirectResponse(f"{clean.path}{'?' + clean.query if clean.query else ''}", 303)
+        # One leading slash: "//host/..." in Location would send the browser to another site.
+        path = "/" + clean.path.lstrip("/")
+        response = RedirectResponse(f"{path}{'?' + clean.query if clean.query else ''}", 303)
         response.set_cookie(
             SESSION_COOKIE,
             self._session.decode(),

@@ -44,7 +44,7 @@ class SearchRequest(_message.Message):
     def __init__(self, terms: _Optional[_Iterable[_Union[Term, _Mapping]]] = ..., limit: _Optional[int] = ..., offset: _Optional[int] = ..., min_score: _Optional[float] = ..., under: _Optional[_Iterable[str]] = ..., extensions: _Optional[_Iterable[str]] = ..., modified_after: _Optional[float] = ..., modified_before: _Optional[float] = ..., taken_after: _Optional[float] = ..., taken_before: _Optional[float] = ...) -> None: ...
 
 class Hit(_message.Message):
-    __slots__ = ("path", "score", "width", "height", "size_bytes", "mtime", "taken")
+    __slots__ = ("path", "score", "width", "height", "size_bytes", "mtime", "taken", "paired")
     PATH_FIELD_NUMBER: _ClassVar[int]
     SCORE_FIELD_NUMBER: _ClassVar[int]
     WIDTH_FIELD_NUMBER: _ClassVar[int]
@@ -52,6 +52,7 @@ class Hit(_message.Message):
     SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
     MTIME_FIELD_NUMBER: _ClassVar[int]
     TAKEN_FIELD_NUMBER: _ClassVar[int]
+    PAIRED_FIELD_NUMBER: _ClassVar[int]
     path: str
     score: float
     width: int
@@ -59,7 +60,8 @@ class Hit(_message.Message):
     size_bytes: int
     mtime: float
     taken: float
-    def __init__(self, path: _Optional[str] = ..., score: _Optional[float] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., size_bytes: _Optional[int] = ..., mtime: _Optional[float] = ..., taken: _Optional[float] = ...) -> None: ...
+    paired: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, path: _Optional[str] = ..., score: _Optional[float] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., size_bytes: _Optional[int] = ..., mtime: _Optional[float] = ..., taken: _Optional[float] = ..., paired: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class SearchResponse(_message.Message):
     __slots__ = ("hits", "partial", "took_ms", "nothing_indexed")
@@ -226,3 +228,45 @@ class ThumbnailResponse(_message.Message):
     width: int
     height: int
     def __init__(self, data: _Optional[bytes] = ..., width: _Optional[int] = ..., height: _Optional[int] = ...) -> None: ...
+
+class DuplicatesRequest(_message.Message):
+    __slots__ = ("threshold", "under", "tier", "limit", "offset")
+    THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    UNDER_FIELD_NUMBER: _ClassVar[int]
+    TIER_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    OFFSET_FIELD_NUMBER: _ClassVar[int]
+    threshold: float
+    under: _containers.RepeatedScalarFieldContainer[str]
+    tier: DuplicateGroup.Tier
+    limit: int
+    offset: int
+    def __init__(self, threshold: _Optional[float] = ..., under: _Optional[_Iterable[str]] = ..., tier: _Optional[_Union[DuplicateGroup.Tier, str]] = ..., limit: _Optional[int] = ..., offset: _Optional[int] = ...) -> None: ...
+
+class DuplicateGroup(_message.Message):
+    __slots__ = ("tier", "files")
+    class Tier(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+        __slots__ = ()
+        TIER_UNSPECIFIED: _ClassVar[DuplicateGroup.Tier]
+        EXACT: _ClassVar[DuplicateGroup.Tier]
+        REENCODED: _ClassVar[DuplicateGroup.Tier]
+        VARIANT: _ClassVar[DuplicateGroup.Tier]
+    TIER_UNSPECIFIED: DuplicateGroup.Tier
+    EXACT: DuplicateGroup.Tier
+    REENCODED: DuplicateGroup.Tier
+    VARIANT: DuplicateGroup.Tier
+    TIER_FIELD_NUMBER: _ClassVar[int]
+    FILES_FIELD_NUMBER: _ClassVar[int]
+    tier: DuplicateGroup.Tier
+    files: _containers.RepeatedCompositeFieldContainer[Hit]
+    def __init__(self, tier: _Optional[_Union[DuplicateGroup.Tier, str]] = ..., files: _Optional[_Iterable[_Union[Hit, _Mapping]]] = ...) -> None: ...
+
+class DuplicatesResponse(_message.Message):
+    __slots__ = ("groups", "total", "unchecked")
+    GROUPS_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_FIELD_NUMBER: _ClassVar[int]
+    UNCHECKED_FIELD_NUMBER: _ClassVar[int]
+    groups: _containers.RepeatedCompositeFieldContainer[DuplicateGroup]
+    total: int
+    unchecked: int
+    def __init__(self, groups: _Optional[_Iterable[_Union[DuplicateGroup, _Mapping]]] = ..., total: _Optional[int] = ..., unchecked: _Optional[int] = ...) -> None: ...

@@ -69,6 +69,11 @@ class ImageSearchStub:
                 request_serializer=clipd__api_dot_v1_dot_clipd__pb2.ThumbnailRequest.SerializeToString,
                 response_deserializer=clipd__api_dot_v1_dot_clipd__pb2.ThumbnailResponse.FromString,
                 _registered_method=True)
+        self.Duplicates = channel.unary_unary(
+                '/clipd.v1.ImageSearch/Duplicates',
+                request_serializer=clipd__api_dot_v1_dot_clipd__pb2.DuplicatesRequest.SerializeToString,
+                response_deserializer=clipd__api_dot_v1_dot_clipd__pb2.DuplicatesResponse.FromString,
+                _registered_method=True)
 
 
 class ImageSearchServicer:
@@ -123,6 +128,14 @@ class ImageSearchServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Duplicates(self, request, context):
+        """Groups of near-identical indexed images (copies, re-encodes, close variants), each with
+        its tier. It only reports: it never deletes or moves a file.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ImageSearchServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -160,6 +173,11 @@ def add_ImageSearchServicer_to_server(servicer, server):
                     servicer.Thumbnail,
                     request_deserializer=clipd__api_dot_v1_dot_clipd__pb2.ThumbnailRequest.FromString,
                     response_serializer=clipd__api_dot_v1_dot_clipd__pb2.ThumbnailResponse.SerializeToString,
+            ),
+            'Duplicates': grpc.unary_unary_rpc_method_handler(
+                    servicer.Duplicates,
+                    request_deserializer=clipd__api_dot_v1_dot_clipd__pb2.DuplicatesRequest.FromString,
+                    response_serializer=clipd__api_dot_v1_dot_clipd__pb2.DuplicatesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -351,6 +369,33 @@ class ImageSearch:
             '/clipd.v1.ImageSearch/Thumbnail',
             clipd__api_dot_v1_dot_clipd__pb2.ThumbnailRequest.SerializeToString,
             clipd__api_dot_v1_dot_clipd__pb2.ThumbnailResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Duplicates(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/clipd.v1.ImageSearch/Duplicates',
+            clipd__api_dot_v1_dot_clipd__pb2.DuplicatesRequest.SerializeToString,
+            clipd__api_dot_v1_dot_clipd__pb2.DuplicatesResponse.FromString,
             options,
             channel_credentials,
             insecure,

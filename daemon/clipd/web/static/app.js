@@ -13,7 +13,7 @@ const EXAMPLES = [
   ["sunset -people", "a minus leaves things out"],
   ["2:snow mountains", "2: weighs a part twice"],
 ];
-const EAGER = 24; // tiles whose thumbnails load without waiting for layout
+const EAGER = PAGE; // the first page's thumbnails load at once; later pages' as they near view
 
 const $ = (selector) => document.querySelector(selector);
 const el = {
@@ -259,7 +259,10 @@ function failed(current, error) {
   current.done = true;
   if (error.kind === "not_ready") {
     const seconds = Math.max(1, error.retryAfter || 2);
-    say("waiting", `The model is still loading. Searching again in ${fmt.plural(seconds, "second")}…`);
+    say(
+      "waiting",
+      `The model is still loading. Searching again in ${fmt.plural(seconds, "second")}…`,
+    );
     setTimeout(() => run === current && search(), seconds * 1000);
   } else if (error.kind === "unauthenticated") {
     say("error", "This page's session has ended. Run `clipq web` in a terminal to open it again.");
@@ -275,9 +278,11 @@ function failed(current, error) {
 
 /** Text with `backquoted` commands, as nodes: the commands set as code. Never HTML. */
 function withCode(text) {
-  return text.split("`").map((part, i) =>
-    i % 2 ? Object.assign(document.createElement("code"), { textContent: part }) : part,
-  );
+  return text
+    .split("`")
+    .map((part, i) =>
+      i % 2 ? Object.assign(document.createElement("code"), { textContent: part }) : part,
+    );
 }
 
 function say(kind, text, { retry = false, html = null } = {}) {
@@ -296,7 +301,9 @@ function say(kind, text, { retry = false, html = null } = {}) {
 let shownWelcome = "";
 
 function showIdleState() {
-  shownWelcome = daemon ? `${daemon.indexed === 0}:${daemon.state === "indexing"}:${daemon.indexed}` : "";
+  shownWelcome = daemon
+    ? `${daemon.indexed === 0}:${daemon.state === "indexing"}:${daemon.indexed}`
+    : "";
   const box = document.createElement("div");
   box.className = "welcome";
   const title = document.createElement("p");
@@ -344,19 +351,25 @@ function showIdleState() {
 function describeResults(current, answer) {
   current.nothingIndexed = Boolean(answer.nothing_indexed);
   if (answer.nothing_indexed) {
-    say("nothing", daemon && daemon.state === "indexing"
-      ? "clipd is reading your pictures for the first time; none is searchable yet. " +
-        "This search runs again by itself as soon as some are."
-      : "Nothing is indexed yet, so there is nothing to search. " +
-        "Add pictures to a watched folder; they show up here as soon as they are read.");
+    say(
+      "nothing",
+      daemon && daemon.state === "indexing"
+        ? "clipd is reading your pictures for the first time; none is searchable yet. " +
+            "This search runs again by itself as soon as some are."
+        : "Nothing is indexed yet, so there is nothing to search. " +
+            "Add pictures to a watched folder; they show up here as soon as they are read.",
+    );
     return;
   }
   const shown = current.hits.length;
   if (shown === 0) {
     const narrowed = query.min > 0 || query.under || query.since || query.until || query.ext.length;
-    say("none", narrowed
-      ? "No pictures match with these filters. Loosen them (Filters above) to see more."
-      : "No pictures match.");
+    say(
+      "none",
+      narrowed
+        ? "No pictures match with these filters. Loosen them (Filters above) to see more."
+        : "No pictures match.",
+    );
     return;
   }
   const parts = [`${fmt.number(shown)}${current.done ? "" : "+"} pictures`, `best first`];
@@ -399,7 +412,7 @@ function tile(hit, index) {
   open.setAttribute("aria-label", `${name}, score ${fmt.score(hit.score)}: open`);
   const img = document.createElement("img");
   img.alt = name;
-  // The first screenful loads at once; the rest only as it nears the viewport.
+  // The first page (a screenful or two) loads at once; the rest only as it nears the viewport.
   img.loading = index < EAGER ? "eager" : "lazy";
   img.decoding = "async";
   img.draggable = true;
@@ -421,7 +434,16 @@ function tile(hit, index) {
   const more = document.createElement("button");
   more.className = "more-like";
   more.type = "button";
-  more.textContent = "More like this";
+  // The short label is for narrow tiles (see app.css); the aria-label names the picture.
+  const wide = Object.assign(document.createElement("span"), {
+    className: "wide",
+    textContent: "More like this",
+  });
+  const narrow = Object.assign(document.createElement("span"), {
+    className: "narrow",
+    textContent: "Similar",
+  });
+  more.append(wide, narrow);
   more.setAttribute("aria-label", `More like ${name}`);
   meta.append(scoreBadge, more);
   li.append(open, meta);
@@ -453,7 +475,8 @@ el.results.addEventListener("focusin", (event) => {
 
 el.results.addEventListener("dragstart", (event) => {
   const li = event.target.closest(".hit");
-  if (li) event.dataTransfer.setData("application/x-clipd-path", hitAt(Number(li.dataset.index)).path);
+  if (li)
+    event.dataTransfer.setData("application/x-clipd-path", hitAt(Number(li.dataset.index)).path);
 });
 
 // Arrow keys move between tiles; Enter or Space opens one (it is a button).
@@ -547,10 +570,12 @@ function showControls() {
 function showChips() {
   const chips = [];
   for (const path of query.like) {
-    chips.push(chip(`Like ${fmt.fileName(path)}`, path, () => {
-      query.like = query.like.filter((p) => p !== path);
-      commit();
-    }));
+    chips.push(
+      chip(`Like ${fmt.fileName(path)}`, path, () => {
+        query.like = query.like.filter((p) => p !== path);
+        commit();
+      }),
+    );
   }
   if (queryImage) {
     const preview = URL.createObjectURL(queryImage);
@@ -585,7 +610,8 @@ function chip(label, title, onRemove) {
 
 /** Run the search for the current query and give it its own history entry. */
 function showTitle() {
-  const what = query.q.trim() || (queryImage ? "an image" : query.like.length ? "more like this" : "");
+  const what =
+    query.q.trim() || (queryImage ? "an image" : query.like.length ? "more like this" : "");
   document.title = what ? `${what} · clipd` : "clipd";
 }
 
@@ -717,7 +743,9 @@ function openLightbox(index) {
   lb.image.src = api.thumbnailURL(hit.path, THUMB);
   lb.image.alt = name;
   const full = new Image();
-  full.addEventListener("load", () => shownIndex === index && (lb.image.src = full.src), { once: true });
+  full.addEventListener("load", () => shownIndex === index && (lb.image.src = full.src), {
+    once: true,
+  });
   full.src = api.imageURL(hit.path);
   lb.name.textContent = name;
   lb.score.textContent = fmt.score(hit.score);
@@ -858,7 +886,9 @@ async function uploadFiles(files) {
     const answer = await api.upload(files);
     if (answer.saved.length) {
       const added = answer.saved.length;
-      toast(`Added ${fmt.plural(added, "picture")}; ${added === 1 ? "it appears" : "they appear"} in searches once indexed.`);
+      toast(
+        `Added ${fmt.plural(added, "picture")}; ${added === 1 ? "it appears" : "they appear"} in searches once indexed.`,
+      );
     }
     for (const refused of answer.refused) toast(`${refused.name}: ${refused.reason}`, "error");
   } catch (error) {
@@ -909,7 +939,9 @@ function showStatus(status) {
   el.addImages.hidden = !s.upload_enabled;
   el.dropzone.querySelector('[data-drop="upload"]').hidden = !s.upload_enabled;
   if (s.roots) {
-    el.roots.replaceChildren(...s.roots.map((root) => Object.assign(document.createElement("option"), { value: root })));
+    el.roots.replaceChildren(
+      ...s.roots.map((root) => Object.assign(document.createElement("option"), { value: root })),
+    );
   }
   // The welcome is rebuilt only when what it says changes, so focus on it is not lost.
   const welcome = `${s.indexed === 0}:${s.state === "indexing"}:${s.indexed}`;
@@ -945,7 +977,9 @@ async function loadFailures(reset) {
     body.append(...answer.failures.map(failureRow));
     const summary = $("#failures-summary");
     if (answer.total) {
-      const command = Object.assign(document.createElement("code"), { textContent: "clipq reindex" });
+      const command = Object.assign(document.createElement("code"), {
+        textContent: "clipq reindex",
+      });
       summary.replaceChildren(
         `${fmt.plural(answer.total, "file")} could not be indexed. clipd tries a file again when it ` +
           "changes; fix or remove these, or run ",
@@ -993,10 +1027,13 @@ function showView(name) {
   el.searchView.hidden = failures;
   el.filters.hidden = failures;
   if (failures) loadFailures(true);
-  else if (location.hash === "#failures") history.replaceState(history.state, "", urlFor(query).replace(/#.*$/, ""));
+  else if (location.hash === "#failures")
+    history.replaceState(history.state, "", urlFor(query).replace(/#.*$/, ""));
 }
 
-window.addEventListener("hashchange", () => showView(location.hash === "#failures" ? "failures" : "search"));
+window.addEventListener("hashchange", () =>
+  showView(location.hash === "#failures" ? "failures" : "search"),
+);
 
 // ---------------------------------------------------------------------------------------------
 // Little notes that come and go.
@@ -1016,7 +1053,8 @@ function start() {
   query = queryFromURL();
   showControls();
   showTitle();
-  if (query.under || query.since || query.until || query.ext.length || query.min) el.filters.open = true;
+  if (query.under || query.since || query.until || query.ext.length || query.min)
+    el.filters.open = true;
   history.replaceState({ image: null }, "", location.href);
   showView(location.hash === "#failures" ? "failures" : "search");
   api.watchStatus(showStatus, lostStatus);
