@@ -115,7 +115,7 @@ def ensure_model() -> Path:
     context = int(model.context_length)
     with warnings.catch_warnings():  # the exporter's own deprecation and opset notes
         warnings.simplefilter("ignore")
-        _export(_Visual(model), torch.randn(1, 3, side, side), onnx_dir / "visual.onnx")
+        export_visual(model, side, onnx_dir / "visual.onnx")
         _export(_Textual(model), torch.zeros(1, context, dtype=torch.long),
                 onnx_dir / "textual.onnx")  # fmt: skip
     vocab = _MODEL / "rclip" / _RCLIP_VOCAB
@@ -123,6 +123,11 @@ def ensure_model() -> Path:
     shutil.copy2(Path(open_clip.__file__).parent / _RCLIP_VOCAB.name, vocab)
     stamp.touch()
     return _MODEL
+
+
+def export_visual(model: Any, side: int, path: Path) -> None:
+    """An OpenCLIP model's image tower to ONNX, as rclip's conversion script exports it."""
+    _export(_Visual(model), torch.randn(1, 3, side, side), path)
 
 
 def _export(module: torch.nn.Module, example: torch.Tensor, path: Path) -> None:
