@@ -38,8 +38,12 @@ pytest: $(VENV)/.test-installed
 protos: $(VENV)/.test-installed
 	$(BIN)/python protos/generate.py
 
+$(VENV)/.bench-installed: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[bench]'
+	touch $@ $(VENV)/.test-installed $(VENV)/.daemon-installed
+
 # BENCH_ARGS=--quick for a short run.
-bench: $(VENV)/.test-installed
+bench: $(VENV)/.bench-installed
 	$(BIN)/python -m bench $(BENCH_ARGS)
 
 clean:

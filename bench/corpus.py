@@ -1,8 +1,10 @@
 """A deterministic folder of phone-like photos for the benchmarks.
 
-Mostly 4032x3024 JPEGs at quality 90 (the 12 Mpx of most phones), a fifth of them portrait and
-a fifth stored sideways with an EXIF orientation tag, plus 1920x1080 PNG screenshots and
-4032x3024 WebPs, in nested year/month folders. The same count always gives the same files;
+Mostly 4032x3024 JPEGs at quality 90 (the 12 Mpx of most phones) with sensor noise, so that
+they weigh what phone photos weigh (about 2.4 MB, not 0.4 MB for a smooth picture) and cost
+what they cost to decode; a fifth of them portrait and a fifth stored sideways with an EXIF
+orientation tag, plus 1920x1080 PNG screenshots (noise-free, as screenshots are) and 4032x3024
+WebPs, in nested year/month folders. The same count always gives the same files;
 they are cached under bench/out/ and reused while their stamp matches.
 """
 
@@ -19,7 +21,7 @@ from PIL import Image, ImageDraw, ImageFilter
 OUT = Path(__file__).resolve().parent / "out"
 PHONE = (4032, 3024)
 SCREEN = (1920, 1080)
-_VERSION = 1  # bump when the generator changes, so cached corpora are rebuilt
+_VERSION = 2  # bump when the generator changes, so cached corpora are rebuilt
 _ORIENTATION = 0x0112
 _ROTATED_90_CW = 6  # stored landscape, shown portrait
 
@@ -49,22 +51,30 @@ def kind_of(number: int) -> str:
     return _MIX[number * 7 % len(_MIX)]
 
 
-def photo(rng: random.Random, size: tuple[int, int]) -> Image.Image:
-    """A smooth, photo-like picture: a gradient sky, blurred shapes, sensor-like noise."""
+# Standard deviation of the sensor noise on camera pictures, in 8-bit levels.
+_SENSOR_NOISE = 6.0
+
+
+def photo(rng: random.Random, size: tuple[int, int], *, noise: float = 0.0) -> Image.Image:
+    """A photo-like picture: a gradient sky, blurred shapes, then `noise` (sensor noise)."""
     width, height = size
     top = np.array([rng.randint(0, 255) for _ in range(3)], dtype=np.float32)
     bottom = np.array([rng.randint(0, 255) for _ in range(3)], dtype=np.float32)
     ramp = np.linspace(0.0, 1.0, height, dtype=np.float32)[:, None, None]
     pixels = np.broadcast_to(top + (bottom - top) * ramp, (height, width, 3)).copy()
-    noise = np.random.default_rng(rng.getrandbits(32)).normal(0, 6, (height, width, 3))
-    image = Image.fromarray(np.clip(pixels + noise, 0, 255).astype(np.uint8))
+    texture = np.random.default_rng(rng.getrandbits(32)).normal(0, 6, (height, width, 3))
+    image = Image.fromarray(np.clip(pixels + texture, 0, 255).astype(np.uint8))
     pen = ImageDraw.Draw(image)
     for _ in range(12):
         x, y = rng.randrange(width), rng.randrange(height)
         r = rng.randint(width // 20, width // 5)
         colour = tuple(rng.randint(0, 255) for _ in range(3))
         pen.ellipse((x - r, y - r, x + r, y + r), fill=colour)
-    return image.filter(ImageFilter.GaussianBlur(2))
+    image = image.filter(ImageFilter.GaussianBlur(2))
+    if not noise:
+        return image
+    grain = np.random.default_rng(rng.getrandbits(32)).normal(0, noise, (height, width, 3))
+    return Image.fromarray(np.clip(np.asarray(image) + grain, 0, 255).astype(np.uint8))
 
 
 def corpus(count: int) -> Path:
@@ -77,7 +87,10 @@ def corpus(count: int) -> Path:
     rng = random.Random(2024)
     # Distinct content for each of a few templates per kind; files are re-encoded from them
     # with a crop shift and a flip, so no two files are byte-identical (no copy reuse).
-    templates = {key: [photo(rng, kind.size) for _ in range(3)] for key, kind in KINDS.items()}
+    templates = {
+        key: [photo(rng, kind.size, noise=_noise(kind)) for _ in range(3)]
+        for key, kind in KINDS.items()
+    }
     for number in range(count):
         key = kind_of(number)
         kind = KINDS[key]
@@ -90,6 +103,10 @@ def corpus(count: int) -> Path:
         _save(image, path, kind, key)
     stamp.write_text(str(_VERSION))
     return root
+
+
+def _noise(kind: Kind) -> float:
+    return 0.0 if kind.fmt == "PNG" else _SENSOR_NOISE
 
 
 def files(root: Path) -> list[Path]:

@@ -24,6 +24,15 @@ TINY_MODEL_JSON = FIXTURES / "tiny-clip.json"
 TINY_MODEL_WEIGHTS = FIXTURES / "tiny-clip.pt"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def session_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Module-scoped fixtures start before each test's isolated_env: keep what they cache (the
+    precision probe's result) out of the real home too."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("session-cache")))
+        yield
+
+
 @pytest.fixture(autouse=True)
 def isolated_env(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Point every path clipd and clipq could touch at a fresh temp directory."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import subprocess
@@ -16,7 +17,7 @@ from conftest import TINY_MODEL_JSON, TINY_MODEL_WEIGHTS, ConfigWriter
 from fixtures.shapes import COLOURS, SHAPES, caption, draw
 from harness import run_clipd
 
-from clipd import embedder
+from clipd import embedder, probe_cache
 from clipd.config import ModelConfig
 from clipd.embedder import Embedder
 from clipd.errors import ConfigError, ModelError, UnknownModel, WeightsOffline
@@ -138,6 +139,74 @@ def test_auto_stays_fp32_without_bf16_or_when_it_drifts(
     # Reloaded in fp32, not bf16 weights cast back: the same vectors as a plain fp32 model.
     text = "a green triangle"
     assert np.array_equal(refused.embed_text(text), fp32.embed_text(text))
+
+
+def counted_probes(monkeypatch: pytest.MonkeyPatch) -> list[None]:
+    """A list that grows by one each time any Embedder runs its drift probe."""
+    calls: list[None] = []
+    probe = Embedder._probe
+
+    def counting(self: Embedder) -> Any:
+        calls.append(None)
+        return probe(self)
+
+    monkeypatch.setattr(Embedder, "_probe", counting)
+    return calls
+
+
+def test_auto_remembers_the_probe_and_later_starts_load_bf16_straight(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    probes = counted_probes(monkeypatch)
+    first = auto(monkeypatch, has_bf16=True)
+    assert probes, "the first start must probe"
+    assert probe_cache.cache_file().is_file()
+    probes.clear()
+    again = auto(monkeypatch, has_bf16=True)
+    assert not probes, "a later start must take the remembered result"
+    assert again.precision == "bf16"
+    assert again.bf16_cosine == first.bf16_cosine
+    # Loaded straight in bf16: the very weights the probed fp32 model was cast to.
+    text, image = "a red circle", draw("red", "circle", (96, 64), random.Random(1))
+    assert np.array_equal(again.embed_text(text), first.embed_text(text))
+    assert np.array_equal(again.embed_images([image]), first.embed_images([image]))
+
+
+def test_a_remembered_drift_over_the_limit_loads_fp32_without_probing(
+    monkeypatch: pytest.MonkeyPatch, fp32: Embedder
+) -> None:
+    monkeypatch.setattr(embedder, "MIN_BF16_COSINE", 1.01)  # no bf16 result can pass
+    auto(monkeypatch, has_bf16=True)
+    probes = counted_probes(monkeypatch)
+    refused = auto(monkeypatch, has_bf16=True)
+    assert not probes
+    assert refused.precision == "fp32"
+    assert refused.bf16_cosine is not None
+    text = "a green triangle"
+    assert np.array_equal(refused.embed_text(text), fp32.embed_text(text))
+
+
+def test_the_probe_runs_again_for_another_torch_or_a_damaged_cache(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import torch
+
+    probes = counted_probes(monkeypatch)
+    auto(monkeypatch, has_bf16=True)
+    monkeypatch.setattr(torch, "__version__", "0.0.1")
+    probes.clear()
+    auto(monkeypatch, has_bf16=True)
+    assert probes, "another torch build must be probed again"
+    probe_cache.cache_file().write_text("{not json", encoding="utf-8")
+    probes.clear()
+    auto(monkeypatch, has_bf16=True)
+    assert probes, "a damaged cache must mean a new probe"
+    assert len(json.loads(probe_cache.cache_file().read_text(encoding="utf-8"))) == 1
+
+
+def test_unknown_model_name() -> None:
+    with pytest.raises(ModelError, match="is not an OpenCLIP model"):
+        Embedder(ModelConfig(name="ViT-Q-99", pretrained="random", device="cpu"))
 
 
 HUB_FILE = "laion/CLIP-ViT-B-32-laion2B-s34B-b79K/resolve/main/open_clip_pytorch_model.bin"

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import numpy.typing as npt
 
+from clipd import probe_cache
 from clipd.config import RANDOM_WEIGHTS, ModelConfig
 from clipd.errors import ModelError, UnknownModel, WeightsOffline
 from clipd.records import ModelIdentity
@@ -61,20 +62,32 @@ class Embedder:
         self.device = _pick_device(config.device)
         self.dtype = _pick_dtype(config.precision, self.device)
         model_name = check_model(config)
-        self._model, self._preprocess, self._tokenizer = _load(model_name, config.pretrained)
+        name, pretrained = _identity_of(config.name), _identity_of(config.pretrained)
+        # The smallest probe cosine of bf16 against fp32, when `auto` weighed bf16: from an
+        # earlier start if one probed these weights here, else measured below.
+        self.bf16_cosine: float | None = None
+        probe_key = None
+        if config.precision == "auto" and self.dtype == torch.bfloat16:
+            probe_key = probe_cache.probe_key(name, pretrained, torch.__version__)
+            self.bf16_cosine = probe_cache.lookup(probe_key)
+            if self.bf16_cosine is not None and self.bf16_cosine < MIN_BF16_COSINE:
+                self.dtype = torch.float32
+        probing = probe_key is not None and self.bf16_cosine is None
+        self._model, self._preprocess, self._tokenizer = _load(
+            model_name, config.pretrained, "fp32" if probing else self.precision
+        )
         self._model.eval()
         self.image_size = _image_side(self._model)
-        # The smallest probe cosine of bf16 against fp32, when `auto` weighed bf16.
-        self.bf16_cosine: float | None = None
-        if config.precision == "auto" and self.dtype == torch.bfloat16:
+        if probing:
             self._check_bf16(model_name)
+            assert probe_key is not None
+            assert self.bf16_cosine is not None  # set by the probe
+            probe_cache.store(probe_key, self.bf16_cosine)
         else:
-            self._model.to(device=self.device, dtype=self.dtype)
+            self._model.to(device=self.device)  # built in self.dtype already
         with torch.inference_mode():
             dim = int(self._encode_text(self._tokenizer(["a"])).shape[1])
-        self.identity = ModelIdentity(
-            name=_identity_of(config.name), pretrained=_identity_of(config.pretrained), dim=dim
-        )
+        self.identity = ModelIdentity(name=name, pretrained=pretrained, dim=dim)
         self._text_cache: OrderedDict[str, Vectors] = OrderedDict()
         self._cache_lock = threading.Lock()
         # Queries go first: indexing runs in chunks and waits between them while any query
@@ -112,7 +125,7 @@ class Embedder:
             )
             # Reloaded, not cast back: bf16-rounded weights would stay rounded. Rare, so the
             # second load is cheaper than keeping an fp32 copy in RAM meanwhile.
-            self._model = _load(model_name, self.config.pretrained)[0].eval()
+            self._model = _load(model_name, self.config.pretrained, "fp32")[0].eval()
             self.dtype = torch.float32
 
     def _probe(self) -> Vectors:
@@ -270,7 +283,15 @@ def check_model(config: ModelConfig) -> str:
     return model_name
 
 
-def _load(model_name: str, pretrained: str) -> tuple[Any, Callable[..., Any], Callable[..., Any]]:
+# open_clip's names for our precisions; pure_*: every weight cast, LayerNorms too, as Module.to.
+_OPEN_CLIP_PRECISION = {"fp32": "fp32", "bf16": "pure_bf16", "fp16": "pure_fp16"}
+
+
+def _load(
+    model_name: str, pretrained: str, precision: str
+) -> tuple[Any, Callable[..., Any], Callable[..., Any]]:
+    """Model, preprocessing, tokenizer. The weights go straight into `precision` (fp32, bf16,
+    fp16): a bf16 model never holds an fp32 copy of itself beside the checkpoint being read."""
     import open_clip
 
     _log_hub_messages_once()
@@ -281,7 +302,7 @@ def _load(model_name: str, pretrained: str) -> tuple[Any, Callable[..., Any], Ca
     try:
         with _hub_offline(offline):
             model, _, preprocess = open_clip.create_model_and_transforms(
-                model_name, pretrained=weights
+                model_name, pretrained=weights, precision=_OPEN_CLIP_PRECISION[precision]
             )
         tokenizer = open_clip.get_tokenizer(model_name)
     except Exception as exc:  # open_clip and the hub raise many types; all mean "no weights"
