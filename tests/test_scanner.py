@@ -127,3 +127,24 @@ def test_below_means_inside_the_folder_not_a_name_that_starts_alike() -> None:
     roots = [Path("/pics"), Path("/more")]
     paths = [Path("/pics/a.jpg"), Path("/pics2/a.jpg"), Path("/more"), Path("/")]
     assert outside_roots(paths, roots) == [Path("/pics2/a.jpg"), Path("/")]
+
+
+def test_a_file_whose_path_is_over_path_max_is_rejected_saying_so(tmp_path: Path) -> None:
+    """Its folder can be listed, but the file's own path is too long to open."""
+    fd = os.open(tmp_path, os.O_RDONLY)
+    folder, name = str(tmp_path), "d" * 200
+    try:
+        while len(folder) < 3900:
+            os.mkdir(name, dir_fd=fd)
+            inner = os.open(name, os.O_RDONLY, dir_fd=fd)
+            os.close(fd)
+            fd, folder = inner, f"{folder}/{name}"
+        long_name = "f" * 240 + ".jpg"
+        os.close(os.open(long_name, os.O_WRONLY | os.O_CREAT, 0o644, dir_fd=fd))
+    finally:
+        os.close(fd)
+    result = scan(tmp_path, Matcher(DEFAULT_INCLUDE, (), skip_hidden=True))
+    assert result.files == {}
+    [(path, (_, problem))] = result.rejected.items()
+    assert path == f"{folder}/{long_name}"
+    assert "longer than this system allows (PATH_MAX)" in str(problem)
