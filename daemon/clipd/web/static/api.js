@@ -96,10 +96,13 @@ export function watchStatus(onStatus, onLost) {
   return source;
 }
 
-export function thumbnailURL(path, size) {
-  return `${BASE}/thumbnail?${new URLSearchParams({ path, size: String(size) })}`;
+// A hit's mtime names the file's version, so the browser may keep its pictures for good
+// (the server answers a versioned URL with "immutable"); a changed file gets a new URL.
+export function thumbnailURL(hit, size) {
+  const params = { path: hit.path, size: String(size), v: String(hit.mtime) };
+  return `${BASE}/thumbnail?${new URLSearchParams(params)}`;
 }
 
-export function imageURL(path) {
-  return `${BASE}/image?${new URLSearchParams({ path })}`;
+export function imageURL(hit) {
+  return `${BASE}/image?${new URLSearchParams({ path: hit.path, v: String(hit.mtime) })}`;
 }

@@ -420,7 +420,7 @@ function tile(hit, index) {
     img.width = hit.width;
     img.height = hit.height;
   }
-  img.src = api.thumbnailURL(hit.path, THUMB);
+  img.src = api.thumbnailURL(hit, THUMB);
   img.addEventListener("load", () => li.classList.add("loaded"), { once: true });
   img.addEventListener("error", () => li.classList.add("broken"), { once: true });
   open.append(img);
@@ -740,20 +740,20 @@ function openLightbox(index) {
   shownIndex = index;
   const name = fmt.fileName(hit.path);
   // The thumbnail is cached already: show it at once, then the full picture when it is here.
-  lb.image.src = api.thumbnailURL(hit.path, THUMB);
+  lb.image.src = api.thumbnailURL(hit, THUMB);
   lb.image.alt = name;
   const full = new Image();
   full.addEventListener("load", () => shownIndex === index && (lb.image.src = full.src), {
     once: true,
   });
-  full.src = api.imageURL(hit.path);
+  full.src = api.imageURL(hit);
   lb.name.textContent = name;
   lb.score.textContent = fmt.score(hit.score);
   lb.dims.textContent = hit.width ? `${hit.width} × ${hit.height} pixels` : "unknown";
   lb.size.textContent = fmt.bytes(hit.size_bytes);
   lb.date.textContent = fmt.date(fmt.pictureTime(hit));
   lb.path.textContent = hit.path;
-  lb.open.href = api.imageURL(hit.path);
+  lb.open.href = api.imageURL(hit);
   $(".lb-prev").disabled = index === 0;
   $(".lb-next").disabled = index >= run.hits.length - 1 && run.done;
   if (!el.lightbox.open) {
