@@ -15,10 +15,7 @@ import json
 import os
 import random
 import re
-import signal
 import socket
-import subprocess
-import sys
 import time
 import urllib.parse
 import urllib.request
@@ -33,6 +30,7 @@ import yaml
 from conftest import TINY_MODEL_JSON, TINY_MODEL_WEIGHTS
 from fixtures.corpus import Corpus, write_corpus
 from fixtures.shapes import draw
+from harness import DaemonProcess, wait_until
 from playwright.sync_api import Browser, FilePayload, Page, expect, sync_playwright
 
 pytestmark = pytest.mark.slow
@@ -45,7 +43,6 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--no-first-run",
 ]
-BIN = Path(sys.executable).parent
 ARTIFACTS = Path(__file__).parent / "artifacts"
 PER_CLASS = 13  # 156 pictures: more than two pages of 60
 OLD = datetime(2019, 6, 1, 12).timestamp()  # the file time of every picture under set0/
@@ -69,8 +66,7 @@ def free_port() -> int:
 class Daemon:
     """A `clipd serve` process with its web app on a known loopback port."""
 
-    process: subprocess.Popen[bytes]
-    log: Path
+    process: DaemonProcess
     root: Path
     port: int
     token: str
@@ -91,23 +87,20 @@ class Daemon:
         return status
 
     def wait_idle(self, indexed: int, timeout: float = 120) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout
-        last: dict[str, Any] | Exception = RuntimeError("no answer yet")
-        while time.monotonic() < deadline:
-            assert self.process.poll() is None, self.log.read_text()
-            try:
-                last = self.status()
-                if last["state"] == "idle" and last["indexed"] >= indexed:
-                    return last
-            except OSError as error:  # not listening yet, or 503 while the model loads
-                last = error
-            time.sleep(0.1)
-        raise AssertionError(f"clipd did not index {indexed} files in {timeout} s: {last}")
+        def idle() -> dict[str, Any] | None:
+            assert self.process.popen.poll() is None, self.process.output
+            status = self.status()
+            return status if status["state"] == "idle" and status["indexed"] >= indexed else None
+
+        # OSError: not listening yet, or 503 while the model loads.
+        status = wait_until(
+            idle, f"clipd idle with {indexed} files", timeout=timeout, ignoring=(OSError,)
+        )
+        assert status is not None
+        return status
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-        assert self.process.wait(timeout=60) == 0, self.log.read_text()
+        assert self.process.stop() == 0, self.process.output
 
 
 def start_daemon(work: Path, root: Path, **config: Any) -> Daemon:
@@ -144,12 +137,7 @@ def start_daemon(work: Path, root: Path, **config: Any) -> Daemon:
         "XDG_RUNTIME_DIR": str(work),
         "HF_HUB_OFFLINE": "1",
     }
-    log = work / "clipd.log"
-    with log.open("wb") as sink:
-        process = subprocess.Popen(
-            [str(BIN / "clipd"), "serve", "--config", str(path)], stdout=sink, stderr=sink, env=env
-        )
-    return Daemon(process, log, root, port, token)
+    return Daemon(DaemonProcess(path, env=env), root, port, token)
 
 
 @pytest.fixture(scope="module")
