@@ -284,22 +284,33 @@ def _search_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _add_filter_options(group: argparse._ArgumentGroup) -> None:
-    group.add_argument(
+def _add_paging_options(
+    parser: argparse.ArgumentParser | argparse._ArgumentGroup,
+    noun: str,
+    *,
+    default_limit: int = 100,
+    skipped: str = "",
+) -> None:
+    """-n/--limit and --offset, alike for every command that lists pages of something."""
+    parser.add_argument(
         "-n",
         "--limit",
         type=limit,
-        default=20,
+        default=default_limit,
         metavar="N",
-        help=f"number of hits to show, 1 to {MAX_LIMIT} (default: %(default)s)",
+        help=f"number of {noun} to show, 1 to {MAX_LIMIT} (default: %(default)s)",
     )
-    group.add_argument(
+    parser.add_argument(
         "--offset",
         type=offset,
         default=0,
         metavar="K",
-        help="skip the K best hits, for paging (default: %(default)s)",
+        help=f"skip {skipped or 'the first K ' + noun}, for paging (default: %(default)s)",
     )
+
+
+def _add_filter_options(group: argparse._ArgumentGroup) -> None:
+    _add_paging_options(group, "hits", default_limit=20, skipped="the K best hits")
     group.add_argument(
         "--min-score",
         type=score,
@@ -430,21 +441,7 @@ def _failures_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="print one JSON array of failures (path, error, message, attempts, last_seen)",
     )
-    parser.add_argument(
-        "-n",
-        "--limit",
-        type=limit,
-        default=100,
-        metavar="N",
-        help=f"number of failures to show, 1 to {MAX_LIMIT} (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--offset",
-        type=offset,
-        default=0,
-        metavar="K",
-        help="skip the first K failures, for paging (default: %(default)s)",
-    )
+    _add_paging_options(parser, "failures")
     _add_connection_options(parser)
     parser.set_defaults(run=_failures)
     return parser
@@ -522,21 +519,7 @@ def _duplicates_parser() -> argparse.ArgumentParser:
             "(path, score, width, height, size_bytes, mtime, taken, paired)"
         ),
     )
-    parser.add_argument(
-        "-n",
-        "--limit",
-        type=limit,
-        default=100,
-        metavar="N",
-        help=f"number of groups to show, 1 to {MAX_LIMIT} (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--offset",
-        type=offset,
-        default=0,
-        metavar="K",
-        help="skip the first K groups, for paging (default: %(default)s)",
-    )
+    _add_paging_options(parser, "groups")
     _add_connection_options(parser)
     parser.set_defaults(run=_duplicates)
     return parser
