@@ -14,6 +14,7 @@ flag comes before all of them.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -52,19 +53,27 @@ def _configured(key: str) -> Path | None:
     """The path the config file gives `key`, or None (no file, no key, or not understood)."""
     config = default_config_path()
     try:
-        text = config.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError):
-        # The daemon reports a config it cannot read; clipq falls back to the defaults.
+        stat = config.stat()
+    except OSError:
         return None
-    value = None
-    # YAML keeps the last of duplicate keys.
-    for name, rest in _KEY_LINE.findall(text):
-        if name == key:
-            value = scalar(rest)
+    value = _values(config, stat.st_mtime_ns, stat.st_size).get(key)
     if value is None:
         return None
     path = Path(os.path.expandvars(value)).expanduser()
     return path if path.is_absolute() else (config.parent / path).resolve()
+
+
+# Help texts and the connection each ask for these paths: read the file once per version of it.
+@functools.lru_cache(maxsize=4)
+def _values(config: Path, mtime_ns: int, size: int) -> dict[str, str | None]:
+    """The keys clipq reads, as the file at `config` (in this version) gives them."""
+    try:
+        text = config.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        # The daemon reports a config it cannot read; clipq falls back to the defaults.
+        return {}
+    # YAML keeps the last of duplicate keys.
+    return {name: scalar(rest) for name, rest in _KEY_LINE.findall(text)}
 
 
 def scalar(text: str) -> str | None:
