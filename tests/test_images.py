@@ -8,7 +8,6 @@ import io
 import os
 import random
 import struct
-import time
 import zlib
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -329,10 +328,8 @@ def test_png_header_claiming_30000x30000_fails_before_decoding() -> None:
         + png_chunk(b"IDAT", rows)
         + png_chunk(b"IEND", b"")
     )
-    start = time.perf_counter()
     with pytest.raises(ImageTooLarge, match=r"30000x30000 \(900,000,000 pixels\)") as caught:
         decode_bytes(data)
-    assert time.perf_counter() - start < 0.5
     assert f"{DEFAULT_MAX_PIXELS:,}-pixel cap" in str(caught.value)
     assert caught.value.error_class == "ImageTooLarge"
 
