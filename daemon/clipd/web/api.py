@@ -299,9 +299,6 @@ class Api:
 
     async def embed(self, request: Request) -> Response:
         body = await inputs.json_body(request)
-        given = [key for key in ("text", "image_base64", "path") if key in body]
-        if len(given) != 1:
-            raise QueryError("give exactly one of text, image_base64 or path")
         embedding = await self.run(self.queries.embed, inputs.json_term(body, "body"))
         return _json(
             {
