@@ -227,6 +227,9 @@ def test_deadlines_are_honoured(tmp_path: Path, write_config: ConfigWriter) -> N
         assert caught.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
         # The abandoned wait frees its server thread, and the daemon goes on answering.
         assert daemon.search(text("a blue circle"), limit=1).hits
+        # A deadline of 20 ms may pass before the server even runs the call: ask once more,
+        # without waiting, so the new files are picked up either way.
+        daemon.stub.Reindex(pb.ReindexRequest(), timeout=10)
         daemon.live.wait_settled(len(corpus.images) + len(corpus.bad) + 120)
 
 
