@@ -235,6 +235,7 @@ class Store:
         self._reset: int | None = None
         self._closing = threading.Event()
         self._loader: threading.Thread | None = None
+        self._writes = 0
         try:
             self._check_integrity()
             self._migrate()
@@ -258,6 +259,12 @@ class Store:
         """RAM held by the in-memory copy of the vectors."""
         matrix = self._matrix
         return matrix.nbytes if matrix is not None else 0
+
+    @property
+    def writes(self) -> int:
+        """Write transactions committed since the store was opened: a cache of answers
+        computed from the index (duplicate groups) is current while this has not moved."""
+        return self._writes
 
     def wait_in_memory(self) -> None:
         """Block until the RAM copy has loaded (or will not be: off, closing)."""
@@ -299,6 +306,7 @@ class Store:
                 if fault is not None:
                     raise StoreUnwritable(f"{fault}: cannot write {self.path} ({exc})") from exc
                 raise
+            self._writes += 1
             self._apply_to_matrix()
 
     def _apply_to_matrix(self) -> None:
