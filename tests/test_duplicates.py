@@ -19,7 +19,7 @@ from fixtures.near_copies import NearCopies, picture, write_big_twins, write_nea
 
 from clipd import images, neighbours, pixels, sqlite
 from clipd import store as store_module
-from clipd.backfill import SignatureBackfill
+from clipd.backfill import Backfill
 from clipd.duplicates import DEFAULT_THRESHOLD, Criteria, DuplicateFinder, DuplicatesReport
 from clipd.records import FileRecord, ModelIdentity
 from clipd.scanner import content_hash
@@ -275,7 +275,8 @@ def test_unsigned_files_are_only_exact_until_the_backfill_signs_them(
 
     (copies.root / "blue-square.png").write_bytes(b"changed since it was indexed")
     with ThreadPoolExecutor(max_workers=2) as pool:
-        backfill = SignatureBackfill(store, pool, decode)
+        backfill = Backfill(store, pool, decode)
+        backfill.restart()
         while backfill.pending:
             backfill.step()
     after = finder.find(Criteria())

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from clipd import images, pairs, thumbcache
-from clipd.backfill import SignatureBackfill
+from clipd.backfill import Backfill
 from clipd.config import Config
 from clipd.embedder import Embedder
 from clipd.errors import ImageError, MissingDecoder, StoreUnwritable
@@ -39,8 +39,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 _LOG_EVERY_S = 5.0
-# Files whose capture time the backfill reads per transaction.
-_BACKFILL_CHUNK = 64
 # A batch the storage refused (disk full, read-only) is retried after these waits, doubling.
 _RETRY_FIRST_S = 1.0
 _RETRY_MAX_S = 60.0
@@ -106,7 +104,7 @@ class Indexer:
         self._thread = threading.Thread(target=self._run, name="clipd-indexer")
         threads = config.loader_threads or min(4, os.cpu_count() or 1)
         self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="clipd-loader")
-        self._signatures = SignatureBackfill(store, self._pool, self._decode)
+        self._backfill = Backfill(store, self._pool, self._decode)
 
     def start(self) -> None:
         self._thread.start()
@@ -138,14 +136,14 @@ class Indexer:
         self._pool.shutdown(wait=True, cancel_futures=True)
 
     def run_once(self, paths: Sequence[Path]) -> ScanJob:
-        """Run one scan job, then the capture-time and pixel-signature backfills, on the calling
-        thread (for `clipd index`)."""
+        """Run one scan job, then a backfill pass (clipd.backfill), on the calling thread (for
+        `clipd index`)."""
         job = ScanJob(tuple(paths))
         self._progress.begin_scan()
         try:
             self._run_job(job)
-            self._backfill()
-            self._sign_unsigned()
+            self._backfill.restart()
+            self._fill_in()
         finally:
             self._pool.shutdown(wait=True, cancel_futures=True)
         return job
@@ -159,8 +157,9 @@ class Indexer:
                 break
             try:
                 self._run_job(job)
-                self._backfill()
-                self._sign_unsigned()
+                if self._covers_every_root(job):
+                    self._backfill.restart()
+                self._fill_in()
             except StoreUnwritable as exc:  # a move or removal refused: the next scan redoes it
                 log.error("scan of %s stopped: %s", ", ".join(map(str, job.paths)), exc)
             except Exception:  # a bug in one job must not end indexing for good
@@ -185,7 +184,7 @@ class Indexer:
                     log.info("trying again %d files whose decoder was missing", retried)
             for root in job.forget:
                 job.removed += self._forget(root)
-            if set(self._config.roots) <= set(job.paths):  # a rescan of every root
+            if self._covers_every_root(job):
                 job.removed += self._forget_outside_roots()
             for source, destination in job.moves:
                 moved = self._store.move(str(source), str(destination))
@@ -319,25 +318,14 @@ class Indexer:
         """Header facts of files, read on the loader threads; None for one that cannot be read."""
         return list(self._pool.map(_read_metadata, paths))
 
-    def _backfill(self) -> None:
-        """Read the capture times the database lacks (rows indexed before clipd stored them),
-        from the files' metadata, without the model; in chunks, giving way to any new job."""
-        done = 0
-        while not self._stopping.is_set() and self._jobs.empty():
-            rows = self._store.unread_capture_times(_BACKFILL_CHUNK)
-            if not rows:
-                break
-            self._store.set_capture_times(list(self._pool.map(_capture_time, rows)))
-            done += len(rows)
-        if done:
-            log.info("read the capture times of %d files indexed before clipd stored them", done)
+    def _covers_every_root(self, job: ScanJob) -> bool:
+        """A scan of every root: the start-up scan, or a full rescan."""
+        return set(self._config.roots) <= set(job.paths)
 
-    def _sign_unsigned(self) -> None:
-        """Make the pixel signatures the database lacks (rows indexed before clipd made them;
-        see clipd.backfill), without the model; in chunks, giving way to any new job."""
-        self._signatures.restart()
-        while self._signatures.pending and not self._stopping.is_set() and self._jobs.empty():
-            self._signatures.step()
+    def _fill_in(self) -> None:
+        """Go on with the backfill pass, if one is under way, until it ends or a job waits."""
+        while self._backfill.pending and not self._stopping.is_set() and self._jobs.empty():
+            self._backfill.step()
 
     def _root_is_present(self, path: Path) -> bool:
         """False for a root that is missing or emptied while files are indexed under it (an
@@ -581,19 +569,6 @@ def _read_metadata(path: str) -> pairs.Metadata | None:
         log.exception("unexpected error reading %s", path)
         return None
     return pairs.Metadata(width, height, taken)
-
-
-def _capture_time(row: tuple[int, str, int, int]) -> tuple[int, int, int, int | None]:
-    """Runs on a loader thread: (id, size, mtime_ns, capture time) of a backfill row."""
-    file_id, path, size, mtime_ns = row
-    try:
-        taken_ns = _ns(images.read_metadata(Path(path))[2])
-    except ImageError:  # unreadable now: the scan deals with it; its time stays unknown
-        taken_ns = None
-    except Exception:  # one odd file must not stop the backfill
-        log.exception("unexpected error reading the capture time of %s", path)
-        taken_ns = None
-    return file_id, size, mtime_ns, taken_ns
 
 
 def _files(count: int) -> str:

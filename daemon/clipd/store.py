@@ -85,7 +85,7 @@ MIGRATIONS: tuple[tuple[str, str], ...] = (
     (
         # Capture times, and RAW files left out for the JPEG of the same photo (clipd.pairs).
         # Rows indexed before this migration are marked unread; the indexer's
-        # backfill reads their times from the files, without the model (Indexer._backfill).
+        # backfill reads their times from the files, without the model (clipd.backfill).
         "0002_capture_time",
         """
         ALTER TABLE files ADD COLUMN taken_ns INTEGER;
