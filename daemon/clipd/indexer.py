@@ -105,6 +105,7 @@ class Indexer:
         threads = config.loader_threads or min(4, os.cpu_count() or 1)
         self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="clipd-loader")
         self._backfill = Backfill(store, self._pool, self._decode)
+        self._pairs = pairs.Planner(store, self._pool)
 
     def start(self) -> None:
         self._thread.start()
@@ -241,7 +242,8 @@ class Indexer:
         new failures for paths that cannot be indexed)."""
         found = ScanResult()
         present = [path for path in job.paths if self._root_is_present(path)]
-        present += self._pair_siblings(present)
+        if self._config.raw_pairs != "both":
+            present += self._pairs.siblings(present, self._config.roots, self._matcher)
         for path in present:
             scan(path, self._matcher, found, follow=self._config.follow_symlinks)
         known: dict[str, tuple[int, int]] = {}
@@ -252,7 +254,7 @@ class Indexer:
         hidden = tuple(d + os.sep for d in found.unreadable)
         listed = found.files.keys() | found.rejected.keys()
         gone = {p for p in known.keys() | failed.keys() if p not in listed}
-        left_out = self._pair(found.files)
+        left_out = self._pairs.leave_out(found.files, self._config.raw_pairs)
         gone |= {p for p in left_out if p in known or p in failed}
         vanished = [p for root in present for p in self._store.paired_paths(str(root))]
         if any(p not in listed for p in vanished):
@@ -270,53 +272,6 @@ class Indexer:
             if _changed(st, None, failed.get(p))
         ]
         return todo, sorted(p for p in gone if not p.startswith(hidden)), rejected
-
-    def _pair_siblings(self, paths: list[Path]) -> list[Path]:
-        """Files that may pair with the single files among paths (a watcher's event names one
-        file; its RAW or JPEG sibling decides whether it is indexed)."""
-        if self._config.raw_pairs == "both":
-            return []
-        siblings = []
-        for path in paths:
-            if pairs.kind(str(path)) is None:
-                continue
-            try:
-                names = os.listdir(path.parent)
-            except OSError:
-                continue
-            for name in pairs.sibling_names(str(path), names):
-                sibling = path.parent / name
-                if sibling not in paths and self._is_candidate(sibling):
-                    siblings.append(sibling)
-        return siblings
-
-    def _is_candidate(self, path: Path) -> bool:
-        """Whether the include/exclude rules take this file, below whichever root holds it."""
-        for root in self._config.roots:
-            if path.is_relative_to(root):
-                return self._matcher.wants_path(str(path.relative_to(root)), is_directory=False)
-        return False
-
-    def _pair(self, files: dict[str, FileStat]) -> set[str]:
-        """Decide RAW + JPEG pairs among files (clipd.pairs); the paths to leave out."""
-        candidates = {path: stat for path, stat in files.items() if pairs.kind(path)}
-        if not candidates:
-            return set()
-        remembered = self._store.pairs(list(candidates))
-        decided = pairs.decide(candidates, self._config.raw_pairs, remembered, self._metadata)
-        left_out = {pair.path for pair in decided}
-        new = [pair for pair in decided if remembered.get(pair.path) != pair]
-        undone = [path for path in remembered if path not in left_out]
-        if new or undone:
-            self._store.set_pairs(new, undone)
-        for pair in new:
-            log.info("%s is the same photo as %s: only the latter is indexed", pair.path,
-                     pair.partner)  # fmt: skip
-        return left_out
-
-    def _metadata(self, paths: list[str]) -> list[pairs.Metadata | None]:
-        """Header facts of files, read on the loader threads; None for one that cannot be read."""
-        return list(self._pool.map(_read_metadata, paths))
 
     def _covers_every_root(self, job: ScanJob) -> bool:
         """A scan of every root: the start-up scan, or a full rescan."""
@@ -558,17 +513,6 @@ def _record(
 
 def _ns(seconds: float | None) -> int | None:
     return None if seconds is None else round(seconds * 1e9)
-
-
-def _read_metadata(path: str) -> pairs.Metadata | None:
-    try:
-        width, height, taken = images.read_metadata(Path(path))
-    except ImageError:
-        return None
-    except Exception:  # one odd file must not stop a scan
-        log.exception("unexpected error reading %s", path)
-        return None
-    return pairs.Metadata(width, height, taken)
 
 
 def _files(count: int) -> str:

@@ -58,10 +58,17 @@ def similar_pairs(vectors: Floats, threshold: float, k: int) -> Pairs:
         return _similar_pairs(vectors, threshold, k)
 
 
-def _similar_pairs(vectors: Floats, threshold: float, k: int) -> Pairs:
-    rows = np.arange(len(vectors), dtype=np.int64)
-    if len(vectors) <= EXACT_ROWS:
+def exact_pairs(vectors: Floats, threshold: float, k: int) -> Pairs:
+    """The same pairs, every row scored against every other: for small sets, and to measure
+    how many the buckets miss (bench/duplicates.py)."""
+    with threadpool_limits(limits=1, user_api="blas"):
+        rows = np.arange(len(vectors), dtype=np.int64)
         return _unique(_search(vectors, rows, rows, threshold, k), len(vectors))
+
+
+def _similar_pairs(vectors: Floats, threshold: float, k: int) -> Pairs:
+    if len(vectors) <= EXACT_ROWS:
+        return exact_pairs(vectors, threshold, k)
     rng = np.random.default_rng(0)  # buckets depend only on the vectors: answers repeat
     centres = _centres(vectors, len(vectors) // BUCKET_ROWS, rng)
     nearest = _nearest(vectors, centres)
