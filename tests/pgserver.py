@@ -153,15 +153,28 @@ class PgServer:
         # one), so the unprivileged server user can reach it.
         self.base = Path(tempfile.mkdtemp(prefix="clipd-pg-"))
         self._identity.own(self.base)
-        self.bin = self._usable_bin(install)
-        self.data_dir = self.base / "data"
-        self.socket_dir = self.base / "sock"
-        self.log_path = self.base / "postgres.log"
         self.port = free_port()
+        try:
+            self.bin = self._usable_bin(install)
+            self._initdb()
+        except BaseException:
+            shutil.rmtree(self.base, ignore_errors=True)
+            raise
         self._process: subprocess.Popen[bytes] | None = None
         self._log: IO[bytes] | None = None
         self._names = itertools.count(1)
-        self._initdb()
+
+    @property
+    def data_dir(self) -> Path:
+        return self.base / "data"
+
+    @property
+    def socket_dir(self) -> Path:
+        return self.base / "sock"
+
+    @property
+    def log_path(self) -> Path:
+        return self.base / "postgres.log"
 
     # -- lifecycle -------------------------------------------------------------------------
 
