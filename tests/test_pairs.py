@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import random
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -167,13 +168,13 @@ def test_siblings_of_many_files_list_their_folder_once(
         shot(root, f"IMG_{number:04d}")
     (root / "notes.txt").write_text("not a picture")
     listed: list[str] = []
-    listdir = pairs.os.listdir
+    listdir = os.listdir
 
     def counted(path: Path) -> list[str]:
         listed.append(str(path))
         return listdir(path)
 
-    monkeypatch.setattr(pairs.os, "listdir", counted)
+    monkeypatch.setattr(os, "listdir", counted)
     store = Store(tmp_path / "index.db")
     try:
         with ThreadPoolExecutor(max_workers=1) as pool:
