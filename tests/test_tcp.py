@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import os
-import socket
 import stat
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,7 +13,7 @@ import pytest
 from conftest import ConfigWriter
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
-from harness import InProcessDaemon, in_process_daemon, picture
+from harness import InProcessDaemon, free_port, in_process_daemon, picture
 
 from clipd.config import TcpAddress, load_config
 from clipd.errors import ConfigError, TokenError
@@ -24,13 +23,6 @@ from clipd_api.v1 import clipd_pb2 as pb
 from clipd_api.v1 import clipd_pb2_grpc as pb_grpc
 
 Metadata = tuple[tuple[str, str], ...]
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 class Remote:
