@@ -7,6 +7,7 @@ import os
 import stat
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -160,6 +161,28 @@ def test_socket_is_private_in_a_private_directory(remote: Remote) -> None:
     path = remote.live.daemon.config.socket
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
+
+
+def test_the_token_file_is_read_once_for_tcp_and_the_web_app(
+    tmp_path: Path, write_config: ConfigWriter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = tmp_path / "pics"
+    root.mkdir()
+    config = write_config([root], tcp=f"127.0.0.1:{free_port()}")
+    token_file = load_config(config).token_file
+    reads: list[Path] = []
+    read_text = Path.read_text
+
+    def counted(path: Path, *args: Any, **kwargs: Any) -> str:
+        if path == token_file:
+            reads.append(path)
+        return read_text(path, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "read_text", counted)
+    with in_process_daemon(config, root, 0) as live:
+        assert live.daemon.state is not None
+        assert live.daemon.state.web_url  # both listeners are up
+    assert len(reads) == 1
 
 
 def test_token_file_is_made_private_and_reused(tmp_path: Path) -> None:
