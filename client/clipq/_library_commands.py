@@ -97,11 +97,15 @@ def failures(client: Client, args: argparse.Namespace) -> None:
         return
     for line in failure_lines(page.failures):
         print(line)
-    shown_to = args.offset + len(page)
-    if len(page) and shown_to < page.total:
+    _note_more_pages(len(page), page.total, args.offset, "failures")
+
+
+def _note_more_pages(shown: int, total: int, offset: int, noun: str) -> None:
+    """Say on stderr how to see the rest when a page of `noun` is not the last."""
+    shown_to = offset + shown
+    if shown and shown_to < total:
         print(
-            f"clipq: note: {len(page)} of {page.total} failures shown; "
-            f"--offset {shown_to} shows more",
+            f"clipq: note: {shown} of {total} {noun} shown; --offset {shown_to} shows more",
             file=sys.stderr,
         )
 
@@ -128,13 +132,7 @@ def duplicates(client: Client, args: argparse.Namespace) -> None:
         width = shutil.get_terminal_size().columns if sys.stdout.isatty() else None
         for line in duplicate_lines(page.groups, width=width):
             print(line)
-    shown_to = args.offset + len(page)
-    if len(page) and shown_to < page.total:
-        print(
-            f"clipq: note: {len(page)} of {page.total} groups shown; "
-            f"--offset {shown_to} shows more",
-            file=sys.stderr,
-        )
+    _note_more_pages(len(page), page.total, args.offset, "groups")
     if page.unchecked:
         print(
             f"clipq: note: {page.unchecked} files were indexed before clipd compared pixels; "
