@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 from conftest import ConfigWriter
-from harness import free_port, in_process_daemon, picture
+from harness import free_port, in_process_daemon, picture, wait_until
 
 from clipd.config import Config, ModelConfig, TcpAddress
 from clipd.reload import plan_reload
@@ -52,9 +52,10 @@ def test_a_reload_says_a_new_tcp_address_needs_a_restart(
     config = write_config([root], tcp="127.0.0.1:0", token_file=token)
     with in_process_daemon(config, root, 0) as live:
         listening = live.daemon.config.tcp
-        caplog.set_level(logging.WARNING, logger="clipd.app")
+        caplog.set_level(logging.INFO, logger="clipd.app")
         write_config([root], tcp=f"127.0.0.1:{free_port()}", token_file=token)
-        live.daemon.reload()
+        live.daemon.reload()  # done on the daemon's main loop, which logs when it is
+        wait_until(lambda: "reloaded " in caplog.text, "the reload")
         assert "reload: tcp changed; restart clipd to apply" in caplog.text
         assert live.daemon.config.tcp == listening
 
