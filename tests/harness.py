@@ -214,22 +214,39 @@ def in_process_daemon(
         assert not thread.is_alive(), "the daemon did not stop"
 
 
-def hold_model_loading(monkeypatch: pytest.MonkeyPatch) -> threading.Event:
-    """Make daemons started from now on load their model only once the returned event is set.
+class ModelGate:
+    """Holds back model loading in daemons started while it is installed (see
+    `hold_model_loading`)."""
 
-    Set it before stopping such a daemon, so that its loader ends rather than being left waiting.
-    """
-    import clipd.app
-    from clipd.embedder import Embedder
+    def __init__(self) -> None:
+        self._open = threading.Event()
+        self._loaders: list[threading.Thread] = []
 
-    loaded = threading.Event()
+    def embedder(self, *args: Any) -> Any:
+        from clipd.embedder import Embedder
 
-    def held_embedder(*args: Any) -> Embedder:
-        loaded.wait(timeout=60)
+        self._loaders.append(threading.current_thread())
+        self._open.wait(timeout=60)
         return Embedder(*args)
 
-    monkeypatch.setattr(clipd.app, "Embedder", held_embedder)
-    return loaded
+    def release(self) -> None:
+        """Let the held loaders load, and wait until they have: a loader still building the
+        model when the test ends would be reported as a leaked thread (on a busy machine the
+        tiny model takes seconds)."""
+        self._open.set()
+        for loader in self._loaders:
+            loader.join(timeout=120)
+
+
+def hold_model_loading(monkeypatch: pytest.MonkeyPatch) -> ModelGate:
+    """Make daemons started from now on load their model only once the returned gate is
+    released. Release it before stopping such a daemon, so that its loader ends rather than
+    being left waiting."""
+    import clipd.app
+
+    gate = ModelGate()
+    monkeypatch.setattr(clipd.app, "Embedder", gate.embedder)
+    return gate
 
 
 # -- the daemon as a process --------------------------------------------------------------------

@@ -298,7 +298,7 @@ def test_while_the_model_loads_refusals_say_not_ready_in_metadata(
 ) -> None:
     from clipd_api.kinds import ERROR_KIND_METADATA, ErrorKind
 
-    loaded = hold_model_loading(monkeypatch)
+    model_gate = hold_model_loading(monkeypatch)
     corpus = write_corpus(tmp_path / "pics", per_class=1)
     config = write_config([corpus.root])
     with in_process_daemon(config, corpus.root) as live, live.channel() as channel:
@@ -317,4 +317,4 @@ def test_while_the_model_loads_refusals_say_not_ready_in_metadata(
                 stub.Thumbnail(pb.ThumbnailRequest(path="relative"), timeout=30)
             assert dict(bad.value.trailing_metadata())[ERROR_KIND_METADATA] == "bad_request"
         finally:
-            loaded.set()  # before the stop: the loader then ends, not left waiting
+            model_gate.release()  # before the stop: the loader then ends, not left waiting

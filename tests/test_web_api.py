@@ -526,7 +526,7 @@ def test_uploads_are_off_without_an_upload_dir(tmp_path: Path) -> None:
 def test_while_the_model_loads_searches_get_503_with_retry_after(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    loaded = hold_model_loading(monkeypatch)
+    model_gate = hold_model_loading(monkeypatch)
     root = tmp_path / "pics"
     root.mkdir()
     with in_process_daemon(write_web_config(tmp_path, [root]), root) as live:
@@ -542,7 +542,7 @@ def test_while_the_model_loads_searches_get_503_with_retry_after(
             finally:
                 web.close()
         finally:
-            loaded.set()  # before the stop: the loader then ends, not left waiting
+            model_gate.release()  # before the stop: the loader then ends, not left waiting
 
 
 def test_web_off_serves_nothing(tmp_path: Path) -> None:
