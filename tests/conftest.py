@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import pglocal
 import pytest
 import yaml
 from harness import FakeDaemon, serve_fake
@@ -120,3 +121,18 @@ def fake_tcp_daemon() -> Iterator[tuple[FakeDaemon, str]]:
     """The stand-in daemon on a loopback TCP port; yields it and its HOST:PORT."""
     with serve_fake("127.0.0.1:0") as (fake, port):
         yield fake, f"127.0.0.1:{port}"
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[pglocal.LocalPostgres]:
+    """A real PostgreSQL with pgvector for the whole session (skipped without its binaries)."""
+    if not pglocal.available():
+        pytest.skip(pglocal.MISSING_REASON)
+    with pglocal.local_postgres() as server:
+        yield server
+
+
+@pytest.fixture
+def pg_url(pg_server: pglocal.LocalPostgres) -> str:
+    """The URL of a fresh, empty database on that server."""
+    return pg_server.new_database()

@@ -29,8 +29,8 @@ from clipd.pixels import signature as pixel_signature
 from clipd.progress import Progress
 from clipd.records import FailureRecord, FileRecord
 from clipd.scanner import FileStat, Matcher, ScanResult, content_hash, scan
-from clipd.store import Store
-from clipd.thumbcache import ThumbnailCache
+from clipd.storage import IndexStore
+from clipd.thumbcache import Thumbnails
 from clipd_api import kinds
 
 if TYPE_CHECKING:
@@ -84,10 +84,10 @@ class Indexer:
     def __init__(
         self,
         config: Config,
-        store: Store,
+        store: IndexStore,
         embedder: Embedder,
         progress: Progress,
-        thumbnails: ThumbnailCache | None = None,
+        thumbnails: Thumbnails | None = None,
     ):
         self._config = config
         # Where to keep a thumbnail of each image decoded for the model; None: make none.
