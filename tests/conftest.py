@@ -11,10 +11,10 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import pglocal
 import pytest
 import yaml
 from harness import FakeDaemon, serve_fake
+from pgserver import PgServer, fresh_database, missing_reason
 
 # No test may reach the network for weights. Set before anything imports huggingface_hub, which
 # reads it once at import (a module-scoped fixture can import it before per-test fixtures run).
@@ -124,15 +124,28 @@ def fake_tcp_daemon() -> Iterator[tuple[FakeDaemon, str]]:
 
 
 @pytest.fixture(scope="session")
-def pg_server() -> Iterator[pglocal.LocalPostgres]:
-    """A real PostgreSQL with pgvector for the whole session (skipped without its binaries)."""
-    if not pglocal.available():
-        pytest.skip(pglocal.MISSING_REASON)
-    with pglocal.local_postgres() as server:
+def pg_server() -> Iterator[PgServer]:
+    """One real PostgreSQL with pgvector for the whole session (skipped when its binaries are
+    not installed). Tests that stop, restart or crash a server use `private_pg_server`."""
+    reason = missing_reason()
+    if reason is not None:
+        pytest.skip(reason)
+    with PgServer() as server:
         yield server
 
 
 @pytest.fixture
-def pg_url(pg_server: pglocal.LocalPostgres) -> str:
-    """The URL of a fresh, empty database on that server."""
-    return pg_server.new_database()
+def pg_url(pg_server: PgServer) -> Iterator[str]:
+    """The URL of a fresh, empty database on the session's PostgreSQL, dropped after the test."""
+    with fresh_database(pg_server) as url:
+        yield url
+
+
+@pytest.fixture
+def private_pg_server() -> Iterator[PgServer]:
+    """A PostgreSQL of this test's own, free to be stopped, restarted or crashed."""
+    reason = missing_reason()
+    if reason is not None:
+        pytest.skip(reason)
+    with PgServer() as server:
+        yield server
