@@ -40,7 +40,7 @@ def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[IndexStore]:
         opened = PostgresStore(PostgresDatabase(url), host="here", exact_below=exact_below)
     else:
         in_memory = request.param == "ram"
-        opened = Store(tmp_path / "index.db", in_memory=in_memory)
+        opened = Store(tmp_path / "index.db", in_memory=in_memory, host="here")
         opened.bind_model(MODEL)
         assert opened.in_memory_ready == in_memory
     opened.bind_model(MODEL)
@@ -99,6 +99,18 @@ def test_under_filters_inside_the_knn(filled: tuple[IndexStore, list[str], Matri
     expected = brute_force([p for p, _ in in_b], np.array([v for _, v in in_b]), query)[:20]
     assert [h.path for h in hits] == [p for p, _ in expected]
     assert len(hits) == 20
+
+
+def test_hits_carry_their_host_and_a_host_filter_keeps_its_files(
+    filled: tuple[IndexStore, list[str], Matrix],
+) -> None:
+    db, _, vectors = filled
+    query = vectors[0].tobytes()
+    assert {hit.host for hit in db.search(query, limit=300)} == {"here"}
+    assert len(db.search(query, limit=300, where=SearchFilter(hosts=("elsewhere", "here")))) == 300
+    assert db.search(query, limit=300, where=SearchFilter(hosts=("elsewhere",))) == []
+    assert len(db.vectors(SearchFilter(hosts=("here",)))[0]) == 300
+    assert len(db.vectors(SearchFilter(hosts=("elsewhere",)))[0]) == 0
 
 
 def test_under_respects_directory_boundaries(db: IndexStore) -> None:
