@@ -11,7 +11,8 @@ import pytest
 from harness import MODEL, record, unit_vectors
 
 from clipd.errors import AlreadyRunning, StoreError, StoreUnavailable
-from clipd.pgstore import EXACT_BELOW, MIGRATIONS, PostgresStore, SharedThumbnails
+from clipd.pgschema import MIGRATIONS
+from clipd.pgstore import EXACT_BELOW, PostgresStore, SharedThumbnails
 from clipd.pgurl import PostgresDatabase
 from clipd.records import FailureRecord, ModelIdentity, SearchFilter
 
