@@ -14,6 +14,7 @@ from harness import InProcessDaemon, in_process_daemon, picture, run_clipq
 
 from clipd.config import load_config
 from clipd.queries import Queries
+from clipq import NotFound
 
 pytestmark = pytest.mark.slow
 
@@ -73,6 +74,12 @@ def test_each_machine_searches_every_machines_pictures(
         kept = alpha.store.thumbnail("beta", result.hits[0].path)  # type: ignore[attr-defined]
         assert kept is not None
         assert kept[2] == made
+        # alpha draws it for clipq from there; a path beta keeps no picture of is NOT_FOUND.
+        remote = client.thumbnail(result.hits[0].path, max_side=32, host="beta")
+        assert remote.data.startswith(b"\x89PNG")
+        assert max(remote.width, remote.height) == 32
+        with pytest.raises(NotFound, match="has no picture in the shared index"):
+            client.thumbnail(str(beta.root / "absent.png"), host="beta")
         only_alpha = client.search("a blue circle", limit=10, hosts=["alpha"])
         assert {hit.host for hit in only_alpha} == {"alpha"}
         assert all(only_alpha.shown_path(hit) == hit.path for hit in only_alpha)

@@ -734,6 +734,10 @@ class PostgresStore:
                 (self._host, path, size, mtime_ns, data),
             )
 
+    def stored_thumbnail(self, host: str, path: str) -> bytes | None:
+        kept = self.thumbnail(host, path)
+        return kept[2] if kept is not None else None
+
     def forget_stray_thumbnails(self) -> int:
         """Drop this host's thumbnails of files it no longer indexes; how many."""
         with self._transaction() as cursor:
