@@ -8,12 +8,16 @@ from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from pathlib import Path
 
+import grpc
 import pytest
 from conftest import ConfigWriter
 from harness import InProcessDaemon, in_process_daemon, picture, run_clipq
+from pgserver import PgServer
 
 from clipd.config import load_config
 from clipd.queries import Queries
+from clipd_api.v1 import clipd_pb2 as pb
+from clipd_api.v1 import clipd_pb2_grpc as pb_grpc
 from clipq import NotFound
 
 pytestmark = pytest.mark.slow
@@ -108,3 +112,23 @@ def test_a_machine_changes_only_its_own_rows(
     assert beta.indexed() == {str(beta.root / "circle.png"), str(beta.root / "square.png")}
     assert alpha.indexed() == {str(alpha.root / "moved.png")}
     assert alpha.store.counts().indexed == 3
+
+
+def test_searches_answer_unavailable_while_postgresql_is_away(
+    private_pg_server: PgServer, tmp_path: Path, short_dir: Path, write_config: ConfigWriter
+) -> None:
+    root = tmp_path / "pics"
+    picture(root / "circle.png")
+    url = private_pg_server.url(private_pg_server.create_database())
+    config = write_config([root], database=url, host="alpha", socket=str(short_dir / "a.sock"))
+    with in_process_daemon(load_config(config), root) as daemon:
+        daemon.wait_for(_own_files(daemon, 1), "its file indexed", timeout=120)
+        stub = pb_grpc.ImageSearchStub(daemon.channel())  # type: ignore[no-untyped-call]
+        request = pb.SearchRequest(terms=[pb.Term(text="a red circle")])
+        private_pg_server.stop()
+        with pytest.raises(grpc.RpcError) as refused:
+            stub.Search(request, timeout=30)
+        assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+        assert f"PostgreSQL at {url} is unavailable" in str(refused.value.details())
+        private_pg_server.start()
+        assert len(stub.Search(request, timeout=30).hits) == 1

@@ -23,7 +23,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -71,6 +71,10 @@ _SIZE_TTL_S = 10.0
 _CONNECT_TIMEOUT_S = 10
 
 _EVERYTHING = SearchFilter()
+
+
+class _DeadConnection(StoreUnavailable):
+    """A reader connection that had worked turned out dead: worth one more try on a new one."""
 
 
 class PostgresStore:
@@ -192,25 +196,40 @@ class PostgresStore:
             if conn in self._readers:
                 self._readers.remove(conn)
 
-    @contextmanager
-    def _reading(self, *, transaction: bool = False) -> Iterator[psycopg.Cursor[Any]]:
-        """A cursor on this thread's reader connection (autocommit: each read sees the latest
-        commit), or in one read transaction."""
+    def _read(
+        self, sql: str, params: Sequence[object] = (), *, settings: Mapping[str, str] | None = None
+    ) -> list[Any]:
+        """All rows of a query on this thread's reader connection (autocommit: each read sees
+        the latest commit), with these settings for it alone.
+
+        A connection found dead (the server restarted, or cut it) is replaced and the read
+        made again, once: a read is safe to repeat, and a search should not fail for a
+        connection that a new one replaces at once. StoreUnavailable if that fails too.
+        """
+        try:
+            return self._read_once(sql, params, settings)
+        except _DeadConnection:
+            return self._read_once(sql, params, settings)
+
+    def _read_once(
+        self, sql: str, params: Sequence[object], settings: Mapping[str, str] | None
+    ) -> list[Any]:
+        fresh = getattr(self._local, "conn", None) is None
         conn = self._reader()
         try:
-            if transaction:
-                with conn.transaction(), conn.cursor(binary=True) as cursor:
-                    yield cursor
-            else:
-                with conn.cursor(binary=True) as cursor:
-                    yield cursor
+            with conn.cursor(binary=True) as cursor:
+                if not settings:
+                    return cursor.execute(sql, params).fetchall()
+                with conn.transaction():
+                    for name, value in settings.items():
+                        cursor.execute("SELECT set_config(%s, %s, true)", (name, value))
+                    return cursor.execute(sql, params).fetchall()
         except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
             self._forget_reader(conn)
-            raise self._unavailable(exc) from exc
-
-    def _read(self, sql: str, params: Sequence[object] = ()) -> list[Any]:
-        with self._reading() as cursor:
-            return cursor.execute(sql, params).fetchall()
+            unavailable = self._unavailable(exc)
+            if fresh:
+                raise unavailable from exc
+            raise _DeadConnection(str(unavailable)) from exc
 
     @contextmanager
     def _transaction(self) -> Iterator[psycopg.Cursor[Any]]:
@@ -617,30 +636,28 @@ class PostgresStore:
         dim = int(self.model.dim)
         query = Vector(vector)
         ef_search = max(_MIN_EF_SEARCH, min(_MAX_EF_SEARCH, 2 * wanted))
-        with self._reading(transaction=True) as cursor:
-            # The index, not a scan of every row, once the table is this big: a filter the
-            # planner misjudges must not turn a search into a full scan, and one that leaves
-            # too few rows for the index ends in the exact search anyway.
-            cursor.execute(
-                "SELECT set_config('hnsw.ef_search', %s, true), "
-                "set_config('hnsw.iterative_scan', 'relaxed_order', true), "
-                "set_config('enable_seqscan', 'off', true)",
-                (str(ef_search),),
+        # The index, not a scan of every row, once the table is this big: a filter the planner
+        # misjudges must not turn a search into a full scan, and one that leaves too few rows
+        # for the index ends in the exact search anyway. The index's order is the half-precision
+        # one, and relaxed: the rows are ranked again by float32.
+        rows = self._read(
+            f"""
+            WITH c AS MATERIALIZED (
+                SELECT f.id FROM clipd_files f WHERE {condition}
+                ORDER BY f.embedding::halfvec({dim}) <#> %b::vector::halfvec({dim})
+                LIMIT %s
             )
-            # The index's order is the half-precision one, and relaxed: re-rank by float32.
-            rows = cursor.execute(
-                f"""
-                WITH c AS MATERIALIZED (
-                    SELECT f.id FROM clipd_files f WHERE {condition}
-                    ORDER BY f.embedding::halfvec({dim}) <#> %b::vector::halfvec({dim})
-                    LIMIT %s
-                )
-                SELECT -(f.embedding <#> %b::vector), {HIT_COLUMNS}
-                FROM c JOIN clipd_files f ON f.id = c.id
-                ORDER BY f.embedding <#> %b::vector, f.id
-                """,
-                [*params, query, wanted, query, query],
-            ).fetchall()
+            SELECT -(f.embedding <#> %b::vector), {HIT_COLUMNS}
+            FROM c JOIN clipd_files f ON f.id = c.id
+            ORDER BY f.embedding <#> %b::vector, f.id
+            """,
+            [*params, query, wanted, query, query],
+            settings={
+                "hnsw.ef_search": str(ef_search),
+                "hnsw.iterative_scan": "relaxed_order",
+                "enable_seqscan": "off",
+            },
+        )
         if len(rows) < wanted:
             return None
         return [hit(score, row) for score, *row in rows]
