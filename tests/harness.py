@@ -414,6 +414,7 @@ class FakeDaemon(pb_grpc.ImageSearchServicer):
     hits: list[pb.Hit] = field(default_factory=list)
     partial: bool = False
     nothing_indexed: bool = False
+    host: str = ""  # the machine it says it is (SearchResponse.host)
     # The invocation metadata of each Search call.
     metadata: list[dict[str, str]] = field(default_factory=list)
     # The refusal to answer every call with, and the kind to put in its trailing metadata.
@@ -444,6 +445,7 @@ class FakeDaemon(pb_grpc.ImageSearchServicer):
             partial=self.partial,
             took_ms=1.5,
             nothing_indexed=self.nothing_indexed,
+            host=self.host,
         )
 
     def GetStatus(self, request: pb.StatusRequest, context: grpc.ServicerContext) -> pb.Status:
