@@ -99,6 +99,8 @@ TABLES = (
     "clipd_thumbnails",
     "clipd_migrations",
 )
+# pgvector's iterative index scans (hnsw.iterative_scan) came with 0.8.0.
+MIN_PGVECTOR = (0, 8)
 # Serialises migrations and model binding between daemons starting at once.
 SCHEMA_LOCK = 0x636C697064  # "clipd"
 
@@ -116,6 +118,15 @@ def migrate(conn: psycopg.Connection[Any], database: PostgresDatabase) -> None:
                 "may not create it; as a superuser, run in that database: "
                 "CREATE EXTENSION vector"
             ) from exc
+        ((version,),) = conn.execute(
+            "SELECT extversion FROM pg_extension WHERE extname = 'vector'"
+        ).fetchall()
+        if _version(version) < MIN_PGVECTOR:
+            raise StoreError(
+                f"the database {database} has pgvector {version}; clipd needs "
+                f"{'.'.join(map(str, MIN_PGVECTOR))} or newer (its iterative index scans): "
+                "install a newer pgvector on the server, then run ALTER EXTENSION vector UPDATE"
+            )
         conn.execute(
             "CREATE TABLE IF NOT EXISTS clipd_migrations "
             "(name text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
@@ -138,6 +149,16 @@ def migrate(conn: psycopg.Connection[Any], database: PostgresDatabase) -> None:
                 continue  # another daemon ran it meanwhile
             conn.execute(sql)
             conn.execute("INSERT INTO clipd_migrations (name) VALUES (%s)", (name,))
+
+
+def _version(text: str) -> tuple[int, ...]:
+    """(0, 8, 6) from "0.8.6"; parts that are not numbers end it."""
+    parts = []
+    for part in text.split("."):
+        if not part.isdigit():
+            break
+        parts.append(int(part))
+    return tuple(parts)
 
 
 class Vector:
