@@ -65,7 +65,7 @@ def embedder(config: Config) -> Embedder:
 
 @pytest.fixture
 def store(config: Config, embedder: Embedder) -> Iterator[Store]:
-    opened = Store(config.database)
+    opened = Store(config.database_file)
     opened.bind_model(embedder.identity)
     yield opened
     opened.close()
@@ -76,7 +76,7 @@ def test_one_decode_gives_an_old_file_both_its_signature_and_its_capture_time(
 ) -> None:
     paths = photos(config.roots[0], 3)
     Indexer(config, store, embedder, Progress()).run_once(config.roots)
-    make_old(config.database)
+    make_old(config.database_file)
     assert lacking(store) == (3, 3)
     decoded: list[str] = []
     headers: list[Path] = []
@@ -109,7 +109,7 @@ def test_only_a_scan_of_every_root_starts_a_pass(
     root = config.roots[0]
     photos(root, 2)
     Indexer(config, store, embedder, Progress()).run_once(config.roots)
-    make_old(config.database)
+    make_old(config.database_file)
     indexer = Indexer(config, store, embedder, Progress())
     indexer.start()
     try:

@@ -24,7 +24,7 @@ from pathlib import Path
 from clipd import images
 from clipd.errors import ImageError, StoreUnwritable, Unreadable
 from clipd.pixels import signature
-from clipd.store import Store
+from clipd.storage import IndexStore
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +49,7 @@ class Backfill:
     """Fills in missing pixel signatures and capture times, one chunk per step()."""
 
     def __init__(
-        self, store: Store, pool: Executor, decode: Callable[[str], images.DecodedImage]
+        self, store: IndexStore, pool: Executor, decode: Callable[[str], images.DecodedImage]
     ) -> None:
         self._store = store
         self._pool = pool

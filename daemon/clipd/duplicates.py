@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from clipd import neighbours, pixels
 from clipd.records import DuplicateCandidate, SearchFilter
 from clipd.scanner import hashes_whole_file
-from clipd.store import Store
+from clipd.storage import IndexStore
 
 TIERS = ("exact", "reencoded", "variant")  # strictest first
 DEFAULT_THRESHOLD = 0.9
@@ -119,7 +119,7 @@ class DuplicateFinder:
     """Finds duplicate groups in a store; keeps whole-file hashes and recent answers between
     requests."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: IndexStore) -> None:
         self._store = store
         # One search at a time: at 100k files each holds a copy of the vectors (~200 MB).
         self._one_at_a_time = threading.Lock()
@@ -138,6 +138,8 @@ class DuplicateFinder:
         """Every group for these criteria: kept from an earlier request while the store has
         not been written since (the pages of one listing are one search, not one each)."""
         writes = self._store.writes
+        if writes is None:  # the store cannot tell when it changes
+            return self._search(criteria)
         if writes != self._found_at:
             self._found.clear()
             self._found_at = writes

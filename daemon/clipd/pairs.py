@@ -26,7 +26,7 @@ from clipd import images
 from clipd.errors import ImageError
 from clipd.records import PairRecord
 from clipd.scanner import FileStat, Matcher
-from clipd.store import Store
+from clipd.storage import IndexStore
 
 log = logging.getLogger(__name__)
 
@@ -127,7 +127,7 @@ def _record(leave: FileStat, keep: FileStat) -> PairRecord:
 class Planner:
     """The rule applied to a scan: which files to look at too, which to leave out."""
 
-    def __init__(self, store: Store, pool: Executor) -> None:
+    def __init__(self, store: IndexStore, pool: Executor) -> None:
         self._store = store
         self._pool = pool  # header reads run on the indexer's loader threads
 
