@@ -106,7 +106,7 @@ def _fill(store: Store, vectors: Matrix, signatures: npt.NDArray[np.uint8]) -> N
                     640,
                     480,
                     vectors[i].tobytes(),
-                    signatures[i].tobytes(),
+                    pixels=signatures[i].tobytes(),
                 )
                 for i in range(start, min(start + _CHUNK, len(vectors)))
             ],
