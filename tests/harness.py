@@ -35,7 +35,7 @@ from clipd.app import Daemon
 from clipd.config import Config, load_config
 from clipd.indexer import Indexer
 from clipd.records import FileRecord, ModelIdentity
-from clipd.store import Store
+from clipd.storage import IndexStore
 from clipd_api.kinds import ERROR_KIND_METADATA, ErrorKind
 from clipd_api.v1 import clipd_pb2 as pb
 from clipd_api.v1 import clipd_pb2_grpc as pb_grpc
@@ -139,7 +139,7 @@ class InProcessDaemon:
         return self.daemon.config
 
     @property
-    def store(self) -> Store:
+    def store(self) -> IndexStore:
         assert self.daemon.state is not None
         return self.daemon.state.store
 
@@ -185,7 +185,7 @@ class InProcessDaemon:
         )
 
     def assert_consistent(self) -> None:
-        assert_one_to_one(self.store.path)
+        assert_one_to_one(self.config.database_file)
 
 
 @contextlib.contextmanager
