@@ -252,9 +252,16 @@ class PostgresStore:
         self._vector_oid: int | None = None
         self._size_estimate = (0.0, -1.0)  # (when read, rows)
         self.model: ModelIdentity | None = None
+        # Set by the first connection that got through: the schema is migrated, the host's
+        # lock held, the model read. Until then every call tries to connect again.
+        self._ready = False
         with self._write_lock:
-            self._writer_connection(first=True)
-        self.model = self._read_model()
+            try:
+                self._writer_connection()
+            except StoreUnavailable as exc:
+                # A server down or unreachable at start (a NAS still booting) is waited for: the
+                # daemon starts, says so, and connects when it is back.
+                log.warning("%s; clipd goes on and connects when it is back", exc)
 
     # -- lifecycle and connections ---------------------------------------------------------
 
@@ -296,12 +303,14 @@ class PostgresStore:
         problem = redact(str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc))
         return StoreUnavailable(f"PostgreSQL at {self._database} is unavailable: {problem}")
 
-    def _writer_connection(self, *, first: bool = False) -> psycopg.Connection[Any]:
-        """The writer connection, connecting (and taking the host's lock) when it has none."""
+    def _writer_connection(self) -> psycopg.Connection[Any]:
+        """The writer connection, connecting (and taking the host's lock) when it has none;
+        the first one to get through also migrates the schema and reads the model."""
         conn = self._writer
         if conn is not None and not conn.closed and not conn.broken:
             return conn
         self._writer = None
+        first = not self._ready
         conn = self._connect()
         try:
             ((locked,),) = conn.execute(
@@ -311,6 +320,7 @@ class PostgresStore:
                 raise self._host_taken(first)
             if first:
                 self._migrate(conn)
+                self.model = self._read_model(conn)
             self._load_vector_type(conn)
         except psycopg.OperationalError as exc:
             conn.close()
@@ -319,6 +329,7 @@ class PostgresStore:
             conn.close()
             raise
         self._writer = conn
+        self._ready = True
         return conn
 
     def _host_taken(self, first: bool) -> ClipdError:
@@ -335,6 +346,9 @@ class PostgresStore:
         conn.adapters.register_loader(self._vector_oid, _VectorLoader)
 
     def _reader(self) -> psycopg.Connection[Any]:
+        if not self._ready:  # the schema may not be there yet: the writer makes it first
+            with self._write_lock:
+                self._writer_connection()
         conn: psycopg.Connection[Any] | None = getattr(self._local, "conn", None)
         if conn is not None and (conn.closed or conn.broken):
             self._forget_reader(conn)
@@ -426,8 +440,9 @@ class PostgresStore:
                 conn.execute(sql)
                 conn.execute("INSERT INTO clipd_migrations (name) VALUES (%s)", (name,))
 
-    def _read_model(self) -> ModelIdentity | None:
-        rows = dict(self._read("SELECT key, value FROM clipd_meta"))
+    @staticmethod
+    def _read_model(conn: psycopg.Connection[Any]) -> ModelIdentity | None:
+        rows = dict(conn.execute("SELECT key, value FROM clipd_meta").fetchall())
         if "model_name" not in rows:
             return None
         return ModelIdentity(rows["model_name"], rows["model_pretrained"], int(rows["model_dim"]))

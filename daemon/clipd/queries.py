@@ -28,9 +28,9 @@ import numpy as np
 from clipd import duplicates, images, thumbcache, thumbnails
 from clipd.config import Config
 from clipd.embedder import Embedder, Vectors
-from clipd.errors import ImageError, ImageTooLarge
+from clipd.errors import ImageError, ImageTooLarge, StoreUnavailable
 from clipd.progress import Progress
-from clipd.records import Failure, SearchFilter, StoredHit
+from clipd.records import Counts, Failure, SearchFilter, StoredHit
 from clipd.scanner import outside_roots
 from clipd.storage import IndexStore
 from clipd.thumbcache import Thumbnails
@@ -215,6 +215,9 @@ class Queries:
     def _ready(self) -> tuple[Embedder, Indexer]:
         state = self._state
         if state.embedder is None or state.indexer is None:
+            # A shared store's server away at start: say that, not "loading its model".
+            if problem := state.progress.snapshot().problem:
+                raise QueryError(problem, ErrorKind.UNAVAILABLE)
             raise QueryError(NOT_READY_MESSAGE, ErrorKind.NOT_READY)
         return state.embedder, state.indexer
 
@@ -304,7 +307,13 @@ class Queries:
     def status(self) -> StatusReport:
         state = self._state
         snap = state.progress.snapshot()
-        counts = state.store.counts()
+        problem = snap.problem
+        try:
+            counts = state.store.counts()
+            size = state.store.size_bytes()
+        except StoreUnavailable as exc:  # a shared store's server away: say so, count nothing
+            counts, size = Counts(indexed=0, offline=0, failed=0), 0
+            problem = problem or str(exc)
         model = state.config.model
         return StatusReport(
             state=snap.state,
@@ -321,9 +330,9 @@ class Queries:
             device=state.embedder.device if state.embedder else "",
             roots=[str(root) for root in state.config.roots],
             database=state.store.location,
-            database_bytes=state.store.size_bytes(),
+            database_bytes=size,
             started_at=state.started_at,
-            problem=snap.problem,
+            problem=problem,
             web_url=state.web_url,
         )
 
