@@ -29,8 +29,11 @@ from clipd.records import (
 )
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from clipd.config import Config
     from clipd.matrix import Floats, Ids
+    from clipd.pgurl import PostgresDatabase
     from clipd.thumbcache import Thumbnails
 
 
@@ -131,16 +134,20 @@ class IndexStore(Protocol):
 
 def store_for(config: Config) -> IndexStore:
     """Open the store `config.database` names: a PostgreSQL URL, else a SQLite file."""
+    return open_store(config.database, host=config.host)
+
+
+def open_store(database: Path | PostgresDatabase, *, host: str) -> IndexStore:
+    """Open the store at `database` (a PostgreSQL database, else a SQLite file) for `host`."""
     from clipd.pgurl import PostgresDatabase
 
-    database = config.database
     if isinstance(database, PostgresDatabase):
         from clipd.pgstore import PostgresStore
 
-        return PostgresStore(database, host=config.host)
+        return PostgresStore(database, host=host)
     from clipd.store import Store
 
-    return Store(database, host=config.host)
+    return Store(database, host=host)
 
 
 def thumbnails_for(store: IndexStore) -> Thumbnails:
