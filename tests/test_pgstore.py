@@ -9,9 +9,11 @@ from collections.abc import Iterator
 import psycopg
 import pytest
 from harness import MODEL, record, unit_vectors
+from pgserver import PgServer
 
 from clipd.errors import AlreadyRunning, StoreError, StoreUnavailable
-from clipd.pgstore import EXACT_BELOW, MIGRATIONS, PostgresStore, SharedThumbnails
+from clipd.pgschema import MIGRATIONS
+from clipd.pgstore import EXACT_BELOW, PostgresStore, SharedThumbnails
 from clipd.pgurl import PostgresDatabase
 from clipd.records import FailureRecord, ModelIdentity, SearchFilter
 
@@ -94,25 +96,32 @@ def test_a_daemon_restarted_after_a_crash_takes_its_host_back(pg_url: str) -> No
     crashed.close()
 
 
-def test_a_cut_connection_is_reported_then_reconnected(pg_url: str) -> None:
-    store = open_store(pg_url, "alpha")
+def test_a_cut_connection_is_replaced_and_a_server_away_is_unavailable(
+    private_pg_server: PgServer,
+) -> None:
+    url = private_pg_server.url(private_pg_server.create_database())
+    store = open_store(url, "alpha")
     vector = unit_vectors(1)[0]
     store.write_batch([record("/p/a.jpg", vector)], [])
     assert store.search(vector.tobytes(), limit=1)
-    with psycopg.connect(pg_url, autocommit=True) as admin:
-        admin.execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-            "WHERE application_name = 'clipd alpha'"
-        )
+    private_pg_server.terminate_backends(url.rsplit("/", 1)[1])
+    # A read finds its connection dead and makes it again on a new one, unseen; the write in
+    # hand fails whole (the indexer holds its batch and retries it).
+    assert [hit.path for hit in store.search(vector.tobytes(), limit=5)] == ["/p/a.jpg"]
+    with pytest.raises(StoreUnavailable):
+        store.write_batch([record("/p/b.jpg", vector)], [])
+    store.write_batch([record("/p/b.jpg", vector)], [])
+    store.write_batch([record("/p/b.jpg", vector)], [])  # a retried batch duplicates nothing
+    assert store.counts().indexed == 2
+    private_pg_server.stop()
     with pytest.raises(StoreUnavailable, match=r"PostgreSQL at postgresql://.* is unavailable"):
         store.search(vector.tobytes(), limit=1)
     with pytest.raises(StoreUnavailable):
-        store.write_batch([record("/p/b.jpg", vector)], [])
-    # The next calls connect again; the failed batch left nothing, and its retry no duplicate.
-    assert [hit.path for hit in store.search(vector.tobytes(), limit=5)] == ["/p/a.jpg"]
-    store.write_batch([record("/p/b.jpg", vector)], [])
-    store.write_batch([record("/p/b.jpg", vector)], [])
-    assert store.counts().indexed == 2
+        store.write_batch([record("/p/c.jpg", vector)], [])
+    private_pg_server.start()
+    assert len(store.search(vector.tobytes(), limit=5)) == 2
+    store.write_batch([record("/p/c.jpg", vector)], [])
+    assert store.counts().indexed == 3
     store.close()
 
 

@@ -8,12 +8,17 @@ from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from pathlib import Path
 
+import grpc
 import pytest
 from conftest import ConfigWriter
 from harness import InProcessDaemon, in_process_daemon, picture, run_clipq
+from pgserver import PgServer
 
 from clipd.config import load_config
 from clipd.queries import Queries
+from clipd_api.v1 import clipd_pb2 as pb
+from clipd_api.v1 import clipd_pb2_grpc as pb_grpc
+from clipq import NotFound
 
 pytestmark = pytest.mark.slow
 
@@ -73,6 +78,12 @@ def test_each_machine_searches_every_machines_pictures(
         kept = alpha.store.thumbnail("beta", result.hits[0].path)  # type: ignore[attr-defined]
         assert kept is not None
         assert kept[2] == made
+        # alpha draws it for clipq from there; a path beta keeps no picture of is NOT_FOUND.
+        remote = client.thumbnail(result.hits[0].path, max_side=32, host="beta")
+        assert remote.data.startswith(b"\x89PNG")
+        assert max(remote.width, remote.height) == 32
+        with pytest.raises(NotFound, match="has no picture in the shared index"):
+            client.thumbnail(str(beta.root / "absent.png"), host="beta")
         only_alpha = client.search("a blue circle", limit=10, hosts=["alpha"])
         assert {hit.host for hit in only_alpha} == {"alpha"}
         assert all(only_alpha.shown_path(hit) == hit.path for hit in only_alpha)
@@ -101,3 +112,23 @@ def test_a_machine_changes_only_its_own_rows(
     assert beta.indexed() == {str(beta.root / "circle.png"), str(beta.root / "square.png")}
     assert alpha.indexed() == {str(alpha.root / "moved.png")}
     assert alpha.store.counts().indexed == 3
+
+
+def test_searches_answer_unavailable_while_postgresql_is_away(
+    private_pg_server: PgServer, tmp_path: Path, short_dir: Path, write_config: ConfigWriter
+) -> None:
+    root = tmp_path / "pics"
+    picture(root / "circle.png")
+    url = private_pg_server.url(private_pg_server.create_database())
+    config = write_config([root], database=url, host="alpha", socket=str(short_dir / "a.sock"))
+    with in_process_daemon(load_config(config), root) as daemon:
+        daemon.wait_for(_own_files(daemon, 1), "its file indexed", timeout=120)
+        stub = pb_grpc.ImageSearchStub(daemon.channel())  # type: ignore[no-untyped-call]
+        request = pb.SearchRequest(terms=[pb.Term(text="a red circle")])
+        private_pg_server.stop()
+        with pytest.raises(grpc.RpcError) as refused:
+            stub.Search(request, timeout=30)
+        assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+        assert f"PostgreSQL at {url} is unavailable" in str(refused.value.details())
+        private_pg_server.start()
+        assert len(stub.Search(request, timeout=30).hits) == 1

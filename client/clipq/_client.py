@@ -490,20 +490,26 @@ class Client:
         return list(response.vector)
 
     def thumbnail(
-        self, path: str | Path, *, max_side: int = 256, fmt: Literal["png", "sixel"] = "png"
+        self,
+        path: str | Path,
+        *,
+        max_side: int = 256,
+        fmt: Literal["png", "sixel"] = "png",
+        host: str = "",
     ) -> Thumbnail:
         """A picture of an indexed image that fits in max_side x max_side pixels (at most 1024).
 
         fmt "png" gives a PNG file; "sixel" the escape sequence that draws the picture on a
         terminal that speaks sixel. A path the daemon has not indexed raises NotFound; an image
-        it can no longer read raises BadRequest.
+        it can no longer read raises BadRequest. host (Hit.host) names the machine of a hit in
+        an index several machines share: another machine's picture comes from the index.
         """
         formats = {"png": pb.ThumbnailRequest.PNG, "sixel": pb.ThumbnailRequest.SIXEL}
         if fmt not in formats:
             raise ValueError(f"fmt must be 'png' or 'sixel', not {fmt!r}")
         # Not resolved: the daemon knows a file by the path it indexed, symlinks included.
         request = pb.ThumbnailRequest(
-            path=os.path.abspath(path), max_side=max_side, format=formats[fmt]
+            path=os.path.abspath(path), max_side=max_side, format=formats[fmt], host=host
         )
         response: pb.ThumbnailResponse = self._call(self._stub.Thumbnail, request)
         return Thumbnail(data=response.data, width=response.width, height=response.height)

@@ -20,22 +20,31 @@ of upserts on (host, path), so a retried batch never duplicates a row.
 
 from __future__ import annotations
 
-import hashlib
 import logging
-import struct
 import threading
 import time
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
 import psycopg
-from psycopg.adapt import Buffer, Dumper, Loader
-from psycopg.pq import Format
 
 from clipd.errors import AlreadyRunning, ClipdError, StoreError, StoreUnavailable, StoreUnwritable
 from clipd.matrix import Floats, Ids
+from clipd.pgschema import (
+    HIT_COLUMNS,
+    SCHEMA_LOCK,
+    TABLES,
+    Vector,
+    VectorDumper,
+    VectorLoader,
+    filter_condition,
+    hit,
+    host_key,
+    migrate,
+    prefix_condition,
+)
 from clipd.pgurl import PostgresDatabase, redact
 from clipd.records import (
     Counts,
@@ -61,177 +70,11 @@ _MIN_EF_SEARCH = 40
 _SIZE_TTL_S = 10.0
 _CONNECT_TIMEOUT_S = 10
 
-# Ordered, named migrations, each recorded in clipd_migrations when it has run. Append only.
-# The vector column and its index are not here: their width depends on the model (bind_model).
-MIGRATIONS: tuple[tuple[str, str], ...] = (
-    (
-        "0001_initial",
-        """
-        CREATE TABLE clipd_meta (key text PRIMARY KEY, value text NOT NULL);
-        CREATE TABLE clipd_files (
-            id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-            host text NOT NULL,
-            path text COLLATE "C" NOT NULL,
-            size bigint NOT NULL,
-            mtime_ns bigint NOT NULL,
-            inode numeric(20) NOT NULL,
-            device numeric(20) NOT NULL,
-            content_hash bytea NOT NULL,
-            width integer NOT NULL,
-            height integer NOT NULL,
-            indexed_at double precision NOT NULL,
-            state text NOT NULL DEFAULT 'ok' CHECK (state IN ('ok', 'offline')),
-            taken_ns bigint,
-            taken_read boolean NOT NULL DEFAULT false,
-            pixels bytea,
-            UNIQUE (host, path)
-        );
-        CREATE INDEX clipd_files_content ON clipd_files (content_hash, size);
-        CREATE INDEX clipd_files_hidden ON clipd_files (host) WHERE state <> 'ok';
-        CREATE INDEX clipd_files_taken_unread ON clipd_files (host, id) WHERE NOT taken_read;
-        CREATE INDEX clipd_files_unsigned ON clipd_files (host, id) WHERE pixels IS NULL;
-        CREATE TABLE clipd_failures (
-            host text NOT NULL,
-            path text COLLATE "C" NOT NULL,
-            size bigint NOT NULL,
-            mtime_ns bigint NOT NULL,
-            error text NOT NULL,
-            message text NOT NULL,
-            attempts integer NOT NULL DEFAULT 1,
-            last_seen double precision NOT NULL,
-            PRIMARY KEY (host, path)
-        );
-        CREATE TABLE clipd_raw_pairs (
-            host text NOT NULL,
-            path text COLLATE "C" NOT NULL,
-            size bigint NOT NULL,
-            mtime_ns bigint NOT NULL,
-            partner text COLLATE "C" NOT NULL,
-            partner_size bigint NOT NULL,
-            partner_mtime_ns bigint NOT NULL,
-            PRIMARY KEY (host, path)
-        );
-        CREATE INDEX clipd_raw_pairs_partner ON clipd_raw_pairs (host, partner);
-        """,
-    ),
-    (
-        # Thumbnails live in the shared database, so that every machine can show every
-        # machine's hits; stamped with the file's size and mtime, as clipd.thumbcache's.
-        "0002_thumbnails",
-        """
-        CREATE TABLE clipd_thumbnails (
-            host text NOT NULL,
-            path text COLLATE "C" NOT NULL,
-            size bigint NOT NULL,
-            mtime_ns bigint NOT NULL,
-            data bytea NOT NULL,
-            PRIMARY KEY (host, path)
-        );
-        """,
-    ),
-)
-_TABLES = (
-    "clipd_meta",
-    "clipd_files",
-    "clipd_failures",
-    "clipd_raw_pairs",
-    "clipd_thumbnails",
-    "clipd_migrations",
-)
-# Serialises migrations and model binding between daemons starting at once.
-_SCHEMA_LOCK = 0x636C697064  # "clipd"
-
 _EVERYTHING = SearchFilter()
 
 
-class _Vector:
-    """A float32 vector blob on its way into a `vector` parameter (written `%b::vector`)."""
-
-    __slots__ = ("blob",)
-
-    def __init__(self, blob: bytes) -> None:
-        self.blob = blob
-
-
-class _VectorDumper(Dumper):
-    """pgvector's binary format: dim and a spare field (uint16 each), big-endian float32s."""
-
-    format = Format.BINARY
-
-    def dump(self, obj: Any) -> Buffer:
-        floats = np.frombuffer(obj.blob, dtype="<f4")
-        return struct.pack(">HH", len(floats), 0) + floats.astype(">f4").tobytes()
-
-
-class _VectorLoader(Loader):
-    """A binary `vector` as the float32 little-endian blob the rest of clipd uses."""
-
-    format = Format.BINARY
-
-    def load(self, data: Buffer) -> bytes:
-        (dim,) = struct.unpack_from(">H", data)
-        return np.frombuffer(data, dtype=">f4", count=dim, offset=4).astype("<f4").tobytes()
-
-
-def prefix_condition(prefixes: Sequence[str], column: str) -> tuple[str, list[object]]:
-    """SQL matching `column` (collation "C") at or below any of the absolute prefixes."""
-    clauses: list[str] = []
-    params: list[object] = []
-    for prefix in prefixes:
-        base = prefix.rstrip("/")
-        # '0' sorts right after '/' in byte order, so [base/, base0) is exactly "inside base/".
-        clauses.append(f"({column} = %s OR ({column} >= %s AND {column} < %s))")
-        params += [base or "/", base + "/", base + "0"]
-    return "(" + " OR ".join(clauses) + ")", params
-
-
-def filter_condition(where: SearchFilter) -> tuple[str, list[object]]:
-    """SQL over `clipd_files f` selecting the online files that `where` lets through."""
-    clauses = ["f.state = 'ok'"]
-    params: list[object] = []
-    if where.under:
-        clause, prefix_params = prefix_condition(where.under, "f.path")
-        clauses.append(clause)
-        params += prefix_params
-    if where.extensions:
-        clauses.append("(" + " OR ".join("f.path ILIKE %s" for _ in where.extensions) + ")")
-        params += [f"%.{ext}" for ext in where.extensions]
-    if where.hosts:
-        clauses.append("f.host = ANY(%s)")
-        params.append(list(where.hosts))
-    bounds = (
-        ("f.mtime_ns >= %s", where.modified_after_ns),
-        ("f.mtime_ns < %s", where.modified_before_ns),
-        ("coalesce(f.taken_ns, f.mtime_ns) >= %s", where.taken_after_ns),
-        ("coalesce(f.taken_ns, f.mtime_ns) < %s", where.taken_before_ns),
-    )
-    for clause, bound in bounds:
-        if bound is not None:
-            clauses.append(clause)
-            params.append(bound)
-    return " AND ".join(clauses), params
-
-
-# What a hit is made of (_hit), in this order.
-_HIT_COLUMNS = (
-    "f.path, f.width, f.height, f.size, f.mtime_ns, f.taken_ns, "
-    "ARRAY(SELECT p.path FROM clipd_raw_pairs p "
-    "WHERE p.host = f.host AND p.partner = f.path ORDER BY p.path), f.host"
-)
-
-
-def _hit(score: float, row: Sequence[Any]) -> StoredHit:
-    path, width, height, size, mtime_ns, taken_ns, paired, host = row
-    taken = None if taken_ns is None else taken_ns / 1e9
-    return StoredHit(
-        path, score, width, height, size, mtime_ns / 1e9, taken, tuple(paired), host=host
-    )
-
-
-def _host_key(host: str) -> int:
-    """The advisory lock key of a host: 64 bits of a hash of its name."""
-    digest = hashlib.sha256(f"clipd host {host}".encode()).digest()
-    return int.from_bytes(digest[:8], "big", signed=True)
+class _DeadConnection(StoreUnavailable):
+    """A reader connection that had worked turned out dead: worth one more try on a new one."""
 
 
 class PostgresStore:
@@ -293,9 +136,9 @@ class PostgresStore:
             )
         except psycopg.Error as exc:
             raise self._unavailable(exc) from exc
-        conn.adapters.register_dumper(_Vector, _VectorDumper)
+        conn.adapters.register_dumper(Vector, VectorDumper)
         if self._vector_oid is not None:
-            conn.adapters.register_loader(self._vector_oid, _VectorLoader)
+            conn.adapters.register_loader(self._vector_oid, VectorLoader)
         return conn
 
     def _unavailable(self, exc: BaseException) -> StoreUnavailable:
@@ -314,12 +157,12 @@ class PostgresStore:
         conn = self._connect()
         try:
             ((locked,),) = conn.execute(
-                "SELECT pg_try_advisory_lock(%s)", (_host_key(self._host),)
+                "SELECT pg_try_advisory_lock(%s)", (host_key(self._host),)
             ).fetchall()
             if not locked:
                 raise self._host_taken(first)
             if first:
-                self._migrate(conn)
+                migrate(conn, self._database)
                 self.model = self._read_model(conn)
             self._load_vector_type(conn)
         except psycopg.OperationalError as exc:
@@ -343,7 +186,7 @@ class PostgresStore:
         if self._vector_oid is None:
             ((oid,),) = conn.execute("SELECT 'vector'::regtype::oid").fetchall()
             self._vector_oid = int(oid)
-        conn.adapters.register_loader(self._vector_oid, _VectorLoader)
+        conn.adapters.register_loader(self._vector_oid, VectorLoader)
 
     def _reader(self) -> psycopg.Connection[Any]:
         if not self._ready:  # the schema may not be there yet: the writer makes it first
@@ -367,25 +210,40 @@ class PostgresStore:
             if conn in self._readers:
                 self._readers.remove(conn)
 
-    @contextmanager
-    def _reading(self, *, transaction: bool = False) -> Iterator[psycopg.Cursor[Any]]:
-        """A cursor on this thread's reader connection (autocommit: each read sees the latest
-        commit), or in one read transaction."""
+    def _read(
+        self, sql: str, params: Sequence[object] = (), *, settings: Mapping[str, str] | None = None
+    ) -> list[Any]:
+        """All rows of a query on this thread's reader connection (autocommit: each read sees
+        the latest commit), with these settings for it alone.
+
+        A connection found dead (the server restarted, or cut it) is replaced and the read
+        made again, once: a read is safe to repeat, and a search should not fail for a
+        connection that a new one replaces at once. StoreUnavailable if that fails too.
+        """
+        try:
+            return self._read_once(sql, params, settings)
+        except _DeadConnection:
+            return self._read_once(sql, params, settings)
+
+    def _read_once(
+        self, sql: str, params: Sequence[object], settings: Mapping[str, str] | None
+    ) -> list[Any]:
+        fresh = getattr(self._local, "conn", None) is None
         conn = self._reader()
         try:
-            if transaction:
-                with conn.transaction(), conn.cursor(binary=True) as cursor:
-                    yield cursor
-            else:
-                with conn.cursor(binary=True) as cursor:
-                    yield cursor
+            with conn.cursor(binary=True) as cursor:
+                if not settings:
+                    return cursor.execute(sql, params).fetchall()
+                with conn.transaction():
+                    for name, value in settings.items():
+                        cursor.execute("SELECT set_config(%s, %s, true)", (name, value))
+                    return cursor.execute(sql, params).fetchall()
         except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
             self._forget_reader(conn)
-            raise self._unavailable(exc) from exc
-
-    def _read(self, sql: str, params: Sequence[object] = ()) -> list[Any]:
-        with self._reading() as cursor:
-            return cursor.execute(sql, params).fetchall()
+            unavailable = self._unavailable(exc)
+            if fresh:
+                raise unavailable from exc
+            raise _DeadConnection(str(unavailable)) from exc
 
     @contextmanager
     def _transaction(self) -> Iterator[psycopg.Cursor[Any]]:
@@ -404,42 +262,6 @@ class PostgresStore:
 
     # -- schema and model ------------------------------------------------------------------
 
-    def _migrate(self, conn: psycopg.Connection[Any]) -> None:
-        with conn.transaction():
-            conn.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK,))
-            try:
-                conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
-            except psycopg.errors.InsufficientPrivilege as exc:
-                raise StoreError(
-                    f"the database {self._database} lacks the pgvector extension and this user "
-                    "may not create it; as a superuser, run in that database: "
-                    "CREATE EXTENSION vector"
-                ) from exc
-            conn.execute(
-                "CREATE TABLE IF NOT EXISTS clipd_migrations "
-                "(name text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
-            )
-            done = {name for (name,) in conn.execute("SELECT name FROM clipd_migrations")}
-        known = [name for name, _ in MIGRATIONS]
-        newer = sorted(done - set(known))
-        if newer:
-            raise StoreError(
-                f"the database {self._database} was written by a newer clipd (migration "
-                f"{newer[-1]} is unknown here); upgrade clipd, or set `database` to another one"
-            )
-        for name, sql in MIGRATIONS:
-            if name in done:
-                continue
-            log.info("database migration %s", name)
-            with conn.transaction():
-                conn.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK,))
-                if conn.execute(
-                    "SELECT 1 FROM clipd_migrations WHERE name = %s", (name,)
-                ).fetchall():
-                    continue  # another daemon ran it meanwhile
-                conn.execute(sql)
-                conn.execute("INSERT INTO clipd_migrations (name) VALUES (%s)", (name,))
-
     @staticmethod
     def _read_model(conn: psycopg.Connection[Any]) -> ModelIdentity | None:
         rows = dict(conn.execute("SELECT key, value FROM clipd_meta").fetchall())
@@ -453,7 +275,7 @@ class PostgresStore:
         if identity == self.model:
             return False
         with self._transaction() as cursor:
-            cursor.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK,))
+            cursor.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK,))
             rows = dict(cursor.execute("SELECT key, value FROM clipd_meta").fetchall())
             if "model_name" in rows:
                 held = ModelIdentity(
@@ -526,7 +348,7 @@ class PostgresStore:
                             rec.taken_ns,
                             rec.taken_read,
                             rec.pixels,
-                            _Vector(rec.vector),
+                            Vector(rec.vector),
                         )
                         for rec in records
                     ],
@@ -812,13 +634,13 @@ class PostgresStore:
     def _search_exact(
         self, vector: bytes, wanted: int, condition: str, params: list[object]
     ) -> list[StoredHit]:
-        query = _Vector(vector)
+        query = Vector(vector)
         rows = self._read(
-            f"SELECT -(f.embedding <#> %b::vector), {_HIT_COLUMNS} FROM clipd_files f "
+            f"SELECT -(f.embedding <#> %b::vector), {HIT_COLUMNS} FROM clipd_files f "
             f"WHERE {condition} ORDER BY f.embedding <#> %b::vector, f.id LIMIT %s",
             [query, *params, query, wanted],
         )
-        return [_hit(score, row) for score, *row in rows]
+        return [hit(score, row) for score, *row in rows]
 
     def _search_index(
         self, vector: bytes, wanted: int, condition: str, params: list[object]
@@ -827,35 +649,33 @@ class PostgresStore:
         (a filter that lets few rows through ran the iterative scan out): search exactly."""
         assert self.model is not None
         dim = int(self.model.dim)
-        query = _Vector(vector)
+        query = Vector(vector)
         ef_search = max(_MIN_EF_SEARCH, min(_MAX_EF_SEARCH, 2 * wanted))
-        with self._reading(transaction=True) as cursor:
-            # The index, not a scan of every row, once the table is this big: a filter the
-            # planner misjudges must not turn a search into a full scan, and one that leaves
-            # too few rows for the index ends in the exact search anyway.
-            cursor.execute(
-                "SELECT set_config('hnsw.ef_search', %s, true), "
-                "set_config('hnsw.iterative_scan', 'relaxed_order', true), "
-                "set_config('enable_seqscan', 'off', true)",
-                (str(ef_search),),
+        # The index, not a scan of every row, once the table is this big: a filter the planner
+        # misjudges must not turn a search into a full scan, and one that leaves too few rows
+        # for the index ends in the exact search anyway. The index's order is the half-precision
+        # one, and relaxed: the rows are ranked again by float32.
+        rows = self._read(
+            f"""
+            WITH c AS MATERIALIZED (
+                SELECT f.id FROM clipd_files f WHERE {condition}
+                ORDER BY f.embedding::halfvec({dim}) <#> %b::vector::halfvec({dim})
+                LIMIT %s
             )
-            # The index's order is the half-precision one, and relaxed: re-rank by float32.
-            rows = cursor.execute(
-                f"""
-                WITH c AS MATERIALIZED (
-                    SELECT f.id FROM clipd_files f WHERE {condition}
-                    ORDER BY f.embedding::halfvec({dim}) <#> %b::vector::halfvec({dim})
-                    LIMIT %s
-                )
-                SELECT -(f.embedding <#> %b::vector), {_HIT_COLUMNS}
-                FROM c JOIN clipd_files f ON f.id = c.id
-                ORDER BY f.embedding <#> %b::vector, f.id
-                """,
-                [*params, query, wanted, query, query],
-            ).fetchall()
+            SELECT -(f.embedding <#> %b::vector), {HIT_COLUMNS}
+            FROM c JOIN clipd_files f ON f.id = c.id
+            ORDER BY f.embedding <#> %b::vector, f.id
+            """,
+            [*params, query, wanted, query, query],
+            settings={
+                "hnsw.ef_search": str(ef_search),
+                "hnsw.iterative_scan": "relaxed_order",
+                "enable_seqscan": "off",
+            },
+        )
         if len(rows) < wanted:
             return None
-        return [_hit(score, row) for score, *row in rows]
+        return [hit(score, row) for score, *row in rows]
 
     def _rows_estimate(self) -> float:
         """About how many rows the table holds (the planner's estimate, re-read now and then)."""
@@ -895,7 +715,7 @@ class PostgresStore:
 
     def candidates(self, ids: Sequence[int]) -> dict[int, DuplicateCandidate]:
         rows = self._read(
-            f"SELECT f.id, {_HIT_COLUMNS}, f.pixels FROM clipd_files f "
+            f"SELECT f.id, {HIT_COLUMNS}, f.pixels FROM clipd_files f "
             "WHERE f.id = ANY(%s) AND f.host = %s AND f.state = 'ok'",
             (list(ids), self._host),
         )
@@ -946,6 +766,10 @@ class PostgresStore:
                 (self._host, path, size, mtime_ns, data),
             )
 
+    def stored_thumbnail(self, host: str, path: str) -> bytes | None:
+        kept = self.thumbnail(host, path)
+        return kept[2] if kept is not None else None
+
     def forget_stray_thumbnails(self) -> int:
         """Drop this host's thumbnails of files it no longer indexes; how many."""
         with self._transaction() as cursor:
@@ -972,7 +796,7 @@ class PostgresStore:
         ((total,),) = self._read(
             "SELECT coalesce(sum(pg_total_relation_size(to_regclass(name))), 0)::bigint "
             "FROM unnest(%s::text[]) AS name",
-            (list(_TABLES),),
+            (list(TABLES),),
         )
         return int(total)
 

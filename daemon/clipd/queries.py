@@ -419,13 +419,32 @@ class Queries:
         return path
 
     def thumbnail(
-        self, raw_path: str, max_side: int, fmt: thumbnails.Format
+        self, raw_path: str, max_side: int, fmt: thumbnails.Format, host: str = ""
     ) -> thumbnails.Thumbnail:
-        """A small picture of an indexed image, at most max_side pixels (0: the default)."""
+        """A small picture of an indexed image, at most max_side pixels (0: the default); of
+        another machine's image (host) in a shared index, made from the one it keeps there."""
         side = _thumbnail_side(max_side)
+        if host and host != self._state.store.host:
+            return self._remote_thumbnail(host, _absolute(raw_path, "path"), side, fmt)
         path = self.indexed_path(raw_path)
         # min_side lets a JPEG decode at a reduced scale that still covers max_side.
         decoded = self._decode(Path(path), side, path)
+        return thumbnails.render(decoded.image, side, fmt)
+
+    def _remote_thumbnail(
+        self, host: str, path: str, side: int, fmt: thumbnails.Format
+    ) -> thumbnails.Thumbnail:
+        kept = self._state.store.stored_thumbnail(host, path)
+        if kept is None:
+            raise QueryError(
+                f"{host}:{path} has no picture in the shared index (that machine makes one "
+                "when it indexes the file or shows it)",
+                ErrorKind.NOT_FOUND,
+            )
+        try:
+            decoded = images.decode_bytes(kept)
+        except ImageError as exc:
+            raise QueryError(f"{host}:{path}: its kept picture is damaged ({exc})") from exc
         return thumbnails.render(decoded.image, side, fmt)
 
     def current_version(self, raw_path: str) -> FileVersion:

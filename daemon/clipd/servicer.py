@@ -179,7 +179,7 @@ class ImageSearch(pb_grpc.ImageSearchServicer):
         fmt = _THUMBNAIL_FORMATS.get(request.format)
         if fmt is None:
             raise QueryError(f"format {request.format} is unknown; use PNG or SIXEL")
-        thumbnail = self._queries.thumbnail(request.path, request.max_side, fmt)
+        thumbnail = self._queries.thumbnail(request.path, request.max_side, fmt, request.host)
         return pb.ThumbnailResponse(
             data=thumbnail.data, width=thumbnail.width, height=thumbnail.height
         )

@@ -107,6 +107,10 @@ class IndexStore(Protocol):
 
     def failures(self, *, limit: int, offset: int = 0) -> tuple[list[Failure], int]: ...
 
+    def stored_thumbnail(self, host: str, path: str) -> bytes | None:
+        """The JPEG thumbnail another machine (host) keeps of its file in a shared index."""
+        ...
+
     # -- searches and duplicate detection --------------------------------------------------
 
     def search(

@@ -886,6 +886,10 @@ class Store:
         ((total,),) = self._read("SELECT count(*) FROM failures")
         return [Failure(*row) for row in rows], total
 
+    def stored_thumbnail(self, host: str, path: str) -> bytes | None:
+        """None: a SQLite index holds one machine's files, and no other machine's thumbnails."""
+        return None
+
     def size_bytes(self) -> int:
         """Bytes on disk: the database plus its WAL."""
         total = 0

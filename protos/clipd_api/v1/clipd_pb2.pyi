@@ -208,7 +208,7 @@ class ListFailuresResponse(_message.Message):
     def __init__(self, failures: _Optional[_Iterable[_Union[Failure, _Mapping]]] = ..., total: _Optional[int] = ...) -> None: ...
 
 class ThumbnailRequest(_message.Message):
-    __slots__ = ("path", "max_side", "format")
+    __slots__ = ("path", "max_side", "format", "host")
     class Format(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
         __slots__ = ()
         FORMAT_UNSPECIFIED: _ClassVar[ThumbnailRequest.Format]
@@ -220,10 +220,12 @@ class ThumbnailRequest(_message.Message):
     PATH_FIELD_NUMBER: _ClassVar[int]
     MAX_SIDE_FIELD_NUMBER: _ClassVar[int]
     FORMAT_FIELD_NUMBER: _ClassVar[int]
+    HOST_FIELD_NUMBER: _ClassVar[int]
     path: str
     max_side: int
     format: ThumbnailRequest.Format
-    def __init__(self, path: _Optional[str] = ..., max_side: _Optional[int] = ..., format: _Optional[_Union[ThumbnailRequest.Format, str]] = ...) -> None: ...
+    host: str
+    def __init__(self, path: _Optional[str] = ..., max_side: _Optional[int] = ..., format: _Optional[_Union[ThumbnailRequest.Format, str]] = ..., host: _Optional[str] = ...) -> None: ...
 
 class ThumbnailResponse(_message.Message):
     __slots__ = ("data", "width", "height")
