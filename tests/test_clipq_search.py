@@ -13,7 +13,7 @@ from pathlib import Path
 
 import grpc
 import pytest
-from harness import CANNED_HITS, FakeDaemon, run_clipq, wait_until
+from harness import CANNED_HITS, FakeDaemon, picture, run_clipq, wait_until
 
 from clipd_api.kinds import ErrorKind
 from clipd_api.v1 import clipd_pb2 as pb
@@ -48,6 +48,25 @@ def test_prints_score_and_path_lines_best_first(
     )
 
 
+def test_other_machines_hits_show_their_host_and_host_filters(
+    capsys: pytest.CaptureFixture[str], fake_daemon: tuple[FakeDaemon, str]
+) -> None:
+    """In an index several machines share, a hit of another machine than the daemon's is
+    host:path; --host asks for those machines' files only."""
+    fake, path = fake_daemon
+    fake.host = "laptop"
+    fake.hits = [
+        pb.Hit(path="/pics/a.jpg", score=0.3, host="laptop"),
+        pb.Hit(path="/pics/b.jpg", score=0.2, host="nas"),
+    ]
+    out = run_clipq(capsys, "--socket", path, "--host", "nas", "--host", "laptop", "cat")
+    assert out == (0, "0.300  /pics/a.jpg\n0.200  nas:/pics/b.jpg\n", "")
+    assert list(fake.requests[0].hosts) == ["nas", "laptop"]
+    assert run_clipq(capsys, "--socket", path, "--paths", "cat")[1] == (
+        "/pics/a.jpg\nnas:/pics/b.jpg\n"
+    )
+
+
 def test_no_hits_is_success(
     capsys: pytest.CaptureFixture[str], fake_daemon: tuple[FakeDaemon, str]
 ) -> None:
@@ -73,6 +92,7 @@ def test_json_prints_one_array_of_hits(
         "mtime": 1.5,
         "taken": 0.5,
         "paired": [],
+        "host": "",
         "partial": False,
     }
     assert hits[1]["taken"] is None  # no capture time recorded
@@ -184,15 +204,6 @@ def test_query_algebra_reaches_the_daemon(
     assert terms_sent(fake) == terms
 
 
-def write_png(path: Path) -> Path:
-    import random
-
-    from fixtures.shapes import draw
-
-    draw("red", "circle", (40, 30), random.Random(1)).save(path, format="PNG")
-    return path
-
-
 def test_image_files_are_sent_as_paths_over_the_socket(
     capsys: pytest.CaptureFixture[str],
     fake_daemon: tuple[FakeDaemon, str],
@@ -201,8 +212,8 @@ def test_image_files_are_sent_as_paths_over_the_socket(
 ) -> None:
     fake, path = fake_daemon
     monkeypatch.chdir(tmp_path)
-    write_png(tmp_path / "shot.png")
-    write_png(tmp_path / "other")
+    shot = picture(tmp_path / "shot.png")
+    (tmp_path / "other").write_bytes(shot.read_bytes())  # a PNG without an extension
     code, _, _ = run_clipq(capsys, "--socket", path, "shot.png", "-0.5:night", "--image", "other")
     assert code == 0
     assert terms_sent(fake) == [
@@ -216,7 +227,7 @@ def test_over_tcp_image_files_are_sent_as_bytes_with_the_token(
     capsys: pytest.CaptureFixture[str], fake_tcp_daemon: tuple[FakeDaemon, str], tmp_path: Path
 ) -> None:
     fake, address = fake_tcp_daemon
-    image = write_png(tmp_path / "shot.png")
+    image = picture(tmp_path / "shot.png")
     token = tmp_path / "token"
     token.write_text("s3cret-token\n")
     argv = ["--address", address, "--token-file", str(token), str(image), "+sunset"]

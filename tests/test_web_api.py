@@ -17,7 +17,13 @@ import yaml
 from conftest import TINY_MODEL_JSON, TINY_MODEL_WEIGHTS
 from fixtures.corpus import Corpus, write_corpus
 from fixtures.shapes import draw
-from harness import InProcessDaemon, daemon_process, in_process_daemon, wait_until
+from harness import (
+    InProcessDaemon,
+    daemon_process,
+    hold_model_loading,
+    in_process_daemon,
+    wait_until,
+)
 from PIL import Image
 
 from clipd.tokens import load_token
@@ -316,7 +322,7 @@ def test_formats_browsers_show_come_as_they_are(web: Web) -> None:
 def test_search_by_words_in_clipqs_query_language(web: Web) -> None:
     answer = web.search(q="a red circle", limit=3)  # there are three
     assert web.classes(answer) == [("red", "circle")] * 3
-    assert set(answer) == {"hits", "partial", "took_ms", "nothing_indexed"}
+    assert set(answer) == {"hits", "partial", "took_ms", "nothing_indexed", "host"}
     assert set(answer["hits"][0]) >= {"path", "score", "width", "height", "size_bytes", "mtime"}
     steered = web.search(q='"a red square" -0.5:"a red circle"', limit=3)
     assert all(c is not None and c[1] != "circle" for c in web.classes(steered))
@@ -520,16 +526,7 @@ def test_uploads_are_off_without_an_upload_dir(tmp_path: Path) -> None:
 def test_while_the_model_loads_searches_get_503_with_retry_after(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import clipd.app
-    from clipd.embedder import Embedder
-
-    loaded = threading.Event()
-
-    def slow_embedder(*args: Any) -> Embedder:
-        loaded.wait(timeout=60)
-        return Embedder(*args)
-
-    monkeypatch.setattr(clipd.app, "Embedder", slow_embedder)
+    model_gate = hold_model_loading(monkeypatch)
     root = tmp_path / "pics"
     root.mkdir()
     with in_process_daemon(write_web_config(tmp_path, [root]), root) as live:
@@ -545,7 +542,7 @@ def test_while_the_model_loads_searches_get_503_with_retry_after(
             finally:
                 web.close()
         finally:
-            loaded.set()  # before the stop: the loader then ends, not left waiting
+            model_gate.release()  # before the stop: the loader then ends, not left waiting
 
 
 def test_web_off_serves_nothing(tmp_path: Path) -> None:

@@ -19,6 +19,7 @@ import sqlite3
 import threading
 from collections.abc import Collection
 from pathlib import Path
+from typing import Protocol
 
 from PIL import Image
 
@@ -60,6 +61,19 @@ def big_enough(image: Image.Image, width: int, height: int) -> bool:
     """Whether a decoded image (maybe reduced while decoding) makes a full-size thumbnail: its
     longer side reaches THUMBNAIL_SIDE, or it is the whole original."""
     return max(image.size) >= THUMBNAIL_SIDE or image.size == (width, height)
+
+
+class Thumbnails(Protocol):
+    """Where thumbnails are kept: this SQLite cache, or a shared index's database
+    (clipd.pgstore.SharedThumbnails), where other machines find them too."""
+
+    def get(self, path: str, size: int, mtime_ns: int) -> bytes | None: ...
+
+    def put(self, path: str, size: int, mtime_ns: int, data: bytes) -> None: ...
+
+    def keep_only(self, paths: Collection[str]) -> int: ...
+
+    def close(self) -> None: ...
 
 
 class ThumbnailCache:
