@@ -137,7 +137,9 @@ def _cast(model: Any, dtype: Any, mapped: list[tuple[int, int]]) -> None:
     modules = list(model.modules())
     for module in reversed(modules):  # reversed pre-order: every child before its parent
         own = [*module.parameters(recurse=False), *module.buffers(recurse=False)]
-        spans = [(t.untyped_storage().data_ptr(), t.untyped_storage().nbytes()) for t in own]
+        # Only tensors that the cast replaces; one it keeps (already in dtype) stays in use.
+        spans = [(t.untyped_storage().data_ptr(), t.untyped_storage().nbytes())
+                 for t in own if t.is_floating_point() and t.dtype != dtype]  # fmt: skip
         module.to(dtype=dtype)
         for start, size in spans:
             _release(start, size, mapped)
