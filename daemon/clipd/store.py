@@ -235,6 +235,9 @@ class Store:
         self._reset: int | None = None
         self._closing = threading.Event()
         self._loader: threading.Thread | None = None
+        # Write transactions committed so far: while it is unchanged, so are counts() and the
+        # rest of what the status reports from the store.
+        self.writes = 0
         try:
             self._check_integrity()
             self._migrate()
@@ -289,6 +292,7 @@ class Store:
                 conn.execute("BEGIN IMMEDIATE")
                 yield conn
                 conn.execute("COMMIT")
+                self.writes += 1
             except BaseException as exc:
                 # A failed COMMIT may already have rolled back (SQLite does on a full disk).
                 if conn.in_transaction:
@@ -671,6 +675,12 @@ class Store:
         """Drop failure records of one class, so that the next scan tries those files again."""
         with self._transaction() as conn:
             return conn.execute("DELETE FROM failures WHERE error = ?", (error,)).rowcount
+
+    def is_indexed(self, path: str) -> bool:
+        """Whether `path` is an indexed file (every file row has its vector)."""
+        if self.model is None:
+            return False
+        return bool(self._read("SELECT 1 FROM files WHERE path = ?", (path,)))
 
     def vector_for(self, path: str) -> bytes | None:
         """The stored vector of an indexed file, or None."""
