@@ -260,22 +260,27 @@ def test_thumbnails_and_originals_of_indexed_images_only(web: Web) -> None:
         assert error_of(relative)[:2] == (400, "bad_request")
 
 
-def test_thumbnails_are_made_at_index_time_when_the_decoded_image_is_big_enough(
-    web: Web,
-) -> None:
+def test_thumbnails_are_made_at_index_time_else_on_first_view(web: Web) -> None:
     state = web.live.daemon.state
     assert state is not None
     assert state.thumbnails is not None
-    small = web.corpus.root / "small-red-circle.png"
-    found = small.stat()
-    assert state.thumbnails.get(str(small), found.st_size, found.st_mtime_ns)
-    # A JPEG decoded at a fraction of its size for the tiny model is made on first view.
-    jpegs = [p for p in web.corpus.images if p.suffix == ".jpg" and p != an_indexed(web)]
-    jpeg = next(p for p in reversed(jpegs) if min(image_size(p)) >= 64)  # never viewed
-    found = jpeg.stat()
-    assert state.thumbnails.get(str(jpeg), found.st_size, found.st_mtime_ns) is None
-    assert web.client.get("/api/v1/thumbnail", params={"path": str(jpeg)}).status_code == 200
-    assert state.thumbnails.get(str(jpeg), found.st_size, found.st_mtime_ns)
+    kept = state.thumbnails
+    for made in (web.corpus.root / "small-red-circle.png", an_indexed(web, ".webp")):
+        found = made.stat()
+        assert kept.get(str(made), found.st_size, found.st_mtime_ns), made
+    # A copy takes its original's vector without being decoded: its thumbnail waits for a view.
+    original = an_indexed(web, ".webp")
+    twin = original.with_name(f"twin-{original.name}")
+    twin.write_bytes(original.read_bytes())
+    try:
+        web.client.post("/api/v1/reindex", json={"paths": [str(twin)], "wait": True})
+        found = twin.stat()
+        assert kept.get(str(twin), found.st_size, found.st_mtime_ns) is None
+        assert web.client.get("/api/v1/thumbnail", params={"path": str(twin)}).status_code == 200
+        assert kept.get(str(twin), found.st_size, found.st_mtime_ns)
+    finally:
+        twin.unlink()
+        web.client.post("/api/v1/reindex", json={"paths": [str(twin)], "wait": True})
 
 
 def test_a_file_swapped_for_a_symlink_after_indexing_is_not_served(

@@ -420,10 +420,11 @@ class Indexer:
             return _failure(stat, kinds.INTERNAL_ERROR, f"{type(exc).__name__}: {exc}")
 
     def _decode(self, path: str) -> images.DecodedImage:
+        min_side = self._embedder.image_size
+        if self._thumbnails is not None:
+            min_side = max(min_side, thumbcache.DECODE_SIDE)
         return images.decode_file(
-            Path(path),
-            max_pixels=self._config.max_image_pixels,
-            min_side=self._embedder.image_size,
+            Path(path), max_pixels=self._config.max_image_pixels, min_side=min_side
         )
 
     def _keep_thumbnail(self, stat: FileStat, decoded: images.DecodedImage) -> None:
