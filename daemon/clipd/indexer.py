@@ -396,6 +396,10 @@ class Indexer:
             digest = content_hash(stat.path, stat.size)
             copy = self._store.find_copy(digest, stat.size)
             if copy is not None:  # a copy, a touched file, or a move no event told us of
+                if self._thumbnails is not None and copy.path:
+                    self._thumbnails.copy(
+                        copy.path, copy.mtime_ns, stat.path, stat.mtime_ns, stat.size
+                    )
                 return _record(
                     stat,
                     digest,

@@ -631,14 +631,14 @@ class Store:
         if self.model is None:
             return None
         rows = self._read(
-            "SELECT v.embedding, f.width, f.height, f.taken_ns, f.taken_read, f.pixels "
-            "FROM files f JOIN vectors v ON v.rowid = f.id "
+            "SELECT v.embedding, f.width, f.height, f.taken_ns, f.taken_read, f.pixels, f.path, "
+            "f.mtime_ns FROM files f JOIN vectors v ON v.rowid = f.id "
             "WHERE f.content_hash = ? AND f.size = ? ORDER BY f.pixels IS NULL LIMIT 1",
             (content_hash, size),
         )
         if not rows:
             return None
-        vector, width, height, taken_ns, taken_read, pixels = rows[0]
+        vector, width, height, taken_ns, taken_read, pixels, path, mtime_ns = rows[0]
         return IndexedCopy(
             bytes(vector),
             width,
@@ -646,6 +646,8 @@ class Store:
             taken_ns,
             bool(taken_read),
             None if pixels is None else bytes(pixels),
+            path,
+            mtime_ns,
         )
 
     def unread_capture_times(self, limit: int) -> list[tuple[int, str, int, int]]:

@@ -113,6 +113,22 @@ class ThumbnailCache:
             except sqlite3.Error as exc:
                 self._fail("write", exc)
 
+    def copy(self, source: str, source_mtime_ns: int, path: str, mtime_ns: int, size: int) -> None:
+        """Keep `source`'s thumbnail (as of source_mtime_ns) for `path` too: a byte-identical
+        copy of it, `size` bytes either, shows the same picture. Nothing if it has none."""
+        with self._lock:
+            if self._conn is None or self._broken:
+                return
+            try:
+                self._conn.execute(
+                    "INSERT OR REPLACE INTO thumbnails (path, size, mtime_ns, data) "
+                    "SELECT ?, size, ?, data FROM thumbnails "
+                    "WHERE path = ? AND size = ? AND mtime_ns = ?",
+                    (path, mtime_ns, source, size, source_mtime_ns),
+                )
+            except sqlite3.Error as exc:
+                self._fail("write", exc)
+
     def keep_only(self, paths: Collection[str]) -> int:
         """Forget the thumbnails of every path not in `paths` (files gone from the index while
         the daemon was not running, or since); the number forgotten."""
