@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 CONFIG ?= config.yaml
 
-.PHONY: run test lint typecheck pytest protos bench clean
+.PHONY: run test lint typecheck pytest protos bench bench-pgvector clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -45,6 +45,10 @@ $(VENV)/.bench-installed: pyproject.toml | $(BIN)/python
 # BENCH_ARGS=--quick for a short run.
 bench: $(VENV)/.bench-installed
 	$(BIN)/python -m bench $(BENCH_ARGS)
+
+# pgvector at 1M rows (an hour or more on 2 cores); BENCH_ARGS="--rows 100000" for a short run.
+bench-pgvector: $(VENV)/.bench-installed
+	$(BIN)/python -m bench.pgvector $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

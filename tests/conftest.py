@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 import yaml
 from harness import FakeDaemon, serve_fake
+from pgserver import PgServer, fresh_database, missing_reason
 
 # No test may reach the network for weights. Set before anything imports huggingface_hub, which
 # reads it once at import (a module-scoped fixture can import it before per-test fixtures run).
@@ -120,3 +121,31 @@ def fake_tcp_daemon() -> Iterator[tuple[FakeDaemon, str]]:
     """The stand-in daemon on a loopback TCP port; yields it and its HOST:PORT."""
     with serve_fake("127.0.0.1:0") as (fake, port):
         yield fake, f"127.0.0.1:{port}"
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[PgServer]:
+    """One real PostgreSQL with pgvector for the whole session (skipped when its binaries are
+    not installed). Tests that stop, restart or crash a server use `private_pg_server`."""
+    reason = missing_reason()
+    if reason is not None:
+        pytest.skip(reason)
+    with PgServer() as server:
+        yield server
+
+
+@pytest.fixture
+def pg_url(pg_server: PgServer) -> Iterator[str]:
+    """The URL of a fresh, empty database on the session's PostgreSQL, dropped after the test."""
+    with fresh_database(pg_server) as url:
+        yield url
+
+
+@pytest.fixture
+def private_pg_server() -> Iterator[PgServer]:
+    """A PostgreSQL of this test's own, free to be stopped, restarted or crashed."""
+    reason = missing_reason()
+    if reason is not None:
+        pytest.skip(reason)
+    with PgServer() as server:
+        yield server

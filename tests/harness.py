@@ -5,8 +5,11 @@
   a test can look inside it (store, indexer) and drive it (stop, reload).
 - `DaemonProcess` / `daemon_process`: `clipd serve` as a real process, driven by signals, its
   output kept in memory (a pipe, so even a file size limit on it cannot cut the log).
-- `FakeDaemon` / `serve_fake`: a real gRPC server with canned answers, for the client's tests.
-- Small makers the tests share: pictures, store records, one-shot `clipd`/`clipq` runs.
+- `hold_model_loading`: a daemon that stays "starting" until the test lets its model load.
+- `FakeDaemon` / `serve_fake` (`serve` for a stand-in of a test's own): a real gRPC server with
+  canned answers, for the client's tests.
+- Small makers the tests share: pictures, store records, one-shot `clipd`/`clipq` runs, clipq
+  usage errors, free loopback ports.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import random
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -22,7 +26,7 @@ from collections.abc import Callable, Iterator
 from concurrent import futures
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import grpc
 import numpy as np
@@ -208,6 +212,41 @@ def in_process_daemon(
         daemon.stop()
         thread.join(timeout=60)
         assert not thread.is_alive(), "the daemon did not stop"
+
+
+class ModelGate:
+    """Holds back model loading in daemons started while it is installed (see
+    `hold_model_loading`)."""
+
+    def __init__(self) -> None:
+        self._open = threading.Event()
+        self._loaders: list[threading.Thread] = []
+
+    def embedder(self, *args: Any) -> Any:
+        from clipd.embedder import Embedder
+
+        self._loaders.append(threading.current_thread())
+        self._open.wait(timeout=60)
+        return Embedder(*args)
+
+    def release(self) -> None:
+        """Let the held loaders load, and wait until they have: a loader still building the
+        model when the test ends would be reported as a leaked thread (on a busy machine the
+        tiny model takes seconds)."""
+        self._open.set()
+        for loader in self._loaders:
+            loader.join(timeout=120)
+
+
+def hold_model_loading(monkeypatch: pytest.MonkeyPatch) -> ModelGate:
+    """Make daemons started from now on load their model only once the returned gate is
+    released. Release it before stopping such a daemon, so that its loader ends rather than
+    being left waiting."""
+    import clipd.app
+
+    gate = ModelGate()
+    monkeypatch.setattr(clipd.app, "Embedder", gate.embedder)
+    return gate
 
 
 # -- the daemon as a process --------------------------------------------------------------------
@@ -496,20 +535,20 @@ class FakeDaemon(pb_grpc.ImageSearchServicer):
 
 
 @contextlib.contextmanager
-def serve_fake(address: str) -> Iterator[tuple[FakeDaemon, int]]:
-    """A FakeDaemon serving on `address` ("unix:PATH" or "HOST:PORT"); yields it and its port."""
-    fake = FakeDaemon()
+def serve(servicer: pb_grpc.ImageSearchServicer, address: str) -> Iterator[int]:
+    """A real gRPC server for `servicer` on `address` ("unix:PATH" or "HOST:PORT").
+
+    Yields the port it bound; on leaving, stops it and joins its threads.
+    """
     threads_before = set(threading.enumerate())
     executor = futures.ThreadPoolExecutor(max_workers=2)
     server = grpc.server(executor)
-    pb_grpc.add_ImageSearchServicer_to_server(fake, server)  # type: ignore[no-untyped-call]
+    pb_grpc.add_ImageSearchServicer_to_server(servicer, server)  # type: ignore[no-untyped-call]
     port = server.add_insecure_port(address)
     server.start()
     try:
-        yield fake, port
+        yield port
     finally:
-        if fake.hold is not None:
-            fake.hold.set()
         server.stop(None)
         executor.shutdown(wait=True)
         # stop() returns as the server's polling thread is told to end, not once it has.
@@ -517,8 +556,39 @@ def serve_fake(address: str) -> Iterator[tuple[FakeDaemon, int]]:
             thread.join(timeout=5)
 
 
+@contextlib.contextmanager
+def serve_fake(address: str) -> Iterator[tuple[FakeDaemon, int]]:
+    """A FakeDaemon serving on `address` ("unix:PATH" or "HOST:PORT"); yields it and its port."""
+    fake = FakeDaemon()
+    with serve(fake, address) as port:
+        try:
+            yield fake, port
+        finally:
+            # A held search would keep the server from stopping.
+            if fake.hold is not None:
+                fake.hold.set()
+
+
 def run_clipq(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
     """`clipq ARGV` run in this process: (exit code, stdout, stderr)."""
     code = clipq_main(list(argv))
     out, err = capsys.readouterr()
     return code, out, err
+
+
+def usage_error(capsys: pytest.CaptureFixture[str], *argv: str) -> str:
+    """The last stderr line of a clipq command that must stop with exit 2 before any call."""
+    with pytest.raises(SystemExit) as raised:
+        clipq_main(list(argv))
+    assert raised.value.code == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    return err.strip().splitlines()[-1]
+
+
+def free_port() -> int:
+    """A loopback TCP port that nothing listens on now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port

@@ -9,22 +9,11 @@ from pathlib import Path
 
 import grpc
 import pytest
-from harness import CANNED_HITS, FakeDaemon, run_clipq
+from harness import CANNED_HITS, FakeDaemon, run_clipq, usage_error
 
 from clipd_api.paths import user_token_path
 from clipd_api.v1 import clipd_pb2 as pb
 from clipq import Client, TimedOut, Unauthenticated
-from clipq.cli import main
-
-
-def usage_error(capsys: pytest.CaptureFixture[str], *argv: str) -> str:
-    """The last stderr line of a command that must stop with exit 2 before any call."""
-    with pytest.raises(SystemExit) as raised:
-        main(list(argv))
-    assert raised.value.code == 2
-    out, err = capsys.readouterr()
-    assert out == ""
-    return err.strip().splitlines()[-1]
 
 
 def test_a_call_past_the_timeout_raises_timed_out(fake_daemon: tuple[FakeDaemon, str]) -> None:

@@ -1,21 +1,24 @@
 """Waiting for a daemon that is loading its model: Client.wait_until_ready and --wait-ready.
 
 The stand-in daemon answers GetStatus with STARTING and refuses searches as the real one does
-while it loads, until the test lets it finish; it is a real gRPC server on a temporary socket.
+while it loads; it finishes loading once it has said "starting" as often as the test asks, so
+every test sees the client told "starting" and asking again, whatever the machine's speed. It is
+a real gRPC server on a temporary socket.
 """
 
 from __future__ import annotations
 
 import sys
 import threading
-import time
 from collections.abc import Iterator
 from concurrent import futures
-from contextlib import contextmanager
 from pathlib import Path
+from socket import AF_UNIX
+from socket import socket as unix_socket
 
 import grpc
 import pytest
+from harness import serve
 
 from clipd_api.kinds import ERROR_KIND_METADATA, ErrorKind
 from clipd_api.v1 import clipd_pb2 as pb
@@ -27,10 +30,14 @@ LOADING = "clipd is still loading its model; try again in a few seconds"
 
 
 class LoadingDaemon(pb_grpc.ImageSearchServicer):
-    """Loading until loaded is set; then idle, and every search finds one hit."""
+    """Loading until loaded is set; then idle, and every search finds one hit.
+
+    With loads_after set, it sets loaded itself once it has answered "starting" that many times.
+    """
 
     def __init__(self) -> None:
         self.loaded = threading.Event()
+        self.loads_after: int | None = None
         self.searches = 0
         self.starting_answers = 0
 
@@ -38,6 +45,8 @@ class LoadingDaemon(pb_grpc.ImageSearchServicer):
         if self.loaded.is_set():
             return pb.Status(state=pb.Status.IDLE, indexed=1)
         self.starting_answers += 1
+        if self.starting_answers == self.loads_after:
+            self.loaded.set()
         return pb.Status(state=pb.Status.STARTING, indexed=1)
 
     def Search(self, request: pb.SearchRequest, context: grpc.ServicerContext) -> pb.SearchResponse:
@@ -48,37 +57,11 @@ class LoadingDaemon(pb_grpc.ImageSearchServicer):
         return pb.SearchResponse(hits=[pb.Hit(path="/pics/a.jpg", score=0.5)])
 
 
-@contextmanager
-def serving(daemon: LoadingDaemon, socket: Path) -> Iterator[None]:
-    executor = futures.ThreadPoolExecutor(max_workers=2)
-    server = grpc.server(executor)
-    pb_grpc.add_ImageSearchServicer_to_server(daemon, server)  # type: ignore[no-untyped-call]
-    server.add_insecure_port(f"unix:{socket}")
-    server.start()
-    try:
-        yield
-    finally:
-        server.stop(None).wait()
-        executor.shutdown(wait=True)
-
-
-@contextmanager
-def later(seconds: float, action: threading.Event) -> Iterator[None]:
-    """Set `action` after `seconds`, on a thread joined on leaving."""
-    timer = threading.Timer(seconds, action.set)
-    timer.start()
-    try:
-        yield
-    finally:
-        timer.cancel()
-        timer.join()
-
-
 @pytest.fixture
 def loading(short_dir: Path) -> Iterator[tuple[LoadingDaemon, str]]:
     daemon = LoadingDaemon()
     socket = short_dir / "clipd.sock"
-    with serving(daemon, socket):
+    with serve(daemon, f"unix:{socket}"):
         yield daemon, str(socket)
 
 
@@ -86,10 +69,11 @@ def test_wait_until_ready_returns_once_the_model_is_loaded(
     loading: tuple[LoadingDaemon, str],
 ) -> None:
     daemon, socket = loading
-    with Client(socket) as client, later(0.3, daemon.loaded):
+    daemon.loads_after = 2
+    with Client(socket) as client:
         assert client.wait_until_ready(timeout=10).state == "idle"
-        # It was told "starting" and asked again, rather than returning at the first answer.
-        assert daemon.starting_answers >= 1
+    # It was told "starting" and asked again, rather than returning at the first answer.
+    assert daemon.starting_answers == 2
 
 
 def test_wait_until_ready_gives_up_after_the_timeout(loading: tuple[LoadingDaemon, str]) -> None:
@@ -104,10 +88,16 @@ def test_wait_until_ready_waits_for_a_daemon_that_is_not_there_yet(short_dir: Pa
     daemon.loaded.set()
     socket = short_dir / "clipd.sock"
     with Client(socket) as client, futures.ThreadPoolExecutor(max_workers=1) as pool:
-        waiting = pool.submit(client.wait_until_ready, 10)
-        time.sleep(0.3)
+        # A stale socket that hangs up on the client: it must wait on rather than fail.
+        with unix_socket(AF_UNIX) as stale:
+            stale.bind(str(socket))
+            stale.listen()
+            stale.settimeout(10)
+            waiting = pool.submit(client.wait_until_ready, 10)
+            stale.accept()[0].close()
         assert not waiting.done()
-        with serving(daemon, socket):
+        socket.unlink()
+        with serve(daemon, f"unix:{socket}"):
             assert waiting.result(timeout=10).state == "idle"
     with Client(short_dir / "never.sock") as client, pytest.raises(DaemonUnavailable) as gone:
         client.wait_until_ready(timeout=0.2)
@@ -118,8 +108,8 @@ def test_wait_ready_flag_searches_once_the_model_is_loaded(
     capsys: pytest.CaptureFixture[str], loading: tuple[LoadingDaemon, str]
 ) -> None:
     daemon, socket = loading
-    with later(0.3, daemon.loaded):
-        code = main(["--socket", socket, "--wait-ready", "cat"])
+    daemon.loads_after = 1
+    code = main(["--socket", socket, "--wait-ready", "cat"])
     assert (code, *capsys.readouterr()) == (0, "0.500  /pics/a.jpg\n", "")
     assert daemon.searches == 1
 
@@ -144,8 +134,8 @@ def test_at_a_terminal_a_loading_daemon_is_waited_for(
 ) -> None:
     daemon, socket = loading
     monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
-    with later(0.3, daemon.loaded):
-        code = main(["--socket", socket, "cat"])
+    daemon.loads_after = 1
+    code = main(["--socket", socket, "cat"])
     assert (code, *capsys.readouterr()) == (
         0,
         "0.500  /pics/a.jpg\n",

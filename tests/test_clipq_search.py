@@ -13,7 +13,7 @@ from pathlib import Path
 
 import grpc
 import pytest
-from harness import CANNED_HITS, FakeDaemon, run_clipq, wait_until
+from harness import CANNED_HITS, FakeDaemon, picture, run_clipq, wait_until
 
 from clipd_api.kinds import ErrorKind
 from clipd_api.v1 import clipd_pb2 as pb
@@ -184,15 +184,6 @@ def test_query_algebra_reaches_the_daemon(
     assert terms_sent(fake) == terms
 
 
-def write_png(path: Path) -> Path:
-    import random
-
-    from fixtures.shapes import draw
-
-    draw("red", "circle", (40, 30), random.Random(1)).save(path, format="PNG")
-    return path
-
-
 def test_image_files_are_sent_as_paths_over_the_socket(
     capsys: pytest.CaptureFixture[str],
     fake_daemon: tuple[FakeDaemon, str],
@@ -201,8 +192,8 @@ def test_image_files_are_sent_as_paths_over_the_socket(
 ) -> None:
     fake, path = fake_daemon
     monkeypatch.chdir(tmp_path)
-    write_png(tmp_path / "shot.png")
-    write_png(tmp_path / "other")
+    shot = picture(tmp_path / "shot.png")
+    (tmp_path / "other").write_bytes(shot.read_bytes())  # a PNG without an extension
     code, _, _ = run_clipq(capsys, "--socket", path, "shot.png", "-0.5:night", "--image", "other")
     assert code == 0
     assert terms_sent(fake) == [
@@ -216,7 +207,7 @@ def test_over_tcp_image_files_are_sent_as_bytes_with_the_token(
     capsys: pytest.CaptureFixture[str], fake_tcp_daemon: tuple[FakeDaemon, str], tmp_path: Path
 ) -> None:
     fake, address = fake_tcp_daemon
-    image = write_png(tmp_path / "shot.png")
+    image = picture(tmp_path / "shot.png")
     token = tmp_path / "token"
     token.write_text("s3cret-token\n")
     argv = ["--address", address, "--token-file", str(token), str(image), "+sunset"]

@@ -10,11 +10,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
+from harness import usage_error
 
 from clipd_api.query import IMAGE_EXTENSIONS, looks_like_path
 from clipq._client import ImageFile, Text
 from clipq._query import QueryError, parse_when, query_terms
-from clipq.cli import main
 
 PNG_HEAD = b"\x89PNG\r\n\x1a\n" + bytes(24)
 
@@ -28,16 +28,6 @@ def in_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     (tmp_path / "pics").mkdir()
     monkeypatch.chdir(tmp_path)
     return tmp_path
-
-
-def usage_error(capsys: pytest.CaptureFixture[str], *argv: str) -> str:
-    """The last stderr line of a command that must stop with exit 2 before calling a daemon."""
-    with pytest.raises(SystemExit) as raised:
-        main(["--socket", "/nonexistent/clipd.sock", *argv])
-    assert raised.value.code == 2
-    out, err = capsys.readouterr()
-    assert out == ""
-    return err.strip().splitlines()[-1]
 
 
 @pytest.mark.parametrize(

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from clipq import cli
+from clipq import _parsers, cli
 from clipq._completion import SHELLS, script
 
 # Each shell's syntax check, where that shell is installed.
@@ -28,7 +28,7 @@ printf '%s\\n' "${COMPREPLY[@]}"
 
 
 def clipq_parsers() -> dict[str, argparse.ArgumentParser]:
-    return {name: make() for name, make in cli._PARSERS.items()}
+    return {name: make() for name, make in _parsers.PARSERS.items()}
 
 
 def clipq_script(shell: str) -> str:
@@ -69,13 +69,13 @@ def test_each_script_is_valid_in_its_shell(shell: str, tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
 
 
-@pytest.mark.parametrize("command", cli.COMMANDS)
+@pytest.mark.parametrize("command", _parsers.COMMANDS)
 def test_bash_offers_every_option_of_every_command(clipq_bash: Path, command: str) -> None:
     words = ["clipq", "-"] if command == "search" else ["clipq", command, "-"]
     assert set(complete(clipq_bash, *words)) == options_of(clipq_parsers()[command])
 
 
-@pytest.mark.parametrize("command", cli.COMMANDS)
+@pytest.mark.parametrize("command", _parsers.COMMANDS)
 def test_zsh_and_fish_list_every_option_of_every_command(command: str) -> None:
     options = options_of(clipq_parsers()[command])
     pattern = "''|search" if command == "search" else command
@@ -97,7 +97,7 @@ def test_zsh_and_fish_list_every_option_of_every_command(command: str) -> None:
     ("words", "offered"),
     [
         (["clipq", "sta"], ["status"]),
-        (["clipq", ""], list(cli.COMMANDS)),
+        (["clipq", ""], list(_parsers.COMMANDS)),
         (["clipq", "--li"], ["--limit"]),
         (["clipq", "--socket", "x", "sta"], ["status"]),  # an option's value is no command
         (["clipq", "-n", "5", "--js"], ["--json", "--jsonl"]),

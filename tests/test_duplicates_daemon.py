@@ -10,13 +10,12 @@ import grpc
 import pytest
 from conftest import ConfigWriter
 from fixtures.near_copies import NearCopies, write_near_copies
-from harness import in_process_daemon, wait_until
+from harness import in_process_daemon, run_clipq, wait_until
 
 from clipd import sqlite
 from clipd.config import Config, load_config
 from clipd_api.v1 import clipd_pb2 as pb
 from clipd_api.v1 import clipd_pb2_grpc as pb_grpc
-from clipq.cli import main
 
 
 @pytest.fixture
@@ -31,14 +30,6 @@ def config(copies: NearCopies, write_config: ConfigWriter) -> Config:
 
 def file_count(copies: NearCopies) -> int:
     return sum(1 for p in copies.root.rglob("*") if p.is_file())
-
-
-def run_clipq(
-    capsys: pytest.CaptureFixture[str], config: Config, *argv: str
-) -> tuple[int, str, str]:
-    code = main([*argv, "--socket", str(config.socket)])
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def groups(data: list[dict[str, Any]]) -> set[tuple[str, frozenset[str]]]:
@@ -57,7 +48,7 @@ def test_clipq_duplicates_reports_each_tier_and_keeps_other_pictures_apart(
     copies: NearCopies, config: Config, capsys: pytest.CaptureFixture[str]
 ) -> None:
     with in_process_daemon(config, copies.root, file_count(copies)):
-        code, out, err = run_clipq(capsys, config, "duplicates", "--json")
+        code, out, err = run_clipq(capsys, "duplicates", "--json", "--socket", str(config.socket))
         assert code == 0
         assert "clipq:" not in err  # no note: every file was compared by pixels
         data = json.loads(out)
@@ -70,7 +61,7 @@ def test_clipq_duplicates_reports_each_tier_and_keeps_other_pictures_apart(
         assert right[0]["path"] == str(copies.reencoded[0][0])  # most pixels, most bytes
         assert (right[-1]["width"], right[-1]["height"]) == (320, 240)
 
-        code, out, _ = run_clipq(capsys, config, "duplicates")
+        code, out, _ = run_clipq(capsys, "duplicates", "--socket", str(config.socket))
         assert code == 0
         blocks = out.strip().split("\n\n")
         assert [block.splitlines()[0] for block in blocks] == [
@@ -81,14 +72,20 @@ def test_clipq_duplicates_reports_each_tier_and_keeps_other_pictures_apart(
         assert blocks[0].splitlines()[1].split()[-1] == str(copies.exact[0][0])
 
         exports = copies.root / "exports"
-        code, out, _ = run_clipq(capsys, config, "duplicates", "--json", "--under", str(exports))
+        code, out, _ = run_clipq(
+            capsys, "duplicates", "--json", "--under", str(exports), "--socket", str(config.socket)
+        )
         assert all(f["path"].startswith(f"{exports}/") for g in json.loads(out) for f in g["files"])
         assert len(json.loads(out)) == 2
 
-        code, out, _ = run_clipq(capsys, config, "duplicates", "--json", "--tier", "exact")
+        code, out, _ = run_clipq(
+            capsys, "duplicates", "--json", "--tier", "exact", "--socket", str(config.socket)
+        )
         assert groups(json.loads(out)) == {("exact", frozenset(map(str, copies.exact[0])))}
 
-        code, out, err = run_clipq(capsys, config, "duplicates", "--json", "-n", "1")
+        code, out, err = run_clipq(
+            capsys, "duplicates", "--json", "-n", "1", "--socket", str(config.socket)
+        )
         assert len(json.loads(out)) == 1
         assert "1 of 3 groups shown; --offset 1 shows more" in err
 

@@ -8,7 +8,6 @@ made by libjxl's cjxl, which no Python package here can write.
 from __future__ import annotations
 
 import functools
-import io
 import os
 import signal
 import struct
@@ -18,6 +17,7 @@ from typing import Any
 
 import pytest
 from fixtures.dng import make_dng
+from fixtures.marked import BLUE, RED, encode, marked, with_orientation
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
@@ -26,30 +26,9 @@ from clipd import formats, raw
 from clipd.errors import CorruptImage, ImageError, ImageTooLarge, MissingDecoder, NotAnImage
 from clipd.images import DecodedImage, decode_bytes, decode_file
 
-RED = (255, 0, 0)
-BLUE = (0, 0, 255)
 GREEN = (0, 200, 0)
 FIXTURES = Path(__file__).parent / "fixtures"
 PLUGIN_FORMATS = ["HEIF", "AVIF", "JXL"]
-
-
-def encode(im: Image.Image, fmt: str, **params: Any) -> bytes:
-    buf = io.BytesIO()
-    im.save(buf, fmt, **params)
-    return buf.getvalue()
-
-
-def marked(size: tuple[int, int] = (40, 20)) -> Image.Image:
-    """Blue, with a red 10x10 square in the stored top-left corner."""
-    im = Image.new("RGB", size, BLUE)
-    im.paste(RED, (0, 0, 10, 10))
-    return im
-
-
-def with_orientation(value: int) -> Image.Exif:
-    exif = Image.Exif()
-    exif[0x0112] = value
-    return exif
 
 
 def colour_at(decoded: DecodedImage, xy: tuple[int, int]) -> tuple[int, int, int]:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from fixtures.marked import BLUE, RED, encode, marked, with_orientation
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
@@ -23,16 +24,7 @@ from clipd.config import DEFAULT_MAX_PIXELS
 from clipd.errors import CorruptImage, ImageError, ImageTooLarge, NotAnImage, Unreadable
 from clipd.images import DecodedImage, decode_bytes, decode_file
 
-RED = (255, 0, 0)
-BLUE = (0, 0, 255)
 GREY = (128, 128, 128)  # the composite background images.py documents
-
-
-def encode(im: Image.Image, fmt: str, **params: Any) -> bytes:
-    """The image saved in fmt, as bytes."""
-    buf = io.BytesIO()
-    im.save(buf, fmt, **params)
-    return buf.getvalue()
 
 
 def write(tmp_path: Path, name: str, data: bytes) -> Path:
@@ -225,19 +217,6 @@ def test_colour_key_transparency(mode: str, key: int | tuple[int, ...]) -> None:
 
 
 # --- EXIF orientation --------------------------------------------------------------------
-
-
-def marked(size: tuple[int, int] = (40, 20)) -> Image.Image:
-    """Blue, with a red 10x10 square in the stored top-left corner."""
-    im = Image.new("RGB", size, BLUE)
-    im.paste(RED, (0, 0, 10, 10))
-    return im
-
-
-def with_orientation(value: int) -> Image.Exif:
-    exif = Image.Exif()
-    exif[0x0112] = value
-    return exif
 
 
 # Where the stored top-left corner is displayed, in the 20x40 upright image.

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 from conftest import ConfigWriter
-from harness import in_process_daemon, picture
+from harness import free_port, in_process_daemon, picture, wait_until
 
-from clipd.config import Config, ModelConfig
+from clipd.config import Config, ModelConfig, TcpAddress
 from clipd.reload import plan_reload
 
 
@@ -31,6 +31,33 @@ def test_roots_and_filters_apply_restart_keys_keep_their_old_value(tmp_path: Pat
     assert plan.config == replace(new, database=old.database, model=old.model)
     assert not plan.refilter
     assert plan.rescan == (c,)
+
+
+def test_a_new_tcp_address_or_token_file_is_kept_for_a_restart(tmp_path: Path) -> None:
+    old = Config(roots=(tmp_path / "a",), tcp=TcpAddress("127.0.0.1", 50051))
+    new = replace(old, tcp=TcpAddress("127.0.0.1", 50052), token_file=tmp_path / "token")
+    plan = plan_reload(old, new)
+    assert plan.needs_restart == ("tcp", "token_file")
+    assert plan.config == old
+    # Turning TCP off is a change of its own too: the port stays open until a restart.
+    assert plan_reload(old, replace(old, tcp=None)).needs_restart == ("tcp",)
+
+
+def test_a_reload_says_a_new_tcp_address_needs_a_restart(
+    tmp_path: Path, write_config: ConfigWriter, caplog: pytest.LogCaptureFixture
+) -> None:
+    root = tmp_path / "pics"
+    root.mkdir()
+    token = str(tmp_path / "token")
+    config = write_config([root], tcp="127.0.0.1:0", token_file=token)
+    with in_process_daemon(config, root, 0) as live:
+        listening = live.daemon.config.tcp
+        caplog.set_level(logging.INFO, logger="clipd.app")
+        write_config([root], tcp=f"127.0.0.1:{free_port()}", token_file=token)
+        live.daemon.reload()  # done on the daemon's main loop, which logs when it is
+        wait_until(lambda: "reloaded " in caplog.text, "the reload")
+        assert "reload: tcp changed; restart clipd to apply" in caplog.text
+        assert live.daemon.config.tcp == listening
 
 
 def test_a_filter_change_rescans_every_root(tmp_path: Path) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -16,7 +15,7 @@ from fixtures.corpus import Corpus, write_corpus
 from fixtures.shapes import draw
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
-from harness import InProcessDaemon, in_process_daemon
+from harness import InProcessDaemon, hold_model_loading, in_process_daemon
 
 from clipd.progress import Progress
 from clipd_api.v1 import clipd_pb2 as pb
@@ -297,17 +296,9 @@ def test_thumbnails_of_indexed_images_only(daemon: Running) -> None:
 def test_while_the_model_loads_refusals_say_not_ready_in_metadata(
     tmp_path: Path, write_config: ConfigWriter, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import clipd.app
-    from clipd.embedder import Embedder
     from clipd_api.kinds import ERROR_KIND_METADATA, ErrorKind
 
-    loaded = threading.Event()
-
-    def slow_embedder(*args: Any) -> Embedder:
-        loaded.wait(timeout=60)
-        return Embedder(*args)
-
-    monkeypatch.setattr(clipd.app, "Embedder", slow_embedder)
+    model_gate = hold_model_loading(monkeypatch)
     corpus = write_corpus(tmp_path / "pics", per_class=1)
     config = write_config([corpus.root])
     with in_process_daemon(config, corpus.root) as live, live.channel() as channel:
@@ -326,4 +317,4 @@ def test_while_the_model_loads_refusals_say_not_ready_in_metadata(
                 stub.Thumbnail(pb.ThumbnailRequest(path="relative"), timeout=30)
             assert dict(bad.value.trailing_metadata())[ERROR_KIND_METADATA] == "bad_request"
         finally:
-            loaded.set()  # before the stop: the loader then ends, not left waiting
+            model_gate.release()  # before the stop: the loader then ends, not left waiting

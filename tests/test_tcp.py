@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import logging
 import os
-import socket
 import stat
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
 from conftest import ConfigWriter
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
-from harness import InProcessDaemon, in_process_daemon, picture
+from harness import InProcessDaemon, free_port, in_process_daemon, picture
 
 from clipd.config import TcpAddress, load_config
 from clipd.errors import ConfigError, TokenError
@@ -24,13 +24,6 @@ from clipd_api.v1 import clipd_pb2 as pb
 from clipd_api.v1 import clipd_pb2_grpc as pb_grpc
 
 Metadata = tuple[tuple[str, str], ...]
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 class Remote:
@@ -168,6 +161,28 @@ def test_socket_is_private_in_a_private_directory(remote: Remote) -> None:
     path = remote.live.daemon.config.socket
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
+
+
+def test_the_token_file_is_read_once_for_tcp_and_the_web_app(
+    tmp_path: Path, write_config: ConfigWriter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = tmp_path / "pics"
+    root.mkdir()
+    config = write_config([root], tcp=f"127.0.0.1:{free_port()}")
+    token_file = load_config(config).token_file
+    reads: list[Path] = []
+    read_text = Path.read_text
+
+    def counted(path: Path, *args: Any, **kwargs: Any) -> str:
+        if path == token_file:
+            reads.append(path)
+        return read_text(path, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "read_text", counted)
+    with in_process_daemon(config, root, 0) as live:
+        assert live.daemon.state is not None
+        assert live.daemon.state.web_url  # both listeners are up
+    assert len(reads) == 1
 
 
 def test_token_file_is_made_private_and_reused(tmp_path: Path) -> None:

@@ -17,7 +17,13 @@ import yaml
 from conftest import TINY_MODEL_JSON, TINY_MODEL_WEIGHTS
 from fixtures.corpus import Corpus, write_corpus
 from fixtures.shapes import draw
-from harness import InProcessDaemon, daemon_process, in_process_daemon, wait_until
+from harness import (
+    InProcessDaemon,
+    daemon_process,
+    hold_model_loading,
+    in_process_daemon,
+    wait_until,
+)
 from PIL import Image
 
 from clipd import queries
@@ -646,16 +652,7 @@ def test_uploads_are_off_without_an_upload_dir(tmp_path: Path) -> None:
 def test_while_the_model_loads_searches_get_503_with_retry_after(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import clipd.app
-    from clipd.embedder import Embedder
-
-    loaded = threading.Event()
-
-    def slow_embedder(*args: Any) -> Embedder:
-        loaded.wait(timeout=60)
-        return Embedder(*args)
-
-    monkeypatch.setattr(clipd.app, "Embedder", slow_embedder)
+    model_gate = hold_model_loading(monkeypatch)
     root = tmp_path / "pics"
     root.mkdir()
     with in_process_daemon(write_web_config(tmp_path, [root]), root) as live:
@@ -671,7 +668,7 @@ def test_while_the_model_loads_searches_get_503_with_retry_after(
             finally:
                 web.close()
         finally:
-            loaded.set()  # before the stop: the loader then ends, not left waiting
+            model_gate.release()  # before the stop: the loader then ends, not left waiting
 
 
 def test_web_off_serves_nothing(tmp_path: Path) -> None:

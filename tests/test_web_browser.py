@@ -15,8 +15,6 @@ import json
 import os
 import random
 import re
-import socket
-import time
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
@@ -30,7 +28,7 @@ import yaml
 from conftest import TINY_MODEL_JSON, TINY_MODEL_WEIGHTS
 from fixtures.corpus import Corpus, write_corpus
 from fixtures.shapes import draw
-from harness import DaemonProcess, wait_until
+from harness import DaemonProcess, free_port, wait_until
 from playwright.sync_api import Browser, FilePayload, Page, expect, sync_playwright
 
 pytestmark = pytest.mark.slow
@@ -53,13 +51,6 @@ def picture_bytes(colour: str, shape: str, seed: int = 1) -> bytes:
     out = io.BytesIO()
     draw(colour, shape, (160, 120), random.Random(seed)).save(out, format="PNG")
     return out.getvalue()
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 @dataclass
@@ -258,13 +249,15 @@ def mostly(found: list[tuple[str, str] | None], wanted: tuple[str, str], share: 
 def wait_for_first(page: Page, corpus: Corpus, wanted: tuple[str, str], count: int = 5) -> None:
     """Wait until the grid's first `count` tiles are mostly of the wanted class (4 in 5, as the
     end-to-end tests ask of the tiny model)."""
-    deadline = time.monotonic() + EXPECT_MS / 1000
-    while time.monotonic() < deadline:
+
+    def shown_first() -> bool:
         found = classes(page, corpus, count)
-        if len(found) == count and found[0] == wanted and mostly(found, wanted, 0.8):
-            return
-        page.wait_for_timeout(50)
-    raise AssertionError(f"wanted {wanted} first; the grid shows {classes(page, corpus, count)}")
+        return len(found) == count and found[0] == wanted and mostly(found, wanted, 0.8)
+
+    try:
+        wait_until(shown_first, f"{wanted} first", timeout=EXPECT_MS / 1000)
+    except AssertionError as error:
+        raise AssertionError(f"{error}; the grid shows {classes(page, corpus, count)}") from None
 
 
 # ---------------------------------------------------------------------------------------------

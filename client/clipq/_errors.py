@@ -110,6 +110,29 @@ class PreviewUnsupported(ClipqError):
         )
 
 
+class NothingIndexed(ClipqError):
+    """A search came back empty because the daemon has no searchable file at all.
+
+    Raised by the clipq command, not the library (whose SearchResult says nothing_indexed);
+    offline counts the indexed files on roots that are not there now (an unmounted disk).
+    """
+
+    def __init__(self, offline: int) -> None:
+        self.offline = offline
+        if offline:
+            message = (
+                f"nothing is searchable: every root is offline ({offline} indexed files are on "
+                "folders that are not there now); mount or reconnect them, and see the roots "
+                "with 'clipq status'"
+            )
+        else:
+            message = (
+                "nothing is indexed yet; check that the config lists your image folders under "
+                "'roots', and follow the indexing with 'clipq status --watch'"
+            )
+        super().__init__(message)
+
+
 _BAD_REQUEST_CODES = frozenset(
     {
         grpc.StatusCode.INVALID_ARGUMENT,

@@ -35,6 +35,7 @@ from clipd.rpc_server import SERVICE_NAME, RpcServer, start_rpc_server
 from clipd.store import Store
 from clipd.tcp import start_tcp
 from clipd.thumbcache import ThumbnailCache, cache_path
+from clipd.tokens import load_token
 from clipd.watcher import Watcher
 
 if TYPE_CHECKING:
@@ -136,8 +137,11 @@ class Daemon:
         # a first start that downloads weights must not run into the manager's start timeout.
         self._notify_status(state, ready=True)
         try:
-            tcp = start_tcp(self.config, Queries(state, remote=True), health_servicer)
-            web = self._start_web(state)
+            if self.config.tcp is not None or self.config.web is not None:
+                # Read once: the TCP listener and the web app check the same secret.
+                token = load_token(self.config.token_file)
+                tcp = start_tcp(self.config, Queries(state, remote=True), health_servicer, token)
+                web = self._start_web(state, token)
             if self._load(state):
                 health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
                 health_servicer.set(SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
@@ -310,13 +314,13 @@ class Daemon:
             return
         self._status_line, self._status_at = line, now
 
-    def _start_web(self, state: DaemonState) -> WebServer | None:
-        """The web app and HTTP API on loopback, unless `web: off`."""
+    def _start_web(self, state: DaemonState, token: str) -> WebServer | None:
+        """The web app and HTTP API on loopback, unless `web: off`; `token` admits callers."""
         if self.config.web is None:
             return None
         from clipd.web.server import WebServer  # starlette and uvicorn only when serving
 
-        web = WebServer(state, self.config.web)
+        web = WebServer(state, self.config.web, token=token)
         web.start()
         state.web_url = web.url
         return web

@@ -1,8 +1,9 @@
 """What a config reload (SIGHUP) changes, decided apart from applying it.
 
 Roots, filters and tuning apply at once. Keys that shape what the process was built around
-(the database, the socket, the model, thread counts, watching and polling, logging) need a
-restart: they keep their old value, with a warning naming them.
+(the database, the socket, the model, thread counts, watching and polling, logging, the
+listeners and the token they check) need a restart: they keep their old value, with a warning
+naming them.
 """
 
 from __future__ import annotations
@@ -22,6 +23,9 @@ RESTART_KEYS = (
     "poll_interval",
     "log_level",
     "web",
+    # The TCP listener is bound, and the token it and the web server check read, at start-up.
+    "tcp",
+    "token_file",
 )
 # Keys that change which files are indexed: every root is rescanned to apply them.
 _FILTER_KEYS = ("include", "exclude", "skip_hidden", "follow_symlinks", "raw_pairs")

@@ -22,7 +22,6 @@ from grpc_health.v1 import health
 from clipd.config import Config, TcpAddress
 from clipd.queries import Queries
 from clipd.rpc_server import RpcServer, start_rpc_server
-from clipd.tokens import load_token
 
 log = logging.getLogger(__name__)
 
@@ -57,16 +56,15 @@ class TokenCheck(grpc.ServerInterceptor):  # type: ignore[misc]  # grpc is untyp
 
 
 def start_tcp(
-    config: Config, queries: Queries, health_servicer: health.HealthServicer
+    config: Config, queries: Queries, health_servicer: health.HealthServicer, token: str
 ) -> RpcServer | None:
-    """Serve on config.tcp behind the token check; None when TCP is off.
+    """Serve on config.tcp behind a check for `token`; None when TCP is off.
 
     `queries` must be a core for remote callers: it never opens a file a caller names.
     """
     address = config.tcp
     if address is None:
         return None
-    token = load_token(config.token_file)
     server = start_rpc_server(
         str(address),
         queries,

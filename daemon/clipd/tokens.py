@@ -1,7 +1,8 @@
 """The user's token: the secret that TCP callers and the web app must present.
 
-One 0600 file only the user can read (token_file); both the gRPC TCP listener and the HTTP
-server read it, so one secret admits a person or a program to either.
+One 0600 file only the user can read (token_file); the daemon reads it once at start-up for
+both the gRPC TCP listener and the HTTP server, so one secret admits a person or a program to
+either.
 """
 
 from __future__ import annotations

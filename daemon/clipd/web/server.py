@@ -33,9 +33,14 @@ _START_TIMEOUT_S = 30.0
 class WebServer:
     """One running web app; start() it, read `url`, stop() it once."""
 
-    def __init__(self, state: DaemonState, address: TcpAddress) -> None:
+    def __init__(
+        self, state: DaemonState, address: TcpAddress, *, token: str | None = None
+    ) -> None:
+        """`token` admits callers; None reads it from the config's token_file (a web app
+        started on its own, as the benchmarks do; the daemon passes the one it read)."""
         self._state = state
         self._address = address
+        self._token = token
         self._stopping = threading.Event()
         self._api = Api(state, self._stopping)
         self._thread: threading.Thread | None = None
@@ -44,7 +49,7 @@ class WebServer:
 
     def start(self) -> None:
         config = self._state.config
-        token = load_token(config.token_file)
+        token = self._token if self._token is not None else load_token(config.token_file)
         sock = _bind(self._address)
         port = sock.getsockname()[1]
         host = f"[{self._address.host}]" if ":" in self._address.host else self._address.host
