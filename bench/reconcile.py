@@ -84,7 +84,7 @@ def measure(files: int, runs: int = 3) -> list[float]:
             {"roots": [str(root)], "database": str(work / "index.db")}, work / "config.yaml"
         )
         embedder = Embedder(TINY)
-        store = Store(config.database, in_memory=False)
+        store = Store(config.database_file, in_memory=False)
         store.bind_model(embedder.identity)
         record_as_indexed(store, stats, embedder.identity.dim)
         timings = []

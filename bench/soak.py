@@ -108,8 +108,8 @@ def status(stub: pb_grpc.ImageSearchStub) -> pb.Status | None:
 def kill_round(command: list[str], settings: Config, root: Path, rng: random.Random) -> Round:
     """Start the daemon and SIGKILL it at a random point of the work it has to do: once a
     random number of the pending files are stored, plus a random fraction of a batch."""
-    files, failures = check_database(settings.database)
-    known = stored_paths(settings.database)
+    files, failures = check_database(settings.database_file)
+    known = stored_paths(settings.database_file)
     new = sum(1 for path in root.rglob("*.jpg") if str(path) not in known)
     target = files + failures + rng.randint(0, max(0, new - 1))
     daemon = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -202,13 +202,13 @@ def soak(root: Path, config: Path, clean_config: Path, kills: int, seed: int) ->
     rounds = []
     for _ in range(kills):
         rounds.append(kill_round(command, settings, root, rng))
-        check_database(settings.database)
+        check_database(settings.database_file)
         change_folder(root, rng)
     finish(command, settings.socket)
-    check_database(settings.database)
+    check_database(settings.database_file)
     index = [str(BIN / "clipd"), "index", "--config", str(clean_config), str(root)]
     subprocess.run(index, check=True, capture_output=True)
-    assert_same_index(settings.database, load_config(clean_config).database)
+    assert_same_index(settings.database_file, load_config(clean_config).database_file)
     return rounds
 
 

@@ -56,8 +56,8 @@ class WebApiResult:
 
 def index_once(root: Path, config: Config, embedder: Embedder, thumbnails: bool) -> float:
     """Images/s of a cold index of root into config.database (made new)."""
-    store = Store(config.database)
-    cache = ThumbnailCache(cache_path(config.database)) if thumbnails else None
+    store = Store(config.database_file)
+    cache = ThumbnailCache(cache_path(config.database_file)) if thumbnails else None
     try:
         store.bind_model(embedder.identity)
         started = time.perf_counter()
@@ -123,8 +123,8 @@ def run(work: Path, images: int, repeats: int) -> WebApiResult:
 def _serve(config: Config) -> tuple[list[float], float, list[float]]:
     """(HTTP round trip ms per thumbnail, the HTTP thread's CPU ms per thumbnail, core ms per
     thumbnail), three passes over every indexed photo."""
-    store = Store(config.database)
-    thumbnails = ThumbnailCache(cache_path(config.database))
+    store = Store(config.database_file)
+    thumbnails = ThumbnailCache(cache_path(config.database_file))
     state = DaemonState(config, store, Progress(), "bench", time.time(), thumbnails=thumbnails)
     server = WebServer(state, TcpAddress("127.0.0.1", 0))
     server.start()

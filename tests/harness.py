@@ -39,7 +39,7 @@ from clipd.app import Daemon
 from clipd.config import Config, load_config
 from clipd.indexer import Indexer
 from clipd.records import FileRecord, ModelIdentity
-from clipd.store import Store
+from clipd.storage import IndexStore
 from clipd_api.kinds import ERROR_KIND_METADATA, ErrorKind
 from clipd_api.v1 import clipd_pb2 as pb
 from clipd_api.v1 import clipd_pb2_grpc as pb_grpc
@@ -143,7 +143,7 @@ class InProcessDaemon:
         return self.daemon.config
 
     @property
-    def store(self) -> Store:
+    def store(self) -> IndexStore:
         assert self.daemon.state is not None
         return self.daemon.state.store
 
@@ -189,7 +189,7 @@ class InProcessDaemon:
         )
 
     def assert_consistent(self) -> None:
-        assert_one_to_one(self.store.path)
+        assert_one_to_one(self.config.database_file)
 
 
 @contextlib.contextmanager
@@ -453,6 +453,7 @@ class FakeDaemon(pb_grpc.ImageSearchServicer):
     hits: list[pb.Hit] = field(default_factory=list)
     partial: bool = False
     nothing_indexed: bool = False
+    host: str = ""  # the machine it says it is (SearchResponse.host)
     # The invocation metadata of each Search call.
     metadata: list[dict[str, str]] = field(default_factory=list)
     # The refusal to answer every call with, and the kind to put in its trailing metadata.
@@ -483,6 +484,7 @@ class FakeDaemon(pb_grpc.ImageSearchServicer):
             partial=self.partial,
             took_ms=1.5,
             nothing_indexed=self.nothing_indexed,
+            host=self.host,
         )
 
     def GetStatus(self, request: pb.StatusRequest, context: grpc.ServicerContext) -> pb.Status:

@@ -48,6 +48,25 @@ def test_prints_score_and_path_lines_best_first(
     )
 
 
+def test_other_machines_hits_show_their_host_and_host_filters(
+    capsys: pytest.CaptureFixture[str], fake_daemon: tuple[FakeDaemon, str]
+) -> None:
+    """In an index several machines share, a hit of another machine than the daemon's is
+    host:path; --host asks for those machines' files only."""
+    fake, path = fake_daemon
+    fake.host = "laptop"
+    fake.hits = [
+        pb.Hit(path="/pics/a.jpg", score=0.3, host="laptop"),
+        pb.Hit(path="/pics/b.jpg", score=0.2, host="nas"),
+    ]
+    out = run_clipq(capsys, "--socket", path, "--host", "nas", "--host", "laptop", "cat")
+    assert out == (0, "0.300  /pics/a.jpg\n0.200  nas:/pics/b.jpg\n", "")
+    assert list(fake.requests[0].hosts) == ["nas", "laptop"]
+    assert run_clipq(capsys, "--socket", path, "--paths", "cat")[1] == (
+        "/pics/a.jpg\nnas:/pics/b.jpg\n"
+    )
+
+
 def test_no_hits_is_success(
     capsys: pytest.CaptureFixture[str], fake_daemon: tuple[FakeDaemon, str]
 ) -> None:
@@ -73,6 +92,7 @@ def test_json_prints_one_array_of_hits(
         "mtime": 1.5,
         "taken": 0.5,
         "paired": [],
+        "host": "",
         "partial": False,
     }
     assert hits[1]["taken"] is None  # no capture time recorded

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import socket
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,7 @@ import pytest
 from clipd.cli import main
 from clipd.config import DEFAULT_INCLUDE, load_config
 from clipd.errors import ConfigError
+from clipd.pgurl import PostgresDatabase
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -26,7 +28,7 @@ def test_minimal_config_gets_defaults(tmp_path: Path) -> None:
     assert config.model.pretrained == "laion2b_s34b_b79k"
     assert config.include == DEFAULT_INCLUDE
     assert config.batch_size == 16
-    assert config.database.name == "index.db"
+    assert config.database_file.name == "index.db"
     assert config.socket.name == "clipd.sock"
 
 
@@ -43,7 +45,7 @@ def test_repo_config_yaml_is_valid_and_documents_every_key(
                 "precision", "batch_size", "loader_threads", "include", "exclude",
                 "skip_hidden", "follow_symlinks", "watch", "settle_seconds", "poll_interval",
                 "reconcile_interval", "max_image_pixels", "log_level", "web",
-                "upload_dir"):  # fmt: skip
+                "upload_dir", "host"):  # fmt: skip
         assert f"{key}:" in text, key
 
 
@@ -184,3 +186,36 @@ def test_check_config_command_reports_errors(
     err = capsys.readouterr().err
     assert err.startswith("clipd: ")
     assert err.count("\n") == 1
+
+
+def test_a_postgresql_url_selects_the_shared_store_and_its_password_is_never_shown(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "pics").mkdir()
+    url = "postgresql://clipd:s3cret@db.example/clipd?sslmode=require&password=s3cret"
+    path = write(tmp_path, f"roots: [pics]\ndatabase: '{url}'\nhost: nas-1\n")
+    config = load_config(path)
+    assert config.database == PostgresDatabase(url)
+    assert config.host == "nas-1"
+    assert "s3cret" not in str(config.database) + repr(config.database)
+    assert str(config.database) == (
+        "postgresql://clipd:***@db.example/clipd?sslmode=require&password=***"
+    )
+    assert main(["check-config", "--config", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "s3cret" not in out
+    assert "host:               nas-1" in out
+    monkeypatch.setenv("CLIPD_DATABASE", "postgres://other@h/db")
+    assert load_config(path).database == PostgresDatabase("postgres://other@h/db")
+
+
+@pytest.mark.parametrize("host", ["", "a b", "x:y", "a/b"])
+def test_a_host_name_that_cannot_name_a_machine_is_refused(tmp_path: Path, host: str) -> None:
+    (tmp_path / "pics").mkdir()
+    with pytest.raises(ConfigError, match="'host'"):
+        load_config(write(tmp_path, f"roots: [pics]\nhost: '{host}'\n"))
+
+
+def test_the_host_defaults_to_the_machine_name(tmp_path: Path) -> None:
+    (tmp_path / "pics").mkdir()
+    assert load_config(write(tmp_path, "roots: [pics]\n")).host == socket.gethostname()

@@ -117,7 +117,7 @@ def test_a_database_without_signatures_gets_them_without_the_model(
 ) -> None:
     with in_process_daemon(config, copies.root, file_count(copies)):
         pass
-    conn = sqlite.connect(config.database)
+    conn = sqlite.connect(config.database_file)
     conn.execute("UPDATE files SET pixels = NULL")  # as a database from before signatures
     conn.commit()
     conn.close()

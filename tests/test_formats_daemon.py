@@ -96,7 +96,7 @@ def test_a_missing_decoder_fails_its_files_until_a_restart_finds_it(
     root.mkdir()
     draw("red", "circle", (64, 48), random.Random(1)).save(root / "phone.heic", "HEIF")
     config = load_config(write_config([root]))
-    store = Store(config.database)
+    store = Store(config.database_file)
     try:
         embedder = Embedder(config.model)
         store.bind_model(embedder.identity)

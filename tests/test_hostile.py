@@ -114,7 +114,7 @@ def test_a_file_deleted_between_scan_and_decode_fails_then_is_forgotten(
         return real_hash(path, size)
 
     monkeypatch.setattr("clipd.indexer.content_hash", delete_first)
-    store = Store(config.database)
+    store = Store(config.database_file)
     try:
         embedder = Embedder(config.model)
         store.bind_model(embedder.identity)

@@ -67,7 +67,7 @@ class Indexing:
 
     def __init__(self, config_path: Path) -> None:
         self.config = load_config(config_path)
-        self.store = Store(self.config.database)
+        self.store = Store(self.config.database_file)
         self.embedder = Embedder(self.config.model)
         self.store.bind_model(self.embedder.identity)
 

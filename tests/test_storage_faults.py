@@ -87,7 +87,7 @@ def test_disk_full_holds_the_batch_keeps_searching_and_resumes(
     with tmpfs(tmp_path / "small", "2m") as disk:
         config = write_config([root], database=str(disk / "index.db"), settle_seconds=0.1)
         with in_process_daemon(config, root, 2) as live:
-            truncate_wal(live.store.path)
+            truncate_wal(live.config.database_file)
             filler = fill(disk)
             new = [picture(root / f"new{n}.png", "blue", "square", seed=n) for n in range(3)]
             wait_until(lambda: "disk full: cannot write" in caplog.text, "a refused write")

@@ -211,10 +211,10 @@ def test_old_database_keeps_its_vectors_and_gains_capture_times(
     undated = photo(root / "undated.jpg", "blue", "square", None)
     config = load_config(write_config([root]))
     embedder = Embedder(config.model)
-    vectors = make_old_database(config.database, embedder, root)
+    vectors = make_old_database(config.database_file, embedder, root)
     assert len(vectors) == 2
 
-    new = Store(config.database)
+    new = Store(config.database_file)
     try:
         assert len(new.unread_capture_times(10)) == 2  # migrated: old rows wait for the backfill
         assert not new.bind_model(embedder.identity)
@@ -229,7 +229,7 @@ def test_old_database_keeps_its_vectors_and_gains_capture_times(
         assert hits[str(undated)].taken is None
     finally:
         new.close()
-    conn = clipd_sqlite.connect(config.database)
+    conn = clipd_sqlite.connect(config.database_file)
     try:
         assert conn.execute("PRAGMA user_version").fetchone() == (store.SCHEMA_VERSION,)
     finally:
@@ -262,7 +262,7 @@ def test_time_filters_use_capture_time_else_mtime(
     # Every file was copied now; the undated one's mtime says 2018.
     os.utime(undated, (utc("2018:01:01 00:00:00"),) * 2)
     config = load_config(write_config([root]))
-    db = Store(config.database)
+    db = Store(config.database_file)
     try:
         embedder = Embedder(config.model)
         db.bind_model(embedder.identity)

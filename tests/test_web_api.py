@@ -390,7 +390,7 @@ def test_the_pages_files_are_revalidated_by_etag(web: Web) -> None:
 def test_search_by_words_in_clipqs_query_language(web: Web) -> None:
     answer = web.search(q="a red circle", limit=3)  # there are three
     assert web.classes(answer) == [("red", "circle")] * 3
-    assert set(answer) == {"hits", "partial", "took_ms", "nothing_indexed"}
+    assert set(answer) == {"hits", "partial", "took_ms", "nothing_indexed", "host"}
     assert set(answer["hits"][0]) >= {"path", "score", "width", "height", "size_bytes", "mtime"}
     steered = web.search(q='"a red square" -0.5:"a red circle"', limit=3)
     assert all(c is not None and c[1] != "circle" for c in web.classes(steered))

@@ -89,6 +89,9 @@ class Hit:
     taken: float | None = None
     # Other files of the same photo that are not indexed on their own (a RAW beside this JPEG).
     paired: tuple[str, ...] = ()
+    # The machine whose file this is (its daemon's config `host`), in an index several
+    # machines share; path is a path on that machine.
+    host: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,13 +100,23 @@ class SearchResult:
 
     partial is True while the daemon is still (re)building its index, so files may be missing.
     took_ms is the daemon's own time for the search. nothing_indexed is True when the daemon
-    has no searchable file at all yet, which explains empty hits.
+    has no searchable file at all yet, which explains empty hits. host is the answering
+    daemon's machine: in an index several machines share, a hit of another host is a file there.
     """
 
     hits: tuple[Hit, ...]
     partial: bool
     took_ms: float
     nothing_indexed: bool = False
+    host: str = ""
+
+    def is_here(self, hit: Hit) -> bool:
+        """Whether the hit's file is on the answering daemon's machine."""
+        return not hit.host or not self.host or hit.host == self.host
+
+    def shown_path(self, hit: Hit) -> str:
+        """The hit's path, as `host:path` when its file is on another machine."""
+        return hit.path if self.is_here(hit) else f"{hit.host}:{hit.path}"
 
     def __iter__(self) -> Iterator[Hit]:
         return iter(self.hits)
@@ -297,6 +310,7 @@ class Client:
         modified_before: Timestamp | None = None,
         taken_after: Timestamp | None = None,
         taken_before: Timestamp | None = None,
+        hosts: Iterable[str] = (),
     ) -> SearchResult:
         """The best `limit` hits after skipping `offset`, for the sum of the weighted terms.
 
@@ -304,7 +318,8 @@ class Client:
         paths (relative ones are made absolute); extensions ("jpg", "png") keeps only files
         with those endings; modified_after/modified_before keep only files modified in that
         window; taken_after/taken_before keep only photos taken in that window (a file that
-        records no capture time counts by its modification time). Raises ValueError for an
+        records no capture time counts by its modification time); hosts keeps only files of
+        those machines, in an index several machines share. Raises ValueError for an
         empty query, and OSError for an ImageFile term that cannot be read over TCP, before
         any call.
         """
@@ -319,6 +334,7 @@ class Client:
             modified_before=_epoch(modified_before),
             taken_after=_epoch(taken_after),
             taken_before=_epoch(taken_before),
+            hosts=list(hosts),
         )
         response: pb.SearchResponse = self._call(self._stub.Search, request)
         return SearchResult(
@@ -326,6 +342,7 @@ class Client:
             partial=response.partial,
             took_ms=response.took_ms,
             nothing_indexed=response.nothing_indexed,
+            host=response.host,
         )
 
     def _term(self, term: QueryTerm) -> pb.Term:
@@ -473,20 +490,26 @@ class Client:
         return list(response.vector)
 
     def thumbnail(
-        self, path: str | Path, *, max_side: int = 256, fmt: Literal["png", "sixel"] = "png"
+        self,
+        path: str | Path,
+        *,
+        max_side: int = 256,
+        fmt: Literal["png", "sixel"] = "png",
+        host: str = "",
     ) -> Thumbnail:
         """A picture of an indexed image that fits in max_side x max_side pixels (at most 1024).
 
         fmt "png" gives a PNG file; "sixel" the escape sequence that draws the picture on a
         terminal that speaks sixel. A path the daemon has not indexed raises NotFound; an image
-        it can no longer read raises BadRequest.
+        it can no longer read raises BadRequest. host (Hit.host) names the machine of a hit in
+        an index several machines share: another machine's picture comes from the index.
         """
         formats = {"png": pb.ThumbnailRequest.PNG, "sixel": pb.ThumbnailRequest.SIXEL}
         if fmt not in formats:
             raise ValueError(f"fmt must be 'png' or 'sixel', not {fmt!r}")
         # Not resolved: the daemon knows a file by the path it indexed, symlinks included.
         request = pb.ThumbnailRequest(
-            path=os.path.abspath(path), max_side=max_side, format=formats[fmt]
+            path=os.path.abspath(path), max_side=max_side, format=formats[fmt], host=host
         )
         response: pb.ThumbnailResponse = self._call(self._stub.Thumbnail, request)
         return Thumbnail(data=response.data, width=response.width, height=response.height)

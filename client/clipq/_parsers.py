@@ -200,6 +200,13 @@ def _add_filter_options(group: argparse._ArgumentGroup) -> None:
         action="store_true",
         help="--since/--until compare the file's modification time, not the capture time",
     )
+    group.add_argument(
+        "--host",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="only files of this machine, in an index several machines share (repeatable)",
+    )
 
 
 def _add_output_options(group: argparse._ArgumentGroup) -> None:

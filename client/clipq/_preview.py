@@ -64,7 +64,7 @@ def preview_hits(
     fmt: Literal["png", "sixel"] = "sixel" if graphics == "sixel" else "png"
     for hit in hits:
         try:
-            picture = client.thumbnail(hit.path, max_side=max_side, fmt=fmt)
+            picture = client.thumbnail(hit.path, max_side=max_side, fmt=fmt, host=hit.host)
         except (BadRequest, NotFound) as error:
             reason = " ".join(str(error).split())
             out.write(_line(f"{caption(hit)}  (no preview: {reason})"))

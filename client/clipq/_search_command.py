@@ -25,6 +25,7 @@ def search(client: Client, args: argparse.Namespace) -> None:
         min_score=args.min_score,
         under=args.under,
         extensions=[ext for group in args.ext for ext in group],
+        hosts=args.host,
         **_time_window(args),
     )
     if args.output == "preview":
@@ -34,7 +35,7 @@ def search(client: Client, args: argparse.Namespace) -> None:
     if args.open and result.hits:
         # Flushed first, so that the listing is complete before any viewer appears.
         sys.stdout.flush()
-        open_paths([hit.path for hit in result])
+        open_paths([hit.path for hit in result if result.is_here(hit)])
     if result.partial:
         # Machine outputs carry it too (each hit's "partial"), but an empty list cannot.
         print("clipq: note: indexing in progress; results may be incomplete", file=sys.stderr)
@@ -56,6 +57,7 @@ def _narrowed_by(args: argparse.Namespace) -> str:
             ("--ext", args.ext),
             ("--since", args.since is not None),
             ("--until", args.until is not None),
+            ("--host", args.host),
         )
         if value
     ]
@@ -80,7 +82,7 @@ def _preview(client: Client, result: SearchResult, *, colour: bool) -> None:
         result.hits,
         sys.stdout.buffer,
         graphics,
-        caption=lambda hit: hit_line(hit.score, hit.path, colour=colour),
+        caption=lambda hit: hit_line(hit.score, result.shown_path(hit), colour=colour),
     )
 
 
@@ -92,9 +94,9 @@ def _print_hits(result: SearchResult, output: str, *, colour: bool) -> None:
             print(json.dumps(_hit_object(hit, result)))
     elif output in ("paths", "print0"):
         end = "\0" if output == "print0" else "\n"
-        sys.stdout.write("".join(hit.path + end for hit in result))
+        sys.stdout.write("".join(result.shown_path(hit) + end for hit in result))
     else:
-        paths = [hit.path for hit in result]
+        paths = [result.shown_path(hit) for hit in result]
         if sys.stdout.isatty():
             scores = score_width([hit.score for hit in result])
             paths = fit_paths(paths, shutil.get_terminal_size().columns - scores)

@@ -26,15 +26,14 @@ from clipd.config import Config, load_config
 from clipd.embedder import Embedder
 from clipd.errors import ConfigError
 from clipd.indexer import Indexer
-from clipd.instance import DatabaseLock, prepare_socket, remove_socket
+from clipd.instance import file_lock, prepare_socket, remove_socket
 from clipd.notify import Notifier
 from clipd.progress import Progress, Snapshot
 from clipd.queries import DaemonState, Queries
 from clipd.reload import plan_reload
 from clipd.rpc_server import SERVICE_NAME, RpcServer, start_rpc_server
-from clipd.store import Store
+from clipd.storage import store_for, thumbnails_for
 from clipd.tcp import start_tcp
-from clipd.thumbcache import ThumbnailCache, cache_path
 from clipd.tokens import load_token
 from clipd.watcher import Watcher
 
@@ -98,8 +97,9 @@ class Daemon:
 
     def run(self) -> None:
         """Serve until stop(); raises ClipdError for problems a user must fix."""
-        lock = DatabaseLock(self.config.database, "serve")
-        lock.acquire()
+        lock = file_lock(self.config.database, "serve")
+        if lock is not None:
+            lock.acquire()
         self._wake_read, self._wake_write = os.pipe()
         for fd in (self._wake_read, self._wake_write):
             os.set_blocking(fd, False)
@@ -111,14 +111,15 @@ class Daemon:
                 write, self._wake_write = self._wake_write, -1
             os.close(write)
             os.close(self._wake_read)
-            lock.release()
+            if lock is not None:
+                lock.release()
 
     def _serve(self) -> None:
-        store = Store(self.config.database)
+        store = store_for(self.config)
         state = self.state = DaemonState(
             self.config, store, self.progress, clipd_version(), time.time()
         )
-        thumbnails = state.thumbnails = ThumbnailCache(cache_path(self.config.database))
+        thumbnails = state.thumbnails = thumbnails_for(store)
         indexed = {path for root in self.config.roots for path in store.known_files(str(root))}
         if forgotten := thumbnails.keep_only(indexed):
             log.info("forgot the thumbnails of %d files no longer indexed", forgotten)

@@ -17,7 +17,7 @@ from concurrent.futures import Executor
 from clipd.errors import ImageError, StoreUnwritable, Unreadable
 from clipd.images import DecodedImage
 from clipd.pixels import signature
-from clipd.store import Store
+from clipd.storage import IndexStore
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +30,9 @@ _Signed = tuple[int, int, int, bytes]
 class SignatureBackfill:
     """Makes the missing pixel signatures, one chunk per step()."""
 
-    def __init__(self, store: Store, pool: Executor, decode: Callable[[str], DecodedImage]) -> None:
+    def __init__(
+        self, store: IndexStore, pool: Executor, decode: Callable[[str], DecodedImage]
+    ) -> None:
         self._store = store
         self._pool = pool
         self._decode = decode

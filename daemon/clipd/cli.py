@@ -210,10 +210,10 @@ def _settings(config: Config) -> list[tuple[str, str]]:
 def _index(config: Config, args: argparse.Namespace) -> int:
     from clipd.embedder import Embedder
     from clipd.indexer import Indexer
-    from clipd.instance import DatabaseLock
+    from clipd.instance import file_lock
     from clipd.progress import Progress
     from clipd.scanner import outside_roots
-    from clipd.store import Store
+    from clipd.storage import store_for
 
     paths = [path.expanduser().resolve() for path in args.paths]
     missing = [str(path) for path in paths if not path.exists()]
@@ -227,10 +227,11 @@ def _index(config: Config, args: argparse.Namespace) -> int:
             "since only they are kept current: add its folder to `roots` to index it"
         )
     started = time.monotonic()
-    lock = DatabaseLock(config.database, "index")
-    lock.acquire()
+    lock = file_lock(config.database, "index")
+    if lock is not None:
+        lock.acquire()
     try:
-        store = Store(config.database)
+        store = store_for(config)
         try:
             embedder = Embedder(config.model)
             loaded = time.monotonic()
@@ -239,7 +240,8 @@ def _index(config: Config, args: argparse.Namespace) -> int:
         finally:
             store.close()
     finally:
-        lock.release()
+        if lock is not None:
+            lock.release()
     # The rate is the indexing's own: the model's load (seconds, once) is reported apart.
     indexing = time.monotonic() - loaded
     rate = job.indexed / indexing if indexing > 0 else 0.0

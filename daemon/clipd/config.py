@@ -9,6 +9,7 @@ from __future__ import annotations
 import difflib
 import ipaddress
 import os
+import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -17,6 +18,7 @@ from typing import Any, NoReturn
 import yaml
 
 from clipd.errors import ConfigError
+from clipd.pgurl import PostgresDatabase, is_postgres_url
 from clipd_api.paths import (
     CONFIG_ENV,
     SOCKET_ENV,
@@ -90,6 +92,11 @@ def default_database_path() -> Path:
     return Path(base) / "clipd" / "index.db"
 
 
+def default_host() -> str:
+    """This machine's name, as the OS knows it."""
+    return socket.gethostname()
+
+
 @dataclass(frozen=True, slots=True)
 class TcpAddress:
     host: str
@@ -123,7 +130,10 @@ class Config:
     roots: tuple[Path, ...]
     # The roots to poll instead of watching natively (`poll: true` in their entry).
     poll_roots: tuple[Path, ...] = ()
-    database: Path = field(default_factory=default_database_path)
+    # A SQLite file, or a PostgreSQL database shared by several machines (clipd.pgstore).
+    database: Path | PostgresDatabase = field(default_factory=default_database_path)
+    # This machine's name in a shared store: it owns the rows it indexes, and changes no others.
+    host: str = field(default_factory=default_host)
     socket: Path = field(default_factory=default_socket_path)
     model: ModelConfig = field(default_factory=ModelConfig)
     batch_size: int = 16
@@ -153,6 +163,13 @@ class Config:
     # Where the web app saves images people add (inside a root); None: adding is off.
     upload_dir: Path | None = None
     source: Path | None = None  # the file this came from, for messages
+
+    @property
+    def database_file(self) -> Path:
+        """The SQLite file of the index, for what reads the file itself (tools, tests)."""
+        if not isinstance(self.database, Path):
+            raise ConfigError(f"database is {self.database}, not a SQLite file")
+        return self.database
 
 
 _LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -206,9 +223,8 @@ def parse_config(data: object, source: Path, *, require_roots: bool = True) -> C
     config = Config(
         roots=tuple(path for path, _ in roots),
         poll_roots=tuple(path for path, poll in roots if poll),
-        database=_env_path(DATABASE_ENV)
-        or reader.path(table.get("database"), "database", base)
-        or default_database_path(),
+        database=_env_database() or reader.database(table.get("database"), base),
+        host=reader.host(key("host")),
         socket=_env_path(SOCKET_ENV)
         or reader.path(table.get("socket"), "socket", base)
         or default_socket_path(),
@@ -258,6 +274,14 @@ def _field_names(cls: type) -> tuple[str, ...]:
     return tuple(f.name for f in fields(cls) if f.name not in ("source", "poll_roots"))
 
 
+def _env_database() -> Path | PostgresDatabase | None:
+    """$CLIPD_DATABASE: a PostgreSQL URL or a file's path."""
+    value = os.environ.get(DATABASE_ENV, "").strip()
+    if is_postgres_url(value):
+        return PostgresDatabase(value)
+    return _env_path(DATABASE_ENV)
+
+
 def _env_path(name: str) -> Path | None:
     value = os.environ.get(name)
     return Path(os.path.expandvars(value)).expanduser() if value else None
@@ -301,6 +325,19 @@ class _Reader:
             return None
         expanded = Path(os.path.expandvars(self.string(value, key))).expanduser()
         return expanded if expanded.is_absolute() else (base / expanded).resolve()
+
+    def database(self, value: object, base: Path) -> Path | PostgresDatabase:
+        """A PostgreSQL URL, else a SQLite file's path (the default one when not given)."""
+        if isinstance(value, str) and is_postgres_url(value.strip()):
+            return PostgresDatabase(value.strip())
+        return self.path(value, "database", base) or default_database_path()
+
+    def host(self, value: object) -> str:
+        """A machine name: printable, no spaces or ':' (hits show as host:path)."""
+        text = self.string(value, "host").strip()
+        if len(text) > 255 or not text.isprintable() or any(c in text for c in " :/"):
+            self.fail("host", f"is {value!r}; use a short machine name without spaces, ':' or '/'")
+        return text
 
     def folder(self, value: object, key: str, base: Path) -> Path | None:
         """An absolute, resolved folder path (it need not exist yet); None when not given."""

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from clipd import neighbours, pixels
 from clipd.records import DuplicateCandidate, SearchFilter
 from clipd.scanner import hashes_whole_file
-from clipd.store import Store
+from clipd.storage import IndexStore
 
 TIERS = ("exact", "reencoded", "variant")  # strictest first
 DEFAULT_THRESHOLD = 0.9
@@ -105,7 +105,7 @@ class _Edges:
 class DuplicateFinder:
     """Finds duplicate groups in a store; keeps whole-file hashes between requests."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: IndexStore) -> None:
         self._store = store
         # One search at a time: at 100k files each holds a copy of the vectors (~200 MB).
         self._one_at_a_time = threading.Lock()

@@ -21,6 +21,11 @@ class StoreUnwritable(StoreError):
     """A write failed for want of storage (disk full, read-only, I/O error); none of it was kept."""
 
 
+class StoreUnavailable(StoreUnwritable):
+    """The database server cannot be reached now (down, restarting, connection cut); the store
+    connects again on its next call. Nothing of the failed call was kept."""
+
+
 class TokenError(ClipdError):
     """The TCP token file cannot be created or read, or other users could read it."""
 

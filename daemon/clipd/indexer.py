@@ -24,13 +24,13 @@ from clipd import images, pairs, thumbcache
 from clipd.backfill import SignatureBackfill
 from clipd.config import Config
 from clipd.embedder import Embedder
-from clipd.errors import ImageError, MissingDecoder, StoreUnwritable
+from clipd.errors import ImageError, MissingDecoder, StoreUnavailable, StoreUnwritable
 from clipd.pixels import signature as pixel_signature
 from clipd.progress import Progress
-from clipd.records import FailureRecord, FileRecord
+from clipd.records import FailureRecord, FileRecord, IndexedCopy
 from clipd.scanner import FileStat, Matcher, ScanResult, content_hash, scan
-from clipd.store import Store
-from clipd.thumbcache import ThumbnailCache
+from clipd.storage import IndexStore
+from clipd.thumbcache import Thumbnails
 from clipd_api import kinds
 
 if TYPE_CHECKING:
@@ -84,10 +84,10 @@ class Indexer:
     def __init__(
         self,
         config: Config,
-        store: Store,
+        store: IndexStore,
         embedder: Embedder,
         progress: Progress,
-        thumbnails: ThumbnailCache | None = None,
+        thumbnails: Thumbnails | None = None,
     ):
         self._config = config
         # Where to keep a thumbnail of each image decoded for the model; None: make none.
@@ -394,12 +394,13 @@ class Indexer:
         try:
             images.require_regular(Path(stat.path))  # before hashing: a device never ends
             digest = content_hash(stat.path, stat.size)
-            copy = self._store.find_copy(digest, stat.size)
+            copy = self._copy_of(digest, stat.size)
             if copy is not None:  # a copy, a touched file, or a move no event told us of
                 if self._thumbnails is not None and copy.path:
-                    self._thumbnails.copy(
-                        copy.path, copy.mtime_ns, stat.path, stat.mtime_ns, stat.size
-                    )
+                    # The same bytes show the same picture: the original's thumbnail is its.
+                    kept = self._thumbnails.get(copy.path, stat.size, copy.mtime_ns)
+                    if kept is not None:
+                        self._thumbnails.put(stat.path, stat.size, stat.mtime_ns, kept)
                 return _record(
                     stat,
                     digest,
@@ -422,6 +423,15 @@ class Indexer:
         except Exception as exc:  # one odd file must never take its batch down
             log.exception("unexpected error loading %s", stat.path)
             return _failure(stat, kinds.INTERNAL_ERROR, f"{type(exc).__name__}: {exc}")
+
+    def _copy_of(self, digest: bytes, size: int) -> IndexedCopy | None:
+        """An indexed copy of this content, or None; None too while the database is away, since
+        the copy only saves work: the file is embedded, and its write waits for the database."""
+        try:
+            return self._store.find_copy(digest, size)
+        except StoreUnavailable as exc:
+            log.debug("no copy lookup: %s", exc)
+            return None
 
     def _decode(self, path: str) -> images.DecodedImage:
         min_side = self._embedder.image_size

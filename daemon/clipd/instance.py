@@ -17,6 +17,7 @@ import stat
 from pathlib import Path
 
 from clipd.errors import AlreadyRunning, ClipdError
+from clipd.pgurl import PostgresDatabase
 from clipd_api.paths import runtime_dir
 
 log = logging.getLogger(__name__)
@@ -26,6 +27,12 @@ _STOP_HINT = "stop it first (systemctl --user stop clipd)"
 
 def lock_path(database: Path) -> Path:
     return database.with_name(database.name + ".lock")
+
+
+def file_lock(database: Path | PostgresDatabase, command: str) -> DatabaseLock | None:
+    """The lock file of a SQLite database; None for PostgreSQL, whose store takes its host's
+    lock in the database itself (clipd.pgstore), since its other daemons run elsewhere."""
+    return DatabaseLock(database, command) if isinstance(database, Path) else None
 
 
 class DatabaseLock:

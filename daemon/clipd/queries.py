@@ -32,8 +32,8 @@ from clipd.errors import ImageError, ImageTooLarge
 from clipd.progress import Progress
 from clipd.records import Failure, SearchFilter, StoredHit
 from clipd.scanner import outside_roots
-from clipd.store import Store
-from clipd.thumbcache import ThumbnailCache
+from clipd.storage import IndexStore
+from clipd.thumbcache import Thumbnails
 from clipd_api.kinds import ErrorKind
 
 if TYPE_CHECKING:
@@ -72,13 +72,13 @@ class DaemonState:
     """What a running daemon answers from; embedder and indexer are None until the model loads."""
 
     config: Config
-    store: Store
+    store: IndexStore
     progress: Progress
     version: str
     started_at: float
     embedder: Embedder | None = None
     indexer: Indexer | None = None
-    thumbnails: ThumbnailCache | None = None
+    thumbnails: Thumbnails | None = None
     # The web app's address, "" while it is off.
     web_url: str = ""
     # One for every transport: it runs one search at a time and keeps whole-file hashes.
@@ -117,6 +117,8 @@ class SearchQuery:
     # The same, compared with the capture time where a file records one, else its mtime.
     taken_after: float | None = None
     taken_before: float | None = None
+    # Only files of these machines (config `host`); empty: every machine's.
+    hosts: Sequence[str] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,6 +141,8 @@ class SearchResult:
     took_ms: float
     # No file at all is searchable, which is why the hits are empty.
     nothing_indexed: bool
+    # The answering daemon's machine: hits of other hosts are files on other machines.
+    host: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -235,6 +239,7 @@ class Queries:
             partial=self._state.progress.busy,
             took_ms=(time.perf_counter() - started) * 1000,
             nothing_indexed=not hits and store.counts().indexed == 0,
+            host=store.host,
         )
 
     def _query_vector(self, embedder: Embedder, terms: Sequence[Term]) -> Vectors:
@@ -324,7 +329,7 @@ class Queries:
             dim=state.store.model.dim if state.store.model else 0,
             device=state.embedder.device if state.embedder else "",
             roots=[str(root) for root in state.config.roots],
-            database=str(state.store.path),
+            database=state.store.location,
             database_bytes=state.store.size_bytes(),
             started_at=state.started_at,
             problem=snap.problem,
@@ -416,13 +421,32 @@ class Queries:
         return path
 
     def thumbnail(
-        self, raw_path: str, max_side: int, fmt: thumbnails.Format
+        self, raw_path: str, max_side: int, fmt: thumbnails.Format, host: str = ""
     ) -> thumbnails.Thumbnail:
-        """A small picture of an indexed image, at most max_side pixels (0: the default)."""
+        """A small picture of an indexed image, at most max_side pixels (0: the default); of
+        another machine's image (host) in a shared index, made from the one it keeps there."""
         side = _thumbnail_side(max_side)
+        if host and host != self._state.store.host:
+            return self._remote_thumbnail(host, _absolute(raw_path, "path"), side, fmt)
         path = self.indexed_path(raw_path)
         # min_side lets a JPEG decode at a reduced scale that still covers max_side.
         decoded = self._decode(Path(path), side, path)
+        return thumbnails.render(decoded.image, side, fmt)
+
+    def _remote_thumbnail(
+        self, host: str, path: str, side: int, fmt: thumbnails.Format
+    ) -> thumbnails.Thumbnail:
+        kept = self._state.store.stored_thumbnail(host, path)
+        if kept is None:
+            raise QueryError(
+                f"{host}:{path} has no picture in the shared index (that machine makes one "
+                "when it indexes the file or shows it)",
+                ErrorKind.NOT_FOUND,
+            )
+        try:
+            decoded = images.decode_bytes(kept)
+        except ImageError as exc:
+            raise QueryError(f"{host}:{path}: its kept picture is damaged ({exc})") from exc
         return thumbnails.render(decoded.image, side, fmt)
 
     def current_version(self, raw_path: str) -> FileVersion:
@@ -538,7 +562,11 @@ def _search_filter(query: SearchQuery) -> SearchFilter:
         extensions.append(ext)
     after, before = _time_range(query.modified_after, query.modified_before, "modified")
     taken_after, taken_before = _time_range(query.taken_after, query.taken_before, "taken")
+    hosts = tuple(host.strip() for host in query.hosts)
+    if not all(hosts):
+        raise QueryError("hosts: a host is empty; name machines like 'laptop'")
     return SearchFilter(
+        hosts=hosts,
         under=tuple(_absolute(p, "under") for p in query.under),
         extensions=tuple(extensions),
         modified_after_ns=after,

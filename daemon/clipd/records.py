@@ -66,6 +66,8 @@ class StoredHit:
     taken: float | None  # capture time, seconds since the epoch; None when unknown
     # Files of the same photo left out for this one (a RAW beside this JPEG: clipd.pairs).
     paired: tuple[str, ...] = ()
+    # The machine whose file this is (config `host`); in a shared store, maybe not this one.
+    host: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,6 +132,8 @@ class SearchFilter:
     # The capture time where known, else the modification time.
     taken_after_ns: int | None = None
     taken_before_ns: int | None = None
+    # Only files of these machines (config `host`); empty: every machine's.
+    hosts: tuple[str, ...] = ()
 
     @property
     def narrows(self) -> bool:
@@ -139,4 +143,6 @@ class SearchFilter:
             self.taken_after_ns,
             self.taken_before_ns,
         )
-        return bool(self.under or self.extensions or any(t is not None for t in times))
+        return bool(
+            self.under or self.extensions or self.hosts or any(t is not None for t in times)
+        )

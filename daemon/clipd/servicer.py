@@ -20,6 +20,7 @@ import grpc
 from google.protobuf.message import DecodeError, Message
 
 from clipd import thumbnails
+from clipd.errors import StoreUnavailable
 from clipd.queries import (
     DuplicatesQuery,
     Queries,
@@ -85,6 +86,8 @@ def _rpc(handler: _Handler) -> _Handler:
             return handler(self, request, context)
         except QueryError as exc:
             refuse(context, exc.kind, str(exc))
+        except StoreUnavailable as exc:  # the database server, for now; the store reconnects
+            refuse(context, ErrorKind.UNAVAILABLE, str(exc))
         except Exception:
             log.exception("%s failed", handler.__name__)
             context.abort(grpc.StatusCode.INTERNAL, "internal error in clipd; see its log")
@@ -111,6 +114,7 @@ class ImageSearch(pb_grpc.ImageSearchServicer):
                 modified_before=_optional(request, "modified_before"),
                 taken_after=_optional(request, "taken_after"),
                 taken_before=_optional(request, "taken_before"),
+                hosts=list(request.hosts),
             )
         )
         return pb.SearchResponse(
@@ -118,6 +122,7 @@ class ImageSearch(pb_grpc.ImageSearchServicer):
             partial=result.partial,
             took_ms=result.took_ms,
             nothing_indexed=result.nothing_indexed,
+            host=result.host,
         )
 
     @_rpc
@@ -174,7 +179,7 @@ class ImageSearch(pb_grpc.ImageSearchServicer):
         fmt = _THUMBNAIL_FORMATS.get(request.format)
         if fmt is None:
             raise QueryError(f"format {request.format} is unknown; use PNG or SIXEL")
-        thumbnail = self._queries.thumbnail(request.path, request.max_side, fmt)
+        thumbnail = self._queries.thumbnail(request.path, request.max_side, fmt, request.host)
         return pb.ThumbnailResponse(
             data=thumbnail.data, width=thumbnail.width, height=thumbnail.height
         )

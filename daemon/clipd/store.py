@@ -174,10 +174,14 @@ def prefix_condition(prefixes: Sequence[str], column: str = "path") -> tuple[str
     return "(" + " OR ".join(clauses) + ")", params
 
 
-def filter_condition(where: SearchFilter) -> tuple[str, list[object]]:
-    """SQL over `files f` selecting the online files that `where` lets through."""
+def filter_condition(where: SearchFilter, host: str = "") -> tuple[str, list[object]]:
+    """SQL over `files f` selecting the online files that `where` lets through; every file
+    of this database is `host`'s."""
     clauses = ["f.state = 'ok'"]
     params: list[object] = []
+    if where.hosts:
+        clauses.append(f"? IN ({', '.join('?' for _ in where.hosts)})")
+        params += [host, *where.hosts]
     if where.under:
         clause, prefix_params = prefix_condition(where.under, "f.path")
         clauses.append(clause)
@@ -216,9 +220,11 @@ _EVERYTHING = SearchFilter()
 class Store:
     """The index database. Thread-safe: writes are serialised, reads use per-thread connections."""
 
-    def __init__(self, path: Path, *, in_memory: bool = True) -> None:
-        """Open (creating) the database; in_memory=False keeps searches on vec0 (benchmarks)."""
+    def __init__(self, path: Path, *, in_memory: bool = True, host: str = "") -> None:
+        """Open (creating) the database; in_memory=False keeps searches on vec0 (benchmarks).
+        Its files are `host`'s (config `host`): the machine this file is on."""
         self.path = path
+        self._host = host
         _create_private(path)
         self._writer = sqlite.connect(path)
         self._writer.isolation_level = None  # explicit transactions only
@@ -250,6 +256,15 @@ class Store:
             self._loader.start()
 
     # -- lifecycle -------------------------------------------------------------------------
+
+    @property
+    def location(self) -> str:
+        return str(self.path)
+
+    @property
+    def host(self) -> str:
+        """A SQLite file is one machine's index: every row is this host's."""
+        return self._host
 
     @property
     def in_memory_ready(self) -> bool:
@@ -725,7 +740,7 @@ class Store:
         min_score: float | None,
         where: SearchFilter,
     ) -> list[StoredHit]:
-        condition, params = filter_condition(where)
+        condition, params = filter_condition(where, self._host)
         allowed = excluded = None
         if where.narrows:
             allowed = self._ids(f"SELECT f.id FROM files f WHERE {condition}", params)
@@ -743,7 +758,7 @@ class Store:
         )
         by_id = {row[0]: row[1:] for row in rows}
         hits = [
-            _hit(float(score), by_id[file_id])
+            _hit(float(score), by_id[file_id], self._host)
             for file_id, score in zip(ids.tolist(), scores.tolist(), strict=True)
             if file_id in by_id
         ]
@@ -764,7 +779,7 @@ class Store:
     ) -> list[StoredHit]:
         max_distance = 2.0 if min_score is None else 1.0 - min_score
         hidden = self._read("SELECT count(*) FROM files WHERE state != 'ok'")[0][0]
-        condition, params = filter_condition(where)
+        condition, params = filter_condition(where, self._host)
         columns = f"m.distance, {_HIT_COLUMNS}"
         if limit + offset <= KNN_MAX_K:
             # Filters go inside the KNN (rowid IN) so that k candidates all qualify.
@@ -789,7 +804,8 @@ class Store:
                 WHERE {condition} AND m.distance <= ? ORDER BY m.distance LIMIT ? OFFSET ?
             """
             args = [vector, *params, max_distance, limit, offset]
-        return [_hit(1.0 - distance, row) for distance, *row in self._read(sql, args)]
+        rows = self._read(sql, args)
+        return [_hit(1.0 - distance, row, self._host) for distance, *row in rows]
 
     # -- duplicate detection ---------------------------------------------------------------
 
@@ -797,7 +813,7 @@ class Store:
         """(file ids, their vectors as rows) of the files `where` lets through: a copy."""
         if self.model is None:
             return np.empty(0, dtype=np.int64), np.empty((0, 0), dtype=np.float32)
-        condition, params = filter_condition(where)
+        condition, params = filter_condition(where, self._host)
         matrix = self._matrix
         if matrix is not None:
             return matrix.rows(self._ids(f"SELECT f.id FROM files f WHERE {condition}", params))
@@ -811,7 +827,7 @@ class Store:
 
     def same_content(self, where: SearchFilter = _EVERYTHING) -> list[list[int]]:
         """Ids of the files `where` lets through, grouped by content hash and size (2 or more)."""
-        condition, params = filter_condition(where)
+        condition, params = filter_condition(where, self._host)
         rows = self._read(
             f"SELECT json_group_array(f.id) FROM files f WHERE {condition} "
             f"GROUP BY f.content_hash, f.size HAVING count(*) > 1",
@@ -843,7 +859,7 @@ class Store:
 
     def count_unsigned(self, where: SearchFilter = _EVERYTHING) -> int:
         """How many files `where` lets through have no pixel signature yet."""
-        condition, params = filter_condition(where)
+        condition, params = filter_condition(where, self._host)
         ((count,),) = self._read(
             f"SELECT count(*) FROM files f WHERE f.pixels IS NULL AND {condition}", params
         )
@@ -882,6 +898,10 @@ class Store:
         ((total,),) = self._read("SELECT count(*) FROM failures")
         return [Failure(*row) for row in rows], total
 
+    def stored_thumbnail(self, host: str, path: str) -> bytes | None:
+        """None: a SQLite index holds one machine's files, and no other machine's thumbnails."""
+        return None
+
     def size_bytes(self) -> int:
         """Bytes on disk: the database plus its WAL."""
         total = 0
@@ -891,12 +911,12 @@ class Store:
         return total
 
 
-def _hit(score: float, row: Sequence[Any]) -> StoredHit:
-    """A hit from a row of _HIT_COLUMNS."""
+def _hit(score: float, row: Sequence[Any], host: str) -> StoredHit:
+    """A hit from a row of _HIT_COLUMNS, on `host`."""
     path, width, height, size, mtime_ns, taken_ns, paired = row
     taken = None if taken_ns is None else taken_ns / 1e9
     return StoredHit(
-        path, score, width, height, size, mtime_ns / 1e9, taken, tuple(json.loads(paired))
+        path, score, width, height, size, mtime_ns / 1e9, taken, tuple(json.loads(paired)), host
     )
 
 

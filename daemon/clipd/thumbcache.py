@@ -19,6 +19,7 @@ import sqlite3
 import threading
 from collections.abc import Collection
 from pathlib import Path
+from typing import Protocol
 
 from PIL import Image
 
@@ -67,6 +68,19 @@ def big_enough(image: Image.Image, width: int, height: int) -> bool:
     return max(image.size) >= THUMBNAIL_SIDE or image.size == (width, height)
 
 
+class Thumbnails(Protocol):
+    """Where thumbnails are kept: this SQLite cache, or a shared index's database
+    (clipd.pgstore.SharedThumbnails), where other machines find them too."""
+
+    def get(self, path: str, size: int, mtime_ns: int) -> bytes | None: ...
+
+    def put(self, path: str, size: int, mtime_ns: int, data: bytes) -> None: ...
+
+    def keep_only(self, paths: Collection[str]) -> int: ...
+
+    def close(self) -> None: ...
+
+
 class ThumbnailCache:
     """One SQLite connection behind a lock: a lookup is one indexed read of a few tens of KB."""
 
@@ -109,22 +123,6 @@ class ThumbnailCache:
                     "INSERT OR REPLACE INTO thumbnails (path, size, mtime_ns, data) "
                     "VALUES (?, ?, ?, ?)",
                     (path, size, mtime_ns, data),
-                )
-            except sqlite3.Error as exc:
-                self._fail("write", exc)
-
-    def copy(self, source: str, source_mtime_ns: int, path: str, mtime_ns: int, size: int) -> None:
-        """Keep `source`'s thumbnail (as of source_mtime_ns) for `path` too: a byte-identical
-        copy of it, `size` bytes either, shows the same picture. Nothing if it has none."""
-        with self._lock:
-            if self._conn is None or self._broken:
-                return
-            try:
-                self._conn.execute(
-                    "INSERT OR REPLACE INTO thumbnails (path, size, mtime_ns, data) "
-                    "SELECT ?, size, ?, data FROM thumbnails "
-                    "WHERE path = ? AND size = ? AND mtime_ns = ?",
-                    (path, mtime_ns, source, size, source_mtime_ns),
                 )
             except sqlite3.Error as exc:
                 self._fail("write", exc)

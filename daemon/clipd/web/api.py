@@ -29,6 +29,7 @@ from starlette.responses import FileResponse, JSONResponse, Response, StreamingR
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
+from clipd.errors import StoreUnavailable
 from clipd.queries import (
     DaemonState,
     DuplicatesQuery,
@@ -154,6 +155,7 @@ class Api:
             # clipq's --since/--until: the capture time, else the modification time.
             taken_after=inputs.number(fields, "after"),
             taken_before=inputs.number(fields, "before"),
+            hosts=inputs.text_fields(fields, "host"),
         )
 
     def _words(self, q: str) -> list[Term]:
@@ -178,6 +180,7 @@ class Api:
             extensions=inputs.json_strings(body, "extensions"),
             taken_after=inputs.json_number(body, "after"),
             taken_before=inputs.json_number(body, "before"),
+            hosts=inputs.json_strings(body, "hosts"),
         )
 
     async def status(self, request: Request) -> Response:
@@ -356,6 +359,9 @@ def build_app(api: Api) -> Starlette:
         assert isinstance(exc, QueryError)
         return error_response(exc.kind, str(exc))
 
+    async def unavailable(request: Request, exc: Exception) -> Response:
+        return error_response(ErrorKind.UNAVAILABLE, str(exc))  # the store reconnects
+
     async def http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)
         kind = {404: ErrorKind.NOT_FOUND, 413: ErrorKind.TOO_LARGE}.get(
@@ -372,7 +378,12 @@ def build_app(api: Api) -> Starlette:
     return Starlette(
         routes=api.routes(),
         middleware=[Middleware(inputs.BodyLimit)],
-        exception_handlers={QueryError: refused, HTTPException: http_error, Exception: crashed},
+        exception_handlers={
+            QueryError: refused,
+            StoreUnavailable: unavailable,
+            HTTPException: http_error,
+            Exception: crashed,
+        },
     )
 
 
@@ -391,4 +402,5 @@ def _search_answer(result: SearchResult) -> dict[str, Any]:
         "partial": result.partial,
         "took_ms": result.took_ms,
         "nothing_indexed": result.nothing_indexed,
+        "host": result.host,
     }

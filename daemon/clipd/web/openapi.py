@@ -52,6 +52,9 @@ _FILTERS = [
     _param("after", {"type": "number"}, "only photos taken at or after (Unix seconds; files "
            "without a capture time: modified), as clipq --since"),
     _param("before", {"type": "number"}, "only photos taken before, as clipq --until"),
+    _param("host", {"type": "array", "items": {"type": "string"}},
+           "only files of these machines (config host), as clipq --host", style="form",
+           explode=True),
 ]  # fmt: skip
 
 _FORM_FIELDS = {
@@ -63,6 +66,7 @@ _FORM_FIELDS = {
     "ext": {"type": "string"},
     "after": {"type": "number"},
     "before": {"type": "number"},
+    "host": {"type": "array", "items": {"type": "string"}},
 }
 
 _SCHEMAS: dict[str, Any] = {
@@ -99,6 +103,10 @@ _SCHEMAS: dict[str, Any] = {
                 "type": ["number", "null"],
                 "description": "capture time (EXIF), seconds since the epoch; null if unknown",
             },
+            "host": {
+                "type": "string",
+                "description": "the machine whose file this is (config host)",
+            },
         },
     },
     "SearchResponse": {
@@ -109,6 +117,7 @@ _SCHEMAS: dict[str, Any] = {
             "partial": {"type": "boolean", "description": "still indexing: hits may miss files"},
             "took_ms": {"type": "number"},
             "nothing_indexed": {"type": "boolean", "description": "no file is searchable yet"},
+            "host": {"type": "string", "description": "the answering daemon's machine"},
         },
     },
     "Term": {
@@ -193,6 +202,7 @@ _PATHS: dict[str, Any] = {
                                 "extensions": {"type": "array", "items": {"type": "string"}},
                                 "after": {"type": "number"},
                                 "before": {"type": "number"},
+                                "hosts": {"type": "array", "items": {"type": "string"}},
                             },
                         }
                     },

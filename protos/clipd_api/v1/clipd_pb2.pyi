@@ -20,7 +20,7 @@ class Term(_message.Message):
     def __init__(self, text: _Optional[str] = ..., image: _Optional[bytes] = ..., path: _Optional[str] = ..., weight: _Optional[float] = ...) -> None: ...
 
 class SearchRequest(_message.Message):
-    __slots__ = ("terms", "limit", "offset", "min_score", "under", "extensions", "modified_after", "modified_before", "taken_after", "taken_before")
+    __slots__ = ("terms", "limit", "offset", "min_score", "under", "extensions", "modified_after", "modified_before", "taken_after", "taken_before", "hosts")
     TERMS_FIELD_NUMBER: _ClassVar[int]
     LIMIT_FIELD_NUMBER: _ClassVar[int]
     OFFSET_FIELD_NUMBER: _ClassVar[int]
@@ -31,6 +31,7 @@ class SearchRequest(_message.Message):
     MODIFIED_BEFORE_FIELD_NUMBER: _ClassVar[int]
     TAKEN_AFTER_FIELD_NUMBER: _ClassVar[int]
     TAKEN_BEFORE_FIELD_NUMBER: _ClassVar[int]
+    HOSTS_FIELD_NUMBER: _ClassVar[int]
     terms: _containers.RepeatedCompositeFieldContainer[Term]
     limit: int
     offset: int
@@ -41,10 +42,11 @@ class SearchRequest(_message.Message):
     modified_before: float
     taken_after: float
     taken_before: float
-    def __init__(self, terms: _Optional[_Iterable[_Union[Term, _Mapping]]] = ..., limit: _Optional[int] = ..., offset: _Optional[int] = ..., min_score: _Optional[float] = ..., under: _Optional[_Iterable[str]] = ..., extensions: _Optional[_Iterable[str]] = ..., modified_after: _Optional[float] = ..., modified_before: _Optional[float] = ..., taken_after: _Optional[float] = ..., taken_before: _Optional[float] = ...) -> None: ...
+    hosts: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, terms: _Optional[_Iterable[_Union[Term, _Mapping]]] = ..., limit: _Optional[int] = ..., offset: _Optional[int] = ..., min_score: _Optional[float] = ..., under: _Optional[_Iterable[str]] = ..., extensions: _Optional[_Iterable[str]] = ..., modified_after: _Optional[float] = ..., modified_before: _Optional[float] = ..., taken_after: _Optional[float] = ..., taken_before: _Optional[float] = ..., hosts: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Hit(_message.Message):
-    __slots__ = ("path", "score", "width", "height", "size_bytes", "mtime", "taken", "paired")
+    __slots__ = ("path", "score", "width", "height", "size_bytes", "mtime", "taken", "paired", "host")
     PATH_FIELD_NUMBER: _ClassVar[int]
     SCORE_FIELD_NUMBER: _ClassVar[int]
     WIDTH_FIELD_NUMBER: _ClassVar[int]
@@ -53,6 +55,7 @@ class Hit(_message.Message):
     MTIME_FIELD_NUMBER: _ClassVar[int]
     TAKEN_FIELD_NUMBER: _ClassVar[int]
     PAIRED_FIELD_NUMBER: _ClassVar[int]
+    HOST_FIELD_NUMBER: _ClassVar[int]
     path: str
     score: float
     width: int
@@ -61,19 +64,22 @@ class Hit(_message.Message):
     mtime: float
     taken: float
     paired: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, path: _Optional[str] = ..., score: _Optional[float] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., size_bytes: _Optional[int] = ..., mtime: _Optional[float] = ..., taken: _Optional[float] = ..., paired: _Optional[_Iterable[str]] = ...) -> None: ...
+    host: str
+    def __init__(self, path: _Optional[str] = ..., score: _Optional[float] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., size_bytes: _Optional[int] = ..., mtime: _Optional[float] = ..., taken: _Optional[float] = ..., paired: _Optional[_Iterable[str]] = ..., host: _Optional[str] = ...) -> None: ...
 
 class SearchResponse(_message.Message):
-    __slots__ = ("hits", "partial", "took_ms", "nothing_indexed")
+    __slots__ = ("hits", "partial", "took_ms", "nothing_indexed", "host")
     HITS_FIELD_NUMBER: _ClassVar[int]
     PARTIAL_FIELD_NUMBER: _ClassVar[int]
     TOOK_MS_FIELD_NUMBER: _ClassVar[int]
     NOTHING_INDEXED_FIELD_NUMBER: _ClassVar[int]
+    HOST_FIELD_NUMBER: _ClassVar[int]
     hits: _containers.RepeatedCompositeFieldContainer[Hit]
     partial: bool
     took_ms: float
     nothing_indexed: bool
-    def __init__(self, hits: _Optional[_Iterable[_Union[Hit, _Mapping]]] = ..., partial: _Optional[bool] = ..., took_ms: _Optional[float] = ..., nothing_indexed: _Optional[bool] = ...) -> None: ...
+    host: str
+    def __init__(self, hits: _Optional[_Iterable[_Union[Hit, _Mapping]]] = ..., partial: _Optional[bool] = ..., took_ms: _Optional[float] = ..., nothing_indexed: _Optional[bool] = ..., host: _Optional[str] = ...) -> None: ...
 
 class StatusRequest(_message.Message):
     __slots__ = ()
@@ -202,7 +208,7 @@ class ListFailuresResponse(_message.Message):
     def __init__(self, failures: _Optional[_Iterable[_Union[Failure, _Mapping]]] = ..., total: _Optional[int] = ...) -> None: ...
 
 class ThumbnailRequest(_message.Message):
-    __slots__ = ("path", "max_side", "format")
+    __slots__ = ("path", "max_side", "format", "host")
     class Format(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
         __slots__ = ()
         FORMAT_UNSPECIFIED: _ClassVar[ThumbnailRequest.Format]
@@ -214,10 +220,12 @@ class ThumbnailRequest(_message.Message):
     PATH_FIELD_NUMBER: _ClassVar[int]
     MAX_SIDE_FIELD_NUMBER: _ClassVar[int]
     FORMAT_FIELD_NUMBER: _ClassVar[int]
+    HOST_FIELD_NUMBER: _ClassVar[int]
     path: str
     max_side: int
     format: ThumbnailRequest.Format
-    def __init__(self, path: _Optional[str] = ..., max_side: _Optional[int] = ..., format: _Optional[_Union[ThumbnailRequest.Format, str]] = ...) -> None: ...
+    host: str
+    def __init__(self, path: _Optional[str] = ..., max_side: _Optional[int] = ..., format: _Optional[_Union[ThumbnailRequest.Format, str]] = ..., host: _Optional[str] = ...) -> None: ...
 
 class ThumbnailResponse(_message.Message):
     __slots__ = ("data", "width", "height")
