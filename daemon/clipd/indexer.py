@@ -434,11 +434,10 @@ class Indexer:
             return None
 
     def _decode(self, path: str) -> images.DecodedImage:
-        min_side = self._embedder.image_size
-        if self._thumbnails is not None:
-            min_side = max(min_side, thumbcache.DECODE_SIDE)
         return images.decode_file(
-            Path(path), max_pixels=self._config.max_image_pixels, min_side=min_side
+            Path(path),
+            max_pixels=self._config.max_image_pixels,
+            min_side=self._embedder.image_size,
         )
 
     def _keep_thumbnail(self, stat: FileStat, decoded: images.DecodedImage) -> None:

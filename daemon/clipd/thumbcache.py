@@ -27,11 +27,6 @@ log = logging.getLogger(__name__)
 
 # The longer side of a cached thumbnail, in pixels: tiles of ~200 CSS pixels at 2x density.
 THUMBNAIL_SIDE = 400
-# The shorter side the indexer decodes to, at least, when it keeps thumbnails: a 4:3 (or wider)
-# picture's longer side then reaches THUMBNAIL_SIDE, so a WebP or PNG (every pixel decoded
-# anyway) gets its thumbnail at index time rather than on its first view; a JPEG's reduced
-# decode is the same 1/8 scale for a phone photo either way.
-DECODE_SIDE = THUMBNAIL_SIDE * 3 // 4
 # JPEG quality: 75 is where artefacts stay invisible at tile size (measured: see bench/web_api.py).
 _QUALITY = 75
 
