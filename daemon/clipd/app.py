@@ -211,7 +211,9 @@ class Daemon:
 
         def load() -> None:
             try:
-                loaded.append(Embedder(self.config.model))
+                embedder = Embedder(self.config.model)
+                embedder.warm_up()
+                loaded.append(embedder)
             except BaseException as exc:  # re-raised on the main loop
                 failed.append(exc)
             finally:
