@@ -79,6 +79,7 @@ class Embedder:
             model_name, config.pretrained, "fp32" if probing else self.precision
         )
         self._model.eval()
+        self._unpadded_text = _reads_the_end_token_causally(self._model)
         self.image_size = _image_side(self._model)
         if probing:
             self._check_bf16(model_name)
@@ -202,8 +203,46 @@ class Embedder:
         return vector
 
     def _encode_text(self, tokens: torch.Tensor) -> torch.Tensor:
-        encoded: torch.Tensor = self._model.encode_text(tokens.to(self.device))
+        tokens = tokens.to(self.device)
+        if self._unpadded_text:
+            return _encode_text_unpadded(self._model, tokens)
+        encoded: torch.Tensor = self._model.encode_text(tokens)
         return encoded
+
+
+def _reads_the_end_token_causally(model: Any) -> bool:
+    """Whether model is OpenCLIP's CLIP with a causal text mask, its text feature read at the
+    end-of-text token (the largest token id, so `argmax`): then the padding after that token
+    cannot change the feature."""
+    from open_clip.model import CLIP
+
+    return (
+        isinstance(model, CLIP)
+        and model.text_pool_type == "argmax"
+        and getattr(model, "attn_mask", None) is not None
+    )
+
+
+def _encode_text_unpadded(model: Any, tokens: torch.Tensor) -> torch.Tensor:
+    """CLIP.encode_text over the tokens up to the last end-of-text token only: each position
+    attends to earlier ones alone, so the padding to the context length (77 tokens for a
+    query of five words) is work whose result is never read. Equal to encode_text."""
+    import torch
+
+    length = int(tokens.argmax(dim=-1).max()) + 1
+    tokens = tokens[:, :length]
+    cast = model.transformer.get_cast_dtype()
+    x = model.token_embedding(tokens).to(cast) + model.positional_embedding[:length].to(cast)
+    x = model.transformer(x, attn_mask=model.attn_mask[:length, :length])
+    x = model.ln_final(x)
+    pooled: torch.Tensor = x[torch.arange(x.shape[0]), tokens.argmax(dim=-1)]
+    projection = model.text_projection
+    if projection is None:
+        return pooled
+    encoded: torch.Tensor = (
+        projection(pooled) if isinstance(projection, torch.nn.Linear) else pooled @ projection
+    )
+    return encoded
 
 
 def _normalised(features: torch.Tensor) -> Vectors:

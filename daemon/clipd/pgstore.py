@@ -20,6 +20,7 @@ of upserts on (host, path), so a retried batch never duplicates a row.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import threading
 import time
@@ -89,6 +90,7 @@ class PostgresStore:
         self.exact_below = exact_below
         self._write_lock = threading.Lock()
         self._writer: psycopg.Connection[Any] | None = None
+        self._reads_asked = itertools.count()
         self._local = threading.local()
         self._readers: list[psycopg.Connection[Any]] = []
         self._readers_lock = threading.Lock()
@@ -585,6 +587,20 @@ class PostgresStore:
             return None
         vector, width, height, taken_ns, taken_read, pixels = rows[0]
         return IndexedCopy(vector, width, height, taken_ns, taken_read, pixels)
+
+    @property
+    def writes(self) -> int:
+        """Other machines write to a shared index unseen: a new number on every call, so that
+        its counts are read afresh each time."""
+        return next(self._reads_asked)
+
+    def is_indexed(self, path: str) -> bool:
+        if self.model is None:
+            return False
+        rows = self._read(
+            "SELECT 1 FROM clipd_files WHERE host = %s AND path = %s", (self._host, path)
+        )
+        return bool(rows)
 
     def vector_for(self, path: str) -> bytes | None:
         if self.model is None:
