@@ -5,7 +5,9 @@
 A warm `clipd serve` (ViT-B-32 with random weights by default: a real text encoder's cost)
 holds the phone-photo corpus; Debian's Chromium, driven by Playwright, works the real
 page. Each sample starts at the Enter key's keydown and ends when the first 60 tiles' images
-are decoded and two animation frames have passed (they are on screen). New queries are texts
+are decoded and two animation frames have passed (they are on screen), both seen from inside
+the page, which starts watching at the keydown itself (waiting for Playwright's key press to
+return first would add its round trip to every sample). New queries are texts
 the daemon has not seen, set in the box without typing (typing would search before Enter);
 a repeat is an earlier query again, after another one (the page's answer cache and the
 browser's image cache at work). Also: the server's time per thumbnail request once made, over
@@ -35,6 +37,7 @@ from playwright.sync_api import Page, sync_playwright
 
 from bench.common import BIN, write_config
 from bench.corpus import corpus
+from clipd.thumbcache import cache_path
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -56,28 +59,30 @@ WORDS = [
     "an old car",
 ]
 
-# Injected into the page: the Enter keydown's time, and a promise for "the first 60 painted".
-_WATCH_ENTER = """() => {
-    window.__enterAt = null;
-    document.querySelector("#q").addEventListener("keydown", (event) => {
-        if (event.key === "Enter") window.__enterAt = performance.now();
-    }, {capture: true});
-}"""
-_PAINTED = """async ([before, first]) => {
+# Injected into the page: at the Enter keydown, a promise (window.__painted) for
+# [ms to the first 60 painted, ms to the grid's tiles in the page].
+_WATCH_ENTER = """(first) => {
     const grid = document.querySelector("#results");
     const frame = () => new Promise((resolve) => requestAnimationFrame(resolve));
-    while (!(grid.dataset.run !== before && grid.dataset.shown === grid.dataset.run)) await frame();
-    const shown = performance.now() - window.__enterAt;
-    const images = [...grid.querySelectorAll(".hit img")].slice(0, first);
-    if (images.length < first) throw new Error(`only ${images.length} hits`);
-    const painted = Promise.all(images.map((image) => image.decode()));
-    const late = new Promise((_, reject) => setTimeout(() => reject(new Error(
-        `not painted after 60 s: ${images.filter((i) => i.complete).length} of ${first} loaded`
-    )), 60000));
-    await Promise.race([painted, late]);
-    await frame();
-    await frame();
-    return [performance.now() - window.__enterAt, shown];
+    async function watch(enterAt, before) {
+        while (!(grid.dataset.run !== before && grid.dataset.shown === grid.dataset.run)) {
+            await frame();
+        }
+        const shown = performance.now() - enterAt;
+        const images = [...grid.querySelectorAll(".hit img")].slice(0, first);
+        if (images.length < first) throw new Error(`only ${images.length} hits`);
+        const painted = Promise.all(images.map((image) => image.decode()));
+        const late = new Promise((_, reject) => setTimeout(() => reject(new Error(
+            `not painted after 60 s: ${images.filter((i) => i.complete).length} of ${first} loaded`
+        )), 60000));
+        await Promise.race([painted, late]);
+        await frame();
+        await frame();
+        return [performance.now() - enterAt, shown];
+    }
+    document.querySelector("#q").addEventListener("keydown", (event) => {
+        if (event.key === "Enter") window.__painted = watch(performance.now(), grid.dataset.run);
+    }, {capture: true});
 }"""
 
 
@@ -89,6 +94,7 @@ class WebResult:
     new_grid_ms: list[float]  # Enter to the tiles in the page, before their images
     repeat_grid_ms: list[float]
     thumbnail_ms: list[float]  # server time per thumbnail request, client-measured, keep-alive
+    thumbnail_bytes: int  # the thumbnail cache on disk once indexed (its WAL included)
 
 
 def _free_port() -> int:
@@ -166,9 +172,8 @@ def _enter_to_painted(page: Page, text: str) -> tuple[float, float]:
     grid's tiles being in the page (the search answered and rendered, images not yet in)."""
     # Set without input events: as typed, the page would search before Enter (as you type).
     page.locator("#q").evaluate("(box, text) => { box.value = text; }", text)
-    before = page.locator("#results").get_attribute("data-run")
     page.locator("#q").press("Enter")
-    painted, grid = page.evaluate(_PAINTED, [before, FIRST])
+    painted, grid = page.evaluate("() => window.__painted")
     return float(painted), float(grid)
 
 
@@ -192,12 +197,16 @@ def run(work: Path, images: int, queries: int, model: str = "vit-b-32") -> WebRe
     daemon = _Daemon(work, photos, model)
     try:
         daemon.wait_indexed(images)
+        kept = cache_path(work / f"{model}.db")  # as bench.common.write_config names it
+        thumbnail_bytes = sum(
+            path.stat().st_size for path in (kept, Path(f"{kept}-wal")) if path.exists()
+        )
         with sync_playwright() as playwright:
             browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
             context = browser.new_context(viewport={"width": 1600, "height": 1000})
             page = context.new_page()
             page.goto(f"{daemon.url}/?token={daemon.token}")
-            page.evaluate(_WATCH_ENTER)
+            page.evaluate(_WATCH_ENTER, FIRST)
             _enter_to_painted(page, "warm up the model and the browser")
             # Each repeat follows another query, as when a person comes back to a search: the
             # grid it replaces shows other pictures.
@@ -221,6 +230,7 @@ def run(work: Path, images: int, queries: int, model: str = "vit-b-32") -> WebRe
         [grid for _, grid in new],
         [grid for _, grid in repeat],
         thumbs,
+        thumbnail_bytes,
     )
 
 
@@ -239,6 +249,10 @@ def report(result: WebResult) -> list[tuple[str, str, str]]:
          f"{statistics.median(result.thumbnail_ms):.2f} ms",
          f"p90 {statistics.quantiles(result.thumbnail_ms, n=10)[-1]:.2f} ms over keep-alive; "
          "target <= 2"),
+        ("    thumbnails on disk, per 10k photos",
+         f"{result.thumbnail_bytes / result.images * 10_000 / 1e6:.0f} MB",
+         f"{result.thumbnail_bytes / result.images / 1024:.1f} KiB per photo, "
+         f"{result.images:,} photos"),
     ]  # fmt: skip
 
 

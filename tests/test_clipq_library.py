@@ -90,6 +90,7 @@ def test_client_refuses_socket_and_target_together() -> None:
     [
         (grpc.StatusCode.UNAVAILABLE, ErrorKind.NOT_READY, DaemonStarting),
         (grpc.StatusCode.UNAVAILABLE, None, DaemonUnavailable),
+        (grpc.StatusCode.UNAVAILABLE, ErrorKind.UNAVAILABLE, RpcError),
         (grpc.StatusCode.INVALID_ARGUMENT, None, BadRequest),
         (grpc.StatusCode.NOT_FOUND, None, NotFound),
         (grpc.StatusCode.INTERNAL, None, RpcError),

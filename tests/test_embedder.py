@@ -56,6 +56,21 @@ def test_identity_names_files_by_content(tiny: Embedder, tmp_path: Path) -> None
     assert again.identity.pretrained.split("#")[1] == tiny.identity.pretrained.split("#")[1]
 
 
+def test_texts_are_encoded_without_their_padding_to_the_same_vectors(fp32: Embedder) -> None:
+    import torch
+
+    model, tokenizer = fp32._model, fp32._tokenizer
+    assert fp32._unpadded_text  # OpenCLIP's CLIP: causal text mask, read at the end token
+    texts = ["a", "a red circle", "a small green triangle on a blue square " * 3]
+    tokens = tokenizer(texts)
+    with torch.inference_mode():
+        full = model.encode_text(tokens).numpy()
+        unpadded = embedder._encode_text_unpadded(model, tokens).numpy()
+        alone = embedder._encode_text_unpadded(model, tokenizer(texts[:1])).numpy()
+    assert np.allclose(unpadded, full, atol=1e-5)
+    assert np.allclose(alone, full[:1], atol=1e-5)  # 2 tokens, not 77
+
+
 def test_text_cache_returns_the_same_vector(tiny: Embedder) -> None:
     first = tiny.embed_text("a red circle")
     assert tiny.embed_text("a red circle") is first

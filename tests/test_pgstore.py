@@ -148,12 +148,20 @@ def test_migrations_are_recorded_and_a_newer_database_is_refused(pg_url: str) ->
         PostgresStore(PostgresDatabase(pg_url), host="alpha")
 
 
-def test_an_unreachable_server_is_unavailable_without_showing_the_password() -> None:
+def test_an_unreachable_server_is_unavailable_without_showing_the_password(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     url = "postgresql://clipd:s3cret@127.0.0.1:1/clipd?connect_timeout=2"
-    with pytest.raises(StoreUnavailable) as refused:
-        PostgresStore(PostgresDatabase(url), host="alpha")
-    assert "s3cret" not in str(refused.value)
+    # Opening succeeds (a daemon starts and waits for its server); every call says why not.
+    store = PostgresStore(PostgresDatabase(url), host="alpha")
+    try:
+        with pytest.raises(StoreUnavailable) as refused:
+            store.counts()
+    finally:
+        store.close()
+    assert "s3cret" not in str(refused.value) + caplog.text
     assert "clipd:***@127.0.0.1:1" in str(refused.value)
+    assert "clipd:***@127.0.0.1:1" in caplog.text
 
 
 def test_a_copy_on_another_host_reuses_the_vector(two_hosts: tuple[PostgresStore, ...]) -> None:

@@ -74,7 +74,7 @@ def test_each_machine_searches_every_machines_pictures(
         # which lacks the file, finds it.
         assert beta.daemon.state is not None
         on_beta = Queries(beta.daemon.state, remote=False)
-        made = on_beta.web_thumbnail(on_beta.current_version(result.hits[0].path))
+        made = on_beta.make_thumbnail(on_beta.current_version(result.hits[0].path))
         kept = alpha.store.thumbnail("beta", result.hits[0].path)  # type: ignore[attr-defined]
         assert kept is not None
         assert kept[2] == made

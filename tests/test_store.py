@@ -220,6 +220,21 @@ def test_failures_are_recorded_counted_and_cleared(db: IndexStore) -> None:
     assert db.failures(limit=10)[1] == 0
 
 
+def test_is_indexed_follows_writes_failures_and_removals(db: IndexStore) -> None:
+    vector = unit_vectors(1)[0]
+    writes = db.writes
+    db.write_batch([record("/p/a.jpg", vector)], [])
+    assert db.writes != writes  # what the status cache keys on
+    assert db.is_indexed("/p/a.jpg")
+    assert not db.is_indexed("/p/b.jpg")
+    assert not db.is_indexed("/p")  # a prefix names no file
+    db.write_batch([], [FailureRecord("/p/a.jpg", 5, 6, "CorruptImage", "truncated")])
+    assert not db.is_indexed("/p/a.jpg")
+    db.write_batch([record("/p/a.jpg", vector)], [])
+    db.remove(["/p/a.jpg"])
+    assert not db.is_indexed("/p/a.jpg")
+
+
 def test_remove_deletes_row_vector_and_failure(
     filled: tuple[IndexStore, list[str], Matrix],
 ) -> None:

@@ -26,6 +26,7 @@ from harness import (
 )
 from PIL import Image
 
+from clipd import queries
 from clipd.tokens import load_token
 from clipd.web import api, inputs
 
@@ -83,8 +84,9 @@ def write_web_config(folder: Path, roots: list[Path], **overrides: Any) -> Path:
 
 
 # The module's daemon serves every test; its thread pools grow on demand, during one test or
-# another. So threads are checked once, when it stops, instead of after each test.
-DAEMON_THREADS = ("clipd-", "test-daemon")
+# another (AnyIO's are the web server's, reading the originals it sends as files). So threads
+# are checked once, when it stops, instead of after each test.
+DAEMON_THREADS = ("clipd-", "test-daemon", "AnyIO worker thread")
 
 
 @pytest.fixture(autouse=True)
@@ -264,22 +266,32 @@ def test_thumbnails_and_originals_of_indexed_images_only(web: Web) -> None:
         assert error_of(relative)[:2] == (400, "bad_request")
 
 
-def test_thumbnails_are_made_at_index_time_when_the_decoded_image_is_big_enough(
-    web: Web,
-) -> None:
+def test_thumbnails_are_made_at_index_time_else_on_first_view(web: Web) -> None:
     state = web.live.daemon.state
     assert state is not None
     assert state.thumbnails is not None
-    small = web.corpus.root / "small-red-circle.png"
-    found = small.stat()
-    assert state.thumbnails.get(str(small), found.st_size, found.st_mtime_ns)
-    # A JPEG decoded at a fraction of its size for the tiny model is made on first view.
-    jpegs = [p for p in web.corpus.images if p.suffix == ".jpg" and p != an_indexed(web)]
-    jpeg = next(p for p in reversed(jpegs) if min(image_size(p)) >= 64)  # never viewed
-    found = jpeg.stat()
-    assert state.thumbnails.get(str(jpeg), found.st_size, found.st_mtime_ns) is None
-    assert web.client.get("/api/v1/thumbnail", params={"path": str(jpeg)}).status_code == 200
-    assert state.thumbnails.get(str(jpeg), found.st_size, found.st_mtime_ns)
+    kept = state.thumbnails
+    # Decoded whole for the model, so its thumbnail was made then.
+    original = web.corpus.root / "small-red-circle.png"
+    source = original.stat()
+    assert kept.get(str(original), source.st_size, source.st_mtime_ns)
+    # A copy takes its original's vector without being decoded, and its thumbnail too.
+    twin = original.with_name(f"twin-{original.name}")
+    twin.write_bytes(original.read_bytes())
+    try:
+        web.client.post("/api/v1/reindex", json={"paths": [str(twin)], "wait": True})
+        found = twin.stat()
+        thumbnail = kept.get(str(twin), found.st_size, found.st_mtime_ns)
+        assert thumbnail
+        assert thumbnail == kept.get(str(original), source.st_size, source.st_mtime_ns)
+        # One the cache lacks (indexed before it, or its file was lost) is made on first view.
+        assert kept.keep_only(set(state.store.known_files(str(web.corpus.root))) - {str(twin)})
+        assert kept.get(str(twin), found.st_size, found.st_mtime_ns) is None
+        assert web.client.get("/api/v1/thumbnail", params={"path": str(twin)}).status_code == 200
+        assert kept.get(str(twin), found.st_size, found.st_mtime_ns)
+    finally:
+        twin.unlink()
+        web.client.post("/api/v1/reindex", json={"paths": [str(twin)], "wait": True})
 
 
 def test_a_file_swapped_for_a_symlink_after_indexing_is_not_served(
@@ -314,6 +326,63 @@ def test_formats_browsers_show_come_as_they_are(web: Web) -> None:
         answer = web.client.get("/api/v1/image", params={"path": str(path)})
         assert answer.headers["content-type"] == content_type
         assert answer.content == path.read_bytes()
+
+
+def test_an_avif_whose_major_brand_is_generic_comes_as_avif(web: Web) -> None:
+    buffer = io.BytesIO()
+    Image.new("RGB", (64, 48), "red").save(buffer, format="AVIF")
+    data = bytearray(buffer.getvalue())
+    assert data[8:12] == b"avif"
+    assert b"avif" in data[16:32]  # listed among the compatible brands too
+    data[8:12] = b"mif1"  # as some encoders write it: generic HEIF, compatible with AVIF
+    path = web.corpus.root / "generic-brand.avif"
+    path.write_bytes(data)
+    try:
+        web.client.post("/api/v1/reindex", json={"paths": [str(path)], "wait": True})
+        answer = web.client.get("/api/v1/image", params={"path": str(path)})
+        assert answer.status_code == 200, answer.text
+        assert (answer.headers["content-type"], answer.content) == ("image/avif", bytes(data))
+    finally:
+        path.unlink()
+        web.client.post("/api/v1/reindex", json={"paths": [str(path)], "wait": True})
+
+
+def test_an_original_browsers_show_is_sent_as_a_file_with_ranges(web: Web) -> None:
+    path = an_indexed(web, ".png")
+    data = path.read_bytes()
+    part = web.client.get(
+        "/api/v1/image", params={"path": str(path)}, headers={"Range": "bytes=8-23"}
+    )
+    assert part.status_code == 206
+    assert part.content == data[8:24]
+    whole = web.client.get("/api/v1/image", params={"path": str(path)})
+    assert int(whole.headers["content-length"]) == len(data)
+
+
+def test_an_unchanged_original_gets_304_before_it_is_decoded(
+    web: Web, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = an_indexed(web, ".heic")  # browsers cannot show it: converted when sent
+    first = web.client.get("/api/v1/image", params={"path": str(path)})
+    assert first.headers["content-type"] == "image/jpeg"
+
+    def no_decoding(*args: object, **kwargs: object) -> None:
+        raise AssertionError("decoded an image for a request answered by its ETag")
+
+    monkeypatch.setattr(queries.Queries, "_decode", no_decoding)
+    etag = {"If-None-Match": first.headers["etag"]}
+    again = web.client.get("/api/v1/image", params={"path": str(path)}, headers=etag)
+    assert again.status_code == 304
+
+
+def test_the_pages_files_are_revalidated_by_etag(web: Web) -> None:
+    script = web.anonymous.get("/static/app.js")
+    assert script.status_code == 200
+    assert script.headers["content-type"].startswith("text/javascript")
+    etag = {"If-None-Match": script.headers["etag"]}
+    assert web.anonymous.get("/static/app.js", headers=etag).status_code == 304
+    assert web.anonymous.get("/static/api.js", headers=etag).status_code == 200
+    assert error_of(web.anonymous.get("/static/nothing.js"))[:2] == (404, "not_found")
 
 
 # Search
@@ -479,6 +548,64 @@ def test_status_events_stream_changes(web: Web) -> None:
         web.client.post("/api/v1/reindex", json={"paths": [str(web.corpus.root)]})
         # The rescan changes the status: another event comes (the client's timeout bounds it).
         assert any(line == "event: status" for line in lines)
+
+
+def test_the_status_is_made_once_until_something_it_shows_changes(web: Web) -> None:
+    state = web.live.daemon.state
+    assert state is not None
+    core = queries.Queries(state, remote=True)
+    wait_until(lambda: core.status().state == "idle", "the daemon to be idle")
+    first = core.status()
+    assert core.status() is first  # every stream and request shares it
+    state.store.forget_failures("no such error")  # a write: the counts may have changed
+    assert core.status() is not first
+
+
+def test_status_streams_are_limited_as_they_are_asked_for(
+    web: Web, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import asyncio
+
+    from starlette.requests import Request
+
+    monkeypatch.setattr(api, "MAX_EVENT_STREAMS", 2)
+    state = web.live.daemon.state
+    assert state is not None
+    stopping = threading.Event()
+    web_api = api.Api(state, stopping)
+    request = Request({"type": "http", "method": "GET", "path": "/", "headers": []})
+
+    async def ask(times: int) -> list[str]:
+        answers = []
+        for _ in range(times):  # as fast as requests can come: no stream has started yet
+            try:
+                await web_api.status_events(request)
+                answers.append("stream")
+            except queries.QueryError as exc:
+                answers.append(exc.kind.value)
+        return answers
+
+    try:
+        assert asyncio.run(ask(3)) == ["stream", "stream", "unavailable"]
+    finally:
+        web_api.close()
+
+
+def test_a_closed_status_stream_gives_its_place_back(
+    web: Web, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(api, "MAX_EVENT_STREAMS", 1)
+    with web.client.stream("GET", "/api/v1/status/events") as stream:
+        lines = stream.iter_lines()  # kept: a dropped iterator closes the connection
+        assert next(lines) == "event: status"
+        refused = web.client.get("/api/v1/status/events")
+        assert error_of(refused)[:2] == (503, "unavailable")
+    wait_until(lambda: stream_opens(web), "the closed stream's place to be free")
+
+
+def stream_opens(web: Web) -> bool:
+    with web.client.stream("GET", "/api/v1/status/events") as stream:
+        return stream.status_code == 200
 
 
 # Adding images

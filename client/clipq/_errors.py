@@ -156,8 +156,13 @@ def from_rpc_error(
     """
     code = error.code()
     details = error.details() or ""
-    if _error_kind(error) == ErrorKind.NOT_READY.value:
+    kind = _error_kind(error)
+    if kind == ErrorKind.NOT_READY.value:
         return DaemonStarting(details)
+    if kind == ErrorKind.UNAVAILABLE.value:
+        # The daemon answered, but cannot serve this now (its shared database is away, too
+        # many streams): its own words say why; "start it" would be wrong.
+        return RpcError(code.name, details, f"clipd cannot answer now: {details}")
     if code == grpc.StatusCode.UNAVAILABLE:
         return _unavailable(details, where)
     if code in _BAD_REQUEST_CODES:

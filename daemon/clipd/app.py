@@ -24,16 +24,18 @@ from grpc_health.v1 import health, health_pb2
 from clipd import clipd_version
 from clipd.config import Config, load_config
 from clipd.embedder import Embedder
-from clipd.errors import ConfigError
+from clipd.errors import ConfigError, StoreUnavailable
 from clipd.indexer import Indexer
 from clipd.instance import file_lock, prepare_socket, remove_socket
 from clipd.notify import Notifier
 from clipd.progress import Progress, Snapshot
 from clipd.queries import DaemonState, Queries
+from clipd.records import ModelIdentity
 from clipd.reload import plan_reload
 from clipd.rpc_server import SERVICE_NAME, RpcServer, start_rpc_server
-from clipd.storage import store_for, thumbnails_for
+from clipd.storage import IndexStore, store_for, thumbnails_for
 from clipd.tcp import start_tcp
+from clipd.thumbcache import Thumbnails
 from clipd.tokens import load_token
 from clipd.watcher import Watcher
 
@@ -44,6 +46,9 @@ log = logging.getLogger(__name__)
 
 # In-flight RPCs get this long to finish on shutdown.
 SHUTDOWN_GRACE_S = 5.0
+# A shared store's server away when the daemon starts is tried again after this, doubling.
+_STORE_RETRY_FIRST_S = 0.5
+_STORE_RETRY_MAX_S = 10.0
 # How often to look for roots that vanished or came back (unmounted disks, network shares).
 _ROOT_CHECK_S = 5.0
 # The main loop's beat when nothing wakes it: root checks, periodic rescans, the status line.
@@ -120,9 +125,7 @@ class Daemon:
             self.config, store, self.progress, clipd_version(), time.time()
         )
         thumbnails = state.thumbnails = thumbnails_for(store)
-        indexed = {path for root in self.config.roots for path in store.known_files(str(root))}
-        if forgotten := thumbnails.keep_only(indexed):
-            log.info("forgot the thumbnails of %d files no longer indexed", forgotten)
+        self._forget_stray_thumbnails(store, thumbnails)
         health_servicer = health.HealthServicer()
         health_servicer.set("", health_pb2.HealthCheckResponse.NOT_SERVING)
         health_servicer.set(SERVICE_NAME, health_pb2.HealthCheckResponse.NOT_SERVING)
@@ -185,12 +188,20 @@ class Daemon:
                 self._stop.set()
         return self._stop.is_set()
 
+    def _forget_stray_thumbnails(self, store: IndexStore, thumbnails: Thumbnails) -> None:
+        roots = self.config.roots
+        try:
+            indexed = {path for root in roots for path in store.known_files(str(root))}
+        except StoreUnavailable:
+            return  # a shared store's server away at start: the next start cleans up
+        if forgotten := thumbnails.keep_only(indexed):
+            log.info("forgot the thumbnails of %d files no longer indexed", forgotten)
+
     def _load(self, state: DaemonState) -> bool:
         """Load the model and start indexing; False if stop() came first."""
         embedder = self._load_model()
-        if embedder is None:
+        if embedder is None or not self._bind_model(state.store, embedder.identity):
             return False
-        state.store.bind_model(embedder.identity)
         indexer = Indexer(self.config, state.store, embedder, self.progress, state.thumbnails)
         indexer.start()
         state.embedder, state.indexer = embedder, indexer  # run() stops what is set here
@@ -202,6 +213,30 @@ class Daemon:
         self.progress.set_state("idle")
         return True
 
+    def _bind_model(self, store: IndexStore, identity: ModelIdentity) -> bool:
+        """Bind the model to the store, waiting for a shared store's server that is away (down
+        when the daemon started): status says so meanwhile, and searches are answered
+        UNAVAILABLE with the reason. False if stop() came first."""
+        delay = _STORE_RETRY_FIRST_S
+        waited = False
+        while True:
+            try:
+                store.bind_model(identity)
+            except StoreUnavailable as exc:
+                if not waited:
+                    log.warning("%s; waiting for it before indexing", exc)
+                waited = True
+                self.progress.set_problem(f"{exc}; clipd waits for it")
+                self._sleep(delay)
+                if self._stopping():
+                    return False
+                delay = min(2 * delay, _STORE_RETRY_MAX_S)
+                continue
+            if waited:
+                log.info("connected to %s", store.location)
+                self.progress.set_problem("")
+            return True
+
     def _load_model(self) -> Embedder | None:
         """The model, loaded on a thread of its own while this one stays free to stop: a
         download or a load cannot be interrupted, and may take minutes. None if stop() came
@@ -211,7 +246,9 @@ class Daemon:
 
         def load() -> None:
             try:
-                loaded.append(Embedder(self.config.model))
+                embedder = Embedder(self.config.model)
+                embedder.warm_up()
+                loaded.append(embedder)
             except BaseException as exc:  # re-raised on the main loop
                 failed.append(exc)
             finally:

@@ -112,6 +112,29 @@ def _parser() -> argparse.ArgumentParser:
         help="stop the service and remove its unit or agent (the index is kept)",
     )
     uninstall.set_defaults(command=_uninstall_service, require_roots=None)
+    migrate = commands.add_parser(
+        "migrate-store",
+        help="move an index between SQLite and PostgreSQL without re-embedding",
+        description="Copy one machine's index (files, vectors, capture times, pixel "
+        "signatures, RAW pairings, failures, thumbnails, model) from FROM to TO, each a SQLite "
+        "file or a postgresql:// URL. Stop the daemons using either first. FROM is left as it is.",
+    )
+    migrate.add_argument("source", metavar="FROM", help="the index to copy")
+    migrate.add_argument("target", metavar="TO", help="where to copy it")
+    migrate.add_argument(
+        "--host",
+        help="the machine whose index moves: its rows in a PostgreSQL FROM, its name in a "
+        "PostgreSQL TO (default: this machine's name, as the config's `host` defaults)",
+    )
+    migrate.add_argument(
+        "--replace",
+        action="store_true",
+        help="overwrite an index of the same host already in TO (refused without it)",
+    )
+    migrate.add_argument(
+        "--log-level", choices=("debug", "info", "warning", "error"), help="default: info"
+    )
+    migrate.set_defaults(command=_migrate_store, require_roots=None)
     return parser
 
 
@@ -153,8 +176,9 @@ def _limit_malloc_arenas() -> None:
     """Two malloc arenas instead of one per thread (glibc only; elsewhere nothing happens).
 
     The loader and RPC threads each grew an arena that kept freed decode buffers: measured
-    with ViT-B-32 while indexing phone photos, RSS went from 1540 to 1410 MiB, at no cost in
-    throughput. Done before torch starts its threads; MALLOC_ARENA_MAX, when set, wins.
+    with ViT-B-32 while indexing phone photos, RSS went from 1540 to 1410 MiB (`clipd serve`)
+    and peak RSS from 1531 to 1483 MiB (`clipd index`, 80 photos), at no cost in throughput.
+    Done before torch starts its threads; MALLOC_ARENA_MAX, when set, wins.
     """
     if sys.platform != "linux" or "MALLOC_ARENA_MAX" in os.environ:
         return
@@ -208,6 +232,7 @@ def _settings(config: Config) -> list[tuple[str, str]]:
 
 
 def _index(config: Config, args: argparse.Namespace) -> int:
+    _limit_malloc_arenas()
     from clipd.embedder import Embedder
     from clipd.indexer import Indexer
     from clipd.instance import file_lock
@@ -253,7 +278,28 @@ def _index(config: Config, args: argparse.Namespace) -> int:
     return EXIT_ERROR if job.failed and not job.indexed else EXIT_OK
 
 
+def _migrate_store(config: Config | None, args: argparse.Namespace) -> int:
+    from clipd.config import default_host, parse_database
+    from clipd.migrate import migrate_store
+
+    started = time.monotonic()
+    moved = migrate_store(
+        parse_database(args.source),
+        parse_database(args.target),
+        host=args.host or default_host(),
+        replace=args.replace,
+    )
+    print(
+        f"moved {moved.files} files ({moved.offline} offline), {moved.failures} failures, "
+        f"{moved.pairs} RAW pairings and {moved.thumbnails} thumbnails of the model "
+        f"{moved.model.name} / {moved.model.pretrained} in {time.monotonic() - started:.1f} s; "
+        "nothing was embedded again"
+    )
+    return EXIT_OK
+
+
 def _install_service(config: Config, args: argparse.Namespace) -> int:
+
     assert config.source is not None  # loaded from a file
     plan = autostart.plan_install(args.platform, config.source, autostart.clipd_executable())
     autostart.execute(plan, sys.stdout, dry_run=args.dry_run)

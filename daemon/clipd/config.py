@@ -274,6 +274,14 @@ def _field_names(cls: type) -> tuple[str, ...]:
     return tuple(f.name for f in fields(cls) if f.name not in ("source", "poll_roots"))
 
 
+def parse_database(text: str) -> Path | PostgresDatabase:
+    """A `database` given on a command line: a PostgreSQL URL, else a SQLite file's path."""
+    text = text.strip()
+    if is_postgres_url(text):
+        return PostgresDatabase(text)
+    return Path(os.path.expandvars(text)).expanduser().resolve()
+
+
 def _env_database() -> Path | PostgresDatabase | None:
     """$CLIPD_DATABASE: a PostgreSQL URL or a file's path."""
     value = os.environ.get(DATABASE_ENV, "").strip()

@@ -137,9 +137,7 @@ class DuplicateFinder:
     def _found_for(self, criteria: Criteria) -> _Found:
         """Every group for these criteria: kept from an earlier request while the store has
         not been written since (the pages of one listing are one search, not one each)."""
-        writes = self._store.writes
-        if writes is None:  # the store cannot tell when it changes
-            return self._search(criteria)
+        writes = self._store.writes  # the shared store's changes every call: nothing is kept
         if writes != self._found_at:
             self._found.clear()
             self._found_at = writes

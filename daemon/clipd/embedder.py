@@ -26,7 +26,9 @@ import numpy as np
 import numpy.typing as npt
 
 from clipd import probe_cache
+from clipd import weights as weights_module
 from clipd.config import RANDOM_WEIGHTS, ModelConfig
+from clipd.disk_cache import JsonCache
 from clipd.errors import ModelError, UnknownModel, WeightsOffline
 from clipd.records import ModelIdentity
 
@@ -77,6 +79,7 @@ class Embedder:
             model_name, config.pretrained, "fp32" if probing else self.precision
         )
         self._model.eval()
+        self._unpadded_text = _reads_the_end_token_causally(self._model)
         self.image_size = _image_side(self._model)
         if probing:
             self._check_bf16(model_name)
@@ -85,8 +88,7 @@ class Embedder:
             probe_cache.store(probe_key, self.bf16_cosine)
         else:
             self._model.to(device=self.device)  # built in self.dtype already
-        with torch.inference_mode():
-            dim = int(self._encode_text(self._tokenizer(["a"])).shape[1])
+        dim = _embedding_dim(model_name)
         self.identity = ModelIdentity(name=name, pretrained=pretrained, dim=dim)
         self._text_cache: OrderedDict[str, Vectors] = OrderedDict()
         self._cache_lock = threading.Lock()
@@ -140,6 +142,12 @@ class Embedder:
             texts = self._model.encode_text(self._tokenizer(list(_PROBE_TEXTS)))
             image = self._model.encode_image(pattern[None].to(dtype))
         return _normalised(torch.cat([texts, image]))
+
+    def warm_up(self) -> None:
+        """Encode one text now, so that the first query does not pay the kernels' one-time
+        set-up (0.9 s for ViT-B-32 in bf16 here); `clipd index` asks no queries and skips it."""
+        with self._torch.inference_mode():
+            self._encode_text(self._tokenizer(["a"]))
 
     def prepare(self, image: Image.Image) -> torch.Tensor:
         """The model's input tensor for one RGB image; CPU work, safe to call from many threads."""
@@ -195,8 +203,46 @@ class Embedder:
         return vector
 
     def _encode_text(self, tokens: torch.Tensor) -> torch.Tensor:
-        encoded: torch.Tensor = self._model.encode_text(tokens.to(self.device))
+        tokens = tokens.to(self.device)
+        if self._unpadded_text:
+            return _encode_text_unpadded(self._model, tokens)
+        encoded: torch.Tensor = self._model.encode_text(tokens)
         return encoded
+
+
+def _reads_the_end_token_causally(model: Any) -> bool:
+    """Whether model is OpenCLIP's CLIP with a causal text mask, its text feature read at the
+    end-of-text token (the largest token id, so `argmax`): then the padding after that token
+    cannot change the feature."""
+    from open_clip.model import CLIP
+
+    return (
+        isinstance(model, CLIP)
+        and model.text_pool_type == "argmax"
+        and getattr(model, "attn_mask", None) is not None
+    )
+
+
+def _encode_text_unpadded(model: Any, tokens: torch.Tensor) -> torch.Tensor:
+    """CLIP.encode_text over the tokens up to the last end-of-text token only: each position
+    attends to earlier ones alone, so the padding to the context length (77 tokens for a
+    query of five words) is work whose result is never read. Equal to encode_text."""
+    import torch
+
+    length = int(tokens.argmax(dim=-1).max()) + 1
+    tokens = tokens[:, :length]
+    cast = model.transformer.get_cast_dtype()
+    x = model.token_embedding(tokens).to(cast) + model.positional_embedding[:length].to(cast)
+    x = model.transformer(x, attn_mask=model.attn_mask[:length, :length])
+    x = model.ln_final(x)
+    pooled: torch.Tensor = x[torch.arange(x.shape[0]), tokens.argmax(dim=-1)]
+    projection = model.text_projection
+    if projection is None:
+        return pooled
+    encoded: torch.Tensor = (
+        projection(pooled) if isinstance(projection, torch.nn.Linear) else pooled @ projection
+    )
+    return encoded
 
 
 def _normalised(features: torch.Tensor) -> Vectors:
@@ -283,31 +329,46 @@ def check_model(config: ModelConfig) -> str:
     return model_name
 
 
-# open_clip's names for our precisions; pure_*: every weight cast, LayerNorms too, as Module.to.
-_OPEN_CLIP_PRECISION = {"fp32": "fp32", "bf16": "pure_bf16", "fp16": "pure_fp16"}
-
-
 def _load(
     model_name: str, pretrained: str, precision: str
 ) -> tuple[Any, Callable[..., Any], Callable[..., Any]]:
-    """Model, preprocessing, tokenizer. The weights go straight into `precision` (fp32, bf16,
-    fp16): a bf16 model never holds an fp32 copy of itself beside the checkpoint being read."""
+    """Model, preprocessing, tokenizer, the weights in `precision` (fp32, bf16, fp16), cast as
+    open_clip's pure_bf16 / pure_fp16 cast them: every weight (see clipd.weights)."""
     import open_clip
+    import torch
 
     _log_hub_messages_once()
     weights = None if pretrained == RANDOM_WEIGHTS else pretrained
     if weights is None:
         log.warning("model.pretrained is 'random': random weights, search results are noise")
     offline = weights is not None and not Path(weights).is_file() and _offline(model_name, weights)
+    dtype = _DTYPES[precision](torch)
     try:
         with _hub_offline(offline):
-            model, _, preprocess = open_clip.create_model_and_transforms(
-                model_name, pretrained=weights, precision=_OPEN_CLIP_PRECISION[precision]
-            )
+            model, preprocess = weights_module.build(model_name, weights)
+            if weights is not None:
+                checkpoint = weights_module.checkpoint_of(model_name, weights)
+                weights_module.load(model, checkpoint, dtype)
+        model.to(dtype=dtype)  # random weights; a no-op after load()
         tokenizer = open_clip.get_tokenizer(model_name)
     except Exception as exc:  # open_clip and the hub raise many types; all mean "no weights"
         raise ModelError(_weights_help(model_name, pretrained, exc)) from exc
     return model, preprocess, tokenizer
+
+
+_DTYPES: dict[str, Callable[[Any], Any]] = {
+    "fp32": lambda torch: torch.float32,
+    "bf16": lambda torch: torch.bfloat16,
+    "fp16": lambda torch: torch.float16,
+}
+
+
+def _embedding_dim(model_name: str) -> int:
+    """The length of the model's vectors, from its config: no need to run the model."""
+    import open_clip
+
+    config = open_clip.get_model_config(model_name)
+    return int(config["embed_dim"])
 
 
 @dataclass(frozen=True)
@@ -423,8 +484,29 @@ def _identity_of(ref: str) -> str:
     path = Path(ref)
     if not path.is_file():
         return ref
+    return f"{path.name}#sha256:{_file_digest(path)}"
+
+
+# Digests of checkpoint files, so that a start does not read a whole checkpoint just to name
+# it (1 CPU-s for ViT-B-32's 600 MB here, more for larger models).
+_DIGESTS = JsonCache("checkpoints.json")
+
+
+def _file_digest(path: Path) -> str:
+    """The start of the file's sha256, remembered for this very file (same inode, size, mtime
+    and ctime: no write or rename-over can keep all four) so that only its first use reads it."""
+    stat = path.stat()
+    key = " ".join(
+        map(str, (path.resolve(), stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns,
+                  stat.st_ctime_ns))
+    )  # fmt: skip
+    known = _DIGESTS.lookup(key)
+    if isinstance(known, str):
+        return known
     digest = hashlib.sha256()
     with path.open("rb") as handle:
         for chunk in iter(lambda: handle.read(1 << 20), b""):
             digest.update(chunk)
-    return f"{path.name}#sha256:{digest.hexdigest()[:16]}"
+    short = digest.hexdigest()[:16]
+    _DIGESTS.store(key, short)
+    return short

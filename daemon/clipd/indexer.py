@@ -339,6 +339,11 @@ class Indexer:
             digest = content_hash(stat.path, stat.size)
             copy = self._copy_of(digest, stat.size)
             if copy is not None:  # a copy, a touched file, or a move no event told us of
+                if self._thumbnails is not None and copy.path:
+                    # The same bytes show the same picture: the original's thumbnail is its.
+                    kept = self._thumbnails.get(copy.path, stat.size, copy.mtime_ns)
+                    if kept is not None:
+                        self._thumbnails.put(stat.path, stat.size, stat.mtime_ns, kept)
                 return _record(
                     stat,
                     digest,

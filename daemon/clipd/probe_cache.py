@@ -10,22 +10,18 @@ unreadable or damaged file only means that the probe runs again.
 
 from __future__ import annotations
 
-import json
-import logging
-import os
 import platform
-import tempfile
 from pathlib import Path
 
-log = logging.getLogger(__name__)
+from clipd.disk_cache import JsonCache
 
+_CACHE = JsonCache("precision.json")
 # Units whose bf16 arithmetic could round differently (a VM may hide some behind one name).
 _BF16_UNITS = frozenset({"avx512_bf16", "amx_bf16", "amx_tile"})
 
 
 def cache_file() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "clipd" / "precision.json"
+    return _CACHE.path
 
 
 def probe_key(model: str, pretrained: str, torch_version: str) -> str:
@@ -35,31 +31,13 @@ def probe_key(model: str, pretrained: str, torch_version: str) -> str:
 
 def lookup(key: str) -> float | None:
     """The stored minimum cosine of bf16 to fp32 for key, or None."""
-    value = _read().get(key)
+    value = _CACHE.lookup(key)
     return float(value) if isinstance(value, int | float) else None
 
 
 def store(key: str, cosine: float) -> None:
     """Remember key's result; a cache that cannot be written is logged, never fatal."""
-    path = cache_file()
-    entries = _read()
-    entries[key] = cosine
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile("w", dir=path.parent, delete=False,
-                                         encoding="utf-8", suffix=".tmp") as handle:  # fmt: skip
-            json.dump(entries, handle, indent=1, sort_keys=True)
-        os.replace(handle.name, path)
-    except OSError as exc:
-        log.info("cannot store the precision probe's result in %s: %s", path, exc)
-
-
-def _read() -> dict[str, object]:
-    try:
-        entries = json.loads(cache_file().read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return entries if isinstance(entries, dict) else {}
+    _CACHE.store(key, cosine)
 
 
 def _cpu() -> str:

@@ -25,12 +25,12 @@ from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
-from clipd import duplicates, images, thumbcache, thumbnails
+from clipd import duplicates, formats, images, thumbcache, thumbnails
 from clipd.config import Config
 from clipd.embedder import Embedder, Vectors
-from clipd.errors import ImageError, ImageTooLarge
+from clipd.errors import ImageError, ImageTooLarge, StoreUnavailable
 from clipd.progress import Progress
-from clipd.records import Failure, SearchFilter, StoredHit
+from clipd.records import Counts, Failure, SearchFilter, StoredHit
 from clipd.scanner import outside_roots
 from clipd.storage import IndexStore
 from clipd.thumbcache import Thumbnails
@@ -83,6 +83,8 @@ class DaemonState:
     web_url: str = ""
     # One for every transport: it runs one search at a time and keeps whole-file hashes.
     duplicate_finder: duplicates.DuplicateFinder = field(init=False)
+    # The last status report and what it was made from (see Queries.status).
+    last_status: tuple[tuple[object, ...], StatusReport] | None = field(default=None, init=False)
 
     def __post_init__(self) -> None:
         self.duplicate_finder = duplicates.DuplicateFinder(self.store)
@@ -215,6 +217,9 @@ class Queries:
     def _ready(self) -> tuple[Embedder, Indexer]:
         state = self._state
         if state.embedder is None or state.indexer is None:
+            # A shared store's server away at start: say that, not "loading its model".
+            if problem := state.progress.snapshot().problem:
+                raise QueryError(problem, ErrorKind.UNAVAILABLE)
             raise QueryError(NOT_READY_MESSAGE, ErrorKind.NOT_READY)
         return state.embedder, state.indexer
 
@@ -302,11 +307,24 @@ class Queries:
             raise QueryError(f"{label}: {exc}") from exc
 
     def status(self) -> StatusReport:
+        """The daemon's status, made once for every caller (transports, status streams) while
+        nothing it is made from has changed: counting a large store is not free."""
         state = self._state
         snap = state.progress.snapshot()
-        counts = state.store.counts()
+        # Read before the counts, so that a write in between makes the next call count again.
+        key = (snap.version, state.store.writes, state.config, state.embedder, state.web_url)
+        last = state.last_status
+        if last is not None and last[0] == key:  # tuples compare items by identity first
+            return last[1]
+        problem = snap.problem
+        try:
+            counts = state.store.counts()
+            size = state.store.size_bytes()
+        except StoreUnavailable as exc:  # a shared store's server away: say so, count nothing
+            counts, size = Counts(indexed=0, offline=0, failed=0), 0
+            problem = problem or str(exc)
         model = state.config.model
-        return StatusReport(
+        report = StatusReport(
             state=snap.state,
             version=state.version,
             indexed=counts.indexed,
@@ -321,11 +339,13 @@ class Queries:
             device=state.embedder.device if state.embedder else "",
             roots=[str(root) for root in state.config.roots],
             database=state.store.location,
-            database_bytes=state.store.size_bytes(),
+            database_bytes=size,
             started_at=state.started_at,
-            problem=snap.problem,
+            problem=problem,
             web_url=state.web_url,
         )
+        state.last_status = (key, report)
+        return report
 
     def watch_status(self, active: Callable[[], bool]) -> Iterator[StatusReport]:
         """The status now, then again whenever it changes (at most every WATCH_MIN_INTERVAL_S,
@@ -405,7 +425,7 @@ class Queries:
         not become a way to read any file its user can read for whoever reaches it.
         """
         path = _absolute(raw, label)
-        if self._state.store.vector_for(path) is None:
+        if not self._state.store.is_indexed(path):
             raise QueryError(f"{path!r} is not an indexed image", ErrorKind.NOT_FOUND)
         return path
 
@@ -453,24 +473,22 @@ class Queries:
         return FileVersion(path, found.st_size, found.st_mtime_ns)
 
     def cached_thumbnail(self, version: FileVersion, side: int = 0) -> bytes | None:
-        """The kept JPEG of the image for `side` (see web_thumbnail), or None if it must be
+        """The kept JPEG of the image for `side` (see make_thumbnail), or None if it must be
         made. One indexed read: cheap enough to call without a worker thread."""
-        if side < 0 or side > MAX_THUMBNAIL_SIDE:
-            raise QueryError(f"size must be from 1 to {MAX_THUMBNAIL_SIDE} pixels, not {side}")
+        _check_web_side(side)
         cache = self._state.thumbnails
         if cache is None or side > thumbcache.THUMBNAIL_SIDE:
             return None
         return cache.get(version.path, version.size, version.mtime_ns)
 
-    def web_thumbnail(self, version: FileVersion, side: int = 0) -> bytes:
-        """A JPEG of the image within `side` pixels (0: the cached size, THUMBNAIL_SIDE).
+    def make_thumbnail(self, version: FileVersion, side: int = 0) -> bytes:
+        """A JPEG of the image within `side` pixels (0: the cached size, THUMBNAIL_SIDE), for
+        a caller that found no kept one (cached_thumbnail).
 
-        Sides up to THUMBNAIL_SIDE get the kept picture (made once, at index time or here);
-        larger ones are made on every call.
+        Sides up to THUMBNAIL_SIDE get the picture that is then kept; larger ones are made on
+        every call.
         """
-        data = self.cached_thumbnail(version, side)
-        if data is not None:
-            return data
+        _check_web_side(side)
         if side > thumbcache.THUMBNAIL_SIDE:
             decoded = self._decode(Path(version.path), side, version.path)
             return thumbcache.encode(decoded.image, side)
@@ -480,12 +498,12 @@ class Queries:
             self._state.thumbnails.put(version.path, version.size, version.mtime_ns, data)
         return data
 
-    def original(self, raw_path: str) -> Original:
-        """An indexed image as a browser can show it: the file itself, or a converted JPEG."""
-        version = self.current_version(raw_path)
+    def original(self, version: FileVersion) -> Original:
+        """An indexed image (see current_version) as a browser can show it: the file itself,
+        or a converted JPEG."""
         try:
             with open(version.path, "rb") as file:
-                head = file.read(16)
+                head = file.read(_HEAD_BYTES)
         except OSError as exc:
             raise QueryError(f"{version.path!r} cannot be read now", ErrorKind.NOT_FOUND) from exc
         content_type = _browser_type(head)
@@ -497,22 +515,29 @@ class Queries:
         return Original(version, "image/jpeg", buffer.getvalue())
 
 
-# How files that browsers show begin; any other image is converted to JPEG for them.
-_BROWSER_TYPES: tuple[tuple[int, bytes, str], ...] = (
-    (0, b"\xff\xd8\xff", "image/jpeg"),
-    (0, b"\x89PNG\r\n\x1a\n", "image/png"),
-    (0, b"GIF87a", "image/gif"),
-    (0, b"GIF89a", "image/gif"),
-    (8, b"WEBP", "image/webp"),
-    (4, b"ftypavif", "image/avif"),
-)
+# The formats (as clipd.formats names them) that browsers show; any other image is converted
+# to JPEG for them.
+_BROWSER_TYPES = {
+    "JPEG": "image/jpeg",
+    "PNG": "image/png",
+    "GIF": "image/gif",
+    "WEBP": "image/webp",
+    "AVIF": "image/avif",
+}
+# Enough of a file to tell its format: an ISO media file lists its brands in its first bytes.
+_HEAD_BYTES = 256
 
 
 def _browser_type(head: bytes) -> str | None:
-    for offset, magic, content_type in _BROWSER_TYPES:
-        if head[offset : offset + len(magic)] == magic:
-            return content_type
-    return None
+    try:
+        return _BROWSER_TYPES.get(formats.identify(head))
+    except ImageError:  # a camera RAW, or a format this install cannot decode: converted
+        return None
+
+
+def _check_web_side(side: int) -> None:
+    if side < 0 or side > MAX_THUMBNAIL_SIDE:
+        raise QueryError(f"size must be from 1 to {MAX_THUMBNAIL_SIDE} pixels, not {side}")
 
 
 def _thumbnail_side(requested: int) -> int:

@@ -92,6 +92,9 @@ class IndexedCopy:
     taken_ns: int | None
     taken_read: bool
     pixels: bytes | None  # clipd.pixels signature, None when not made yet
+    # The indexed file itself, as indexed: its kept thumbnail is the copy's too.
+    path: str = ""
+    mtime_ns: int = 0
 
 
 @dataclass(frozen=True, slots=True)

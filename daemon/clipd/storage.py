@@ -29,8 +29,11 @@ from clipd.records import (
 )
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from clipd.config import Config
     from clipd.matrix import Floats, Ids
+    from clipd.pgurl import PostgresDatabase
     from clipd.thumbcache import Thumbnails
 
 
@@ -54,13 +57,6 @@ class IndexStore(Protocol):
     @property
     def host(self) -> str:
         """The machine whose rows this store changes (config `host`)."""
-        ...
-
-    @property
-    def writes(self) -> int | None:
-        """A count that moves with every change to the index, for caches of answers computed
-        from it (duplicate groups); None when the store cannot tell (a database that other
-        machines write too), and then nothing is cached."""
         ...
 
     def close(self) -> None: ...
@@ -107,6 +103,10 @@ class IndexStore(Protocol):
 
     def find_copy(self, content_hash: bytes, size: int) -> IndexedCopy | None: ...
 
+    def is_indexed(self, path: str) -> bool:
+        """Whether this host indexed `path` (cheaper than vector_for: no vector is read)."""
+        ...
+
     def vector_for(self, path: str) -> bytes | None: ...
 
     def failures(self, *, limit: int, offset: int = 0) -> tuple[list[Failure], int]: ...
@@ -137,21 +137,31 @@ class IndexStore(Protocol):
 
     def counts(self) -> Counts: ...
 
+    @property
+    def writes(self) -> int:
+        """A number that changes whenever counts() and size_bytes() may have: while it is the
+        same, the status need not count again."""
+        ...
+
     def size_bytes(self) -> int: ...
 
 
 def store_for(config: Config) -> IndexStore:
     """Open the store `config.database` names: a PostgreSQL URL, else a SQLite file."""
+    return open_store(config.database, host=config.host)
+
+
+def open_store(database: Path | PostgresDatabase, *, host: str) -> IndexStore:
+    """Open the store at `database` (a PostgreSQL database, else a SQLite file) for `host`."""
     from clipd.pgurl import PostgresDatabase
 
-    database = config.database
     if isinstance(database, PostgresDatabase):
         from clipd.pgstore import PostgresStore
 
-        return PostgresStore(database, host=config.host)
+        return PostgresStore(database, host=host)
     from clipd.store import Store
 
-    return Store(database, host=config.host)
+    return Store(database, host=host)
 
 
 def thumbnails_for(store: IndexStore) -> Thumbnails:

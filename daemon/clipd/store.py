@@ -241,7 +241,9 @@ class Store:
         self._reset: int | None = None
         self._closing = threading.Event()
         self._loader: threading.Thread | None = None
-        self._writes = 0
+        # Write transactions committed so far: while it is unchanged, so are counts() and the
+        # rest of what the status reports from the store.
+        self.writes = 0
         try:
             self._check_integrity()
             self._migrate()
@@ -275,12 +277,6 @@ class Store:
         matrix = self._matrix
         return matrix.nbytes if matrix is not None else 0
 
-    @property
-    def writes(self) -> int | None:
-        """Write transactions committed since the store was opened: a cache of answers
-        computed from the index (duplicate groups) is current while this has not moved."""
-        return self._writes
-
     def wait_in_memory(self) -> None:
         """Block until the RAM copy has loaded (or will not be: off, closing)."""
         if self._loader is not None:
@@ -311,6 +307,7 @@ class Store:
                 conn.execute("BEGIN IMMEDIATE")
                 yield conn
                 conn.execute("COMMIT")
+                self.writes += 1
             except BaseException as exc:
                 # A failed COMMIT may already have rolled back (SQLite does on a full disk).
                 if conn.in_transaction:
@@ -321,7 +318,6 @@ class Store:
                 if fault is not None:
                     raise StoreUnwritable(f"{fault}: cannot write {self.path} ({exc})") from exc
                 raise
-            self._writes += 1
             self._apply_to_matrix()
 
     def _apply_to_matrix(self) -> None:
@@ -650,14 +646,14 @@ class Store:
         if self.model is None:
             return None
         rows = self._read(
-            "SELECT v.embedding, f.width, f.height, f.taken_ns, f.taken_read, f.pixels "
-            "FROM files f JOIN vectors v ON v.rowid = f.id "
+            "SELECT v.embedding, f.width, f.height, f.taken_ns, f.taken_read, f.pixels, f.path, "
+            "f.mtime_ns FROM files f JOIN vectors v ON v.rowid = f.id "
             "WHERE f.content_hash = ? AND f.size = ? ORDER BY f.pixels IS NULL LIMIT 1",
             (content_hash, size),
         )
         if not rows:
             return None
-        vector, width, height, taken_ns, taken_read, pixels = rows[0]
+        vector, width, height, taken_ns, taken_read, pixels, path, mtime_ns = rows[0]
         return IndexedCopy(
             bytes(vector),
             width,
@@ -665,6 +661,8 @@ class Store:
             taken_ns,
             bool(taken_read),
             None if pixels is None else bytes(pixels),
+            path,
+            mtime_ns,
         )
 
     def unread_capture_times(self, limit: int) -> list[tuple[int, str, int, int]]:
@@ -694,6 +692,12 @@ class Store:
         """Drop failure records of one class, so that the next scan tries those files again."""
         with self._transaction() as conn:
             return conn.execute("DELETE FROM failures WHERE error = ?", (error,)).rowcount
+
+    def is_indexed(self, path: str) -> bool:
+        """Whether `path` is an indexed file (every file row has its vector)."""
+        if self.model is None:
+            return False
+        return bool(self._read("SELECT 1 FROM files WHERE path = ?", (path,)))
 
     def vector_for(self, path: str) -> bytes | None:
         """The stored vector of an indexed file, or None."""

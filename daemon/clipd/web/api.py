@@ -3,8 +3,9 @@
 Every rule of a request lives in clipd.queries; this module only parses HTTP (query strings,
 JSON bodies, multipart forms) into core calls and turns answers and QueryErrors into responses.
 The core's calls block (the model, SQLite, decoding), so they run on the app's own thread pool,
-not on the event loop, which stays free to stream status events and serve other requests; only
-a kept thumbnail's lookups, tens of microseconds, are done in place.
+not on the event loop, which stays free to serve other requests; only the checks of an image
+request and a kept thumbnail's lookup, tens of microseconds, are done in place. Each status
+stream waits for changes on a thread of its own pool.
 """
 
 from __future__ import annotations
@@ -13,12 +14,10 @@ import asyncio
 import functools
 import json
 import logging
-import mimetypes
 import threading
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
-from pathlib import Path
 from typing import Any, TypeVar
 
 from starlette.applications import Starlette
@@ -26,21 +25,23 @@ from starlette.datastructures import ImmutableMultiDict, UploadFile
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
 from clipd.errors import StoreUnavailable
 from clipd.queries import (
-    WATCH_MIN_INTERVAL_S,
     DaemonState,
     DuplicatesQuery,
     Queries,
     QueryError,
     SearchQuery,
     SearchResult,
+    StatusReport,
     Term,
 )
 from clipd.web import inputs, openapi, uploads
+from clipd.web.assets import Assets
 from clipd.web.errors import INTERNAL, error_response
 from clipd_api.kinds import ErrorKind
 from clipd_api.query import QueryError as WordError
@@ -48,10 +49,8 @@ from clipd_api.query import parse_words, split_words
 
 log = logging.getLogger(__name__)
 
-STATIC = Path(__file__).parent / "static"
-# Status event streams open at once; each polls the status a few times a second.
+# Status event streams open at once; each holds a thread while it waits for a change.
 MAX_EVENT_STREAMS = 32
-_HEARTBEAT_S = 15.0
 # Thumbnails and originals change only with their file, whose size and mtime make the ETag.
 # A URL that carries v (the hit's mtime) names one version of the file: cached for good. Without
 # it the browser asks again each time, and an unchanged file costs a 304.
@@ -84,13 +83,11 @@ class Api:
         self.queries = Queries(state, remote=True)
         self.stopping = stopping
         self.pool = ThreadPoolExecutor(8, thread_name_prefix="clipd-web")
+        self._stream_pool = ThreadPoolExecutor(
+            MAX_EVENT_STREAMS, thread_name_prefix="clipd-web-events"
+        )
         self._streams = 0
-        # The page's files by name, with their content types; nothing else is served from there.
-        self._static = {
-            path.name: mimetypes.guess_type(path.name)[0] or "application/octet-stream"
-            for path in STATIC.iterdir()
-            if path.is_file()
-        }
+        self._assets = Assets()
 
     async def run(self, call: Callable[..., _T], *args: Any, **kwargs: Any) -> _T:
         """call(*args, **kwargs) on the pool: blocking work stays off the event loop."""
@@ -105,24 +102,14 @@ class Api:
         ]
 
     async def page(self, request: Request) -> Response:
-        return await self.static_file("index.html")
+        return self._assets.response("index.html", request)
 
     async def login_page(self) -> Response:
         """The hint to run `clipq web`, for a browser without the session cookie."""
-        response = await self.static_file("login.html")
-        response.status_code = 401
-        return response
+        return self._assets.response("login.html", status=401)
 
     async def static(self, request: Request) -> Response:
-        return await self.static_file(request.path_params["name"])
-
-    async def static_file(self, name: str) -> Response:
-        """A file of the page (static/), read on the pool; only names listed there at start."""
-        content_type = self._static.get(name)
-        if content_type is None:
-            raise HTTPException(404, f"no such file: /static/{name}")
-        data = await self.run((STATIC / name).read_bytes)
-        return Response(data, media_type=content_type, headers={"Cache-Control": "no-cache"})
+        return self._assets.response(request.path_params["name"], request)
 
     async def search(self, request: Request) -> Response:
         if request.method == "GET":
@@ -197,51 +184,49 @@ class Api:
         )
 
     async def status(self, request: Request) -> Response:
-        return _json(await self.run(self._status))
+        return _json(await self.run(lambda: self._status(self.queries.status())))
 
-    def _status(self) -> dict[str, Any]:
-        status = asdict(self.queries.status())
+    def _status(self, report: StatusReport) -> dict[str, Any]:
+        status = asdict(report)
         status["upload_enabled"] = self.state.config.upload_dir is not None
         return status
 
     async def status_events(self, request: Request) -> Response:
+        # Counted here, with no await between the check and the count: two requests cannot
+        # both take the last place. The response gives it back once its stream ends.
         if self._streams >= MAX_EVENT_STREAMS:
             raise QueryError(
                 f"{MAX_EVENT_STREAMS} status streams are open already; close one, or poll "
                 "/api/v1/status",
                 ErrorKind.UNAVAILABLE,
             )
-        return StreamingResponse(
-            self._events(),
-            media_type="text/event-stream",
-            headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
-        )
+        self._streams += 1
+        return _EventStream(self._events(), self._stream_ended)
+
+    def _stream_ended(self) -> None:
+        self._streams -= 1
 
     async def _events(self) -> AsyncIterator[str]:
-        """`event: status` whenever the status changes (at most every WATCH_MIN_INTERVAL_S),
-        a comment line every _HEARTBEAT_S so that proxies and browsers keep the stream open;
-        ends when the daemon stops."""
-        self._streams += 1
+        """`event: status` as the core's watch_status yields a changed status; a comment line
+        when it yields the same one again (a heartbeat that keeps proxies and browsers from
+        closing the stream); ends when the daemon stops or the client goes."""
+        listening = True
+        watch = self.queries.watch_status(lambda: listening and not self.stopping.is_set())
+        loop = asyncio.get_running_loop()
+        last: StatusReport | None = None
         try:
-            loop = asyncio.get_running_loop()
-            progress = self.state.progress
-            version = -1
-            beat = loop.time()
-            while not self.stopping.is_set():
-                snap = progress.snapshot()
-                if snap.version != version:
-                    version = snap.version
-                    beat = loop.time()
-                    status = await self.run(self._status)
-                    yield f"event: status\ndata: {json.dumps(status)}\n\n"
-                    if snap.state == "stopping":
-                        return
-                elif loop.time() - beat >= _HEARTBEAT_S:
-                    beat = loop.time()
+            while True:
+                report = await loop.run_in_executor(self._stream_pool, _next_or_none, watch)
+                if report is None:
+                    return
+                if report is last:
                     yield ": heartbeat\n\n"
-                await asyncio.sleep(WATCH_MIN_INTERVAL_S)
+                else:
+                    last = report
+                    yield f"event: status\ndata: {json.dumps(self._status(report))}\n\n"
         finally:
-            self._streams -= 1
+            # A wait in progress ends within WATCH_HEARTBEAT_S; no next one is asked for.
+            listening = False
 
     async def failures(self, request: Request) -> Response:
         params = request.query_params
@@ -285,20 +270,20 @@ class Api:
             return Response(status_code=304, headers=headers)
         data = self.queries.cached_thumbnail(version, side)
         if data is None:
-            data = await self.run(self.queries.web_thumbnail, version, side)
+            data = await self.run(self.queries.make_thumbnail, version, side)
         return Response(data, media_type="image/jpeg", headers=headers)
 
     async def image(self, request: Request) -> Response:
-        original = await self.run(
-            self.queries.original, inputs.required_text(request.query_params, "path")
-        )
-        headers = _image_headers(request, original.version.etag)
-        if request.headers.get("if-none-match") == original.version.etag:
+        # The file's version first: a browser that has this one gets a 304 before anything
+        # is read, let alone a HEIC or RAW decoded.
+        version = self.queries.current_version(inputs.required_text(request.query_params, "path"))
+        headers = _image_headers(request, version.etag)
+        if request.headers.get("if-none-match") == version.etag:
             return Response(status_code=304, headers=headers)
-        data = original.data
-        if data is None:
-            data = await self.run(Path(original.version.path).read_bytes)
-        return Response(data, media_type=original.content_type, headers=headers)
+        original = await self.run(self.queries.original, version)
+        if original.data is None:  # a format browsers show: the file itself, as it is
+            return FileResponse(version.path, headers=headers, media_type=original.content_type)
+        return Response(original.data, media_type=original.content_type, headers=headers)
 
     async def embed(self, request: Request) -> Response:
         body = await inputs.json_body(request)
@@ -342,6 +327,29 @@ class Api:
 
     def close(self) -> None:
         self.pool.shutdown(wait=True, cancel_futures=True)
+        self._stream_pool.shutdown(wait=True, cancel_futures=True)
+
+
+class _EventStream(StreamingResponse):
+    """A status stream that calls `ended` once it is over, however it ends."""
+
+    def __init__(self, events: AsyncIterator[str], ended: Callable[[], None]) -> None:
+        super().__init__(
+            events,
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+        )
+        self._ended = ended
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self._ended()
+
+
+def _next_or_none(reports: Iterator[StatusReport]) -> StatusReport | None:
+    return next(reports, None)
 
 
 def build_app(api: Api) -> Starlette:

@@ -13,13 +13,14 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
-from starlette.datastructures import FormData, ImmutableMultiDict
+from starlette.datastructures import FormData, Headers, ImmutableMultiDict
 from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from clipd.queries import QueryError, Term
 from clipd.web import uploads
+from clipd.web.errors import error_response
 from clipd_api.kinds import ErrorKind
 
 # A request body at most: a search image or a few added photos.
@@ -27,8 +28,9 @@ MAX_BODY_BYTES = 128 << 20
 
 
 class BodyLimit:
-    """Refuse, as too_large, a body that grows past MAX_BODY_BYTES, declared or not (chunked
-    bodies have no Content-Length): nothing reads more than that into memory."""
+    """Refuse, as too_large, a body over MAX_BODY_BYTES: one that says so in its Content-Length
+    before any of it is read, and one that grows past it as it arrives (chunked bodies have no
+    Content-Length). Nothing reads more than that into memory, whichever route reads it."""
 
     def __init__(self, app: ASGIApp) -> None:
         self._app = app
@@ -37,6 +39,10 @@ class BodyLimit:
         if scope["type"] != "http":
             await self._app(scope, receive, send)
             return
+        declared = Headers(scope=scope).get("content-length", "")
+        if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+            await error_response(ErrorKind.TOO_LARGE, _too_large())(scope, receive, send)
+            return
         received = 0
 
         async def counting() -> Message:
@@ -44,13 +50,14 @@ class BodyLimit:
             message = await receive()
             received += len(message.get("body", b""))
             if received > MAX_BODY_BYTES:
-                raise QueryError(
-                    f"the request body is over the limit of {MAX_BODY_BYTES >> 20} MiB",
-                    ErrorKind.TOO_LARGE,
-                )
+                raise QueryError(_too_large(), ErrorKind.TOO_LARGE)
             return message
 
         await self._app(scope, counting, send)
+
+
+def _too_large() -> str:
+    return f"the request body is over the limit of {MAX_BODY_BYTES >> 20} MiB"
 
 
 class _InMemoryParser(MultiPartParser):
@@ -64,7 +71,6 @@ class _InMemoryParser(MultiPartParser):
 @asynccontextmanager
 async def form(request: Request) -> AsyncIterator[FormData]:
     """The multipart form of a request, its files closed after use."""
-    check_length(request)
     parser = _InMemoryParser(
         request.headers, request.stream(), max_files=uploads.MAX_UPLOAD_FILES, max_fields=200
     )
@@ -79,7 +85,6 @@ async def form(request: Request) -> AsyncIterator[FormData]:
 
 
 async def json_body(request: Request) -> Mapping[str, Any]:
-    check_length(request)
     body = await request.body()
     if not body:
         return {}
@@ -90,15 +95,6 @@ async def json_body(request: Request) -> Mapping[str, Any]:
     if not isinstance(data, dict):
         raise QueryError("the body must be a JSON object")
     return data
-
-
-def check_length(request: Request) -> None:
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
-        raise QueryError(
-            f"the request body is over the limit of {MAX_BODY_BYTES >> 20} MiB",
-            ErrorKind.TOO_LARGE,
-        )
 
 
 def text_fields(fields: ImmutableMultiDict[str, Any], name: str) -> list[str]:

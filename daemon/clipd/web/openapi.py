@@ -223,7 +223,7 @@ _PATHS: dict[str, Any] = {
             "responses": {
                 "200": {
                     "description": "one `event: status` with JSON data per change (at most 4/s), "
-                    "a comment line every 15 s",
+                    "a comment line after 5 s without one",
                     "content": {"text/event-stream": {"schema": {"type": "string"}}},
                 },
                 **_ERRORS,
@@ -359,6 +359,7 @@ _PATHS: dict[str, Any] = {
             ],
             "responses": {
                 "200": {"description": "the image", "content": {"image/*": {}}},
+                "206": {"description": "the bytes a Range asked for (files sent as they are)"},
                 "304": {"description": "the ETag (If-None-Match) still matches"},
                 **_NOT_FOUND,
                 **_ERRORS,

@@ -15,6 +15,9 @@ const EXAMPLES = [
   ["2:snow mountains", "2: weighs a part twice"],
 ];
 const EAGER = PAGE; // the first page's thumbnails load at once; later pages' as they near view
+// The second page waits for the first page's pictures (at most this long): its answer and its
+// tiles' thumbnails would otherwise take turns with them on the browser's six connections.
+const FIRST_PICTURES_WAIT_MS = 2000;
 
 const $ = (selector) => document.querySelector(selector);
 const el = {
@@ -152,6 +155,7 @@ function newRun() {
     nothingIndexed: false,
     controller: new AbortController(),
     hits: [],
+    firstPictures: Promise.resolve(),
   };
   return run;
 }
@@ -177,6 +181,7 @@ async function search() {
     const answer = await fetchPage(current);
     if (run !== current) return;
     replaceHits(answer.hits);
+    current.firstPictures = picturesIn(el.results, FIRST_PICTURES_WAIT_MS);
     afterPage(current, answer);
   } catch (error) {
     if (run === current) failed(current, error);
@@ -196,6 +201,8 @@ async function loadMore() {
   current.busy = true;
   el.more.classList.add("loading");
   try {
+    await current.firstPictures;
+    if (run !== current) return;
     const answer = await fetchPage(current);
     if (run !== current) return;
     appendHits(answer.hits);
@@ -455,6 +462,22 @@ function tile(hit, index) {
     li.classList.add("current");
   }
   return li;
+}
+
+/** Resolves once every picture in `container` has loaded (or failed), or after `limit` ms. */
+function picturesIn(container, limit) {
+  const pending = [...container.querySelectorAll("img")].filter((image) => !image.complete);
+  const loaded = pending.map(
+    (image) =>
+      new Promise((resolve) => {
+        image.addEventListener("load", resolve, { once: true });
+        image.addEventListener("error", resolve, { once: true });
+      }),
+  );
+  return Promise.race([
+    Promise.all(loaded),
+    new Promise((resolve) => setTimeout(resolve, limit)),
+  ]);
 }
 
 function hitAt(index) {
