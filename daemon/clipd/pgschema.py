@@ -91,6 +91,17 @@ MIGRATIONS: tuple[tuple[str, str], ...] = (
         );
         """,
     ),
+    (
+        # A filter that lets few rows through is searched exactly (PostgresStore.search): these
+        # find those rows without reading every row of every host. The expression is the one
+        # clipd.sqlfilter writes for --since/--until.
+        "0003_filter_indexes",
+        """
+        CREATE INDEX clipd_files_path ON clipd_files (path);
+        CREATE INDEX clipd_files_mtime ON clipd_files (mtime_ns);
+        CREATE INDEX clipd_files_when ON clipd_files ((coalesce(taken_ns, mtime_ns)));
+        """,
+    ),
 )
 TABLES = (
     "clipd_meta",
