@@ -539,6 +539,10 @@ def test_reindex_waits_and_counts(web: Web) -> None:
 
 
 def test_status_events_stream_changes(web: Web) -> None:
+    # The daemon is shared by this module's tests: one of them may have left a rescan running.
+    wait_until(
+        lambda: web.client.get("/api/v1/status").json()["state"] == "idle", "the daemon to be idle"
+    )
     with web.client.stream("GET", "/api/v1/status/events") as stream:
         assert stream.headers["content-type"].startswith("text/event-stream")
         lines = stream.iter_lines()
