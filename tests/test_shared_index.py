@@ -104,7 +104,8 @@ def test_the_web_api_serves_another_machines_hits_from_the_shared_index(
     two_machines: tuple[InProcessDaemon, InProcessDaemon],
 ) -> None:
     alpha, beta = two_machines
-    assert alpha.daemon.state is not None and beta.daemon.state is not None
+    assert alpha.daemon.state is not None
+    assert beta.daemon.state is not None
     blue_circle = str(beta.root / "circle.png")
     on_beta = Queries(beta.daemon.state, remote=False)
     kept = on_beta.make_thumbnail(on_beta.current_version(blue_circle))  # beta shows it once
@@ -130,11 +131,13 @@ def test_the_web_api_serves_another_machines_hits_from_the_shared_index(
         )
         assert again.status_code == 304
         small = web.get("/api/v1/thumbnail", params={**picture_params, "size": "16"})
-        assert small.status_code == 200 and small.content != kept
+        assert small.status_code == 200
+        assert small.content != kept
         assert small.headers["etag"] != thumb.headers["etag"]
         # The original lives on beta; the largest picture alpha has of it is the kept one.
         original = web.get("/api/v1/image", params=picture_params)
-        assert original.status_code == 200 and original.content == kept
+        assert original.status_code == 200
+        assert original.content == kept
         # More like beta's file: its stored vector, so it comes first.
         like = web.get("/api/v1/search", params={"like": f"beta:{blue_circle}", "limit": 4})
         assert like.status_code == 200
