@@ -7,6 +7,10 @@ noise), variants (cosine 0.92-0.97, more noise) and decoys, pictures of the same
 it: wall and CPU time, the peak of memory allocated during it (tracemalloc, numpy included),
 how many planted pairs it groups (recall) and how many decoys it wrongly groups.
 
+neighbours(): the CLIP neighbour search alone on the same vectors, buckets (what find() runs)
+against the exact blocked search of every row against every other (numpy/BLAS over the matrix):
+time, peak memory, and the share of the exact pairs the buckets find (recall).
+
 signature_cost(): CPU-ms per image of a loader thread's work (hash, decode, preprocess) without
 and with the pixel signature, interleaved A B A B, medians.
 """
@@ -16,6 +20,7 @@ from __future__ import annotations
 import statistics
 import time
 import tracemalloc
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,8 +28,8 @@ import numpy as np
 import numpy.typing as npt
 
 from bench.pipeline import decode_cpu_seconds
-from clipd import images, pixels
-from clipd.duplicates import MAX_LIMIT, Criteria, DuplicateFinder
+from clipd import images, neighbours, pixels
+from clipd.duplicates import DEFAULT_THRESHOLD, MAX_LIMIT, NEIGHBOURS, Criteria, DuplicateFinder
 from clipd.embedder import Embedder
 from clipd.records import FileRecord, ModelIdentity
 from clipd.scanner import content_hash
@@ -101,7 +106,7 @@ def _fill(store: Store, vectors: Matrix, signatures: npt.NDArray[np.uint8]) -> N
                     640,
                     480,
                     vectors[i].tobytes(),
-                    signatures[i].tobytes(),
+                    pixels=signatures[i].tobytes(),
                 )
                 for i in range(start, min(start + _CHUNK, len(vectors)))
             ],
@@ -151,6 +156,47 @@ def scale(work: Path, rows: int, seed: int = 0) -> ScaleResult:
     )
 
 
+@dataclass(frozen=True, slots=True)
+class Timed:
+    wall_s: float
+    cpu_s: float
+    peak_mb: float
+
+
+@dataclass(frozen=True, slots=True)
+class NeighbourResult:
+    rows: int
+    buckets: Timed
+    exact: Timed
+    pairs: int  # found by the exact search
+    recall: float  # of those, the share the buckets find
+
+
+def neighbour_search(rows: int, seed: int = 0) -> NeighbourResult:
+    """The bucket search and the exact search over the same planted vectors, one run each."""
+    vectors = _planted(rows, seed)[0]
+    threshold, k = DEFAULT_THRESHOLD, NEIGHBOURS
+    found, buckets = _timed(lambda: neighbours.similar_pairs(vectors, threshold, k))
+    truth, exact = _timed(lambda: neighbours.exact_pairs(vectors, threshold, k))
+    wanted = _keys(truth, rows)
+    recall = len(wanted & _keys(found, rows)) / len(wanted) if wanted else 1.0
+    return NeighbourResult(rows, buckets, exact, len(wanted), recall)
+
+
+def _keys(pairs: neighbours.Pairs, rows: int) -> set[int]:
+    return set((pairs.left * rows + pairs.right).tolist())
+
+
+def _timed(run: Callable[[], neighbours.Pairs]) -> tuple[neighbours.Pairs, Timed]:
+    tracemalloc.start()
+    wall, cpu = time.perf_counter(), time.process_time()
+    result = run()
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    return result, Timed(wall, cpu, peak / 1e6)
+
+
 def signature_cost(paths: list[Path], embedder: Embedder, rounds: int) -> tuple[float, float]:
     """Medians of CPU-seconds per image of a loader's work (A) and A + pixel signature (B)."""
     without, with_signature = [], []
@@ -170,6 +216,10 @@ def _loader_with_signature(paths: list[Path], embedder: Embedder) -> float:
     return (time.thread_time() - started) / len(paths)
 
 
+def _line(timed: Timed) -> str:
+    return f"{timed.cpu_s:.1f} CPU-s, {timed.wall_s:.1f} s wall, peak +{timed.peak_mb:.0f} MB"
+
+
 def report(
     work: Path, sizes: list[int], paths: list[Path], embedder: Embedder, rounds: int
 ) -> None:
@@ -181,6 +231,13 @@ def report(
             f"  {rows:>9,} images: {result.wall_s:6.1f} s wall, {result.cpu_s:6.1f} s CPU, "
             f"peak +{result.peak_mb:.0f} MB; {result.groups:,} groups, planted copies grouped "
             f"{result.recall:.1%}, same-subject decoys grouped {result.decoys_grouped}"
+        )
+        search = neighbour_search(rows)
+        print(
+            f"    neighbour search alone: buckets {_line(search.buckets)}; exact (every pair, "
+            f"blocked BLAS) {_line(search.exact)}; buckets/exact CPU "
+            f"{search.buckets.cpu_s / search.exact.cpu_s:.3f}; recall {search.recall:.2%} of "
+            f"the {search.pairs:,} exact pairs"
         )
     without, with_signature = signature_cost(paths, embedder, rounds)
     print(

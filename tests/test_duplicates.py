@@ -19,7 +19,7 @@ from fixtures.near_copies import NearCopies, picture, write_big_twins, write_nea
 
 from clipd import images, neighbours, pixels, sqlite
 from clipd import store as store_module
-from clipd.backfill import SignatureBackfill
+from clipd.backfill import Backfill
 from clipd.duplicates import DEFAULT_THRESHOLD, Criteria, DuplicateFinder, DuplicatesReport
 from clipd.records import FileRecord, ModelIdentity
 from clipd.scanner import content_hash
@@ -235,6 +235,32 @@ def test_groups_are_paged_in_a_stable_order(store: Store, copies: NearCopies) ->
     assert {p.total for p in pages} == {3}
 
 
+def test_pages_come_from_one_search_until_the_store_is_written(
+    store: Store, copies: NearCopies, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fill(store, copies.root)
+    searches = []
+    similar_pairs = neighbours.similar_pairs
+
+    def counted(vectors: Matrix, threshold: float, k: int) -> neighbours.Pairs:
+        searches.append(threshold)
+        return similar_pairs(vectors, threshold, k)
+
+    monkeypatch.setattr(neighbours, "similar_pairs", counted)
+    finder = DuplicateFinder(store)
+    pages = [finder.find(Criteria(limit=1, offset=i)) for i in range(3)]
+    assert len(searches) == 1
+    assert [g.tier for p in pages for g in p.groups] == ["exact", "reencoded", "variant"]
+    finder.find(Criteria(threshold=0.95))  # other criteria: another search, kept beside it
+    finder.find(Criteria(limit=2))
+    assert searches == [DEFAULT_THRESHOLD, 0.95]
+
+    store.remove([str(copies.exact[0][1])])  # any write: every kept answer is out of date
+    after = finder.find(Criteria())
+    assert len(searches) == 3
+    assert [g.tier for g in after.groups] == ["reencoded", "variant"]
+
+
 def test_unsigned_files_are_only_exact_until_the_backfill_signs_them(
     store: Store, copies: NearCopies
 ) -> None:
@@ -249,7 +275,8 @@ def test_unsigned_files_are_only_exact_until_the_backfill_signs_them(
 
     (copies.root / "blue-square.png").write_bytes(b"changed since it was indexed")
     with ThreadPoolExecutor(max_workers=2) as pool:
-        backfill = SignatureBackfill(store, pool, decode)
+        backfill = Backfill(store, pool, decode)
+        backfill.restart()
         while backfill.pending:
             backfill.step()
     after = finder.find(Criteria())

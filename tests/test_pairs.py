@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import random
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -17,6 +19,7 @@ from clipd.config import load_config
 from clipd.embedder import Embedder
 from clipd.indexer import Indexer
 from clipd.progress import Progress
+from clipd.scanner import Matcher
 from clipd.store import Store
 
 SHOT = "2024:02:03 10:11:12"
@@ -155,3 +158,31 @@ def test_files_of_a_pair_arriving_one_by_one(indexing: Indexing, library: Path) 
     indexing.scan(library)
     assert indexing.store.paired_paths(str(library)) == []
     assert indexing.paired() == {}
+
+
+def test_siblings_of_many_files_list_their_folder_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = tmp_path / "pics"
+    for number in range(5):
+        shot(root, f"IMG_{number:04d}")
+    (root / "notes.txt").write_text("not a picture")
+    listed: list[str] = []
+    listdir = os.listdir
+
+    def counted(path: Path) -> list[str]:
+        listed.append(str(path))
+        return listdir(path)
+
+    monkeypatch.setattr(os, "listdir", counted)
+    store = Store(tmp_path / "index.db")
+    try:
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            planner = pairs.Planner(store, pool)
+            # What a watcher reports when a camera card is copied: every JPEG, one event each.
+            events = [root / f"IMG_{number:04d}.JPG" for number in range(5)]
+            found = planner.siblings(events, [root], Matcher(["*.dng", "*.jpg"], [], True))
+    finally:
+        store.close()
+    assert found == [root / f"IMG_{number:04d}.dng" for number in range(5)]
+    assert listed == [str(root)]

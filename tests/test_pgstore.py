@@ -5,6 +5,7 @@ approximate searches agreeing. The rules it shares with SQLite are in test_store
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import psycopg
 import pytest
@@ -194,6 +195,33 @@ def test_the_index_fills_a_page_even_when_a_filter_lets_few_rows_through(pg_url:
         assert len(set(top) & set(truth)) >= 18  # approximate: recall@20 of at least 0.9
     indexed.close()
     exact.close()
+
+
+def test_a_filter_that_lets_few_rows_through_is_searched_exactly(
+    pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The planner's estimate of the rows a filter lets through picks the exact search when
+    they are fewer than exact_below, even in a table big enough for the index."""
+    indexed = open_store(pg_url, "alpha", exact_below=500)
+    vectors = unit_vectors(2000, seed=5)
+    paths = [f"/pics/{'rare' if i % 100 == 0 else 'common'}/{i:04d}.jpg" for i in range(2000)]
+    indexed.write_batch([record(p, v) for p, v in zip(paths, vectors, strict=True)], [])
+    with psycopg.connect(pg_url, autocommit=True) as admin:
+        admin.execute("ANALYZE clipd_files")
+    searched_by_index: list[tuple[Any, ...]] = []
+    index_search = PostgresStore._search_index
+
+    def spy(store: PostgresStore, *args: Any) -> Any:
+        searched_by_index.append(args)
+        return index_search(store, *args)
+
+    monkeypatch.setattr(PostgresStore, "_search_index", spy)
+    query = unit_vectors(1, seed=60)[0].tobytes()
+    assert len(indexed.search(query, limit=10, where=SearchFilter(under=("/pics/rare",)))) == 10
+    assert searched_by_index == []
+    assert len(indexed.search(query, limit=10, where=SearchFilter(under=("/pics/common",)))) == 10
+    assert len(searched_by_index) == 1
+    indexed.close()
 
 
 def test_thumbnails_are_shared_and_follow_their_files(

@@ -16,6 +16,9 @@ loosest tier it groups by (default variant), so asking for exact lists every set
 files, even those that a looser tier would merge with their variants. Files come best-kept
 first: RAW before anything else, then more pixels, more bytes, the older, and by path. This
 only reports: nothing here deletes or moves a file.
+
+A search's whole answer is kept (a few, by criteria) until the store is next written, so that
+paging through groups, or going back to a threshold just tried, does not search again.
 """
 
 from __future__ import annotations
@@ -52,6 +55,8 @@ RAW_EXTENSIONS = frozenset(
 _HASH_CHUNK = 1 << 20
 # Whole-file hashes kept between requests (about 100 bytes each).
 _MAX_KEPT_HASHES = 100_000
+# Whole answers kept between requests (a threshold or folder being tried out, paged through).
+_KEPT_SEARCHES = 8
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +100,14 @@ class DuplicatesReport:
     unchecked: int
 
 
+@dataclass(frozen=True, slots=True)
+class _Found:
+    """Every group of one search, in order, and the files it could not compare by pixels."""
+
+    groups: tuple[DuplicateGroup, ...]
+    unchecked: int
+
+
 @dataclass
 class _Edges:
     """Confirmed pairs of file ids, by tier number (index into TIERS)."""
@@ -103,19 +116,39 @@ class _Edges:
 
 
 class DuplicateFinder:
-    """Finds duplicate groups in a store; keeps whole-file hashes between requests."""
+    """Finds duplicate groups in a store; keeps whole-file hashes and recent answers between
+    requests."""
 
     def __init__(self, store: IndexStore) -> None:
         self._store = store
         # One search at a time: at 100k files each holds a copy of the vectors (~200 MB).
         self._one_at_a_time = threading.Lock()
         self._full_hashes: dict[tuple[str, int, float], bytes] = {}
+        # Whole answers by (threshold, under, tier), valid while store.writes == _found_at.
+        self._found: dict[tuple[float, tuple[str, ...], str], _Found] = {}
+        self._found_at = -1
 
     def find(self, criteria: Criteria) -> DuplicatesReport:
         with self._one_at_a_time:
-            return self._find(criteria)
+            found = self._found_for(criteria)
+        page = found.groups[criteria.offset : criteria.offset + criteria.limit]
+        return DuplicatesReport(page, len(found.groups), found.unchecked)
 
-    def _find(self, criteria: Criteria) -> DuplicatesReport:
+    def _found_for(self, criteria: Criteria) -> _Found:
+        """Every group for these criteria: kept from an earlier request while the store has
+        not been written since (the pages of one listing are one search, not one each)."""
+        writes = self._store.writes  # the shared store's changes every call: nothing is kept
+        if writes != self._found_at:
+            self._found.clear()
+            self._found_at = writes
+        key = (criteria.threshold, criteria.under, criteria.tier)
+        found = self._found.pop(key, None) or self._search(criteria)
+        self._found[key] = found  # the most recently used last
+        if len(self._found) > _KEPT_SEARCHES:
+            del self._found[next(iter(self._found))]
+        return found
+
+    def _search(self, criteria: Criteria) -> _Found:
         where = SearchFilter(under=criteria.under)
         ids, vectors = self._store.vectors(where)
         pairs = neighbours.similar_pairs(vectors, criteria.threshold, NEIGHBOURS)
@@ -134,8 +167,7 @@ class DuplicateFinder:
             if all(i in row_of and i in files for i in members)
         ]
         groups.sort(key=lambda g: (TIERS.index(g.tier), g.files[0].path))
-        page = groups[criteria.offset : criteria.offset + criteria.limit]
-        return DuplicatesReport(tuple(page), len(groups), unchecked)
+        return _Found(tuple(groups), unchecked)
 
     def _exact_pairs(
         self, same: list[list[int]], files: dict[int, DuplicateCandidate]

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from clipd import images, pairs, thumbcache
-from clipd.backfill import SignatureBackfill
+from clipd.backfill import Backfill
 from clipd.config import Config
 from clipd.embedder import Embedder
 from clipd.errors import ImageError, MissingDecoder, StoreUnavailable, StoreUnwritable
@@ -39,8 +39,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 _LOG_EVERY_S = 5.0
-# Files whose capture time the backfill reads per transaction.
-_BACKFILL_CHUNK = 64
 # A batch the storage refused (disk full, read-only) is retried after these waits, doubling.
 _RETRY_FIRST_S = 1.0
 _RETRY_MAX_S = 60.0
@@ -106,7 +104,8 @@ class Indexer:
         self._thread = threading.Thread(target=self._run, name="clipd-indexer")
         threads = config.loader_threads or min(4, os.cpu_count() or 1)
         self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="clipd-loader")
-        self._signatures = SignatureBackfill(store, self._pool, self._decode)
+        self._backfill = Backfill(store, self._pool, self._decode)
+        self._pairs = pairs.Planner(store, self._pool)
 
     def start(self) -> None:
         self._thread.start()
@@ -138,14 +137,14 @@ class Indexer:
         self._pool.shutdown(wait=True, cancel_futures=True)
 
     def run_once(self, paths: Sequence[Path]) -> ScanJob:
-        """Run one scan job, then the capture-time and pixel-signature backfills, on the calling
-        thread (for `clipd index`)."""
+        """Run one scan job, then a backfill pass (clipd.backfill), on the calling thread (for
+        `clipd index`)."""
         job = ScanJob(tuple(paths))
         self._progress.begin_scan()
         try:
             self._run_job(job)
-            self._backfill()
-            self._sign_unsigned()
+            self._backfill.restart()
+            self._fill_in()
         finally:
             self._pool.shutdown(wait=True, cancel_futures=True)
         return job
@@ -159,8 +158,9 @@ class Indexer:
                 break
             try:
                 self._run_job(job)
-                self._backfill()
-                self._sign_unsigned()
+                if self._covers_every_root(job):
+                    self._backfill.restart()
+                self._fill_in()
             except StoreUnwritable as exc:  # a move or removal refused: the next scan redoes it
                 log.error("scan of %s stopped: %s", ", ".join(map(str, job.paths)), exc)
             except Exception:  # a bug in one job must not end indexing for good
@@ -185,7 +185,7 @@ class Indexer:
                     log.info("trying again %d files whose decoder was missing", retried)
             for root in job.forget:
                 job.removed += self._forget(root)
-            if set(self._config.roots) <= set(job.paths):  # a rescan of every root
+            if self._covers_every_root(job):
                 job.removed += self._forget_outside_roots()
             for source, destination in job.moves:
                 moved = self._store.move(str(source), str(destination))
@@ -242,7 +242,8 @@ class Indexer:
         new failures for paths that cannot be indexed)."""
         found = ScanResult()
         present = [path for path in job.paths if self._root_is_present(path)]
-        present += self._pair_siblings(present)
+        if self._config.raw_pairs != "both":
+            present += self._pairs.siblings(present, self._config.roots, self._matcher)
         for path in present:
             scan(path, self._matcher, found, follow=self._config.follow_symlinks)
         known: dict[str, tuple[int, int]] = {}
@@ -253,7 +254,7 @@ class Indexer:
         hidden = tuple(d + os.sep for d in found.unreadable)
         listed = found.files.keys() | found.rejected.keys()
         gone = {p for p in known.keys() | failed.keys() if p not in listed}
-        left_out = self._pair(found.files)
+        left_out = self._pairs.leave_out(found.files, self._config.raw_pairs)
         gone |= {p for p in left_out if p in known or p in failed}
         vanished = [p for root in present for p in self._store.paired_paths(str(root))]
         if any(p not in listed for p in vanished):
@@ -272,72 +273,14 @@ class Indexer:
         ]
         return todo, sorted(p for p in gone if not p.startswith(hidden)), rejected
 
-    def _pair_siblings(self, paths: list[Path]) -> list[Path]:
-        """Files that may pair with the single files among paths (a watcher's event names one
-        file; its RAW or JPEG sibling decides whether it is indexed)."""
-        if self._config.raw_pairs == "both":
-            return []
-        siblings = []
-        for path in paths:
-            if pairs.kind(str(path)) is None:
-                continue
-            try:
-                names = os.listdir(path.parent)
-            except OSError:
-                continue
-            for name in pairs.sibling_names(str(path), names):
-                sibling = path.parent / name
-                if sibling not in paths and self._is_candidate(sibling):
-                    siblings.append(sibling)
-        return siblings
+    def _covers_every_root(self, job: ScanJob) -> bool:
+        """A scan of every root: the start-up scan, or a full rescan."""
+        return set(self._config.roots) <= set(job.paths)
 
-    def _is_candidate(self, path: Path) -> bool:
-        """Whether the include/exclude rules take this file, below whichever root holds it."""
-        for root in self._config.roots:
-            if path.is_relative_to(root):
-                return self._matcher.wants_path(str(path.relative_to(root)), is_directory=False)
-        return False
-
-    def _pair(self, files: dict[str, FileStat]) -> set[str]:
-        """Decide RAW + JPEG pairs among files (clipd.pairs); the paths to leave out."""
-        candidates = {path: stat for path, stat in files.items() if pairs.kind(path)}
-        if not candidates:
-            return set()
-        remembered = self._store.pairs(list(candidates))
-        decided = pairs.decide(candidates, self._config.raw_pairs, remembered, self._metadata)
-        left_out = {pair.path for pair in decided}
-        new = [pair for pair in decided if remembered.get(pair.path) != pair]
-        undone = [path for path in remembered if path not in left_out]
-        if new or undone:
-            self._store.set_pairs(new, undone)
-        for pair in new:
-            log.info("%s is the same photo as %s: only the latter is indexed", pair.path,
-                     pair.partner)  # fmt: skip
-        return left_out
-
-    def _metadata(self, paths: list[str]) -> list[pairs.Metadata | None]:
-        """Header facts of files, read on the loader threads; None for one that cannot be read."""
-        return list(self._pool.map(_read_metadata, paths))
-
-    def _backfill(self) -> None:
-        """Read the capture times the database lacks (rows indexed before clipd stored them),
-        from the files' metadata, without the model; in chunks, giving way to any new job."""
-        done = 0
-        while not self._stopping.is_set() and self._jobs.empty():
-            rows = self._store.unread_capture_times(_BACKFILL_CHUNK)
-            if not rows:
-                break
-            self._store.set_capture_times(list(self._pool.map(_capture_time, rows)))
-            done += len(rows)
-        if done:
-            log.info("read the capture times of %d files indexed before clipd stored them", done)
-
-    def _sign_unsigned(self) -> None:
-        """Make the pixel signatures the database lacks (rows indexed before clipd made them;
-        see clipd.backfill), without the model; in chunks, giving way to any new job."""
-        self._signatures.restart()
-        while self._signatures.pending and not self._stopping.is_set() and self._jobs.empty():
-            self._signatures.step()
+    def _fill_in(self) -> None:
+        """Go on with the backfill pass, if one is under way, until it ends or a job waits."""
+        while self._backfill.pending and not self._stopping.is_set() and self._jobs.empty():
+            self._backfill.step()
 
     def _root_is_present(self, path: Path) -> bool:
         """False for a root that is missing or emptied while files are indexed under it (an
@@ -584,30 +527,6 @@ def _record(
 
 def _ns(seconds: float | None) -> int | None:
     return None if seconds is None else round(seconds * 1e9)
-
-
-def _read_metadata(path: str) -> pairs.Metadata | None:
-    try:
-        width, height, taken = images.read_metadata(Path(path))
-    except ImageError:
-        return None
-    except Exception:  # one odd file must not stop a scan
-        log.exception("unexpected error reading %s", path)
-        return None
-    return pairs.Metadata(width, height, taken)
-
-
-def _capture_time(row: tuple[int, str, int, int]) -> tuple[int, int, int, int | None]:
-    """Runs on a loader thread: (id, size, mtime_ns, capture time) of a backfill row."""
-    file_id, path, size, mtime_ns = row
-    try:
-        taken_ns = _ns(images.read_metadata(Path(path))[2])
-    except ImageError:  # unreadable now: the scan deals with it; its time stays unknown
-        taken_ns = None
-    except Exception:  # one odd file must not stop the backfill
-        log.exception("unexpected error reading the capture time of %s", path)
-        taken_ns = None
-    return file_id, size, mtime_ns, taken_ns
 
 
 def _files(count: int) -> str:

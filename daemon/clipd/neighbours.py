@@ -3,16 +3,19 @@
 Every pair of 100k vectors is 5 * 10^9 dot products (about five minutes on two cores). Near
 duplicates are very close (cosine 0.9 and above), so each vector is compared only with vectors
 that lie near it, as an inverted-file index does: a few rounds of spherical k-means on a sample
-place one centre per BUCKET_ROWS vectors; each vector is filed in the bucket of its nearest
-centre and searches the buckets of its PROBES nearest centres, by blocks of rows (a matrix
-product and an argpartition per block), keeping its best `k` neighbours at or above the
-threshold. That is about PROBES * BUCKET_ROWS dot products per vector instead of n. Two close
-vectors nearly always meet; bench/duplicates.py measures how often they do not (recall), and
-the time and memory at 100k vectors. Small sets (up to EXACT_ROWS) are searched exactly.
+place C centres; each vector is filed in the bucket of its nearest centre and searches the
+buckets of its PROBES nearest centres, by blocks of rows (a matrix product and an argpartition
+per block), keeping its best `k` neighbours at or above the threshold. For n vectors that is
+n * C dot products to file them and n * PROBES * n / C to search, so C grows as sqrt(n) (see
+_bucket_count), not as n: at 1M vectors, one centre per 128 would spend 8 * 10^9 dot products
+filing alone. Two close vectors nearly always meet; bench/duplicates.py measures how often they
+do not (recall, against the exact search), and the time and memory at 100k vectors. Small sets
+(up to EXACT_ROWS) are searched exactly.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -24,8 +27,7 @@ Floats = npt.NDArray[np.float32]
 
 # Up to this many vectors, every pair is scored (at most ~4 * 10^6 dot products).
 EXACT_ROWS = 2048
-# One centre per this many vectors; each vector searches the buckets of its PROBES nearest.
-BUCKET_ROWS = 128
+# Each vector searches the buckets of its PROBES nearest centres.
 PROBES = 6
 _KMEANS_ROUNDS = 4
 _SAMPLE_PER_BUCKET = 32
@@ -58,12 +60,19 @@ def similar_pairs(vectors: Floats, threshold: float, k: int) -> Pairs:
         return _similar_pairs(vectors, threshold, k)
 
 
-def _similar_pairs(vectors: Floats, threshold: float, k: int) -> Pairs:
-    rows = np.arange(len(vectors), dtype=np.int64)
-    if len(vectors) <= EXACT_ROWS:
+def exact_pairs(vectors: Floats, threshold: float, k: int) -> Pairs:
+    """The same pairs, every row scored against every other: for small sets, and to measure
+    how many the buckets miss (bench/duplicates.py)."""
+    with threadpool_limits(limits=1, user_api="blas"):
+        rows = np.arange(len(vectors), dtype=np.int64)
         return _unique(_search(vectors, rows, rows, threshold, k), len(vectors))
+
+
+def _similar_pairs(vectors: Floats, threshold: float, k: int) -> Pairs:
+    if len(vectors) <= EXACT_ROWS:
+        return exact_pairs(vectors, threshold, k)
     rng = np.random.default_rng(0)  # buckets depend only on the vectors: answers repeat
-    centres = _centres(vectors, len(vectors) // BUCKET_ROWS, rng)
+    centres = _centres(vectors, _bucket_count(len(vectors)), rng)
     nearest = _nearest(vectors, centres)
     members = _grouped(nearest[:, 0], len(centres))
     searchers = _grouped(nearest.ravel(), len(centres), repeat=nearest.shape[1])
@@ -73,6 +82,13 @@ def _similar_pairs(vectors: Floats, threshold: float, k: int) -> Pairs:
         if len(bucket) and len(queries)
     ]
     return _unique(_concatenate(found), len(vectors))
+
+
+def _bucket_count(rows: int) -> int:
+    """How many centres: filing costs rows * count dot products (plus k-means on a sample,
+    _SAMPLE_PER_BUCKET * _KMEANS_ROUNDS * count^2), searching rows * PROBES * rows / count; the
+    sum is least near sqrt(PROBES * rows / 2) (548 at 100k rows, 1,732 at 1M)."""
+    return max(1, round(math.sqrt(PROBES * rows / 2)))
 
 
 def _centres(vectors: Floats, count: int, rng: np.random.Generator) -> Floats:

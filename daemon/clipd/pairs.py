@@ -9,17 +9,26 @@ camera showed and decodes fastest; `prefer_raw` keeps the RAW; `both` indexes bo
 
 A file left out is recorded (store table raw_pairs) with the file that stands for it and both
 files' size and mtime, so that an unchanged pair is decided once, never re-read; hits of the
-file that stands for a photo name the files it stands for (Hit.paired).
+file that stands for a photo name the files it stands for (Hit.paired). The Planner applies the
+rule during a scan.
 """
 
 from __future__ import annotations
 
+import logging
 import os
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import Executor
 from dataclasses import dataclass
+from pathlib import Path
 
+from clipd import images
+from clipd.errors import ImageError
 from clipd.records import PairRecord
-from clipd.scanner import FileStat
+from clipd.scanner import FileStat, Matcher
+from clipd.storage import IndexStore
+
+log = logging.getLogger(__name__)
 
 RAW_EXTENSIONS = frozenset(
     {"dng", "cr2", "cr3", "nef", "nrw", "arw", "srf", "sr2", "raf", "orf", "rw2", "rwl", "pef"}
@@ -113,3 +122,80 @@ def decide(
 
 def _record(leave: FileStat, keep: FileStat) -> PairRecord:
     return PairRecord(leave.path, leave.size, leave.mtime_ns, keep.path, keep.size, keep.mtime_ns)
+
+
+class Planner:
+    """The rule applied to a scan: which files to look at too, which to leave out."""
+
+    def __init__(self, store: IndexStore, pool: Executor) -> None:
+        self._store = store
+        self._pool = pool  # header reads run on the indexer's loader threads
+
+    def siblings(
+        self, paths: Sequence[Path], roots: Sequence[Path], matcher: Matcher
+    ) -> list[Path]:
+        """Files that may pair with the single files among paths (a watcher's event names one
+        file; its RAW or JPEG sibling decides whether it is indexed). Each folder is listed
+        once, however many of its files the paths name."""
+        by_folder: dict[Path, list[Path]] = {}
+        for path in paths:
+            if kind(str(path)) is not None:
+                by_folder.setdefault(path.parent, []).append(path)
+        asked = set(paths)
+        found: dict[Path, None] = {}  # in order, each once
+        for folder, files in by_folder.items():
+            try:
+                names = os.listdir(folder)
+            except OSError:
+                continue
+            by_stem: dict[str, list[str]] = {}
+            for name in names:
+                by_stem.setdefault(os.path.splitext(name)[0].lower(), []).append(name)
+            for path in files:
+                stem = os.path.splitext(path.name)[0].lower()
+                for name in sibling_names(str(path), by_stem.get(stem, [])):
+                    sibling = folder / name
+                    if sibling not in asked and _wanted(sibling, roots, matcher):
+                        found[sibling] = None
+        return list(found)
+
+    def leave_out(self, files: Mapping[str, FileStat], mode: str) -> set[str]:
+        """Decide the pairs among files, remember new decisions and forget undone ones; the
+        paths to leave out."""
+        candidates = {path: stat for path, stat in files.items() if kind(path)}
+        if not candidates:
+            return set()
+        remembered = self._store.pairs(list(candidates))
+        decided = decide(candidates, mode, remembered, self._metadata)
+        left_out = {pair.path for pair in decided}
+        new = [pair for pair in decided if remembered.get(pair.path) != pair]
+        undone = [path for path in remembered if path not in left_out]
+        if new or undone:
+            self._store.set_pairs(new, undone)
+        for pair in new:
+            log.info("%s is the same photo as %s: only the latter is indexed", pair.path,
+                     pair.partner)  # fmt: skip
+        return left_out
+
+    def _metadata(self, paths: list[str]) -> list[Metadata | None]:
+        """Header facts of files, read on the loader threads; None for one that cannot be read."""
+        return list(self._pool.map(_read_metadata, paths))
+
+
+def _wanted(path: Path, roots: Sequence[Path], matcher: Matcher) -> bool:
+    """Whether the include/exclude rules take this file, below whichever root holds it."""
+    for root in roots:
+        if path.is_relative_to(root):
+            return matcher.wants_path(str(path.relative_to(root)), is_directory=False)
+    return False
+
+
+def _read_metadata(path: str) -> Metadata | None:
+    try:
+        width, height, taken = images.read_metadata(Path(path))
+    except ImageError:
+        return None
+    except Exception:  # one odd file must not stop a scan
+        log.exception("unexpected error reading %s", path)
+        return None
+    return Metadata(width, height, taken)

@@ -16,6 +16,7 @@ import psycopg
 from psycopg.adapt import Buffer, Dumper, Loader
 from psycopg.pq import Format
 
+from clipd import sqlfilter
 from clipd.errors import StoreError
 from clipd.pgurl import PostgresDatabase
 from clipd.records import SearchFilter, StoredHit
@@ -191,42 +192,11 @@ class VectorLoader(Loader):
 
 
 def prefix_condition(prefixes: Sequence[str], column: str) -> tuple[str, list[object]]:
-    """SQL matching `column` (collation "C") at or below any of the absolute prefixes."""
-    clauses: list[str] = []
-    params: list[object] = []
-    for prefix in prefixes:
-        base = prefix.rstrip("/")
-        # '0' sorts right after '/' in byte order, so [base/, base0) is exactly "inside base/".
-        clauses.append(f"({column} = %s OR ({column} >= %s AND {column} < %s))")
-        params += [base or "/", base + "/", base + "0"]
-    return "(" + " OR ".join(clauses) + ")", params
+    return sqlfilter.prefix_condition(prefixes, column, sqlfilter.POSTGRES)
 
 
 def filter_condition(where: SearchFilter) -> tuple[str, list[object]]:
-    """SQL over `clipd_files f` selecting the online files that `where` lets through."""
-    clauses = ["f.state = 'ok'"]
-    params: list[object] = []
-    if where.under:
-        clause, prefix_params = prefix_condition(where.under, "f.path")
-        clauses.append(clause)
-        params += prefix_params
-    if where.extensions:
-        clauses.append("(" + " OR ".join("f.path ILIKE %s" for _ in where.extensions) + ")")
-        params += [f"%.{ext}" for ext in where.extensions]
-    if where.hosts:
-        clauses.append("f.host = ANY(%s)")
-        params.append(list(where.hosts))
-    bounds = (
-        ("f.mtime_ns >= %s", where.modified_after_ns),
-        ("f.mtime_ns < %s", where.modified_before_ns),
-        ("coalesce(f.taken_ns, f.mtime_ns) >= %s", where.taken_after_ns),
-        ("coalesce(f.taken_ns, f.mtime_ns) < %s", where.taken_before_ns),
-    )
-    for clause, bound in bounds:
-        if bound is not None:
-            clauses.append(clause)
-            params.append(bound)
-    return " AND ".join(clauses), params
+    return sqlfilter.filter_condition(where, sqlfilter.POSTGRES)
 
 
 # What a hit is made of (_hit), in this order.

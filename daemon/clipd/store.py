@@ -7,7 +7,7 @@ so cosine distance is 1 - score.
 Searches score an in-RAM copy of vec0 (clipd.matrix) once it is loaded, which happens on a
 background thread at open so that serving never waits for it; until then, and when the copy is
 turned off, they run vec0's KNN. Both paths take the files a search may return from the same
-SQL (filter_condition), so every filter behaves the same on both.
+SQL (clipd.sqlfilter), so every filter behaves the same on both.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from clipd import sqlite
+from clipd import sqlfilter, sqlite
 from clipd.errors import StoreError, StoreUnwritable
 from clipd.matrix import Floats, Ids, VectorMatrix
 from clipd.records import (
@@ -85,7 +85,7 @@ MIGRATIONS: tuple[tuple[str, str], ...] = (
     (
         # Capture times, and RAW files left out for the JPEG of the same photo (clipd.pairs).
         # Rows indexed before this migration are marked unread; the indexer's
-        # backfill reads their times from the files, without the model (Indexer._backfill).
+        # backfill reads their times from the files, without the model (clipd.backfill).
         "0002_capture_time",
         """
         ALTER TABLE files ADD COLUMN taken_ns INTEGER;
@@ -162,47 +162,8 @@ def _storage_fault(exc: BaseException) -> str | None:
     return next((words for code, words in _STORAGE_FAULTS if name.startswith(code)), None)
 
 
-def prefix_condition(prefixes: Sequence[str], column: str = "path") -> tuple[str, list[str]]:
-    """SQL matching `column` equal to or below any of the normalised absolute prefixes."""
-    clauses: list[str] = []
-    params: list[str] = []
-    for prefix in prefixes:
-        base = prefix.rstrip("/")
-        # '0' sorts right after '/', so [base/, base0) is exactly "inside base/".
-        clauses.append(f"({column} = ? OR ({column} >= ? AND {column} < ?))")
-        params += [base or "/", base + "/", base + "0"]
-    return "(" + " OR ".join(clauses) + ")", params
-
-
-def filter_condition(where: SearchFilter, host: str = "") -> tuple[str, list[object]]:
-    """SQL over `files f` selecting the online files that `where` lets through; every file
-    of this database is `host`'s."""
-    clauses = ["f.state = 'ok'"]
-    params: list[object] = []
-    if where.hosts:
-        clauses.append(f"? IN ({', '.join('?' for _ in where.hosts)})")
-        params += [host, *where.hosts]
-    if where.under:
-        clause, prefix_params = prefix_condition(where.under, "f.path")
-        clauses.append(clause)
-        params += prefix_params
-    if where.extensions:
-        # LIKE ignores ASCII case; extensions are plain alphanumerics, checked by the servicer.
-        clauses.append("(" + " OR ".join("f.path LIKE ?" for _ in where.extensions) + ")")
-        params += [f"%.{ext}" for ext in where.extensions]
-    if where.modified_after_ns is not None:
-        clauses.append("f.mtime_ns >= ?")
-        params.append(where.modified_after_ns)
-    if where.modified_before_ns is not None:
-        clauses.append("f.mtime_ns < ?")
-        params.append(where.modified_before_ns)
-    if where.taken_after_ns is not None:
-        clauses.append(f"{_TAKEN_ELSE_MTIME} >= ?")
-        params.append(where.taken_after_ns)
-    if where.taken_before_ns is not None:
-        clauses.append(f"{_TAKEN_ELSE_MTIME} < ?")
-        params.append(where.taken_before_ns)
-    return " AND ".join(clauses), params
+def prefix_condition(prefixes: Sequence[str], column: str = "path") -> tuple[str, list[object]]:
+    return sqlfilter.prefix_condition(prefixes, column, sqlfilter.SQLITE)
 
 
 # What a hit is made of (_hit), in this order.
@@ -210,8 +171,6 @@ _HIT_COLUMNS = (
     "f.path, f.width, f.height, f.size, f.mtime_ns, f.taken_ns, "
     "(SELECT json_group_array(p.path) FROM raw_pairs p WHERE p.partner = f.path)"
 )
-# When a photo was taken if it says, else when its file was last modified.
-_TAKEN_ELSE_MTIME = "coalesce(f.taken_ns, f.mtime_ns)"
 
 
 _EVERYTHING = SearchFilter()
@@ -740,7 +699,7 @@ class Store:
         min_score: float | None,
         where: SearchFilter,
     ) -> list[StoredHit]:
-        condition, params = filter_condition(where, self._host)
+        condition, params = sqlfilter.filter_condition(where, sqlfilter.SQLITE, self._host)
         allowed = excluded = None
         if where.narrows:
             allowed = self._ids(f"SELECT f.id FROM files f WHERE {condition}", params)
@@ -779,7 +738,7 @@ class Store:
     ) -> list[StoredHit]:
         max_distance = 2.0 if min_score is None else 1.0 - min_score
         hidden = self._read("SELECT count(*) FROM files WHERE state != 'ok'")[0][0]
-        condition, params = filter_condition(where, self._host)
+        condition, params = sqlfilter.filter_condition(where, sqlfilter.SQLITE, self._host)
         columns = f"m.distance, {_HIT_COLUMNS}"
         if limit + offset <= KNN_MAX_K:
             # Filters go inside the KNN (rowid IN) so that k candidates all qualify.
@@ -813,7 +772,7 @@ class Store:
         """(file ids, their vectors as rows) of the files `where` lets through: a copy."""
         if self.model is None:
             return np.empty(0, dtype=np.int64), np.empty((0, 0), dtype=np.float32)
-        condition, params = filter_condition(where, self._host)
+        condition, params = sqlfilter.filter_condition(where, sqlfilter.SQLITE, self._host)
         matrix = self._matrix
         if matrix is not None:
             return matrix.rows(self._ids(f"SELECT f.id FROM files f WHERE {condition}", params))
@@ -827,7 +786,7 @@ class Store:
 
     def same_content(self, where: SearchFilter = _EVERYTHING) -> list[list[int]]:
         """Ids of the files `where` lets through, grouped by content hash and size (2 or more)."""
-        condition, params = filter_condition(where, self._host)
+        condition, params = sqlfilter.filter_condition(where, sqlfilter.SQLITE, self._host)
         rows = self._read(
             f"SELECT json_group_array(f.id) FROM files f WHERE {condition} "
             f"GROUP BY f.content_hash, f.size HAVING count(*) > 1",
@@ -859,7 +818,7 @@ class Store:
 
     def count_unsigned(self, where: SearchFilter = _EVERYTHING) -> int:
         """How many files `where` lets through have no pixel signature yet."""
-        condition, params = filter_condition(where, self._host)
+        condition, params = sqlfilter.filter_condition(where, sqlfilter.SQLITE, self._host)
         ((count,),) = self._read(
             f"SELECT count(*) FROM files f WHERE f.pixels IS NULL AND {condition}", params
         )

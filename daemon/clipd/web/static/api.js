@@ -102,6 +102,15 @@ export function failures(limit, offset) {
   return json(`/failures?limit=${limit}&offset=${offset}`);
 }
 
+/** One page of groups of near-identical pictures (the duplicates view, duplicates.js). */
+export function duplicates({ threshold, tier, under, limit, offset, signal }) {
+  const params = new URLSearchParams({ threshold: String(threshold), tier });
+  if (under) params.append("under", under);
+  params.set("limit", String(limit));
+  params.set("offset", String(offset));
+  return json(`/duplicates?${params}`, { signal });
+}
+
 export function upload(files) {
   const form = new FormData();
   for (const file of files) form.append("file", file, file.name);

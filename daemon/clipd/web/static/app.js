@@ -2,6 +2,7 @@
 // Plain ES modules, no build step; everything talks to this daemon only (see api.js).
 
 import * as api from "./api.js";
+import * as duplicates from "./duplicates.js";
 import * as fmt from "./format.js";
 
 const PAGE = 60; // hits per request: the first screenful and then some
@@ -1045,19 +1046,21 @@ function failureRow(failure) {
 
 $("#failures-more").addEventListener("click", () => loadFailures(false));
 
+// The views besides search, by the address's hash.
+const VIEWS = { "#failures": "failures", "#duplicates": "duplicates" };
+
 function showView(name) {
   const failures = name === "failures";
   el.failures.hidden = !failures;
-  el.searchView.hidden = failures;
-  el.filters.hidden = failures;
+  el.searchView.hidden = name !== "search";
+  el.filters.hidden = name !== "search";
+  duplicates.show(name === "duplicates");
   if (failures) loadFailures(true);
-  else if (location.hash === "#failures")
+  else if (name === "search" && VIEWS[location.hash])
     history.replaceState(history.state, "", urlFor(query).replace(/#.*$/, ""));
 }
 
-window.addEventListener("hashchange", () =>
-  showView(location.hash === "#failures" ? "failures" : "search"),
-);
+window.addEventListener("hashchange", () => showView(VIEWS[location.hash] || "search"));
 
 // ---------------------------------------------------------------------------------------------
 // Little notes that come and go.
@@ -1080,11 +1083,11 @@ function start() {
   if (query.under || query.since || query.until || query.ext.length || query.min)
     el.filters.open = true;
   history.replaceState({ image: null }, "", location.href);
-  showView(location.hash === "#failures" ? "failures" : "search");
+  showView(VIEWS[location.hash] || "search");
   api.watchStatus(showStatus, lostStatus);
   api.status().then(showStatus, () => {});
   search();
-  if (!hasTerms() && location.hash !== "#failures") el.q.focus();
+  if (!hasTerms() && !VIEWS[location.hash]) el.q.focus();
 }
 
 start();
