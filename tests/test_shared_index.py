@@ -4,8 +4,9 @@ only its own rows."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterator
-from contextlib import ExitStack
+from contextlib import ExitStack, closing
 from pathlib import Path
 
 import grpc
@@ -13,9 +14,11 @@ import pytest
 from conftest import ConfigWriter
 from harness import InProcessDaemon, in_process_daemon, picture, run_clipq
 from pgserver import PgServer
+from starlette.testclient import TestClient
 
 from clipd.config import load_config
 from clipd.queries import Queries
+from clipd.web.api import Api, build_app
 from clipd_api.v1 import clipd_pb2 as pb
 from clipd_api.v1 import clipd_pb2_grpc as pb_grpc
 from clipq import NotFound
@@ -95,6 +98,60 @@ def test_each_machine_searches_every_machines_pictures(
     code, out, _ = run_clipq(capsys, "--paths", "--host", "beta", "a red circle")
     assert code == 0
     assert all(line.startswith("beta:") for line in out.splitlines())
+
+
+def test_the_web_api_serves_another_machines_hits_from_the_shared_index(
+    two_machines: tuple[InProcessDaemon, InProcessDaemon],
+) -> None:
+    alpha, beta = two_machines
+    assert alpha.daemon.state is not None
+    assert beta.daemon.state is not None
+    blue_circle = str(beta.root / "circle.png")
+    on_beta = Queries(beta.daemon.state, remote=False)
+    kept = on_beta.make_thumbnail(on_beta.current_version(blue_circle))  # beta shows it once
+    with (
+        closing(Api(alpha.daemon.state, threading.Event())) as api,
+        TestClient(build_app(api), base_url="http://127.0.0.1") as web,
+    ):
+        found = web.get("/api/v1/search", params={"q": "a blue circle", "limit": 10}).json()
+        assert found["host"] == "alpha"
+        assert (found["hits"][0]["host"], found["hits"][0]["path"]) == ("beta", blue_circle)
+        # The file is not on alpha: without the host it is not an image alpha indexed.
+        assert web.get("/api/v1/thumbnail", params={"path": blue_circle}).status_code == 404
+        picture_params = {"path": blue_circle, "host": "beta", "v": "1"}
+        thumb = web.get("/api/v1/thumbnail", params=picture_params)
+        assert thumb.status_code == 200
+        assert thumb.content == kept
+        assert thumb.headers["content-type"] == "image/jpeg"
+        assert "immutable" in thumb.headers["cache-control"]
+        again = web.get(
+            "/api/v1/thumbnail",
+            params=picture_params,
+            headers={"If-None-Match": thumb.headers["etag"]},
+        )
+        assert again.status_code == 304
+        small = web.get("/api/v1/thumbnail", params={**picture_params, "size": "16"})
+        assert small.status_code == 200
+        assert small.content != kept
+        assert small.headers["etag"] != thumb.headers["etag"]
+        # The original lives on beta; the largest picture alpha has of it is the kept one.
+        original = web.get("/api/v1/image", params=picture_params)
+        assert original.status_code == 200
+        assert original.content == kept
+        # More like beta's file: its stored vector, so it comes first.
+        like = web.get("/api/v1/search", params={"like": f"beta:{blue_circle}", "limit": 4})
+        assert like.status_code == 200
+        first = like.json()["hits"][0]
+        assert (first["host"], first["path"], round(first["score"], 4)) == ("beta", blue_circle, 1)
+        # beta keeps no picture of its square (never shown): a clear 404 naming where it lives.
+        square = {"path": str(beta.root / "square.png"), "host": "beta"}
+        for endpoint in ("thumbnail", "image"):
+            missing = web.get(f"/api/v1/{endpoint}", params=square)
+            assert missing.status_code == 404
+            assert "the file lives on beta" in missing.json()["error"]["message"]
+        absent = web.get("/api/v1/search", params={"like": f"beta:{beta.root / 'gone.png'}"})
+        assert absent.status_code == 404
+        assert "is not in the shared index" in absent.json()["error"]["message"]
 
 
 def test_a_machine_changes_only_its_own_rows(

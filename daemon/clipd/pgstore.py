@@ -802,6 +802,14 @@ class PostgresStore:
         kept = self.thumbnail(host, path)
         return kept[2] if kept is not None else None
 
+    def stored_vector(self, host: str, path: str) -> bytes | None:
+        if self.model is None:
+            return None
+        rows = self._read(
+            "SELECT embedding FROM clipd_files WHERE host = %s AND path = %s", (host, path)
+        )
+        return bytes(rows[0][0]) if rows else None
+
     def forget_stray_thumbnails(self) -> int:
         """Drop this host's thumbnails of files it no longer indexes; how many."""
         with self._transaction() as cursor:

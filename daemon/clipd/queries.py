@@ -12,6 +12,7 @@ could not.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import math
 import os
@@ -273,6 +274,9 @@ class Queries:
         raise QueryError(f"{label} is empty; set one of text, image or path")
 
     def _path_vector(self, embedder: Embedder, raw: str, label: str) -> Vectors:
+        host, raw = _host_and_path(raw)
+        if host and host != self._state.store.host:
+            return self._remote_vector(host, _absolute(raw, label), label)
         path = _absolute(raw, label)
         stored = self._state.store.vector_for(path)
         if stored is not None:
@@ -284,6 +288,16 @@ class Queries:
                 f"and {path} is not indexed; send the image's bytes instead"
             )
         return self._image_vector(embedder, Path(path), label)
+
+    def _remote_vector(self, host: str, path: str, label: str) -> Vectors:
+        """The vector another machine stored of its file: the file itself is not here."""
+        stored = self._state.store.stored_vector(host, path)
+        if stored is None:
+            raise QueryError(
+                f"{label}: {host}:{path} is not in the shared index", ErrorKind.NOT_FOUND
+            )
+        vector: Vectors = np.frombuffer(stored, dtype=np.float32)
+        return vector
 
     def _image_vector(self, embedder: Embedder, source: bytes | Path, label: str) -> Vectors:
         """The vector of image bytes or an image file; one that cannot be decoded is refused."""
@@ -458,6 +472,29 @@ class Queries:
             raise QueryError(f"{host}:{path}: its kept picture is damaged ({exc})") from exc
         return thumbnails.render(decoded.image, side, fmt)
 
+    def remote_picture(self, host: str, raw_path: str, side: int = 0) -> tuple[str, bytes]:
+        """(ETag, JPEG) of another machine's image from the thumbnail it keeps in the shared
+        index, within `side` pixels (0: as kept, the largest picture there is of it).
+
+        The file lives on that machine, so this is also what its "original" is here."""
+        _check_web_side(side)
+        path = _absolute(raw_path, "path")
+        kept = self._state.store.stored_thumbnail(host, path)
+        if kept is None:
+            raise QueryError(
+                f"{host}:{path} has no picture in the shared index; the file lives on {host} "
+                "(that machine keeps one when it indexes the file)",
+                ErrorKind.NOT_FOUND,
+            )
+        etag = f'"{host}-{hashlib.blake2b(kept, digest_size=8).hexdigest()}-{side:x}"'
+        if side == 0 or side >= thumbcache.THUMBNAIL_SIDE:
+            return etag, kept
+        try:
+            decoded = images.decode_bytes(kept)
+        except ImageError as exc:
+            raise QueryError(f"{host}:{path}: its kept picture is damaged ({exc})") from exc
+        return etag, thumbcache.encode(decoded.image, side)
+
     def current_version(self, raw_path: str) -> FileVersion:
         """An indexed image's path, size and mtime now; NOT_FOUND if it is not indexed, gone,
         or has become a symbolic link where the config does not follow them."""
@@ -602,6 +639,15 @@ def _time_ns(seconds: float | None, field: str) -> int | None:
         raise QueryError(f"{field} must be a time in seconds since the Unix epoch")
     # Beyond what SQLite's 64-bit nanoseconds hold (years 1678-2262) no file can be: clamp.
     return round(max(-_MAX_SECONDS, min(seconds, _MAX_SECONDS)) * 1e9)
+
+
+def _host_and_path(raw: str) -> tuple[str, str]:
+    """("laptop", "/a/b.jpg") from "laptop:/a/b.jpg", how another machine's file is named;
+    ("", raw) for a plain path (an absolute path never has a host before it)."""
+    host, colon, path = raw.partition(":/")
+    if not colon or not host or os.path.isabs(raw):
+        return "", raw
+    return host, "/" + path
 
 
 def _absolute(raw: str, label: str) -> str:

@@ -115,6 +115,10 @@ class IndexStore(Protocol):
         """The JPEG thumbnail another machine (host) keeps of its file in a shared index."""
         ...
 
+    def stored_vector(self, host: str, path: str) -> bytes | None:
+        """The vector another machine (host) stored of its file in a shared index."""
+        ...
+
     # -- searches and duplicate detection --------------------------------------------------
 
     def search(

@@ -861,6 +861,10 @@ class Store:
         """None: a SQLite index holds one machine's files, and no other machine's thumbnails."""
         return None
 
+    def stored_vector(self, host: str, path: str) -> bytes | None:
+        """None: a SQLite index holds one machine's files, and no other machine's vectors."""
+        return None
+
     def size_bytes(self) -> int:
         """Bytes on disk: the database plus its WAL."""
         total = 0

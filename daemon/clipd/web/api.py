@@ -262,6 +262,9 @@ class Api:
         params = request.query_params
         path = inputs.required_text(params, "path")
         side = inputs.integer(params, "size")
+        host = inputs.text_field(params, "host")
+        if host and host != self.state.store.host:
+            return await self._remote_picture(request, host, path, side)
         # A stat, an index lookup and a cache read: tens of microseconds, done right here (a
         # hop to the pool and back cost more than the work, measured). Making one goes there.
         version = self.queries.current_version(path)
@@ -274,9 +277,14 @@ class Api:
         return Response(data, media_type="image/jpeg", headers=headers)
 
     async def image(self, request: Request) -> Response:
+        path = inputs.required_text(request.query_params, "path")
+        host = inputs.text_field(request.query_params, "host")
+        if host and host != self.state.store.host:
+            # The file lives on that machine: the largest picture here is the one it keeps.
+            return await self._remote_picture(request, host, path, 0)
         # The file's version first: a browser that has this one gets a 304 before anything
         # is read, let alone a HEIC or RAW decoded.
-        version = self.queries.current_version(inputs.required_text(request.query_params, "path"))
+        version = self.queries.current_version(path)
         headers = _image_headers(request, version.etag)
         if request.headers.get("if-none-match") == version.etag:
             return Response(status_code=304, headers=headers)
@@ -284,6 +292,14 @@ class Api:
         if original.data is None:  # a format browsers show: the file itself, as it is
             return FileResponse(version.path, headers=headers, media_type=original.content_type)
         return Response(original.data, media_type=original.content_type, headers=headers)
+
+    async def _remote_picture(self, request: Request, host: str, path: str, side: int) -> Response:
+        """Another machine's image, from the thumbnail it keeps in the shared index."""
+        etag, data = await self.run(self.queries.remote_picture, host, path, side)
+        headers = _image_headers(request, etag)
+        if request.headers.get("if-none-match") == etag:
+            return Response(status_code=304, headers=headers)
+        return Response(data, media_type="image/jpeg", headers=headers)
 
     async def embed(self, request: Request) -> Response:
         body = await inputs.json_body(request)

@@ -38,6 +38,12 @@ _ERRORS = {
 _IMAGE_PART = {"type": "string", "contentMediaType": "image/*"}
 _PATH = _param("path", {"type": "string"}, "an indexed image's absolute path", required=True)
 _VERSION = _param("v", {"type": "string"}, "the hit's mtime: the answer is then cached for good")
+_HOST = _param(
+    "host",
+    {"type": "string"},
+    "the hit's machine (its `host`) when it is not this one: the picture is then the "
+    "thumbnail that machine keeps in the shared index, since the file is not here",
+)
 _NOT_FOUND = {"404": _json(_ref("Error"), "the path is not an indexed image")}
 
 _FILTERS = [
@@ -166,7 +172,8 @@ _PATHS: dict[str, Any] = {
                 _param(
                     "like",
                     {"type": "array", "items": {"type": "string"}},
-                    "more like this: indexed paths whose stored vectors join the query",
+                    "more like this: indexed paths whose stored vectors join the query; "
+                    "another machine's file as HOST:/path (its stored vector, shared index)",
                     style="form",
                     explode=True,
                 ),
@@ -334,6 +341,7 @@ _PATHS: dict[str, Any] = {
             "summary": "A JPEG thumbnail of an indexed image, made once and cached",
             "parameters": [
                 _PATH,
+                _HOST,
                 _param(
                     "size",
                     {"type": "integer", "minimum": 0, "maximum": MAX_THUMBNAIL_SIDE},
@@ -355,6 +363,7 @@ _PATHS: dict[str, Any] = {
             "summary": "An indexed image: the file, or a JPEG for formats browsers cannot show",
             "parameters": [
                 _PATH,
+                _HOST,
                 _VERSION,
             ],
             "responses": {

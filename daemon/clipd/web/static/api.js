@@ -38,8 +38,29 @@ async function call(path, init = {}) {
   throw new ApiError(kind, message, response.status, retryAfter);
 }
 
+// The answering daemon's machine (a search answer's `host`): hits of other hosts are files on
+// other machines of a shared index, named host:path and drawn from the picture kept there.
+let localHost = "";
+
 async function json(path, init) {
-  return (await call(path, init)).json();
+  const answer = await (await call(path, init)).json();
+  if (typeof answer?.host === "string" && answer.host) localHost = answer.host;
+  return answer;
+}
+
+function elsewhere(hit) {
+  return Boolean(hit.host && localHost && hit.host !== localHost);
+}
+
+/** A hit's name for people and for "like": host:path when the file is on another machine. */
+export function hitName(hit) {
+  return elsewhere(hit) ? `${hit.host}:${hit.path}` : hit.path;
+}
+
+function pictureParams(hit, extra) {
+  const params = { path: hit.path, ...extra, v: String(hit.mtime) };
+  if (elsewhere(hit)) params.host = hit.host;
+  return new URLSearchParams(params);
 }
 
 /** Puts the filter fields of a search (see app.js's `filters`) on URLSearchParams or FormData. */
@@ -108,10 +129,9 @@ export function watchStatus(onStatus, onLost) {
 // A hit's mtime names the file's version, so the browser may keep its pictures for good
 // (the server answers a versioned URL with "immutable"); a changed file gets a new URL.
 export function thumbnailURL(hit, size) {
-  const params = { path: hit.path, size: String(size), v: String(hit.mtime) };
-  return `${BASE}/thumbnail?${new URLSearchParams(params)}`;
+  return `${BASE}/thumbnail?${pictureParams(hit, { size: String(size) })}`;
 }
 
 export function imageURL(hit) {
-  return `${BASE}/image?${new URLSearchParams({ path: hit.path, v: String(hit.mtime) })}`;
+  return `${BASE}/image?${pictureParams(hit, {})}`;
 }

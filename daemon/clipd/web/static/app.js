@@ -418,6 +418,7 @@ function tile(hit, index) {
   open.className = "open";
   open.type = "button";
   open.setAttribute("aria-label", `${name}, score ${fmt.score(hit.score)}: open`);
+  if (api.hitName(hit) !== hit.path) open.title = api.hitName(hit); // on another machine
   const img = document.createElement("img");
   img.alt = name;
   // The first page (a screenful or two) loads at once; the rest only as it nears the viewport.
@@ -488,7 +489,7 @@ el.results.addEventListener("click", (event) => {
   const li = event.target.closest(".hit");
   if (!li) return;
   const index = Number(li.dataset.index);
-  if (event.target.closest(".more-like")) moreLike(hitAt(index).path);
+  if (event.target.closest(".more-like")) moreLike(api.hitName(hitAt(index)));
   else if (event.target.closest(".open")) openLightbox(index);
 });
 
@@ -776,7 +777,7 @@ function openLightbox(index) {
   lb.dims.textContent = hit.width ? `${hit.width} × ${hit.height} pixels` : "unknown";
   lb.size.textContent = fmt.bytes(hit.size_bytes);
   lb.date.textContent = fmt.date(fmt.pictureTime(hit));
-  lb.path.textContent = hit.path;
+  lb.path.textContent = api.hitName(hit);
   lb.open.href = api.imageURL(hit);
   $(".lb-prev").disabled = index === 0;
   $(".lb-next").disabled = index >= run.hits.length - 1 && run.done;
