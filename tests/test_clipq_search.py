@@ -62,6 +62,9 @@ def test_other_machines_hits_show_their_host_and_host_filters(
     out = run_clipq(capsys, "--socket", path, "--host", "nas", "--host", "laptop", "cat")
     assert out == (0, "0.300  /pics/a.jpg\n0.200  nas:/pics/b.jpg\n", "")
     assert list(fake.requests[0].hosts) == ["nas", "laptop"]
+    assert not fake.requests[0].exact
+    run_clipq(capsys, "--socket", path, "--exact", "cat")
+    assert fake.requests[1].exact
     assert run_clipq(capsys, "--socket", path, "--paths", "cat")[1] == (
         "/pics/a.jpg\nnas:/pics/b.jpg\n"
     )

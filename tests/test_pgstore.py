@@ -197,7 +197,7 @@ def test_the_index_fills_a_page_even_when_a_filter_lets_few_rows_through(pg_url:
     exact.close()
 
 
-def test_a_filter_that_lets_few_rows_through_is_searched_exactly(
+def test_a_selective_filter_or_exact_asked_for_is_searched_exactly(
     pg_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The planner's estimate of the rows a filter lets through picks the exact search when
@@ -219,7 +219,11 @@ def test_a_filter_that_lets_few_rows_through_is_searched_exactly(
     query = unit_vectors(1, seed=60)[0].tobytes()
     assert len(indexed.search(query, limit=10, where=SearchFilter(under=("/pics/rare",)))) == 10
     assert searched_by_index == []
-    assert len(indexed.search(query, limit=10, where=SearchFilter(under=("/pics/common",)))) == 10
+    common = SearchFilter(under=("/pics/common",))
+    assert len(indexed.search(query, limit=10, where=common)) == 10
+    assert len(searched_by_index) == 1
+    # Asked for, the exact search compares every row that passes, however many.
+    assert len(indexed.search(query, limit=10, where=common, exact=True)) == 10
     assert len(searched_by_index) == 1
     indexed.close()
 

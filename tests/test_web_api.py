@@ -405,6 +405,7 @@ def test_search_pages_and_filters(web: Web) -> None:
     first = web.search(q="a yellow square", limit=4)["hits"]
     second = web.search(q="a yellow square", limit=4, offset=4)["hits"]
     assert [h["path"] for h in first + second] == [h["path"] for h in both]
+    assert web.search(q="a yellow square", limit=8, exact="true")["hits"] == both  # always, here
 
     pngs = web.search(q="a red circle", limit=100, ext="png,GIF")["hits"]
     assert pngs
@@ -451,6 +452,7 @@ def test_search_by_an_uploaded_image_and_by_json_terms(web: Web) -> None:
         ({"q": "0:red"}, "a weight of 0"),
         ({"q": "red", "like": "/not/indexed.jpg"}, "only indexed paths"),
         ({"q": "red", "after": "20", "before": "10"}, "must be earlier than"),
+        ({"q": "red", "exact": "maybe"}, "exact must be true or false"),
     ],
 )
 def test_bad_searches_get_400_with_a_message(

@@ -311,6 +311,7 @@ class Client:
         taken_after: Timestamp | None = None,
         taken_before: Timestamp | None = None,
         hosts: Iterable[str] = (),
+        exact: bool = False,
     ) -> SearchResult:
         """The best `limit` hits after skipping `offset`, for the sum of the weighted terms.
 
@@ -319,7 +320,8 @@ class Client:
         with those endings; modified_after/modified_before keep only files modified in that
         window; taken_after/taken_before keep only photos taken in that window (a file that
         records no capture time counts by its modification time); hosts keeps only files of
-        those machines, in an index several machines share. Raises ValueError for an
+        those machines, in an index several machines share; exact compares every file that
+        passes instead of searching a shared index's approximate one. Raises ValueError for an
         empty query, and OSError for an ImageFile term that cannot be read over TCP, before
         any call.
         """
@@ -335,6 +337,7 @@ class Client:
             taken_after=_epoch(taken_after),
             taken_before=_epoch(taken_before),
             hosts=list(hosts),
+            exact=exact,
         )
         response: pb.SearchResponse = self._call(self._stub.Search, request)
         return SearchResult(

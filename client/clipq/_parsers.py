@@ -207,6 +207,12 @@ def _add_filter_options(group: argparse._ArgumentGroup) -> None:
         metavar="NAME",
         help="only files of this machine, in an index several machines share (repeatable)",
     )
+    group.add_argument(
+        "--exact",
+        action="store_true",
+        help="compare every file that passes the filters instead of searching a shared "
+        "index's approximate one (slower on a big PostgreSQL index; SQLite is always exact)",
+    )
 
 
 def _add_output_options(group: argparse._ArgumentGroup) -> None:

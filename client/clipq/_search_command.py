@@ -26,6 +26,7 @@ def search(client: Client, args: argparse.Namespace) -> None:
         under=args.under,
         extensions=[ext for group in args.ext for ext in group],
         hosts=args.host,
+        exact=args.exact,
         **_time_window(args),
     )
     if args.output == "preview":

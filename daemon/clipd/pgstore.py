@@ -633,15 +633,20 @@ class PostgresStore:
         offset: int = 0,
         min_score: float | None = None,
         where: SearchFilter = _EVERYTHING,
+        exact: bool = False,
     ) -> list[StoredHit]:
         """Best `limit` files of any host after `offset` by cosine score, among those `where`
-        lets through."""
+        lets through; `exact`: every one of them compared, never the HNSW index."""
         if self.model is None or limit <= 0:
             return []
         wanted = limit + offset
         condition, params = filter_condition(where)
         hits: list[StoredHit] | None = None
-        if wanted <= _MAX_EF_SEARCH and self._worth_the_index(where, condition, params):
+        if (
+            not exact
+            and wanted <= _MAX_EF_SEARCH
+            and self._worth_the_index(where, condition, params)
+        ):
             hits = self._search_index(vector, wanted, condition, params)
         if hits is None:
             hits = self._search_exact(vector, wanted, condition, params)

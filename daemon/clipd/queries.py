@@ -120,6 +120,8 @@ class SearchQuery:
     taken_before: float | None = None
     # Only files of these machines (config `host`); empty: every machine's.
     hosts: Sequence[str] = ()
+    # Every file that passes the filters compared, not an approximate index searched.
+    exact: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -236,7 +238,12 @@ class Queries:
         vector = self._query_vector(embedder, query.terms)
         store = self._state.store
         hits = store.search(
-            vector.tobytes(), limit=limit, offset=offset, min_score=min_score, where=where
+            vector.tobytes(),
+            limit=limit,
+            offset=offset,
+            min_score=min_score,
+            where=where,
+            exact=query.exact,
         )
         return SearchResult(
             hits=hits,

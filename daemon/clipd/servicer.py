@@ -115,6 +115,7 @@ class ImageSearch(pb_grpc.ImageSearchServicer):
                 taken_after=_optional(request, "taken_after"),
                 taken_before=_optional(request, "taken_before"),
                 hosts=list(request.hosts),
+                exact=request.exact,
             )
         )
         return pb.SearchResponse(

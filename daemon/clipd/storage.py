@@ -129,7 +129,11 @@ class IndexStore(Protocol):
         offset: int = 0,
         min_score: float | None = None,
         where: SearchFilter = ...,
-    ) -> list[StoredHit]: ...
+        exact: bool = False,
+    ) -> list[StoredHit]:
+        """Best `limit` files after `offset` by cosine score among those `where` lets through;
+        `exact`: every one of them compared, never an approximate index."""
+        ...
 
     def vectors(self, where: SearchFilter = ...) -> tuple[Ids, Floats]: ...
 

@@ -676,8 +676,11 @@ class Store:
         offset: int = 0,
         min_score: float | None = None,
         where: SearchFilter = _EVERYTHING,
+        exact: bool = False,
     ) -> list[StoredHit]:
-        """Best `limit` files after `offset` by cosine score among those `where` lets through."""
+        """Best `limit` files after `offset` by cosine score among those `where` lets through.
+        Always exact (the in-RAM matrix and vec0's KNN both compare every row), so `exact`
+        changes nothing here."""
         if self.model is None or limit <= 0:
             return []
         matrix = self._matrix

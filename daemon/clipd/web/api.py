@@ -156,6 +156,7 @@ class Api:
             taken_after=inputs.number(fields, "after"),
             taken_before=inputs.number(fields, "before"),
             hosts=inputs.text_fields(fields, "host"),
+            exact=inputs.boolean(fields, "exact"),
         )
 
     def _words(self, q: str) -> list[Term]:
@@ -181,6 +182,7 @@ class Api:
             taken_after=inputs.json_number(body, "after"),
             taken_before=inputs.json_number(body, "before"),
             hosts=inputs.json_strings(body, "hosts"),
+            exact=inputs.json_boolean(body, "exact"),
         )
 
     async def status(self, request: Request) -> Response:

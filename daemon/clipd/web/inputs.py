@@ -149,6 +149,22 @@ def number(fields: ImmutableMultiDict[str, Any], name: str) -> float | None:
     return number
 
 
+def boolean(fields: ImmutableMultiDict[str, Any], name: str) -> bool:
+    value = text_field(fields, name)
+    if value is None or value in ("", "false", "0"):
+        return False
+    if value in ("true", "1"):
+        return True
+    raise QueryError(f"{name} must be true or false, not {value!r}")
+
+
+def json_boolean(body: Mapping[str, Any], name: str) -> bool:
+    value = body.get(name, False)
+    if not isinstance(value, bool):
+        raise QueryError(f"{name} must be true or false, not {value!r}")
+    return value
+
+
 def json_integer(body: Mapping[str, Any], name: str) -> int:
     value = body.get(name, 0)
     if isinstance(value, bool) or not isinstance(value, int):

@@ -61,6 +61,8 @@ _FILTERS = [
     _param("host", {"type": "array", "items": {"type": "string"}},
            "only files of these machines (config host), as clipq --host", style="form",
            explode=True),
+    _param("exact", {"type": "boolean"}, "compare every file that passes the filters instead "
+           "of searching an approximate index (a shared PostgreSQL index), as clipq --exact"),
 ]  # fmt: skip
 
 _FORM_FIELDS = {
@@ -73,6 +75,7 @@ _FORM_FIELDS = {
     "after": {"type": "number"},
     "before": {"type": "number"},
     "host": {"type": "array", "items": {"type": "string"}},
+    "exact": {"type": "boolean"},
 }
 
 _SCHEMAS: dict[str, Any] = {
@@ -210,6 +213,7 @@ _PATHS: dict[str, Any] = {
                                 "after": {"type": "number"},
                                 "before": {"type": "number"},
                                 "hosts": {"type": "array", "items": {"type": "string"}},
+                                "exact": {"type": "boolean"},
                             },
                         }
                     },

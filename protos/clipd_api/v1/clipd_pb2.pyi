@@ -20,7 +20,7 @@ class Term(_message.Message):
     def __init__(self, text: _Optional[str] = ..., image: _Optional[bytes] = ..., path: _Optional[str] = ..., weight: _Optional[float] = ...) -> None: ...
 
 class SearchRequest(_message.Message):
-    __slots__ = ("terms", "limit", "offset", "min_score", "under", "extensions", "modified_after", "modified_before", "taken_after", "taken_before", "hosts")
+    __slots__ = ("terms", "limit", "offset", "min_score", "under", "extensions", "modified_after", "modified_before", "taken_after", "taken_before", "hosts", "exact")
     TERMS_FIELD_NUMBER: _ClassVar[int]
     LIMIT_FIELD_NUMBER: _ClassVar[int]
     OFFSET_FIELD_NUMBER: _ClassVar[int]
@@ -32,6 +32,7 @@ class SearchRequest(_message.Message):
     TAKEN_AFTER_FIELD_NUMBER: _ClassVar[int]
     TAKEN_BEFORE_FIELD_NUMBER: _ClassVar[int]
     HOSTS_FIELD_NUMBER: _ClassVar[int]
+    EXACT_FIELD_NUMBER: _ClassVar[int]
     terms: _containers.RepeatedCompositeFieldContainer[Term]
     limit: int
     offset: int
@@ -43,7 +44,8 @@ class SearchRequest(_message.Message):
     taken_after: float
     taken_before: float
     hosts: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, terms: _Optional[_Iterable[_Union[Term, _Mapping]]] = ..., limit: _Optional[int] = ..., offset: _Optional[int] = ..., min_score: _Optional[float] = ..., under: _Optional[_Iterable[str]] = ..., extensions: _Optional[_Iterable[str]] = ..., modified_after: _Optional[float] = ..., modified_before: _Optional[float] = ..., taken_after: _Optional[float] = ..., taken_before: _Optional[float] = ..., hosts: _Optional[_Iterable[str]] = ...) -> None: ...
+    exact: bool
+    def __init__(self, terms: _Optional[_Iterable[_Union[Term, _Mapping]]] = ..., limit: _Optional[int] = ..., offset: _Optional[int] = ..., min_score: _Optional[float] = ..., under: _Optional[_Iterable[str]] = ..., extensions: _Optional[_Iterable[str]] = ..., modified_after: _Optional[float] = ..., modified_before: _Optional[float] = ..., taken_after: _Optional[float] = ..., taken_before: _Optional[float] = ..., hosts: _Optional[_Iterable[str]] = ..., exact: _Optional[bool] = ...) -> None: ...
 
 class Hit(_message.Message):
     __slots__ = ("path", "score", "width", "height", "size_bytes", "mtime", "taken", "paired", "host")
