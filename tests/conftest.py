@@ -149,3 +149,12 @@ def private_pg_server() -> Iterator[PgServer]:
         pytest.skip(reason)
     with PgServer() as server:
         yield server
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    """Headless Debian Chromium for the browser tests (see tests/browser.py)."""
+    from browser import launch_chromium
+
+    with launch_chromium() as chromium:
+        yield chromium

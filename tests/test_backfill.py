@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 from conftest import ConfigWriter
+from fixtures.exif_time import exif_with_time, utc
 from fixtures.shapes import draw
 from harness import wait_until
-from test_taken import exif_with_time, utc
 
 from clipd import images, sqlite
 from clipd.backfill import Backfill

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from conftest import ConfigWriter
 from fixtures.dng import make_dng
+from fixtures.exif_time import OFFSET, STAMP, SUBSEC, exif_with_time, utc
 from fixtures.shapes import draw
 from PIL import ExifTags, Image
 
@@ -26,8 +27,6 @@ from clipd.records import FileRecord, ModelIdentity, SearchFilter
 from clipd.scanner import content_hash
 from clipd.store import Store
 
-# 2021-06-05 14:30:15.25 at UTC+02:00.
-STAMP, OFFSET, SUBSEC = "2021:06:05 14:30:15", "+02:00", "25"
 WHEN = datetime(2021, 6, 5, 12, 30, 15, 250_000, tzinfo=timezone.utc).timestamp()
 
 
@@ -39,19 +38,6 @@ def in_tokyo(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     yield
     monkeypatch.undo()
     time.tzset()
-
-
-def exif_with_time(
-    stamp: str = STAMP, offset: str | None = OFFSET, subsec: str | None = SUBSEC
-) -> bytes:
-    exif = Image.Exif()
-    sub = exif.get_ifd(ExifTags.IFD.Exif)
-    sub[ExifTags.Base.DateTimeOriginal] = stamp
-    if offset is not None:
-        sub[ExifTags.Base.OffsetTimeOriginal] = offset
-    if subsec is not None:
-        sub[ExifTags.Base.SubsecTimeOriginal] = subsec
-    return exif.tobytes()
 
 
 def encoded(fmt: str, exif: bytes) -> bytes:
@@ -147,10 +133,6 @@ def photo(path: Path, colour: str, shape: str, stamp: str | None) -> Path:
     exif = exif_with_time(stamp, "+00:00", None) if stamp else b""
     draw(colour, shape, (64, 64), random.Random(path.name)).save(path, "JPEG", exif=exif)
     return path
-
-
-def utc(stamp: str) -> float:
-    return datetime.strptime(stamp, "%Y:%m:%d %H:%M:%S").replace(tzinfo=timezone.utc).timestamp()
 
 
 def make_old_database(database: Path, embedder: Embedder, root: Path) -> dict[str, bytes]:

@@ -13,25 +13,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from browser import ARTIFACTS, Daemon, Session, sign_in
+from browser import start_daemon as start_web_daemon
 from fixtures.near_copies import NearCopies, write_near_copies
 from fixtures.shapes import COLOURS, SHAPES, draw
-from playwright.sync_api import Browser, Page, expect, sync_playwright
-from test_web_browser import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, Daemon, Session, sign_in
-from test_web_browser import start_daemon as start_web_daemon
+from playwright.sync_api import Browser, Page, expect
 
 pytestmark = pytest.mark.slow
 
 MANY = 21  # exact-copy pairs under many/: one more than the view's page of 20 groups
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    if not CHROMIUM.exists():
-        pytest.fail(f"{CHROMIUM} is missing: install Debian's chromium (see test_web_browser.py)")
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        yield chromium
-        chromium.close()
 
 
 @pytest.fixture(scope="module")
