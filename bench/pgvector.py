@@ -427,8 +427,8 @@ def main() -> int:
     parser.add_argument("--queries", type=int, default=200)
     parser.add_argument("--ef", type=int, nargs="+", default=[40, 64, 100, 200])
     parser.add_argument("--filter-ef", type=int, default=100)
-    parser.add_argument("--m", type=int, default=16)
-    parser.add_argument("--ef-construction", type=int, default=64)
+    parser.add_argument("--m", type=int, default=24)  # what clipd.pgstore builds
+    parser.add_argument("--ef-construction", type=int, default=128)
     parser.add_argument("--data", choices=["clustered", "uniform"], default="clustered")
     parser.add_argument("--variants", nargs="+", default=[v.name for v in VARIANTS])
     parser.add_argument("--exact-queries", type=int, default=10)
