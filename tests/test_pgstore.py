@@ -5,6 +5,7 @@ approximate searches agreeing. The rules it shares with SQLite are in test_store
 from __future__ import annotations
 
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import psycopg
@@ -69,6 +70,41 @@ def test_a_host_changes_only_its_own_rows(two_hosts: tuple[PostgresStore, Postgr
     assert len(second.search(query, limit=100)) == 20
     assert first.counts().failed == 1
     assert second.counts().failed == 0
+
+
+def test_two_hosts_writing_at_once_keep_each_others_rows_whole(
+    two_hosts: tuple[PostgresStore, PostgresStore],
+) -> None:
+    """alpha indexes batch after batch while beta renames, deletes and reconciles the same
+    paths of its own at the same moment: neither loses, doubles or changes the other's rows."""
+    alpha, beta = two_hosts
+    vectors = unit_vectors(400, seed=11)
+    batches = [
+        [record(f"/pics/new/{n:03d}.jpg", vectors[n]) for n in range(start, start + 40)]
+        for start in range(0, 400, 40)
+    ]
+
+    def index_on_alpha() -> None:
+        for batch in batches:
+            alpha.write_batch(batch, [])
+
+    def reconcile_on_beta() -> None:
+        for i in range(20):
+            beta.move(f"/pics/a{i:02d}.jpg", f"/pics/new/{i:03d}.jpg")  # alpha's paths too
+            beta.known_files("/pics")
+            beta.indexed_outside(["/pics/new"])
+        beta.remove([f"/pics/new/{i:03d}.jpg" for i in range(10)])
+
+    with ThreadPoolExecutor(2) as pool:
+        for done in [pool.submit(index_on_alpha), pool.submit(reconcile_on_beta)]:
+            done.result()
+    alpha_files = set(alpha.known_files("/pics"))
+    assert alpha_files == {f"/pics/a{i:02d}.jpg" for i in range(20)} | {
+        f"/pics/new/{n:03d}.jpg" for n in range(400)
+    }
+    assert set(beta.known_files("/pics")) == {f"/pics/new/{i:03d}.jpg" for i in range(10, 20)}
+    assert alpha.counts().indexed == 420 + 10  # every host's rows: alpha's 420, beta's 10
+    assert alpha.vector_for("/pics/new/005.jpg") == vectors[5].tobytes()
 
 
 def test_a_second_live_daemon_with_the_same_host_is_refused(pg_url: str) -> None:
