@@ -267,3 +267,23 @@ def test_a_loosened_socket_directory_is_made_private_again(tmp_path: Path) -> No
     chosen.chmod(0o755)
     prepare_socket(chosen / "clipd.sock")
     assert stat.S_IMODE(chosen.stat().st_mode) == 0o755
+
+
+def test_daemons_starting_at_once_make_one_token_and_share_it(tmp_path: Path) -> None:
+    """Two daemons sharing a home (or a daemon and a clipq) may both find no token: one makes
+    it, the other reads that one, whole; neither fails."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    path = tmp_path / "config" / "clipd" / "token"
+    together = threading.Barrier(8)
+
+    def start() -> str:
+        together.wait()
+        return load_token(path)
+
+    with ThreadPoolExecutor(8) as pool:
+        tokens = list(pool.map(lambda _: start(), range(8)))
+    assert len(set(tokens)) == 1
+    assert tokens[0] == path.read_text().strip()
+    assert os.listdir(path.parent) == ["token"]  # no draft left behind

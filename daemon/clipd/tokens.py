@@ -40,9 +40,19 @@ def load_token(path: Path) -> str:
 
 
 def _create_token(path: Path) -> None:
+    """Write a new token to `path` unless another process (a second daemon starting at the
+    same moment, a clipq) makes it first: then theirs stands. The file appears whole or not at
+    all, so nobody reads a half-written token."""
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    draft = path.with_name(f".{path.name}.{secrets.token_hex(8)}")
     # O_EXCL: never write into a file someone else slipped in; 0600 from the first byte.
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as sink:
-        sink.write(secrets.token_urlsafe(32) + "\n")
+    fd = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as sink:
+            sink.write(secrets.token_urlsafe(32) + "\n")
+        os.link(draft, path)  # fails, and leaves theirs, if the token exists by now
+    except FileExistsError:
+        return
+    finally:
+        draft.unlink(missing_ok=True)
     log.info("created a new token for TCP and web clients in %s", path)
