@@ -4,24 +4,30 @@ Mostly 4032x3024 JPEGs at quality 90 (the 12 Mpx of most phones) with sensor noi
 they weigh what phone photos weigh (about 2.4 MB, not 0.4 MB for a smooth picture) and cost
 what they cost to decode; a fifth of them portrait and a fifth stored sideways with an EXIF
 orientation tag, plus 1920x1080 PNG screenshots (noise-free, as screenshots are) and 4032x3024
-WebPs, in nested year/month folders. The same count always gives the same files;
-they are cached under bench/out/ and reused while their stamp matches.
+WebPs, in nested year/month folders. Every file shows its own picture (no two are copies, so
+no file's vector or thumbnail is reused from another's), yet a file costs only an encode: a few
+noisy backgrounds per kind are drawn once, and each file shifts the colours of shapes of its
+own on one of them. Files are written by one process per core. The same count always gives the
+same files; they are cached under bench/out/ and reused while their stamp matches.
 """
 
 from __future__ import annotations
 
+import multiprocessing
+import os
 import random
 import shutil
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFilter
+from PIL import Image, ImageChops, ImageDraw, ImageFilter
 
 OUT = Path(__file__).resolve().parent / "out"
 PHONE = (4032, 3024)
 SCREEN = (1920, 1080)
-_VERSION = 2  # bump when the generator changes, so cached corpora are rebuilt
+_VERSION = 3  # bump when the generator changes, so cached corpora are rebuilt
 _ORIENTATION = 0x0112
 _ROTATED_90_CW = 6  # stored landscape, shown portrait
 
@@ -84,25 +90,57 @@ def corpus(count: int) -> Path:
     if stamp.exists() and stamp.read_text() == str(_VERSION):
         return root
     shutil.rmtree(root, ignore_errors=True)
+    print(f"generating {count} photos into {root} ...", flush=True)
     rng = random.Random(2024)
-    # Distinct content for each of a few templates per kind; files are re-encoded from them
-    # with a crop shift and a flip, so no two files are byte-identical (no copy reuse).
-    templates = {
-        key: [photo(rng, kind.size, noise=_noise(kind)) for _ in range(3)]
+    # Made before the writers are forked, which read them copy-on-write.
+    _BACKGROUNDS.update(
+        (key, [photo(rng, kind.size, noise=_noise(kind)) for _ in range(3)])
         for key, kind in KINDS.items()
-    }
-    for number in range(count):
-        key = kind_of(number)
-        kind = KINDS[key]
-        image = templates[key][number % 3].rotate(0.5 * (number % 7))
-        if number % 2:
-            image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
-        folder = root / f"{2015 + number % 9}" / f"{1 + number % 12:02d}"
-        folder.mkdir(parents=True, exist_ok=True)
-        path = folder / f"IMG_{number:05d}.{kind.ext}"
-        _save(image, path, kind, key)
+    )
+    try:
+        with multiprocessing.get_context("fork").Pool(os.cpu_count()) as pool:
+            for _ in pool.imap_unordered(partial(_write, root), range(count), chunksize=8):
+                pass
+    finally:
+        _BACKGROUNDS.clear()
     stamp.write_text(str(_VERSION))
     return root
+
+
+_BACKGROUNDS: dict[str, list[Image.Image]] = {}
+
+
+def _write(root: Path, number: int) -> None:
+    """File `number`: one of its kind's backgrounds with tinted shapes of its own."""
+    key = kind_of(number)
+    kind = KINDS[key]
+    rng = random.Random(number)
+    image = _BACKGROUNDS[key][number % 3].copy()
+    width, height = kind.size
+    for _ in range(4):
+        side = rng.randint(width // 8, width // 3)
+        corner = (rng.randrange(width - side), rng.randrange(height - side))
+        _tint(image, corner, side, [rng.randint(-110, 110) for _ in range(3)], rng.random() < 0.5)
+    folder = root / f"{2015 + number % 9}" / f"{1 + number % 12:02d}"
+    folder.mkdir(parents=True, exist_ok=True)
+    _save(image, folder / f"IMG_{number:05d}.{kind.ext}", kind, key)
+
+
+def _tint(
+    image: Image.Image, corner: tuple[int, int], side: int, shift: list[int], round_shape: bool
+) -> None:
+    """Shift the colour of a square (or the disc in it) by `shift` levels per channel, keeping
+    the grain beneath: a shape that weighs and decodes like the rest of the photo."""
+    x, y = corner
+    region = image.crop((x, y, x + side, y + side))
+    lighter = Image.new("RGB", region.size, tuple(max(0, level) for level in shift))
+    darker = Image.new("RGB", region.size, tuple(max(0, -level) for level in shift))
+    shifted = ImageChops.subtract(ImageChops.add(region, lighter), darker)
+    mask = None
+    if round_shape:
+        mask = Image.new("L", region.size, 0)
+        ImageDraw.Draw(mask).ellipse((0, 0, side - 1, side - 1), fill=255)
+    image.paste(shifted, corner, mask)
 
 
 def _noise(kind: Kind) -> float:
