@@ -459,6 +459,34 @@ def test_min_side_never_upscales(fmt: str) -> None:
     assert decoded.image.size == (300, 200)
 
 
+@pytest.mark.parametrize("fmt", ["PNG", "WEBP"])
+def test_a_picture_reduced_for_the_model_comes_with_a_larger_copy_for_its_thumbnail(
+    fmt: str,
+) -> None:
+    data = encode(noise((120, 90)).resize((2400, 1800)), fmt)
+    plain = decode_bytes(data, min_side=224)
+    both = decode_bytes(data, min_side=224, thumbnail_side=400)
+    assert plain.for_thumbnail is None
+    assert both.image.tobytes() == plain.image.tobytes()  # the model's input is unchanged
+    assert both.image.size == (300, 225)  # reduced by 8
+    assert both.for_thumbnail is not None
+    assert both.for_thumbnail.size == (400, 300)  # reduced by 6, from the same decode
+
+
+def test_a_larger_copy_is_turned_upright_too() -> None:
+    data = encode(noise((120, 90)).resize((1200, 900)), "PNG", exif=with_orientation(6))
+    decoded = decode_bytes(data, min_side=224, thumbnail_side=400)
+    assert decoded.image.size == (225, 300)
+    assert decoded.for_thumbnail is not None
+    assert decoded.for_thumbnail.size == (300, 400)
+
+
+def test_no_larger_copy_when_the_reduced_picture_is_big_enough(big_jpeg: bytes) -> None:
+    assert decode_bytes(big_jpeg, min_side=224, thumbnail_side=400).for_thumbnail is None
+    small = encode(noise((120, 90)).resize((300, 200)), "PNG")
+    assert decode_bytes(small, min_side=224, thumbnail_side=400).for_thumbnail is None
+
+
 def test_min_side_must_be_positive() -> None:
     with pytest.raises(ValueError, match="min_side"):
         decode_bytes(b"", min_side=0)

@@ -275,6 +275,14 @@ def test_thumbnails_are_made_at_index_time_else_on_first_view(web: Web) -> None:
     original = web.corpus.root / "small-red-circle.png"
     source = original.stat()
     assert kept.get(str(original), source.st_size, source.st_mtime_ns)
+    # Decoded whole but reduced for the model: its thumbnail comes from the same decode.
+    assert state.embedder is not None
+    for path in web.corpus.images:
+        with Image.open(path) as image:
+            reduced = image.format != "JPEG" and min(image.size) >= 2 * state.embedder.image_size
+        if reduced:
+            found = path.stat()
+            assert kept.get(str(path), found.st_size, found.st_mtime_ns), path
     # A copy takes its original's vector without being decoded, and its thumbnail too.
     twin = original.with_name(f"twin-{original.name}")
     twin.write_bytes(original.read_bytes())

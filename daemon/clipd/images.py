@@ -94,22 +94,39 @@ class DecodedImage:
     height: int
     format: str  # Pillow format name, e.g. "JPEG" (or "MPO" for multi-picture JPEGs), or RAW's
     taken: float | None = None  # capture time, seconds since the epoch (clipd.taken)
+    # A larger copy of the picture for a thumbnail (see decode_bytes' thumbnail_side), or None.
+    for_thumbnail: Image.Image | None = None
 
 
 def decode_file(
-    path: Path, *, max_pixels: int = DEFAULT_MAX_PIXELS, min_side: int | None = None
+    path: Path,
+    *,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    min_side: int | None = None,
+    thumbnail_side: int | None = None,
 ) -> DecodedImage:
     """Read and decode the image file at path; raise an ImageError subclass on any failure."""
-    return decode_bytes(_read_file(path), max_pixels=max_pixels, min_side=min_side)
+    return decode_bytes(
+        _read_file(path), max_pixels=max_pixels, min_side=min_side, thumbnail_side=thumbnail_side
+    )
 
 
 def decode_bytes(
-    data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS, min_side: int | None = None
+    data: bytes,
+    *,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    min_side: int | None = None,
+    thumbnail_side: int | None = None,
 ) -> DecodedImage:
     """Decode an image held in memory; raise an ImageError subclass on any failure.
 
     min_side is a speed hint: the result's shorter side is reduced towards it, never below it,
     and never upscaled. width/height always report the full-size, upright dimensions.
+
+    thumbnail_side asks for `for_thumbnail` too: when min_side reduced a picture that was decoded
+    whole (formats with no reduced decoding: PNG, WebP, ...) to a longer side under
+    thumbnail_side, a copy reduced only towards thumbnail_side, taken from the same decode. The
+    embedder's image is unchanged by it (so are the vectors); the copy costs a box reduction.
     """
     if min_side is not None and min_side < 1:
         raise ValueError(f"min_side must be at least 1, not {min_side}")
@@ -121,10 +138,12 @@ def decode_bytes(
     fmt = im.format or "image"
     _check_pixels(im.size, max_pixels)
     width, height = im.size  # before draft() reduces it
-    rgb, transpose = _pixels(im, fmt, min_side, orient=_uses_exif_orientation(im))
+    rgb, larger, transpose = _pixels(
+        im, fmt, min_side, orient=_uses_exif_orientation(im), thumbnail_side=thumbnail_side
+    )
     if transpose in _SWAPS_SIDES:
         width, height = height, width
-    return DecodedImage(rgb, width, height, fmt, _taken(im))
+    return DecodedImage(rgb, width, height, fmt, _taken(im), larger)
 
 
 def read_metadata(path: Path) -> tuple[int, int, float | None]:
@@ -143,9 +162,15 @@ def read_metadata(path: Path) -> tuple[int, int, float | None]:
 
 
 def _pixels(
-    im: ImageFile.ImageFile, fmt: str, min_side: int | None, *, orient: bool
-) -> tuple[Image.Image, Image.Transpose | None]:
-    """Decode im to RGB, reduced towards min_side, upright; and the transpose that was applied."""
+    im: ImageFile.ImageFile,
+    fmt: str,
+    min_side: int | None,
+    *,
+    orient: bool,
+    thumbnail_side: int | None = None,
+) -> tuple[Image.Image, Image.Image | None, Image.Transpose | None]:
+    """Decode im to RGB, reduced towards min_side, upright; the larger copy for a thumbnail
+    (decode_bytes); and the transpose that was applied."""
     try:
         if min_side is not None:
             # JPEG decodes at 1/2, 1/4 or 1/8 scale in the DCT domain, keeping both sides (hence
@@ -153,14 +178,27 @@ def _pixels(
             im.draft("RGB", (min_side, min_side))
         im.load()
         transpose = _orientation(im) if orient else None
-        rgb = _downscale(_to_rgb(im), min_side)
+        whole = _to_rgb(im)
+        rgb = _downscale(whole, min_side)
+        larger = _for_thumbnail(whole, rgb, thumbnail_side)
         if transpose is not None:
             rgb = rgb.transpose(transpose)
+            larger = None if larger is None else larger.transpose(transpose)
     except _BOMB_ERRORS as e:
         raise ImageTooLarge(f"{fmt} over Pillow's own size limit: {_one_line(e)}") from e
     except _DECODE_ERRORS as e:
         raise CorruptImage(f"damaged or truncated {fmt}: {_one_line(e)}") from e
-    return rgb, transpose
+    return rgb, larger, transpose
+
+
+def _for_thumbnail(
+    whole: Image.Image, reduced: Image.Image, side: int | None
+) -> Image.Image | None:
+    """`whole` box-reduced towards a longer side of `side`, when `reduced` fell short of it."""
+    if side is None or reduced is whole or max(reduced.size) >= side:
+        return None
+    factor = max(whole.size) // side
+    return whole.reduce(factor) if factor >= 2 else whole
 
 
 def _uses_exif_orientation(im: Image.Image) -> bool:
@@ -193,7 +231,7 @@ def _decode_raw(
         preview = _open(picture.jpeg, max_pixels)
         _check_pixels(preview.size, max_pixels)
         # The camera's orientation is the RAW's (libraw's flip); a preview's own EXIF is not.
-        image, _ = _pixels(preview, f"{raw_format} preview", min_side, orient=False)
+        image, _, _ = _pixels(preview, f"{raw_format} preview", min_side, orient=False)
     elif picture.rgb is not None:
         image = _downscale(picture.rgb, min_side)
     else:

@@ -353,7 +353,7 @@ class Indexer:
                     taken_read=copy.taken_read,
                     signature=copy.pixels,
                 )
-            decoded = self._decode(stat.path)
+            decoded = self._decode(stat.path, for_thumbnail=self._thumbnails is not None)
             pixels = self._embedder.prepare(decoded.image)
             self._keep_thumbnail(stat, decoded)
             taken_ns = _ns(decoded.taken)
@@ -376,19 +376,21 @@ class Indexer:
             log.debug("no copy lookup: %s", exc)
             return None
 
-    def _decode(self, path: str) -> images.DecodedImage:
+    def _decode(self, path: str, *, for_thumbnail: bool = False) -> images.DecodedImage:
         return images.decode_file(
             Path(path),
             max_pixels=self._config.max_image_pixels,
             min_side=self._embedder.image_size,
+            thumbnail_side=thumbcache.THUMBNAIL_SIDE if for_thumbnail else None,
         )
 
     def _keep_thumbnail(self, stat: FileStat, decoded: images.DecodedImage) -> None:
         """Make the web app's thumbnail now, from the image in hand (see clipd.thumbcache)."""
         if self._thumbnails is None:
             return
-        if thumbcache.big_enough(decoded.image, decoded.width, decoded.height):
-            data = thumbcache.encode(decoded.image)
+        image = decoded.for_thumbnail or decoded.image
+        if thumbcache.big_enough(image, decoded.width, decoded.height):
+            data = thumbcache.encode(image)
             self._thumbnails.put(stat.path, stat.size, stat.mtime_ns, data)
 
     def _commit(self, batch: _Batch, job: ScanJob) -> None:

@@ -1,8 +1,9 @@
 """Thumbnails for the web app, made once and kept: cheap on every view after the first.
 
 The indexer puts one here while it holds the image decoded anyway (a resize and a JPEG encode
-of a picture already at a few hundred pixels); the web app makes the ones it lacks (files whose
-vector was copied from a duplicate, images decoded too small for the model) on first view. Each
+of a picture already at a few hundred pixels; for formats decoded whole, such as PNG and WebP, a
+copy reduced from the same decode: clipd.images' thumbnail_side); the web app makes the ones it
+lacks (files indexed before the cache, pictures drafted too small for the model) on first view. Each
 entry is keyed by path and stamped with the file's size and mtime, so a changed file never gets
 an old picture. The cache lives in its own SQLite file beside the index: deleting it loses
 nothing but time.
