@@ -10,6 +10,7 @@ from contextlib import ExitStack, closing
 from pathlib import Path
 
 import grpc
+import psycopg
 import pytest
 from conftest import ConfigWriter
 from harness import InProcessDaemon, in_process_daemon, picture, run_clipq
@@ -101,12 +102,16 @@ def test_each_machine_searches_every_machines_pictures(
 
 
 def test_the_web_api_serves_another_machines_hits_from_the_shared_index(
-    two_machines: tuple[InProcessDaemon, InProcessDaemon],
+    two_machines: tuple[InProcessDaemon, InProcessDaemon], pg_url: str
 ) -> None:
     alpha, beta = two_machines
     assert alpha.daemon.state is not None
     assert beta.daemon.state is not None
     blue_circle = str(beta.root / "circle.png")
+    # Indexing kept a picture of each PNG; beta forgets them, as an index made before
+    # thumbnails were kept at index time has none.
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute("DELETE FROM clipd_thumbnails WHERE host = 'beta'")
     on_beta = Queries(beta.daemon.state, remote=False)
     kept = on_beta.make_thumbnail(on_beta.current_version(blue_circle))  # beta shows it once
     with (
