@@ -59,7 +59,7 @@ def test_identity_names_files_by_content(tiny: Embedder, tmp_path: Path) -> None
 def test_texts_are_encoded_without_their_padding_to_the_same_vectors(fp32: Embedder) -> None:
     import torch
 
-    model, tokenizer = fp32._model, fp32._tokenizer
+    model, tokenizer = fp32._model, fp32._tokenize
     assert fp32._unpadded_text  # OpenCLIP's CLIP: causal text mask, read at the end token
     texts = ["a", "a red circle", "a small green triangle on a blue square " * 3]
     tokens = tokenizer(texts)
@@ -217,6 +217,46 @@ def test_the_probe_runs_again_for_another_torch_or_a_damaged_cache(
     auto(monkeypatch, has_bf16=True)
     assert probes, "a damaged cache must mean a new probe"
     assert len(json.loads(probe_cache.cache_file().read_text(encoding="utf-8"))) == 1
+
+
+def tiny_in(precision: str) -> ModelConfig:
+    return ModelConfig(TINY.name, TINY.pretrained, device="cpu", precision=precision)
+
+
+def image_weights(model: Embedder) -> int:
+    return sum(p.numel() for p in model._model.parameters())
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_a_model_for_images_only_keeps_the_image_tower_and_its_vectors(
+    precision: str, fp32: Embedder
+) -> None:
+    whole = fp32 if precision == "fp32" else Embedder(tiny_in(precision))
+    lean = Embedder(tiny_in(precision), texts=False)
+    assert lean.precision == precision
+    assert lean.identity == whole.identity
+    assert image_weights(lean) == sum(p.numel() for p in whole._model.visual.parameters())
+    assert image_weights(lean) < image_weights(whole)
+    pictures = [draw(c, "circle", (96, 64), random.Random(2)) for c in COLOURS]
+    assert np.array_equal(lean.embed_images(pictures), whole.embed_images(pictures))
+    with pytest.raises(RuntimeError, match="images only"):
+        lean.embed_text("a red circle")
+
+
+def test_a_model_for_images_only_still_probes_bf16_with_texts_first(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(embedder, "_cpu_has_bf16", lambda: True)
+    probes = counted_probes(monkeypatch)
+    probed = Embedder(tiny_in("auto"), texts=False)
+    assert probes, "no earlier probe here: this start must probe"
+    assert probed.precision == "bf16"
+    probes.clear()
+    remembered = Embedder(tiny_in("auto"), texts=False)  # straight in bf16, no text tower
+    assert not probes
+    assert image_weights(remembered) == image_weights(probed)
+    picture = [draw("red", "square", (96, 64), random.Random(4))]
+    assert np.array_equal(remembered.embed_images(picture), probed.embed_images(picture))
 
 
 def test_unknown_model_name() -> None:

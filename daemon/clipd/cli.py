@@ -258,7 +258,7 @@ def _index(config: Config, args: argparse.Namespace) -> int:
     try:
         store = store_for(config)
         try:
-            embedder = Embedder(config.model)
+            embedder = Embedder(config.model, texts=False)
             loaded = time.monotonic()
             store.bind_model(embedder.identity)
             job = Indexer(config, store, embedder, Progress()).run_once(paths)

@@ -54,9 +54,13 @@ _PROBE_TEXTS = ("a photo of a dog on a beach", "red brick wall", "a bowl of frui
 
 
 class Embedder:
-    """A loaded model with its preprocessing and tokenizer."""
+    """A loaded model with its preprocessing and tokenizer.
 
-    def __init__(self, config: ModelConfig) -> None:
+    With texts=False only the image tower is kept (`clipd index` asks no queries): for
+    ViT-B-32 that leaves out 63M of 151M weights, their memory and their cast.
+    """
+
+    def __init__(self, config: ModelConfig, *, texts: bool = True) -> None:
         import torch
 
         self.config = config
@@ -75,9 +79,14 @@ class Embedder:
             if self.bf16_cosine is not None and self.bf16_cosine < MIN_BF16_COSINE:
                 self.dtype = torch.float32
         probing = probe_key is not None and self.bf16_cosine is None
-        self._model, self._preprocess, self._tokenizer = _load(
-            model_name, config.pretrained, "fp32" if probing else self.precision
+        # The probe compares text embeddings too: the text tower goes only after it.
+        self._model, self._preprocess, tokenizer = _load(
+            model_name,
+            config.pretrained,
+            "fp32" if probing else self.precision,
+            texts=texts or probing,
         )
+        self._tokenizer = tokenizer
         self._model.eval()
         self._unpadded_text = _reads_the_end_token_causally(self._model)
         self.image_size = _image_side(self._model)
@@ -86,8 +95,10 @@ class Embedder:
             assert probe_key is not None
             assert self.bf16_cosine is not None  # set by the probe
             probe_cache.store(probe_key, self.bf16_cosine)
-        else:
-            self._model.to(device=self.device)  # built in self.dtype already
+            if not texts:
+                weights_module.keep_only_the_image_tower(self._model)
+                self._tokenizer = None
+        self._model.to(device=self.device)  # built in self.dtype already, or cast by the probe
         dim = _embedding_dim(model_name)
         self.identity = ModelIdentity(name=name, pretrained=pretrained, dim=dim)
         self._text_cache: OrderedDict[str, Vectors] = OrderedDict()
@@ -127,7 +138,7 @@ class Embedder:
             )
             # Reloaded, not cast back: bf16-rounded weights would stay rounded. Rare, so the
             # second load is cheaper than keeping an fp32 copy in RAM meanwhile.
-            self._model = _load(model_name, self.config.pretrained, "fp32")[0].eval()
+            self._model = _load(model_name, self.config.pretrained, "fp32", texts=True)[0].eval()
             self.dtype = torch.float32
 
     def _probe(self) -> Vectors:
@@ -139,7 +150,7 @@ class Embedder:
                                torch.sin(4 * ramp)[:, None].expand(side, side)])  # fmt: skip
         dtype = next(self._model.parameters()).dtype
         with torch.inference_mode():
-            texts = self._model.encode_text(self._tokenizer(list(_PROBE_TEXTS)))
+            texts = self._model.encode_text(self._tokenize(list(_PROBE_TEXTS)))
             image = self._model.encode_image(pattern[None].to(dtype))
         return _normalised(torch.cat([texts, image]))
 
@@ -147,7 +158,7 @@ class Embedder:
         """Encode one text now, so that the first query does not pay the kernels' one-time
         set-up (0.9 s for ViT-B-32 in bf16 here); `clipd index` asks no queries and skips it."""
         with self._torch.inference_mode():
-            self._encode_text(self._tokenizer(["a"]))
+            self._encode_text(self._tokenize(["a"]))
 
     def prepare(self, image: Image.Image) -> torch.Tensor:
         """The model's input tensor for one RGB image; CPU work, safe to call from many threads."""
@@ -194,13 +205,19 @@ class Embedder:
                 self._text_cache.move_to_end(text)
                 return cached
         with self._query(), self._torch.inference_mode():
-            vector: Vectors = _normalised(self._encode_text(self._tokenizer([text])))[0]
+            vector: Vectors = _normalised(self._encode_text(self._tokenize([text])))[0]
         vector.flags.writeable = False
         with self._cache_lock:
             self._text_cache[text] = vector
             if len(self._text_cache) > _TEXT_CACHE_SIZE:
                 self._text_cache.popitem(last=False)
         return vector
+
+    def _tokenize(self, texts: list[str]) -> torch.Tensor:
+        if self._tokenizer is None:
+            raise RuntimeError("this model was loaded for images only (texts=False)")
+        tokens: torch.Tensor = self._tokenizer(texts)
+        return tokens
 
     def _encode_text(self, tokens: torch.Tensor) -> torch.Tensor:
         tokens = tokens.to(self.device)
@@ -330,10 +347,11 @@ def check_model(config: ModelConfig) -> str:
 
 
 def _load(
-    model_name: str, pretrained: str, precision: str
-) -> tuple[Any, Callable[..., Any], Callable[..., Any]]:
+    model_name: str, pretrained: str, precision: str, *, texts: bool
+) -> tuple[Any, Callable[..., Any], Callable[..., Any] | None]:
     """Model, preprocessing, tokenizer, the weights in `precision` (fp32, bf16, fp16), cast as
-    open_clip's pure_bf16 / pure_fp16 cast them: every weight (see clipd.weights)."""
+    open_clip's pure_bf16 / pure_fp16 cast them: every weight (see clipd.weights). Without
+    texts, the model is its image tower alone and there is no tokenizer."""
     import open_clip
     import torch
 
@@ -348,9 +366,11 @@ def _load(
             model, preprocess = weights_module.build(model_name, weights)
             if weights is not None:
                 checkpoint = weights_module.checkpoint_of(model_name, weights)
-                weights_module.load(model, checkpoint, dtype)
+                weights_module.load(model, checkpoint, dtype, texts=texts)
+            elif not texts:
+                weights_module.keep_only_the_image_tower(model)
         model.to(dtype=dtype)  # random weights; a no-op after load()
-        tokenizer = open_clip.get_tokenizer(model_name)
+        tokenizer = open_clip.get_tokenizer(model_name) if texts else None
     except Exception as exc:  # open_clip and the hub raise many types; all mean "no weights"
         raise ModelError(_weights_help(model_name, pretrained, exc)) from exc
     return model, preprocess, tokenizer

@@ -61,9 +61,10 @@ def checkpoint_of(model_name: str, weights: str) -> str:
     return path
 
 
-def load(model: Any, checkpoint: str, dtype: Any) -> None:
+def load(model: Any, checkpoint: str, dtype: Any, *, texts: bool = True) -> None:
     """Put the checkpoint into the model (through open_clip, its format conversions included),
-    then cast the model to dtype as Module.to does (every floating-point tensor)."""
+    then cast the model to dtype as Module.to does (every floating-point tensor). Without
+    texts, the text tower is dropped before the cast: its mapped weights are never read."""
     import open_clip
 
     with _memory_mapped(checkpoint):
@@ -73,7 +74,17 @@ def load(model: Any, checkpoint: str, dtype: Any) -> None:
             open_clip.load_checkpoint(model, checkpoint)  # strict: every weight is replaced
         finally:
             del model.load_state_dict
+    if not texts:
+        keep_only_the_image_tower(model)
     _cast(model, dtype, _mapped_ranges(checkpoint))
+
+
+def keep_only_the_image_tower(model: Any) -> None:
+    """Drop every part of an OpenCLIP model but `visual`, all that encode_image uses (CLIP,
+    CustomTextCLIP and CoCa alike): the text tower, its buffers and the logit scale."""
+    for name in [*model._modules, *model._parameters, *model._buffers]:
+        if name != "visual":
+            delattr(model, name)
 
 
 @contextmanager
