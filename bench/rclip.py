@@ -16,7 +16,10 @@ process as a user runs it, each at its defaults, the two tools alternating run b
   (T(N) - T(n)) / (N - n), in wall and in CPU time, which leaves start-up out for both (CPU
   time is the steadier figure on a machine shared with other work);
 - one text query: `rclip -n` (no re-index) against `clipq` to a warm `clipd serve`;
-- peak RSS while indexing: the indexing process's maximum resident set (getrusage).
+- peak RSS while indexing: the indexing process's maximum resident set (getrusage);
+- clipd's pipeline bound (bench.pipeline): images/s if every core did nothing but decode and
+  embed, from the CPU time per photo of each, measured in this process on a sample spread over
+  the corpus's kinds, at clipd's defaults (draft decoding, bf16 where the CPU has it).
 """
 
 from __future__ import annotations
@@ -40,8 +43,10 @@ import open_clip
 import torch
 import yaml
 
-from bench import corpus
+from bench import corpus, pipeline
 from bench.common import BIN
+from clipd.config import ModelConfig
+from clipd.embedder import Embedder
 from clipq import Client, ClipqError
 
 RCLIP_VERSION = "3.3.0"
@@ -82,6 +87,7 @@ class Comparison:
     head_images: int
     rclip: ToolResult
     clipd: ToolResult
+    clipd_bound: float  # images/s, clipd's pipeline bound on these photos
 
 
 def ensure_rclip() -> Path:
@@ -273,7 +279,21 @@ def compare(photos: Path, repeats: int, queries: int) -> Comparison:
         head_images,
         ToolResult(runs["rclip"], runs["rclip5"], rclip_s),
         ToolResult(runs["clipd"], runs["clipd5"], clipd_s),
+        pipeline_bound(photos, paths, model),
     )
+
+
+def pipeline_bound(photos: Path, paths: list[Path], model: Path, sample: int = 60) -> float:
+    """Images/s if every core only decoded and embedded (bench.pipeline's bound): decode CPU
+    per photo over a sample spread across the corpus, model CPU per photo at clipd's batch."""
+    print(f"  pipeline bound: decoding {min(sample, len(paths))} photos, then the model alone")
+    config = ModelConfig(MODEL_NAME, str(model / "weights.pt"), device="cpu")
+    embedder = Embedder(config, texts=False)
+    spread = paths[:: max(1, len(paths) // sample)][:sample]
+    decode_s = pipeline.decode_cpu_seconds(spread, embedder, draft=True)
+    batch = pipeline.config_for(photos).batch_size  # clipd's default
+    model_s, _ = pipeline.model_seconds(embedder, batch, batches=6)
+    return (os.cpu_count() or 1) / (decode_s + model_s)
 
 
 def _first(photos: Path, paths: list[Path], count: int) -> Path:
@@ -362,6 +382,8 @@ def table(result: Comparison) -> list[tuple[str, str, str, str]]:
          f"{queries[1] * 1e3:.0f} ms", f"{queries[0] / queries[1]:.2f}x faster"),
         ("peak RSS while indexing", f"{rss[0]:.0f} MiB", f"{rss[1]:.0f} MiB",
          f"{rss[0] / rss[1]:.2f}x less"),
+        ("clipd's pipeline bound (decode + model CPU)", "", f"{result.clipd_bound:.1f} img/s",
+         f"steady state {100 / steady_wall[1] / result.clipd_bound:.0f}% of it"),
     ]  # fmt: skip
 
 
