@@ -173,20 +173,35 @@ class _Textual(torch.nn.Module):
         return out
 
 
+# Runs a command as its own child and writes down the child's exit code, wall and CPU seconds
+# and peak RSS. Linux carries a process's peak RSS across exec, so a tool forked straight from
+# this bench process (torch imported, a model exported or loaded) would report this process's
+# peak as its own; forked from this small one, it reports its own.
+_MEASURE = """
+import os, subprocess, sys, time
+report, command = sys.argv[1], sys.argv[2:]
+started = time.perf_counter()
+child = subprocess.Popen(command)
+_, status, usage = os.wait4(child.pid, 0)
+wall = time.perf_counter() - started
+with open(report, "w") as out:
+    cpu = usage.ru_utime + usage.ru_stime
+    out.write(f"{os.waitstatus_to_exitcode(status)} {wall} {cpu} {usage.ru_maxrss}")
+"""
+
+
 def run_process(command: list[str | Path], *, cwd: Path, env: dict[str, str]) -> Run:
     """Run a command to its end; raise SystemExit with its stderr if it fails."""
-    with tempfile.TemporaryFile() as errors:
-        started = time.perf_counter()
-        process = subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.DEVNULL,
-                                   stderr=errors)  # fmt: skip
-        _, status, usage = os.wait4(process.pid, 0)
-        wall = time.perf_counter() - started
-        process.returncode = os.waitstatus_to_exitcode(status)
-        if process.returncode:
+    with tempfile.TemporaryFile() as errors, tempfile.NamedTemporaryFile("r") as report:
+        subprocess.run([sys.executable, "-c", _MEASURE, report.name, *map(str, command)],
+                       cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=errors,
+                       check=True)  # fmt: skip
+        code, wall, cpu, rss_kib = report.read().split()
+        if int(code):
             errors.seek(0)
             tail = errors.read()[-2000:].decode(errors="replace")
-            raise SystemExit(f"{command[0]} exited {process.returncode}:\n{tail}")
-    return Run(wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024)
+            raise SystemExit(f"{command[0]} exited {code}:\n{tail}")
+    return Run(float(wall), float(cpu), int(rss_kib) / 1024)
 
 
 class Rclip:
@@ -335,10 +350,7 @@ def _query_times(
 
 
 def _clipq(env: dict[str, str], text: str) -> float:
-    started = time.perf_counter()
-    subprocess.run([BIN / "clipq", "-n", "20", text], env=env, check=True,
-                   stdout=subprocess.DEVNULL)  # fmt: skip
-    return time.perf_counter() - started
+    return run_process([BIN / "clipq", "-n", "20", text], cwd=Path.cwd(), env=env).wall_s
 
 
 def _wait_idle(socket: Path) -> None:
