@@ -37,6 +37,7 @@ from bench import (
     web,
     web_api,
 )
+from bench.common import compile_sources
 from clipd.embedder import Embedder
 
 
@@ -72,6 +73,7 @@ def main() -> int:
     parser.add_argument("--no-rclip", action="store_true")
     args = parser.parse_args()
     sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]  # progress in logs
+    compile_sources()
     images = args.images or (40 if args.quick else 200)
     sizes = args.sizes or ([10_000, 100_000] if args.quick else [10_000, 100_000, 1_000_000])
     repeats = 1 if args.quick else 3

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import compileall
 import sys
 from pathlib import Path
 
@@ -16,6 +17,15 @@ MODELS = {
     },
     "vit-b-32": {"name": "ViT-B-32", "pretrained": "random"},
 }
+
+
+def compile_sources() -> None:
+    """Write the bytecode of clipd's, clipq's and the API's modules, as `pip install` does for
+    a package it installs (and rclip's has): the commands timed then start as a user's do, not
+    compiling their sources on every start, as they would where PYTHONDONTWRITEBYTECODE is set
+    (10% of a clipq query's wall time on the project VM)."""
+    for folder in ("daemon", "client", "protos"):
+        compileall.compile_dir(REPO / folder, quiet=1)
 
 
 def write_config(work: Path, photos: Path, model: str, **extra: object) -> Path:

@@ -44,7 +44,7 @@ import torch
 import yaml
 
 from bench import corpus, pipeline
-from bench.common import BIN
+from bench.common import BIN, compile_sources
 from clipd.config import ModelConfig
 from clipd.embedder import Embedder
 from clipq import Client, ClipqError
@@ -271,6 +271,7 @@ class Clipd:
 
 def compare(photos: Path, repeats: int, queries: int) -> Comparison:
     """Both tools, interleaved: index all and the first fifth from empty, then queries."""
+    compile_sources()
     paths = corpus.files(photos)
     head = _first(photos, paths, max(1, len(paths) // 5))
     head_images = len(corpus.files(head))
