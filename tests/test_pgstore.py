@@ -13,6 +13,7 @@ import pytest
 from harness import MODEL, record, unit_vectors
 from pgserver import PgServer
 
+from clipd import pgstore
 from clipd.errors import AlreadyRunning, StoreError, StoreUnavailable
 from clipd.pgschema import MIGRATIONS
 from clipd.pgstore import EXACT_BELOW, PostgresStore, SharedThumbnails
@@ -107,6 +108,29 @@ def test_two_hosts_writing_at_once_keep_each_others_rows_whole(
     assert alpha.vector_for("/pics/new/005.jpg") == vectors[5].tobytes()
 
 
+def test_writes_holds_until_a_host_writes(
+    two_hosts: tuple[PostgresStore, PostgresStore], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The status and duplicate answers are cached while `writes` holds: it must hold while
+    nothing changes, move at once on this host's write and soon after another host's."""
+    alpha, beta = two_hosts
+    before = alpha.writes
+    alpha.counts(), alpha.search(unit_vectors(1, seed=1)[0].tobytes(), limit=5)  # reads only
+    assert alpha.writes == before
+    assert alpha.remove(["/pics/a00.jpg"]) == 1
+    mine = alpha.writes
+    assert mine != before, "this host's own write must show at once"
+    monkeypatch.setattr(pgstore, "OTHERS_FRESH_S", 0.0)  # read the other hosts' count each time
+    assert alpha.writes == mine
+    beta.write_batch([], [FailureRecord("/pics/a03.jpg", 1, 1, "CorruptImage", "bad")])
+    assert alpha.writes != mine, "another host's write must show"
+    # A transaction that fails changes nothing, so it counts for nothing.
+    settled = alpha.writes
+    with pytest.raises(psycopg.Error), alpha._transaction() as cursor:
+        cursor.execute("SELECT 1 / 0")
+    assert alpha.writes == settled
+
+
 def test_a_second_live_daemon_with_the_same_host_is_refused(pg_url: str) -> None:
     store = open_store(pg_url, "alpha")
     with pytest.raises(AlreadyRunning, match="another clipd with host 'alpha'"):
@@ -134,7 +158,7 @@ def test_a_daemon_restarted_after_a_crash_takes_its_host_back(pg_url: str) -> No
 
 
 def test_a_cut_connection_is_replaced_and_a_server_away_is_unavailable(
-    private_pg_server: PgServer,
+    private_pg_server: PgServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     url = private_pg_server.url(private_pg_server.create_database())
     store = open_store(url, "alpha")
@@ -155,6 +179,9 @@ def test_a_cut_connection_is_replaced_and_a_server_away_is_unavailable(
         store.search(vector.tobytes(), limit=1)
     with pytest.raises(StoreUnavailable):
         store.write_batch([record("/p/c.jpg", vector)], [])
+    # Nothing may look unchanged while the changes cannot be read.
+    monkeypatch.setattr(pgstore, "OTHERS_FRESH_S", 0.0)
+    assert len({store.writes for _ in range(3)}) == 3
     private_pg_server.start()
     assert len(store.search(vector.tobytes(), limit=5)) == 2
     store.write_batch([record("/p/c.jpg", vector)], [])

@@ -126,7 +126,7 @@ class DuplicateFinder:
         self._full_hashes: dict[tuple[str, int, float], bytes] = {}
         # Whole answers by (threshold, under, tier), valid while store.writes == _found_at.
         self._found: dict[tuple[float, tuple[str, ...], str], _Found] = {}
-        self._found_at = -1
+        self._found_at: int | None = None
 
     def find(self, criteria: Criteria) -> DuplicatesReport:
         with self._one_at_a_time:
@@ -137,7 +137,7 @@ class DuplicateFinder:
     def _found_for(self, criteria: Criteria) -> _Found:
         """Every group for these criteria: kept from an earlier request while the store has
         not been written since (the pages of one listing are one search, not one each)."""
-        writes = self._store.writes  # the shared store's changes every call: nothing is kept
+        writes = self._store.writes  # a shared store's: other machines' writes show within 1 s
         if writes != self._found_at:
             self._found.clear()
             self._found_at = writes

@@ -102,6 +102,17 @@ MIGRATIONS: tuple[tuple[str, str], ...] = (
         CREATE INDEX clipd_files_when ON clipd_files ((coalesce(taken_ns, mtime_ns)));
         """,
     ),
+    (
+        # Each host counts its write transactions here, so that a daemon can tell whether any
+        # machine changed the index since it last counted it (PostgresStore.writes).
+        "0004_changes",
+        """
+        CREATE TABLE clipd_changes (
+            host text PRIMARY KEY,
+            writes bigint NOT NULL
+        );
+        """,
+    ),
 )
 TABLES = (
     "clipd_meta",
@@ -109,6 +120,7 @@ TABLES = (
     "clipd_failures",
     "clipd_raw_pairs",
     "clipd_thumbnails",
+    "clipd_changes",
     "clipd_migrations",
 )
 # pgvector's iterative index scans (hnsw.iterative_scan) came with 0.8.0.

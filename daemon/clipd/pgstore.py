@@ -72,6 +72,9 @@ _MIN_EF_SEARCH = 200
 # How long an estimate of the table's size stands before it is read again.
 _SIZE_TTL_S = 10.0
 _CONNECT_TIMEOUT_S = 10
+# How long other hosts' write count stands before it is read again: the status and the
+# duplicate answers, cached while `writes` holds, show their changes at most this late.
+OTHERS_FRESH_S = 1.0
 
 _EVERYTHING = SearchFilter()
 
@@ -92,7 +95,12 @@ class PostgresStore:
         self.exact_below = exact_below
         self._write_lock = threading.Lock()
         self._writer: psycopg.Connection[Any] | None = None
-        self._reads_asked = itertools.count()
+        # What `writes` is made of: this store's own write transactions, counted at once,
+        # and the other hosts' total, read from clipd_changes at most every OTHERS_FRESH_S.
+        self._own_writes = 0
+        self._others = (-OTHERS_FRESH_S, 0)  # (when read, their writes)
+        self._others_lock = threading.Lock()
+        self._unreadable = itertools.count(-1, -1)  # never a count: a server away caches nothing
         self._local = threading.local()
         self._readers: list[psycopg.Connection[Any]] = []
         self._readers_lock = threading.Lock()
@@ -257,6 +265,12 @@ class PostgresStore:
             try:
                 with conn.transaction(), conn.cursor(binary=True) as cursor:
                     yield cursor
+                    cursor.execute(
+                        "INSERT INTO clipd_changes (host, writes) VALUES (%s, 1) "
+                        "ON CONFLICT (host) DO UPDATE SET writes = clipd_changes.writes + 1",
+                        (self._host,),
+                    )
+                self._own_writes += 1
             except psycopg.errors.InsufficientResources as exc:  # disk full, out of memory
                 raise StoreUnwritable(f"PostgreSQL refused the write: {redact(str(exc))}") from exc
             except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
@@ -599,9 +613,23 @@ class PostgresStore:
 
     @property
     def writes(self) -> int:
-        """Other machines write to a shared index unseen: a new number on every call, so that
-        its counts are read afresh each time."""
-        return next(self._reads_asked)
+        """A number that changes with every write transaction: this host's at once, other
+        hosts' within OTHERS_FRESH_S (their total is read no more often). While the server is
+        away, a new negative number on every call, so that nothing is taken as unchanged."""
+        with self._others_lock:
+            read_at, others = self._others
+            if time.monotonic() - read_at >= OTHERS_FRESH_S:
+                try:
+                    ((others,),) = self._read(
+                        "SELECT coalesce(sum(writes), 0)::bigint FROM clipd_changes "
+                        "WHERE host <> %s",
+                        (self._host,),
+                    )
+                except StoreUnavailable:
+                    return next(self._unreadable)
+                self._others = (time.monotonic(), int(others))
+        # Both parts only grow, so their sum is new after any write, this host's or another's.
+        return self._own_writes + int(others)
 
     def is_indexed(self, path: str) -> bool:
         if self.model is None:

@@ -148,7 +148,8 @@ class IndexStore(Protocol):
     @property
     def writes(self) -> int:
         """A number that changes whenever counts() and size_bytes() may have: while it is the
-        same, the status need not count again."""
+        same, the status need not count again. A shared store sees other machines' writes up
+        to a second late (PostgresStore.writes)."""
         ...
 
     def size_bytes(self) -> int: ...
