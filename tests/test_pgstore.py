@@ -4,6 +4,7 @@ approximate searches agreeing. The rules it shares with SQLite are in test_store
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -15,7 +16,7 @@ from pgserver import PgServer
 
 from clipd import pgstore
 from clipd.errors import AlreadyRunning, StoreError, StoreUnavailable
-from clipd.pgschema import MIGRATIONS
+from clipd.pgschema import MIGRATIONS, host_key
 from clipd.pgstore import EXACT_BELOW, PostgresStore, SharedThumbnails
 from clipd.pgurl import PostgresDatabase
 from clipd.records import FailureRecord, ModelIdentity, SearchFilter
@@ -138,6 +139,19 @@ def test_a_second_live_daemon_with_the_same_host_is_refused(pg_url: str) -> None
     open_store(pg_url, "beta").close()  # another host is welcome
     store.close()
     open_store(pg_url, "alpha").close()  # and the name is free once the first has stopped
+
+
+def test_a_host_lock_let_go_a_moment_later_is_waited_for(pg_url: str) -> None:
+    """A daemon that has just stopped: the server ends its session, and lets its lock go, a
+    moment after the connection closes; a restart at once must wait for it, not refuse."""
+    going = psycopg.connect(pg_url, autocommit=True)
+    going.execute("SELECT pg_advisory_lock(%s)", (host_key("alpha"),))
+    closing_soon = threading.Timer(0.5, going.close)
+    closing_soon.start()
+    try:
+        open_store(pg_url, "alpha").close()
+    finally:
+        closing_soon.join()
 
 
 def test_a_daemon_restarted_after_a_crash_takes_its_host_back(pg_url: str) -> None:

@@ -72,6 +72,8 @@ _MIN_EF_SEARCH = 200
 # How long an estimate of the table's size stands before it is read again.
 _SIZE_TTL_S = 10.0
 _CONNECT_TIMEOUT_S = 10
+# How long taking this host's lock waits for a daemon that has just stopped to let it go.
+_HOST_LOCK_WAIT_S = 2.0
 # How long other hosts' write count stands before it is read again: the status and the
 # duplicate answers, cached while `writes` holds, show their changes at most this late.
 OTHERS_FRESH_S = 1.0
@@ -168,10 +170,7 @@ class PostgresStore:
         first = not self._ready
         conn = self._connect()
         try:
-            ((locked,),) = conn.execute(
-                "SELECT pg_try_advisory_lock(%s)", (host_key(self._host),)
-            ).fetchall()
-            if not locked:
+            if not self._take_host_lock(conn):
                 raise self._host_taken(first)
             if first:
                 migrate(conn, self._database)
@@ -186,6 +185,19 @@ class PostgresStore:
         self._writer = conn
         self._ready = True
         return conn
+
+    def _take_host_lock(self, conn: psycopg.Connection[Any]) -> bool:
+        """Take the host's session lock, waiting up to _HOST_LOCK_WAIT_S for a holder that is
+        going away: the server ends a closed or killed daemon's session, and lets its lock
+        go, a moment after the connection is gone (a restart at once found it still held)."""
+        wait_ms = round(_HOST_LOCK_WAIT_S * 1000)
+        try:
+            with conn.transaction():  # the lock outlives it: it is the session's
+                conn.execute(f"SET LOCAL lock_timeout = {wait_ms}")
+                conn.execute("SELECT pg_advisory_lock(%s)", (host_key(self._host),))
+        except psycopg.errors.LockNotAvailable:
+            return False
+        return True
 
     def _host_taken(self, first: bool) -> ClipdError:
         message = (
