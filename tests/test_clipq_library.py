@@ -20,6 +20,7 @@ from clipq import (
     Failure,
     FailurePage,
     Hit,
+    ImageFile,
     NotFound,
     ReindexResult,
     RpcError,
@@ -45,6 +46,22 @@ def test_library_sends_weights_and_filters(fake_daemon: tuple[FakeDaemon, str]) 
     assert (request.limit, request.offset, request.min_score) == (3, 6, 0.25)
     assert list(request.under) == ["/pics"]
     assert not request.terms[0].HasField("weight")
+
+
+def test_library_names_another_machines_file_by_host_and_path(
+    fake_daemon: tuple[FakeDaemon, str],
+) -> None:
+    fake, path = fake_daemon
+    with Client(path) as client:
+        client.search(ImageFile("/pics/a.jpg", 2, host="laptop"))
+        for bad, message in [
+            (ImageFile("pics/a.jpg", host="laptop"), "absolute path there"),
+            (ImageFile("/pics/a.jpg", host="lap/top"), "not a machine's name"),
+        ]:
+            with pytest.raises(ValueError, match=message):
+                client.search(bad)
+    [request] = fake.requests  # the refused ones were never sent
+    assert list(request.terms) == [pb.Term(path="laptop:/pics/a.jpg", weight=2)]
 
 
 def test_library_returns_typed_result(fake_daemon: tuple[FakeDaemon, str]) -> None:

@@ -37,6 +37,14 @@ def check(word: str) -> str | None:
         ),
         (["-parked cars"], [Text("parked cars", -1)]),
         (["note:thing", "-", "+"], [Text("note:thing - +")]),
+        # Another machine's file, as clipq prints its hits: never looked for here.
+        (["laptop:/pics/a.jpg"], [ImageFile("/pics/a.jpg", host="laptop")]),
+        (
+            ["2:laptop:/pics/a.jpg", "-nas:/b/c.png"],
+            [ImageFile("/pics/a.jpg", 2, host="laptop"), ImageFile("/b/c.png", -1, host="nas")],
+        ),
+        # A host has no '/': these are this machine's paths (and not readable ones here).
+        (["3:/abs/shot.png"], [ImageFile("/abs/shot.png", 3)]),
     ],
 )
 def test_query_words_become_terms(words: list[str], expected: list[Text | ImageFile]) -> None:
@@ -47,6 +55,7 @@ def test_image_option_adds_an_image_term() -> None:
     terms = query_terms(["sunset"], ["/abs/shot.png"], check=check)
     assert terms == [Text("sunset"), ImageFile("/abs/shot.png")]
     assert query_terms([], ["photo.jpg"], check=check) == [ImageFile("photo.jpg")]
+    assert query_terms([], ["nas:/b/c.png"], check=check) == [ImageFile("/b/c.png", host="nas")]
 
 
 @pytest.mark.parametrize(
@@ -57,6 +66,8 @@ def test_image_option_adds_an_image_term() -> None:
         (["0:cat"], [], "a weight of 0"),
         (["2:"], [], "nothing follows the weight"),
         (["cat"], ["notes.txt"], "--image notes.txt: no such file"),
+        (["./a:/b.jpg"], [], "./a:/b.jpg: no such file"),
+        (["/a:/b.jpg"], [], "/a:/b.jpg: no such file"),
     ],
 )
 def test_bad_queries_say_why(words: list[str], images: list[str], message: str) -> None:

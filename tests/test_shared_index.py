@@ -99,6 +99,14 @@ def test_each_machine_searches_every_machines_pictures(
     code, out, _ = run_clipq(capsys, "--paths", "--host", "beta", "a red circle")
     assert code == 0
     assert all(line.startswith("beta:") for line in out.splitlines())
+    # A hit of beta's, as clipq printed it, is a query word: the vector beta stored for it.
+    shown = f"beta:{beta.root / 'circle.png'}"
+    code, out, _ = run_clipq(capsys, "--paths", "-n", "1", shown)
+    assert code == 0
+    assert out.splitlines() == [shown]
+    code, _, err = run_clipq(capsys, "--paths", f"beta:{beta.root / 'gone.png'}")
+    assert code != 0
+    assert "is not in the shared index" in err
 
 
 def test_the_web_api_serves_another_machines_hits_from_the_shared_index(

@@ -36,10 +36,13 @@ class ImageFile:
 
     Over the Unix socket the daemon is sent the path, and uses the stored vector when the file
     is indexed; over TCP the file's bytes are sent, since the daemon may not see this file.
+    With `host`, the file is another machine's in a shared index (`path` absolute there): the
+    daemon uses the vector that machine stored, over either transport.
     """
 
     path: str | Path
     weight: float = 1.0
+    host: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -361,6 +364,8 @@ class Client:
             return pb.Term(text=term.text, weight=weight)
         if isinstance(term, ImageBytes):
             return pb.Term(image=term.data, weight=weight)
+        if term.host:
+            return pb.Term(path=_on_host(term.host, term.path), weight=weight)
         if self.over_tcp:
             return pb.Term(image=Path(term.path).expanduser().read_bytes(), weight=weight)
         return pb.Term(path=_absolute(term.path), weight=weight)
@@ -560,6 +565,15 @@ def _default_token() -> tuple[str | None, Path | None]:
 
 def _absolute(path: str | Path) -> str:
     return str(Path(path).expanduser().resolve())
+
+
+def _on_host(host: str, path: str | Path) -> str:
+    """The daemon's name of another machine's file, `host:/path` (clipd_api.query)."""
+    if "/" in host or ":" in host or not host.strip():
+        raise ValueError(f"{host!r} is not a machine's name")
+    if not str(path).startswith("/"):
+        raise ValueError(f"{path}: another machine's file is named by its absolute path there")
+    return f"{host}:{path}"
 
 
 def _embed_request(

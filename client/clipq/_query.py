@@ -16,7 +16,13 @@ import time
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta, timezone, tzinfo
 
-from clipd_api.query import IMAGE_EXTENSIONS, QueryError, looks_like_path, parse_words
+from clipd_api.query import (
+    IMAGE_EXTENSIONS,
+    QueryError,
+    host_and_path,
+    looks_like_path,
+    parse_words,
+)
 from clipq._client import ImageFile, Text
 
 # Also from here: parse_when raises QueryError, and clipq's callers catch it from this module.
@@ -87,20 +93,27 @@ def query_terms(
 
     Plain words and texts join into one text. A word that looks like a path must name an image
     (`check` says what is wrong with it otherwise): it is never searched as text by mistake.
+    `HOST:/PATH` names another machine's file, which only the daemon can look up.
     """
     terms: list[Term] = []
     for term in parse_words(words, texts):
         if term.image:
-            _check_image(term.value, check, label=term.value)
-            terms.append(ImageFile(term.value, term.weight))
+            terms.append(_image_term(term.value, term.weight, check, label=term.value))
         else:
             terms.append(Text(term.value, term.weight))
     for path in images:
-        _check_image(path, check, label=f"--image {path}")
-        terms.append(ImageFile(path))
+        terms.append(_image_term(path, 1.0, check, label=f"--image {path}"))
     if not terms:
         raise QueryError("the query is empty")
     return terms
+
+
+def _image_term(word: str, weight: float, check: ImageCheck, *, label: str) -> ImageFile:
+    host, path = host_and_path(word)
+    if host:
+        return ImageFile(path, weight, host=host)
+    _check_image(word, check, label=label)
+    return ImageFile(word, weight)
 
 
 def _check_image(path: str, check: ImageCheck, *, label: str) -> None:

@@ -36,6 +36,7 @@ from clipd.scanner import outside_roots
 from clipd.storage import IndexStore
 from clipd.thumbcache import Thumbnails
 from clipd_api.kinds import ErrorKind
+from clipd_api.query import host_and_path
 
 if TYPE_CHECKING:
     from clipd.indexer import Indexer
@@ -281,7 +282,7 @@ class Queries:
         raise QueryError(f"{label} is empty; set one of text, image or path")
 
     def _path_vector(self, embedder: Embedder, raw: str, label: str) -> Vectors:
-        host, raw = _host_and_path(raw)
+        host, raw = host_and_path(raw)
         if host and host != self._state.store.host:
             return self._remote_vector(host, _absolute(raw, label), label)
         path = _absolute(raw, label)
@@ -646,15 +647,6 @@ def _time_ns(seconds: float | None, field: str) -> int | None:
         raise QueryError(f"{field} must be a time in seconds since the Unix epoch")
     # Beyond what SQLite's 64-bit nanoseconds hold (years 1678-2262) no file can be: clamp.
     return round(max(-_MAX_SECONDS, min(seconds, _MAX_SECONDS)) * 1e9)
-
-
-def _host_and_path(raw: str) -> tuple[str, str]:
-    """("laptop", "/a/b.jpg") from "laptop:/a/b.jpg", how another machine's file is named;
-    ("", raw) for a plain path (an absolute path never has a host before it)."""
-    host, colon, path = raw.partition(":/")
-    if not colon or not host or os.path.isabs(raw):
-        return "", raw
-    return host, "/" + path
 
 
 def _absolute(raw: str, label: str) -> str:

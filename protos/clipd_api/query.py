@@ -4,8 +4,9 @@
 
 Plain words form one text ("beach"); `+TEXT` and `-TEXT` add and subtract a term of their own;
 `W:TERM` gives a term the weight W; a word that looks like a path (a '/' or an image extension)
-names an image to query by example: for clipq a file, for the daemon an indexed path. Either
-refuses such a word when it names none, rather than search it as text.
+names an image to query by example: for clipq a file, for the daemon an indexed path; and
+`HOST:/PATH` another machine's indexed file in a shared index. Either refuses such a word when
+it names none, rather than search it as text.
 
 Pure Python with no dependencies: clipq imports it on every start.
 """
@@ -52,6 +53,16 @@ def looks_like_path(word: str) -> bool:
     """
     ext = word.rpartition(".")[2]
     return "/" in word or ("." in word and ext.lower() in IMAGE_EXTENSIONS)
+
+
+def host_and_path(word: str) -> tuple[str, str]:
+    """("laptop", "/a/b.jpg") for "laptop:/a/b.jpg": another machine's file in a shared index,
+    named as clipq prints its hits; ("", word) for any other word. A host has no '/', so
+    "./a:/b.jpg" and "/a:/b.jpg" are paths of this machine."""
+    host, colon, path = word.partition(":/")
+    if not colon or not host or "/" in host:
+        return "", word
+    return host, "/" + path
 
 
 def parse_words(words: Sequence[str], texts: Sequence[str] = ()) -> list[ParsedTerm]:
