@@ -117,6 +117,7 @@ def test_writes_holds_until_a_host_writes(
     alpha, beta = two_hosts
     before = alpha.writes
     alpha.counts(), alpha.search(unit_vectors(1, seed=1)[0].tobytes(), limit=5)  # reads only
+    alpha.put_thumbnail("/pics/a01.jpg", 100, 1_000_000_000, b"a kept picture")  # no count moves
     assert alpha.writes == before
     assert alpha.remove(["/pics/a00.jpg"]) == 1
     mine = alpha.writes

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import math
 import threading
 import time
 from collections.abc import Collection, Iterator, Mapping, Sequence
@@ -100,7 +101,7 @@ class PostgresStore:
         # What `writes` is made of: this store's own write transactions, counted at once,
         # and the other hosts' total, read from clipd_changes at most every OTHERS_FRESH_S.
         self._own_writes = 0
-        self._others = (-OTHERS_FRESH_S, 0)  # (when read, their writes)
+        self._others = (-math.inf, 0)  # (when read, their writes): not read yet
         self._others_lock = threading.Lock()
         self._unreadable = itertools.count(-1, -1)  # never a count: a server away caches nothing
         self._local = threading.local()
@@ -270,19 +271,22 @@ class PostgresStore:
             raise _DeadConnection(str(unavailable)) from exc
 
     @contextmanager
-    def _transaction(self) -> Iterator[psycopg.Cursor[Any]]:
-        """One write transaction: all of it is committed, or none."""
+    def _transaction(self, *, counted: bool = True) -> Iterator[psycopg.Cursor[Any]]:
+        """One write transaction: all of it is committed, or none. Counted in `writes` unless
+        it only keeps thumbnails, which change no count (SQLite keeps them in a file apart)."""
         with self._write_lock:
             conn = self._writer_connection()
             try:
                 with conn.transaction(), conn.cursor(binary=True) as cursor:
                     yield cursor
-                    cursor.execute(
-                        "INSERT INTO clipd_changes (host, writes) VALUES (%s, 1) "
-                        "ON CONFLICT (host) DO UPDATE SET writes = clipd_changes.writes + 1",
-                        (self._host,),
-                    )
-                self._own_writes += 1
+                    if counted:
+                        cursor.execute(
+                            "INSERT INTO clipd_changes (host, writes) VALUES (%s, 1) ON CONFLICT "
+                            "(host) DO UPDATE SET writes = clipd_changes.writes + 1",
+                            (self._host,),
+                        )
+                if counted:
+                    self._own_writes += 1
             except psycopg.errors.InsufficientResources as exc:  # disk full, out of memory
                 raise StoreUnwritable(f"PostgreSQL refused the write: {redact(str(exc))}") from exc
             except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
@@ -625,9 +629,10 @@ class PostgresStore:
 
     @property
     def writes(self) -> int:
-        """A number that changes with every write transaction: this host's at once, other
-        hosts' within OTHERS_FRESH_S (their total is read no more often). While the server is
-        away, a new negative number on every call, so that nothing is taken as unchanged."""
+        """A number that changes with every write transaction but a thumbnail's: this host's
+        at once, other hosts' within OTHERS_FRESH_S (their total is read no more often).
+        While the server is away, a new negative number on every call, so that nothing is
+        taken as unchanged."""
         with self._others_lock:
             read_at, others = self._others
             if time.monotonic() - read_at >= OTHERS_FRESH_S:
@@ -839,7 +844,7 @@ class PostgresStore:
 
     def put_thumbnail(self, path: str, size: int, mtime_ns: int, data: bytes) -> None:
         """Keep the thumbnail of this host's file as it is now (size, mtime_ns)."""
-        with self._transaction() as cursor:
+        with self._transaction(counted=False) as cursor:
             cursor.execute(
                 """
                 INSERT INTO clipd_thumbnails (host, path, size, mtime_ns, data)
@@ -864,7 +869,7 @@ class PostgresStore:
 
     def forget_stray_thumbnails(self) -> int:
         """Drop this host's thumbnails of files it no longer indexes; how many."""
-        with self._transaction() as cursor:
+        with self._transaction(counted=False) as cursor:
             cursor.execute(
                 "DELETE FROM clipd_thumbnails t WHERE t.host = %s AND NOT EXISTS "
                 "(SELECT 1 FROM clipd_files f WHERE f.host = t.host AND f.path = t.path)",
