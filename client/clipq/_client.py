@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeAlias, TypeVar
 import grpc
 from google.protobuf.message import Message
 
+from clipd_api.query import on_host
 from clipd_api.v1 import clipd_pb2 as pb
 from clipd_api.v1 import clipd_pb2_grpc as pb_grpc
 from clipq._daemon_config import socket_path, token_path
@@ -119,7 +120,7 @@ class SearchResult:
 
     def shown_path(self, hit: Hit) -> str:
         """The hit's path, as `host:path` when its file is on another machine."""
-        return hit.path if self.is_here(hit) else f"{hit.host}:{hit.path}"
+        return hit.path if self.is_here(hit) else on_host(hit.host, hit.path)
 
     def __iter__(self) -> Iterator[Hit]:
         return iter(self.hits)
@@ -568,12 +569,12 @@ def _absolute(path: str | Path) -> str:
 
 
 def _on_host(host: str, path: str | Path) -> str:
-    """The daemon's name of another machine's file, `host:/path` (clipd_api.query)."""
-    if "/" in host or ":" in host or not host.strip():
+    """ImageFile's host and path checked (a host as the config's `host` allows) and named."""
+    if not host.strip() or any(c in host for c in " :/"):
         raise ValueError(f"{host!r} is not a machine's name")
     if not str(path).startswith("/"):
         raise ValueError(f"{path}: another machine's file is named by its absolute path there")
-    return f"{host}:{path}"
+    return on_host(host, str(path))
 
 
 def _embed_request(

@@ -55,6 +55,12 @@ def looks_like_path(word: str) -> bool:
     return "/" in word or ("." in word and ext.lower() in IMAGE_EXTENSIONS)
 
 
+def on_host(host: str, path: str) -> str:
+    """How another machine's file is named (its hits as clipq prints them, query words):
+    "laptop:/a/b.jpg"; host_and_path reads it back."""
+    return f"{host}:{path}"
+
+
 def host_and_path(word: str) -> tuple[str, str]:
     """("laptop", "/a/b.jpg") for "laptop:/a/b.jpg": another machine's file in a shared index,
     named as clipq prints its hits; ("", word) for any other word. A host has no '/', so
