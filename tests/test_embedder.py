@@ -25,6 +25,10 @@ from clipd.errors import ConfigError, ModelError, UnknownModel, WeightsOffline
 TINY = ModelConfig(name=str(TINY_MODEL_JSON), pretrained=str(TINY_MODEL_WEIGHTS), device="cpu")
 
 
+def tiny_in(precision: str) -> ModelConfig:
+    return ModelConfig(TINY.name, TINY.pretrained, device="cpu", precision=precision)
+
+
 @pytest.fixture(scope="module")
 def tiny() -> Embedder:
     return Embedder(TINY)
@@ -32,7 +36,7 @@ def tiny() -> Embedder:
 
 @pytest.fixture(scope="module")
 def fp32() -> Embedder:
-    return Embedder(ModelConfig(TINY.name, TINY.pretrained, device="cpu", precision="fp32"))
+    return Embedder(tiny_in("fp32"))
 
 
 def test_vectors_are_unit_float32_and_rank_the_right_caption_first(tiny: Embedder) -> None:
@@ -118,9 +122,7 @@ def test_indexing_waits_while_a_query_uses_the_model(
 
 
 def test_bf16_stays_close_to_fp32_and_keeps_the_identity(fp32: Embedder) -> None:
-    half = Embedder(
-        ModelConfig(TINY.name, TINY.pretrained, device="cpu", precision="bf16"),
-    )
+    half = Embedder(tiny_in("bf16"))
     assert half.precision == "bf16"
     for text in ("a red circle", "a blue square"):
         assert float(half.embed_text(text) @ fp32.embed_text(text)) > 0.999
@@ -130,7 +132,7 @@ def test_bf16_stays_close_to_fp32_and_keeps_the_identity(fp32: Embedder) -> None
 
 def auto(monkeypatch: pytest.MonkeyPatch, has_bf16: bool) -> Embedder:
     monkeypatch.setattr(embedder, "_cpu_has_bf16", lambda: has_bf16)
-    return Embedder(ModelConfig(TINY.name, TINY.pretrained, device="cpu", precision="auto"))
+    return Embedder(tiny_in("auto"))
 
 
 def test_auto_picks_bf16_where_the_cpu_has_it_and_the_drift_is_small(
@@ -217,10 +219,6 @@ def test_the_probe_runs_again_for_another_torch_or_a_damaged_cache(
     auto(monkeypatch, has_bf16=True)
     assert probes, "a damaged cache must mean a new probe"
     assert len(json.loads(probe_cache.cache_file().read_text(encoding="utf-8"))) == 1
-
-
-def tiny_in(precision: str) -> ModelConfig:
-    return ModelConfig(TINY.name, TINY.pretrained, device="cpu", precision=precision)
 
 
 def image_weights(model: Embedder) -> int:
