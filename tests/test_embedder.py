@@ -131,7 +131,7 @@ def test_bf16_stays_close_to_fp32_and_keeps_the_identity(fp32: Embedder) -> None
 
 
 def auto(monkeypatch: pytest.MonkeyPatch, has_bf16: bool) -> Embedder:
-    monkeypatch.setattr(embedder, "_cpu_has_bf16", lambda: has_bf16)
+    monkeypatch.setattr(embedder, "cpu_has_bf16", lambda: has_bf16)
     return Embedder(tiny_in("auto"))
 
 
@@ -244,7 +244,7 @@ def test_a_model_for_images_only_keeps_the_image_tower_and_its_vectors(
 def test_a_model_for_images_only_still_probes_bf16_with_texts_first(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(embedder, "_cpu_has_bf16", lambda: True)
+    monkeypatch.setattr(embedder, "cpu_has_bf16", lambda: True)
     probes = counted_probes(monkeypatch)
     probed = Embedder(tiny_in("auto"), texts=False)
     assert probes, "no earlier probe here: this start must probe"

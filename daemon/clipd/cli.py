@@ -233,7 +233,7 @@ def _settings(config: Config) -> list[tuple[str, str]]:
 
 def _index(config: Config, args: argparse.Namespace) -> int:
     _limit_malloc_arenas()
-    from clipd.embedder import Embedder
+    from clipd.image_model import for_indexing
     from clipd.indexer import Indexer
     from clipd.instance import file_lock
     from clipd.progress import Progress
@@ -258,7 +258,7 @@ def _index(config: Config, args: argparse.Namespace) -> int:
     try:
         store = store_for(config)
         try:
-            embedder = Embedder(config.model, texts=False)
+            embedder = for_indexing(config.model)
             loaded = time.monotonic()
             store.bind_model(embedder.identity)
             job = Indexer(config, store, embedder, Progress()).run_once(paths)

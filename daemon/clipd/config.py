@@ -32,6 +32,8 @@ DATABASE_ENV = "CLIPD_DATABASE"
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+# What runs the image tower in `clipd index` (clipd.onnx_images); the daemon always runs torch.
+RUNTIMES = ("auto", "torch", "onnx")
 # Which file of a RAW + JPEG pair is indexed (see clipd.pairs, which these name).
 RAW_PAIRS = ("prefer_jpeg", "prefer_raw", "both")
 # Weights named like this mean "random initialisation": for benchmarks, never for real use.
@@ -123,6 +125,7 @@ class ModelConfig:
     pretrained: str = "laion2b_s34b_b79k"
     device: str = "auto"
     precision: str = "auto"
+    runtime: str = "auto"
 
 
 @dataclass(frozen=True, slots=True)
@@ -233,6 +236,7 @@ def parse_config(data: object, source: Path, *, require_roots: bool = True) -> C
             pretrained=reader.model_ref(model_key("pretrained"), "model.pretrained", base, None),
             device=reader.choice(model_key("device"), "model.device", DEVICES),
             precision=reader.choice(model_key("precision"), "model.precision", PRECISIONS),
+            runtime=reader.choice(model_key("runtime"), "model.runtime", RUNTIMES),
         ),
         batch_size=reader.integer(key("batch_size"), "batch_size", 1, 1024),
         loader_threads=reader.integer(key("loader_threads"), "loader_threads", 0, 64),
@@ -264,6 +268,16 @@ def parse_config(data: object, source: Path, *, require_roots: bool = True) -> C
             "upload_dir",
             f"names {config.upload_dir}, which is not inside a root; the images added there "
             "must be indexed, so name a folder inside one of the roots",
+        )
+    chosen = config.model
+    if chosen.runtime == "onnx" and (
+        chosen.device not in ("auto", "cpu") or chosen.precision not in ("auto", "fp32")
+    ):
+        reader.fail(
+            "model.runtime",
+            f"is onnx, which runs fp32 on the CPU, but model.device is {chosen.device} and "
+            f"model.precision {chosen.precision}: set them to cpu and fp32 (or auto), "
+            "or model.runtime to auto",
         )
     if not config.include:
         raise ConfigError(f"{source}: key 'include' is empty; list at least one glob like '*.jpg'")

@@ -68,7 +68,7 @@ class Embedder:
         self.device = _pick_device(config.device)
         self.dtype = _pick_dtype(config.precision, self.device)
         model_name = check_model(config)
-        name, pretrained = _identity_of(config.name), _identity_of(config.pretrained)
+        name, pretrained = identity_of(config.name), identity_of(config.pretrained)
         # The smallest probe cosine of bf16 against fp32, when `auto` weighed bf16: from an
         # earlier start if one probed these weights here, else measured below.
         self.bf16_cosine: float | None = None
@@ -153,6 +153,18 @@ class Embedder:
             texts = self._model.encode_text(self._tokenize(list(_PROBE_TEXTS)))
             image = self._model.encode_image(pattern[None].to(dtype))
         return _normalised(torch.cat([texts, image]))
+
+    def preprocess_config(self) -> dict[str, Any]:
+        """open_clip's description of the model's input: size, mean, std, interpolation..."""
+        import open_clip
+
+        config: dict[str, Any] = dict(open_clip.get_model_preprocess_cfg(self._model))
+        return config
+
+    def image_tower(self) -> torch.nn.Module:
+        """The module that encode_image runs (without its normalisation), e.g. for export."""
+        tower: torch.nn.Module = self._model.visual
+        return tower
 
     def warm_up(self) -> None:
         """Encode one text now, so that the first query does not pay the kernels' one-time
@@ -293,11 +305,11 @@ def _pick_dtype(precision: str, device: str) -> torch.dtype:
         # (Embedder then checks the drift), else fp32.
         if device in ("cuda", "mps"):
             return torch.float16
-        return torch.bfloat16 if device == "cpu" and _cpu_has_bf16() else torch.float32
+        return torch.bfloat16 if device == "cpu" and cpu_has_bf16() else torch.float32
     return {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
 
 
-def _cpu_has_bf16() -> bool:
+def cpu_has_bf16() -> bool:
     """True if /proc/cpuinfo lists native bf16 arithmetic (Linux x86; elsewhere: False)."""
     try:
         with open("/proc/cpuinfo", encoding="ascii", errors="replace") as cpuinfo:
@@ -499,7 +511,7 @@ def _image_side(model: Any) -> int:
     return int(size[0] if isinstance(size, tuple | list) else size)
 
 
-def _identity_of(ref: str) -> str:
+def identity_of(ref: str) -> str:
     """Built-in names stay; a file is identified by its content, so moving it changes nothing."""
     path = Path(ref)
     if not path.is_file():

@@ -18,13 +18,13 @@ from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any
 
 from clipd import images, pairs, thumbcache
 from clipd.backfill import Backfill
 from clipd.config import Config
-from clipd.embedder import Embedder
 from clipd.errors import ImageError, MissingDecoder, StoreUnavailable, StoreUnwritable
+from clipd.image_model import ImageModel
 from clipd.pixels import signature as pixel_signature
 from clipd.progress import Progress
 from clipd.records import FailureRecord, FileRecord, IndexedCopy
@@ -32,9 +32,6 @@ from clipd.scanner import FileStat, Matcher, ScanResult, content_hash, scan
 from clipd.storage import IndexStore
 from clipd.thumbcache import Thumbnails
 from clipd_api import kinds
-
-if TYPE_CHECKING:
-    import torch
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +64,7 @@ class _Loaded:
     content_hash: bytes
     width: int
     height: int
-    pixels: torch.Tensor
+    pixels: Any  # what the model's prepare() made
     taken_ns: int | None
     signature: bytes  # clipd.pixels
 
@@ -83,7 +80,7 @@ class Indexer:
         self,
         config: Config,
         store: IndexStore,
-        embedder: Embedder,
+        embedder: ImageModel,
         progress: Progress,
         thumbnails: Thumbnails | None = None,
     ):

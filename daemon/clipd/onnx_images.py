@@ -1,0 +1,294 @@
+"""The image tower in ONNX Runtime, for `clipd index` on CPUs that compute in fp32.
+
+Why: where the CPU has no native bf16, torch and ONNX Runtime run the image tower at the same
+fp32 cost (bench/int8.py), but a process that never imports torch starts seconds sooner and
+holds hundreds of MiB less: PyPI's torch is the CUDA build, which maps its GPU libraries even on
+a CPU, and torchvision pulls in torch._dynamo and triton (README, Performance). So `clipd index`
+exports the tower once through torch (clipd.embedder's loading, torch.onnx), keeps the file in
+$XDG_CACHE_HOME/clipd/onnx/, and later runs import only onnxruntime, numpy and Pillow. The
+daemon keeps torch: it needs the text tower too, and holding both runtimes would cost more
+memory than it saves.
+
+The input is made as open_clip's evaluation transform makes it (shortest side resized, centre
+crop, normalised), in numpy on the same Pillow resize, so both runtimes see the same pixels;
+models with other transforms stay on torch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import importlib.metadata
+import importlib.util
+import logging
+import os
+import time
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import numpy.typing as npt
+from PIL import Image
+
+from clipd.config import ModelConfig
+from clipd.disk_cache import JsonCache, cache_dir
+from clipd.errors import ModelError
+from clipd.records import ModelIdentity
+
+if TYPE_CHECKING:
+    import onnxruntime
+
+log = logging.getLogger(__name__)
+
+Vectors = npt.NDArray[np.float32]
+# What the cached file's description holds; a description lacking any of them is re-exported.
+_TOWERS = JsonCache("onnx.json")
+_RESAMPLING = {"bicubic": Image.Resampling.BICUBIC, "bilinear": Image.Resampling.BILINEAR}
+# Device nodes of a GPU driver (NVIDIA's; AMD's ROCm, which torch also calls cuda): where one
+# exists, `device: auto` may mean a GPU, and only torch can tell, so torch runs the model.
+_GPU_NODES = ("/dev/nvidiactl", "/dev/kfd")
+
+
+@dataclass(frozen=True)
+class TowerFile:
+    """An exported image tower and what running it needs besides the file."""
+
+    path: Path
+    dim: int
+    side: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    interpolation: str
+
+
+def chosen_for(config: ModelConfig) -> bool:
+    """Whether `clipd index` runs the image tower in ONNX Runtime (model.runtime)."""
+    if config.runtime == "torch":
+        return False
+    if config.runtime == "onnx":
+        if not _installed():
+            raise ModelError(
+                "model.runtime is 'onnx' but onnxruntime or onnx is not installed: "
+                "`pip install onnxruntime onnx`, or set model.runtime to auto"
+            )
+        return True
+    from clipd.embedder import cpu_has_bf16
+
+    # auto: fp32 on a CPU, where the two runtimes cost the same and this one starts lighter.
+    on_cpu = config.device == "cpu" or (config.device == "auto" and not _gpu_present())
+    fp32 = config.precision == "fp32" or (config.precision == "auto" and not cpu_has_bf16())
+    return on_cpu and fp32 and _installed()
+
+
+def _installed() -> bool:
+    return all(importlib.util.find_spec(name) is not None for name in ("onnxruntime", "onnx"))
+
+
+def _gpu_present() -> bool:
+    if os.uname().sysname == "Darwin":  # Apple's GPU (mps): torch decides
+        return True
+    return any(os.path.exists(node) for node in _GPU_NODES)
+
+
+class OnnxImages:
+    """The image half of clipd.embedder.Embedder (what the indexer uses), in ONNX Runtime."""
+
+    precision = "fp32"
+    device = "cpu"
+
+    def __init__(self, config: ModelConfig) -> None:
+        from clipd.embedder import identity_of
+
+        self.config = config
+        name, pretrained = identity_of(config.name), identity_of(config.pretrained)
+        key = _key(name, pretrained)
+        tower = _cached(key)
+        session = _session(tower.path) if tower is not None else None
+        if tower is None or session is None:
+            tower = _export(config, key)
+            session = _session(tower.path)
+            if session is None:
+                raise ModelError(
+                    f"ONNX Runtime cannot load the image tower it exported to {tower.path}"
+                )
+        self._session = session
+        self._input = session.get_inputs()[0].name
+        self._tower = tower
+        self.image_size = tower.side
+        self._resample = _RESAMPLING[tower.interpolation]
+        self._mean = np.array(tower.mean, dtype=np.float32).reshape(3, 1, 1)
+        self._std = np.array(tower.std, dtype=np.float32).reshape(3, 1, 1)
+        self.identity = ModelIdentity(name=name, pretrained=pretrained, dim=tower.dim)
+        log.info(
+            "model %s / %s image tower loaded in ONNX Runtime (fp32, %d-d, %d px input) from %s",
+            config.name,
+            config.pretrained,
+            tower.dim,
+            tower.side,
+            tower.path,
+        )
+
+    def prepare(self, image: Image.Image) -> npt.NDArray[np.float32]:
+        """The model's input for one RGB image, as open_clip's evaluation transform makes it:
+        the shorter side resized to the input side (the longer one truncated), a centre crop,
+        then (x / 255 - mean) / std per channel. CPU work, safe to call from many threads."""
+        side = self.image_size
+        width, height = image.size
+        if width <= height:
+            size = (side, int(side * height / width))
+        else:
+            size = (int(side * width / height), side)
+        if size != image.size:
+            image = image.resize(size, self._resample)
+        left = round((size[0] - side) / 2.0)
+        top = round((size[1] - side) / 2.0)
+        image = image.crop((left, top, left + side, top + side))
+        pixels = np.asarray(image.convert("RGB"), dtype=np.uint8).transpose(2, 0, 1)
+        prepared: npt.NDArray[np.float32] = (
+            pixels.astype(np.float32) / np.float32(255) - self._mean
+        ) / self._std
+        return prepared
+
+    def embed_prepared(self, batch: Sequence[npt.NDArray[np.float32]]) -> Vectors:
+        """Vectors, one row per array made by prepare()."""
+        features = self._session.run(None, {self._input: np.stack(batch)})[0]
+        vectors = np.asarray(features, dtype=np.float32)
+        norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+        normalised: Vectors = (vectors / np.maximum(norms, 1e-12)).astype(np.float32)
+        return normalised
+
+
+def _key(name: str, pretrained: str) -> str:
+    """What the exported file depends on: the model, its weights (a file's by content alone,
+    so a renamed checkpoint reuses it), open_clip's code of the model."""
+
+    def content(identity: str) -> str:
+        return identity.rpartition("#")[2]
+
+    version = importlib.metadata.version("open_clip_torch")
+    return f"{content(name)} | {content(pretrained)} | open_clip {version}"
+
+
+def _cached(key: str) -> TowerFile | None:
+    entry = _TOWERS.lookup(key)
+    if not isinstance(entry, dict):
+        return None
+    try:
+        tower = TowerFile(
+            path=cache_dir() / "onnx" / str(entry["file"]),
+            dim=int(entry["dim"]),
+            side=int(entry["side"]),
+            mean=_triple(entry["mean"]),
+            std=_triple(entry["std"]),
+            interpolation=str(entry["interpolation"]),
+        )
+    except (KeyError, TypeError, ValueError):
+        return None
+    if tower.interpolation not in _RESAMPLING or not tower.path.is_file():
+        return None
+    return tower
+
+
+def _triple(value: Any) -> tuple[float, float, float]:
+    first, second, third = (float(v) for v in value)
+    return first, second, third
+
+
+def _session(path: Path) -> onnxruntime.InferenceSession | None:
+    """A CPU session on the file, or None (logged) if ONNX Runtime cannot load it."""
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = (
+        len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    )
+    options.inter_op_num_threads = 1
+    # Loader threads decode beside the model: threads that spin while waiting for work would
+    # take their CPU.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    options.log_severity_level = 3  # its warnings about unused initializers are noise here
+    try:
+        return onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime raises its own types for damaged or foreign files
+        log.warning("cannot load the cached image tower %s (%s): exporting it again", path, exc)
+        return None
+
+
+def _export(config: ModelConfig, key: str) -> TowerFile:
+    """Export the image tower through torch (once per model), and describe it in the cache."""
+    import torch
+
+    from clipd.embedder import Embedder
+
+    started = time.monotonic()
+    embedder = Embedder(
+        ModelConfig(
+            config.name, config.pretrained, device="cpu", precision="fp32", runtime="torch"
+        ),
+        texts=False,
+    )
+    preprocessing = embedder.preprocess_config()
+    if not _supported(preprocessing):
+        raise ModelError(
+            f"model {config.name} preprocesses images in a way clipd's ONNX path does not "
+            f"({preprocessing}); set model.runtime to torch"
+        )
+    folder = cache_dir() / "onnx"
+    path = folder / f"{hashlib.sha256(key.encode()).hexdigest()[:16]}-visual.onnx"
+    partial = path.with_suffix(f".{os.getpid()}.part")
+    side = embedder.image_size
+    log.info("exporting the image tower of %s / %s to ONNX (once)", config.name, config.pretrained)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        # The TorchScript exporter (dynamo=False: the newer one needs onnxscript too) warns
+        # that it is deprecated and about traced branches; neither is the user's to act on.
+        # Export runs once, at start, on one thread.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(
+                embedder.image_tower(),
+                (torch.zeros(1, 3, side, side),),
+                str(partial),
+                input_names=["pixels"],
+                output_names=["features"],
+                dynamic_axes={"pixels": {0: "batch"}, "features": {0: "batch"}},
+                opset_version=18,
+                dynamo=False,
+            )
+        os.replace(partial, path)
+    except Exception as exc:  # a full disk, or one of the many types torch's exporter raises
+        raise ModelError(
+            f"cannot export the image tower of {config.name} to {folder} ({exc}); "
+            "set model.runtime to torch to index without it"
+        ) from exc
+    finally:
+        with contextlib.suppress(OSError):  # gone once renamed; unreachable if mkdir failed
+            partial.unlink(missing_ok=True)
+    tower = TowerFile(
+        path=path,
+        dim=embedder.identity.dim,
+        side=side,
+        mean=_triple(preprocessing["mean"]),
+        std=_triple(preprocessing["std"]),
+        interpolation=str(preprocessing["interpolation"]),
+    )
+    _TOWERS.store(key, {"file": path.name, "dim": tower.dim, "side": tower.side,
+                        "mean": list(tower.mean), "std": list(tower.std),
+                        "interpolation": tower.interpolation})  # fmt: skip
+    log.info("exported in %.1f s to %s", time.monotonic() - started, path)
+    return tower
+
+
+def _supported(preprocessing: dict[str, Any]) -> bool:
+    """Whether prepare() makes this model's input exactly: open_clip's default transform."""
+    size = preprocessing.get("size")
+    square = isinstance(size, int) or (isinstance(size, tuple | list) and len(set(size)) == 1)
+    return (
+        square
+        and preprocessing.get("resize_mode", "shortest") == "shortest"
+        and preprocessing.get("interpolation") in _RESAMPLING
+        and preprocessing.get("mode", "RGB") == "RGB"
+    )

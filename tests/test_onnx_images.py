@@ -1,0 +1,236 @@
+"""The image tower in ONNX Runtime (`clipd index` on CPUs in fp32), against torch's, with the
+real tiny model: the same input pixels, vectors that agree, the export made once and reused
+by a process that never imports torch, and the rules that choose it."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import open_clip
+import pytest
+from conftest import TINY_MODEL_JSON, TINY_MODEL_WEIGHTS, ConfigWriter
+from fixtures.corpus import write_corpus
+from fixtures.shapes import COLOURS, SHAPES, draw
+from harness import run_clipd
+from PIL import Image
+
+from clipd import embedder, onnx_images
+from clipd.config import ModelConfig, load_config
+from clipd.disk_cache import cache_dir
+from clipd.embedder import Embedder
+from clipd.errors import ConfigError, ModelError
+from clipd.onnx_images import OnnxImages
+from clipd.store import Store
+
+TINY = ModelConfig(name=str(TINY_MODEL_JSON), pretrained=str(TINY_MODEL_WEIGHTS), device="cpu")
+
+
+@pytest.fixture(scope="module")
+def torch_fp32() -> Embedder:
+    return Embedder(ModelConfig(TINY.name, TINY.pretrained, device="cpu", precision="fp32"))
+
+
+@pytest.fixture(scope="module")
+def onnx() -> OnnxImages:
+    return OnnxImages(TINY)
+
+
+def _noise(size: tuple[int, int], seed: int) -> Image.Image:
+    pixels = np.random.default_rng(seed).integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
+    return Image.fromarray(pixels, "RGB")
+
+
+# Portrait, landscape, square; at, under and over the 32 px input; odd sides whose resize
+# truncates and whose centre crop rounds (half to even, as torchvision rounds).
+SIZES = [(32, 32), (33, 32), (32, 33), (31, 47), (47, 31), (64, 40), (41, 64), (16, 9),
+         (9, 16), (100, 99), (3, 200), (513, 384), (35, 32), (37, 32)]  # fmt: skip
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_the_input_pixels_are_open_clips_exactly(
+    size: tuple[int, int], onnx: OnnxImages, torch_fp32: Embedder
+) -> None:
+    image = _noise(size, seed=size[0] * 1000 + size[1])
+    ours = onnx.prepare(image)
+    theirs = torch_fp32.prepare(image).numpy()
+    assert ours.dtype == np.float32
+    assert ours.shape == theirs.shape == (3, 32, 32)
+    assert np.array_equal(ours, theirs)
+
+
+def test_the_vectors_agree_with_torchs(onnx: OnnxImages, torch_fp32: Embedder) -> None:
+    rng = random.Random(5)
+    pictures = [draw(c, s, (96, 64), rng) for c in COLOURS for s in SHAPES]
+    ours = onnx.embed_prepared([onnx.prepare(p) for p in pictures])
+    theirs = torch_fp32.embed_images(pictures)
+    assert ours.dtype == np.float32
+    assert np.allclose(np.linalg.norm(ours, axis=1), 1.0, atol=1e-5)
+    assert float((ours * theirs).sum(axis=1).min()) >= 0.99999
+    assert onnx.identity == torch_fp32.identity
+    assert onnx.image_size == torch_fp32.image_size
+
+
+def test_clipd_index_in_onnx_runtime_stores_what_torch_would(
+    tmp_path: Path, write_config: ConfigWriter
+) -> None:
+    corpus = write_corpus(tmp_path / "pics", per_class=1)
+    stored = {}
+    for runtime in ("torch", "onnx"):
+        database = tmp_path / f"{runtime}.db"
+        model = {"name": TINY.name, "pretrained": TINY.pretrained, "runtime": runtime,
+                 "device": "cpu", "precision": "fp32"}  # fmt: skip
+        config = write_config([corpus.root], database=str(database), model=model)
+        run = run_clipd("index", "--config", str(config), str(corpus.root))
+        assert run.returncode == 0, run.stderr
+        assert ("in ONNX Runtime" in run.stderr) is (runtime == "onnx"), run.stderr
+        assert run.stdout.startswith(f"indexed {len(corpus.images)}, failed {len(corpus.bad)},")
+        store = Store(database)
+        try:
+            vectors = [store.vector_for(str(path)) or b"" for path in corpus.images]
+            stored[runtime] = np.stack([np.frombuffer(v, np.float32) for v in vectors])
+        finally:
+            store.close()
+    assert float((stored["torch"] * stored["onnx"]).sum(axis=1).min()) >= 0.99999
+
+
+def _uses_the_cache(cache: Path) -> str:
+    """A fresh process that loads the tower from the cache and embeds one picture, then
+    prints what it imported; the test fails if it exported (or imported torch) instead."""
+    script = f"""
+import sys
+from PIL import Image
+from clipd.config import ModelConfig
+from clipd.onnx_images import OnnxImages
+from clipd.store import Store
+model = OnnxImages(ModelConfig({TINY.name!r}, {TINY.pretrained!r}, device="cpu"))
+vectors = model.embed_prepared([model.prepare(Image.new("RGB", (40, 30), (200, 30, 30)))])
+assert vectors.shape == (1, 32), vectors.shape
+heavy = ("torch", "open_clip", "torchvision")
+print(" ".join(name for name in heavy if name in sys.modules))
+"""
+    env = {**os.environ, "XDG_CACHE_HOME": str(cache)}
+    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
+                          text=True, timeout=120, check=True)  # fmt: skip
+    return done.stdout.strip()
+
+
+def test_a_later_process_loads_the_export_without_torch(tmp_path: Path) -> None:
+    os.environ["XDG_CACHE_HOME"] = str(tmp_path)  # isolated_env restores it
+    OnnxImages(TINY)  # exports
+    exported = list((tmp_path / "clipd" / "onnx").iterdir())
+    assert [path.suffix for path in exported] == [".onnx"]
+    assert _uses_the_cache(tmp_path) == ""  # neither torch nor open_clip was imported
+    assert list((tmp_path / "clipd" / "onnx").iterdir()) == exported
+
+
+def test_a_damaged_export_is_made_again(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    os.environ["XDG_CACHE_HOME"] = str(tmp_path)
+    first = OnnxImages(TINY)
+    (exported,) = (tmp_path / "clipd" / "onnx").iterdir()
+    exported.write_bytes(b"not an onnx model")
+    picture = _noise((50, 40), seed=1)
+    again = OnnxImages(TINY)
+    assert "exporting it again" in caplog.text
+    assert np.array_equal(
+        again.embed_prepared([again.prepare(picture)]),
+        first.embed_prepared([first.prepare(picture)]),
+    )
+
+
+def test_a_damaged_description_is_exported_again(tmp_path: Path) -> None:
+    os.environ["XDG_CACHE_HOME"] = str(tmp_path)
+    OnnxImages(TINY)
+    description = tmp_path / "clipd" / "onnx.json"
+    entries = json.loads(description.read_text())
+    for entry in entries.values():
+        entry["side"] = "wide"
+    description.write_text(json.dumps(entries))
+    assert OnnxImages(TINY).image_size == 32
+    assert all(e["side"] == 32 for e in json.loads(description.read_text()).values())
+
+
+def test_an_export_that_cannot_be_written_is_a_clear_error(tmp_path: Path) -> None:
+    os.environ["XDG_CACHE_HOME"] = str(tmp_path)
+    (tmp_path / "clipd").mkdir()
+    (tmp_path / "clipd" / "onnx").write_text("a file where the folder should be")
+    with pytest.raises(ModelError, match=r"cannot export the image tower .*model.runtime to torch"):
+        OnnxImages(TINY)
+
+
+def test_other_models_keep_their_own_export(tmp_path: Path) -> None:
+    os.environ["XDG_CACHE_HOME"] = str(tmp_path)
+    OnnxImages(TINY)
+    renamed = tmp_path / "other.pt"  # the same bytes: the same identity, the same export
+    renamed.write_bytes(TINY_MODEL_WEIGHTS.read_bytes())
+    OnnxImages(ModelConfig(TINY.name, str(renamed), device="cpu"))
+    assert len(list((cache_dir() / "onnx").iterdir())) == 1
+    OnnxImages(ModelConfig(TINY.name, "random", device="cpu"))
+    assert len(list((cache_dir() / "onnx").iterdir())) == 2
+
+
+# runtime, device, precision; whether the CPU has bf16, whether a GPU may be there; chosen.
+@pytest.mark.parametrize(
+    "case",
+    [
+        ("auto", "auto", "auto", False, False, True),  # a CPU without bf16: fp32, same cost
+        ("auto", "cpu", "auto", False, True, True),  # told to use the CPU
+        ("auto", "auto", "auto", False, True, False),  # a GPU may be there: torch decides
+        ("auto", "auto", "auto", True, False, False),  # bf16 runs faster in torch
+        ("auto", "cpu", "fp32", True, False, True),  # fp32 asked for: same cost
+        ("auto", "cpu", "bf16", False, False, False),
+        ("auto", "cuda", "auto", False, True, False),
+        ("torch", "cpu", "fp32", False, False, False),
+        ("onnx", "auto", "auto", True, True, True),
+    ],
+)
+def test_which_runtime_indexes(
+    monkeypatch: pytest.MonkeyPatch, case: tuple[str, str, str, bool, bool, bool]
+) -> None:
+    runtime, device, precision, bf16_cpu, gpu, chosen = case
+    monkeypatch.setattr(embedder, "cpu_has_bf16", lambda: bf16_cpu)
+    monkeypatch.setattr(onnx_images, "_gpu_present", lambda: gpu)
+    config = ModelConfig(TINY.name, TINY.pretrained, device, precision, runtime)
+    assert onnx_images.chosen_for(config) is chosen
+
+
+def test_without_onnxruntime_auto_is_torch_and_onnx_is_refused(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # as if not installed
+    assert not onnx_images.chosen_for(ModelConfig(TINY.name, TINY.pretrained, "cpu"))
+    forced = ModelConfig(TINY.name, TINY.pretrained, "cpu", runtime="onnx")
+    with pytest.raises(ModelError, match="pip install onnxruntime onnx"):
+        onnx_images.chosen_for(forced)
+
+
+def test_only_open_clips_default_transform_is_made_in_numpy() -> None:
+    published = dict(open_clip.get_pretrained_cfg("ViT-B-32", "laion2b_s34b_b79k"))
+    assert onnx_images._supported(published | {"size": 224})
+    squashed = {"size": 224, "resize_mode": "squash", "interpolation": "bicubic"}
+    assert not onnx_images._supported(squashed)
+    assert not onnx_images._supported({"size": (224, 256), "interpolation": "bicubic"})
+    assert not onnx_images._supported({"size": 224, "interpolation": "lanczos"})
+
+
+def test_the_config_takes_a_runtime_and_refuses_what_onnx_cannot_run(
+    tmp_path: Path, write_config: ConfigWriter
+) -> None:
+    def model(**keys: str) -> dict[str, str]:
+        return {"name": TINY.name, "pretrained": TINY.pretrained, **keys}
+
+    assert (
+        load_config(write_config([tmp_path], model=model(runtime="onnx"))).model.runtime == "onnx"
+    )
+    assert load_config(write_config([tmp_path], model=model())).model.runtime == "auto"
+    with pytest.raises(ConfigError, match=r"model.runtime' is onnx, which runs fp32"):
+        load_config(write_config([tmp_path], model=model(runtime="onnx", precision="bf16")))
+    with pytest.raises(ConfigError, match=r"model.runtime' is onnx, which runs fp32"):
+        load_config(write_config([tmp_path], model=model(runtime="onnx", device="cuda")))
+    with pytest.raises(ConfigError, match=r"model\.runtime"):
+        load_config(write_config([tmp_path], model=model(runtime="tensorflow")))
