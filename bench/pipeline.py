@@ -17,11 +17,14 @@ from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
 
+import numpy as np
 import torch
+from PIL import Image
 
 from clipd import images
 from clipd.config import Config, ModelConfig, parse_config
 from clipd.embedder import Embedder
+from clipd.image_model import ImageModel
 from clipd.indexer import Indexer
 from clipd.progress import Progress
 from clipd.scanner import content_hash
@@ -43,7 +46,7 @@ class Rates:
         return (os.cpu_count() or 1) / (self.decode_cpu_s + self.model_cpu_s)
 
 
-def decode_cpu_seconds(paths: list[Path], embedder: Embedder, *, draft: bool) -> float:
+def decode_cpu_seconds(paths: list[Path], embedder: ImageModel, *, draft: bool) -> float:
     """CPU-seconds per image of what a loader thread does: hash, decode, orient, resize."""
     side = embedder.image_size if draft else None
     started = time.thread_time()
@@ -53,10 +56,11 @@ def decode_cpu_seconds(paths: list[Path], embedder: Embedder, *, draft: bool) ->
     return (time.thread_time() - started) / len(paths)
 
 
-def model_seconds(embedder: Embedder, batch: int, batches: int) -> tuple[float, float]:
-    """(CPU-seconds per image, images/s) of the model alone on prepared tensors."""
+def model_seconds(embedder: ImageModel, batch: int, batches: int) -> tuple[float, float]:
+    """(CPU-seconds per image, images/s) of the model alone on prepared inputs."""
     side = embedder.image_size
-    pixels = [torch.rand(3, side, side) for _ in range(batch)]
+    noise = np.random.default_rng(0).integers(0, 256, (batch, side, side, 3), dtype=np.uint8)
+    pixels = [embedder.prepare(Image.fromarray(picture, "RGB")) for picture in noise]
     embedder.embed_prepared(pixels)  # warm-up: oneDNN picks its kernels on the first call
     cpu, wall = time.process_time(), time.perf_counter()
     for _ in range(batches):
