@@ -25,6 +25,7 @@ from clipd.config import ModelConfig, load_config
 from clipd.disk_cache import cache_dir
 from clipd.embedder import Embedder
 from clipd.errors import ConfigError, ModelError
+from clipd.image_model import for_indexing
 from clipd.onnx_images import OnnxImages
 from clipd.store import Store
 
@@ -36,9 +37,15 @@ def torch_fp32() -> Embedder:
     return Embedder(ModelConfig(TINY.name, TINY.pretrained, device="cpu", precision="fp32"))
 
 
+def _load(config: ModelConfig = TINY) -> OnnxImages:
+    model = onnx_images.load(config)
+    assert model is not None
+    return model
+
+
 @pytest.fixture(scope="module")
 def onnx() -> OnnxImages:
-    return OnnxImages(TINY)
+    return _load()
 
 
 def _noise(size: tuple[int, int], seed: int) -> Image.Image:
@@ -106,9 +113,8 @@ def _uses_the_cache(cache: Path) -> str:
 import sys
 from PIL import Image
 from clipd.config import ModelConfig
-from clipd.onnx_images import OnnxImages
-from clipd.store import Store
-model = OnnxImages(ModelConfig({TINY.name!r}, {TINY.pretrained!r}, device="cpu"))
+from clipd.onnx_images import load
+model = load(ModelConfig({TINY.name!r}, {TINY.pretrained!r}, device="cpu"))
 vectors = model.embed_prepared([model.prepare(Image.new("RGB", (40, 30), (200, 30, 30)))])
 assert vectors.shape == (1, 32), vectors.shape
 heavy = ("torch", "open_clip", "torchvision")
@@ -122,7 +128,7 @@ print(" ".join(name for name in heavy if name in sys.modules))
 
 def test_a_later_process_loads_the_export_without_torch(tmp_path: Path) -> None:
     os.environ["XDG_CACHE_HOME"] = str(tmp_path)  # isolated_env restores it
-    OnnxImages(TINY)  # exports
+    _load()  # exports
     exported = list((tmp_path / "clipd" / "onnx").iterdir())
     assert [path.suffix for path in exported] == [".onnx"]
     assert _uses_the_cache(tmp_path) == ""  # neither torch nor open_clip was imported
@@ -131,11 +137,11 @@ def test_a_later_process_loads_the_export_without_torch(tmp_path: Path) -> None:
 
 def test_a_damaged_export_is_made_again(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     os.environ["XDG_CACHE_HOME"] = str(tmp_path)
-    first = OnnxImages(TINY)
+    first = _load()
     (exported,) = (tmp_path / "clipd" / "onnx").iterdir()
     exported.write_bytes(b"not an onnx model")
     picture = _noise((50, 40), seed=1)
-    again = OnnxImages(TINY)
+    again = _load()
     assert "exporting it again" in caplog.text
     assert np.array_equal(
         again.embed_prepared([again.prepare(picture)]),
@@ -145,13 +151,13 @@ def test_a_damaged_export_is_made_again(tmp_path: Path, caplog: pytest.LogCaptur
 
 def test_a_damaged_description_is_exported_again(tmp_path: Path) -> None:
     os.environ["XDG_CACHE_HOME"] = str(tmp_path)
-    OnnxImages(TINY)
+    _load()
     description = tmp_path / "clipd" / "onnx.json"
     entries = json.loads(description.read_text())
     for entry in entries.values():
         entry["side"] = "wide"
     description.write_text(json.dumps(entries))
-    assert OnnxImages(TINY).image_size == 32
+    assert _load().image_size == 32
     assert all(e["side"] == 32 for e in json.loads(description.read_text()).values())
 
 
@@ -160,17 +166,17 @@ def test_an_export_that_cannot_be_written_is_a_clear_error(tmp_path: Path) -> No
     (tmp_path / "clipd").mkdir()
     (tmp_path / "clipd" / "onnx").write_text("a file where the folder should be")
     with pytest.raises(ModelError, match=r"cannot export the image tower .*model.runtime to torch"):
-        OnnxImages(TINY)
+        _load()
 
 
 def test_other_models_keep_their_own_export(tmp_path: Path) -> None:
     os.environ["XDG_CACHE_HOME"] = str(tmp_path)
-    OnnxImages(TINY)
+    _load()
     renamed = tmp_path / "other.pt"  # the same bytes: the same identity, the same export
     renamed.write_bytes(TINY_MODEL_WEIGHTS.read_bytes())
-    OnnxImages(ModelConfig(TINY.name, str(renamed), device="cpu"))
+    _load(ModelConfig(TINY.name, str(renamed), device="cpu"))
     assert len(list((cache_dir() / "onnx").iterdir())) == 1
-    OnnxImages(ModelConfig(TINY.name, "random", device="cpu"))
+    _load(ModelConfig(TINY.name, "random", device="cpu"))
     assert len(list((cache_dir() / "onnx").iterdir())) == 2
 
 
@@ -209,13 +215,60 @@ def test_without_onnxruntime_auto_is_torch_and_onnx_is_refused(
         onnx_images.chosen_for(forced)
 
 
-def test_only_open_clips_default_transform_is_made_in_numpy() -> None:
+@pytest.mark.parametrize("size", SIZES)
+def test_squashed_input_pixels_are_open_clips_exactly(
+    size: tuple[int, int], onnx: OnnxImages
+) -> None:
+    """The "squash" models (SigLIP's tags): both sides resized to the input, no crop."""
+    mean, std = (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)
+    tower = onnx_images.TowerFile(Path("tiny.onnx"), 32, 32, mean, std, "bicubic", "squash")
+    squashing = OnnxImages(onnx.identity, tower, onnx._session)
+    transform = open_clip.image_transform(
+        32, is_train=False, mean=mean, std=std, resize_mode="squash", interpolation="bicubic"
+    )
+    image = _noise(size, seed=size[0] * 7 + size[1])
+    assert np.array_equal(squashing.prepare(image), transform(image).numpy())
+
+
+def test_what_prepare_cannot_make_is_named() -> None:
     published = dict(open_clip.get_pretrained_cfg("ViT-B-32", "laion2b_s34b_b79k"))
-    assert onnx_images._supported(published | {"size": 224})
-    squashed = {"size": 224, "resize_mode": "squash", "interpolation": "bicubic"}
-    assert not onnx_images._supported(squashed)
-    assert not onnx_images._supported({"size": (224, 256), "interpolation": "bicubic"})
-    assert not onnx_images._supported({"size": 224, "interpolation": "lanczos"})
+    defaults = {"size": 224, "resize_mode": "shortest", "interpolation": "bicubic", "mode": "RGB"}
+    assert onnx_images._unsupported_in(defaults | published) is None
+    assert onnx_images._unsupported_in(defaults | {"resize_mode": "squash"}) is None
+    assert onnx_images._unsupported_in(defaults | {"resize_mode": "longest"}) == (
+        "resize_mode 'longest'"
+    )
+    assert onnx_images._unsupported_in(defaults | {"size": (224, 256)}) == (
+        "a (224, 256) input, not a square"
+    )
+    assert onnx_images._unsupported_in(defaults | {"interpolation": "lanczos"}) is not None
+
+
+def test_a_model_whose_input_numpy_cannot_make_runs_in_torch(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """No published tag asks for it today ("longest": resize the longer side, then pad), so
+    the model's own description is altered here to reach the fallback."""
+    os.environ["XDG_CACHE_HOME"] = str(tmp_path)
+    described = Embedder.preprocess_config
+    monkeypatch.setattr(Embedder, "preprocess_config",
+                        lambda self: described(self) | {"resize_mode": "longest"})  # fmt: skip
+    caplog.set_level("INFO")
+    assert onnx_images.load(TINY) is None
+    assert "(resize_mode 'longest'): its image tower runs in torch" in caplog.text
+    assert not (tmp_path / "clipd" / "onnx").exists()  # nothing exported
+    built = Embedder.__init__
+    monkeypatch.setattr(Embedder, "__init__", None)  # remembered: no second model load
+    assert onnx_images.load(TINY) is None
+    forced = ModelConfig(TINY.name, TINY.pretrained, "cpu", runtime="onnx")
+    with pytest.raises(ModelError, match=r"resize_mode 'longest'.*model.runtime to auto or torch"):
+        onnx_images.load(forced)
+    # The model as it is again; the cache still says "longest", so torch indexes.
+    monkeypatch.setattr(Embedder, "__init__", built)
+    monkeypatch.setattr(Embedder, "preprocess_config", described)
+    assert isinstance(
+        for_indexing(ModelConfig(TINY.name, TINY.pretrained, "cpu", "fp32")), Embedder
+    )
 
 
 def test_the_config_takes_a_runtime_and_refuses_what_onnx_cannot_run(

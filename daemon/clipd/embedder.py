@@ -15,6 +15,7 @@ import os
 import socket
 import threading
 import urllib.parse
+import warnings
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -161,10 +162,26 @@ class Embedder:
         config: dict[str, Any] = dict(open_clip.get_model_preprocess_cfg(self._model))
         return config
 
-    def image_tower(self) -> torch.nn.Module:
-        """The module that encode_image runs (without its normalisation), e.g. for export."""
-        tower: torch.nn.Module = self._model.visual
-        return tower
+    def export_image_tower(self, path: Path) -> None:
+        """Write the image tower (encode_image without its normalisation) as an ONNX model:
+        input "pixels" (batch, 3, side, side) float32, output "features", any batch size."""
+        torch = self._torch
+        side = self.image_size
+        # The TorchScript exporter (dynamo=False: the newer one needs onnxscript too) warns
+        # that it is deprecated and about traced branches; neither is the user's to act on.
+        # Export runs once, at start, on one thread.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(
+                self._model.visual,
+                (torch.zeros(1, 3, side, side, dtype=self.dtype, device=self.device),),
+                str(path),
+                input_names=["pixels"],
+                output_names=["features"],
+                dynamic_axes={"pixels": {0: "batch"}, "features": {0: "batch"}},
+                opset_version=18,
+                dynamo=False,
+            )
 
     def warm_up(self) -> None:
         """Encode one text now, so that the first query does not pay the kernels' one-time

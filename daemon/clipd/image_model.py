@@ -41,7 +41,9 @@ def for_indexing(config: ModelConfig) -> ImageModel:
     from clipd import onnx_images
 
     if onnx_images.chosen_for(config):
-        return onnx_images.OnnxImages(config)
+        model = onnx_images.load(config)
+        if model is not None:
+            return model
     from clipd.embedder import Embedder
 
     return Embedder(config, texts=False)

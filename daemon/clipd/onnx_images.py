@@ -9,9 +9,9 @@ $XDG_CACHE_HOME/clipd/onnx/, and later runs import only onnxruntime, numpy and P
 daemon keeps torch: it needs the text tower too, and holding both runtimes would cost more
 memory than it saves.
 
-The input is made as open_clip's evaluation transform makes it (shortest side resized, centre
-crop, normalised), in numpy on the same Pillow resize, so both runtimes see the same pixels;
-models with other transforms stay on torch.
+The input is made as open_clip's evaluation transform makes it (shortest side resized and a
+centre crop, or both sides "squashed"; normalised), in numpy on the same Pillow resize, so
+both runtimes see the same pixels; a model asking for another transform stays on torch.
 """
 
 from __future__ import annotations
@@ -23,7 +23,6 @@ import importlib.util
 import logging
 import os
 import time
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,8 +43,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 Vectors = npt.NDArray[np.float32]
-# What the cached file's description holds; a description lacking any of them is re-exported.
+# Exported towers' descriptions, by model and weights (see _key).
 _TOWERS = JsonCache("onnx.json")
+_RESIZE_MODES = ("shortest", "squash")
 _RESAMPLING = {"bicubic": Image.Resampling.BICUBIC, "bilinear": Image.Resampling.BILINEAR}
 # Device nodes of a GPU driver (NVIDIA's; AMD's ROCm, which torch also calls cuda): where one
 # exists, `device: auto` may mean a GPU, and only torch can tell, so torch runs the model.
@@ -62,6 +62,7 @@ class TowerFile:
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
     interpolation: str
+    resize_mode: str  # open_clip's: "shortest" (then a centre crop) or "squash"
 
 
 def chosen_for(config: ModelConfig) -> bool:
@@ -93,59 +94,90 @@ def _gpu_present() -> bool:
     return any(os.path.exists(node) for node in _GPU_NODES)
 
 
+def load(config: ModelConfig) -> OnnxImages | None:
+    """The model's image tower in ONNX Runtime, from the cache or exported now; None for a
+    model whose input prepare() cannot make, so that `clipd index` runs torch instead (told
+    once, then remembered in the cache)."""
+    from clipd.embedder import identity_of
+
+    name, pretrained = identity_of(config.name), identity_of(config.pretrained)
+    key = _key(name, pretrained)
+    entry = _TOWERS.lookup(key)
+    if isinstance(entry, dict) and "unsupported" in entry:
+        _told_torch_runs_it(config, str(entry["unsupported"]))
+        return None
+    tower = _described(entry)
+    session = _session(tower.path) if tower is not None else None
+    if tower is None or session is None:
+        exported = _export(config, key)
+        if isinstance(exported, str):
+            _told_torch_runs_it(config, exported)
+            return None
+        tower = exported
+        session = _session(tower.path)
+        if session is None:
+            raise ModelError(
+                f"ONNX Runtime cannot load the image tower it exported to {tower.path}"
+            )
+    log.info(
+        "model %s / %s image tower loaded in ONNX Runtime (fp32, %d-d, %d px input) from %s",
+        config.name,
+        config.pretrained,
+        tower.dim,
+        tower.side,
+        tower.path,
+    )
+    return OnnxImages(
+        ModelIdentity(name=name, pretrained=pretrained, dim=tower.dim), tower, session
+    )
+
+
+def _told_torch_runs_it(config: ModelConfig, problem: str) -> None:
+    """Log that torch runs this model's image tower, or refuse if the config asked for ONNX."""
+    what = f"model {config.name} prepares its input in a way clipd's ONNX path does not"
+    if config.runtime == "onnx":
+        raise ModelError(f"{what} ({problem}); set model.runtime to auto or torch")
+    log.info("%s (%s): its image tower runs in torch", what, problem)
+
+
 class OnnxImages:
     """The image half of clipd.embedder.Embedder (what the indexer uses), in ONNX Runtime."""
 
     precision = "fp32"
     device = "cpu"
 
-    def __init__(self, config: ModelConfig) -> None:
-        from clipd.embedder import identity_of
-
-        self.config = config
-        name, pretrained = identity_of(config.name), identity_of(config.pretrained)
-        key = _key(name, pretrained)
-        tower = _cached(key)
-        session = _session(tower.path) if tower is not None else None
-        if tower is None or session is None:
-            tower = _export(config, key)
-            session = _session(tower.path)
-            if session is None:
-                raise ModelError(
-                    f"ONNX Runtime cannot load the image tower it exported to {tower.path}"
-                )
+    def __init__(
+        self, identity: ModelIdentity, tower: TowerFile, session: onnxruntime.InferenceSession
+    ) -> None:
+        self.identity = identity
+        self.image_size = tower.side
         self._session = session
         self._input = session.get_inputs()[0].name
-        self._tower = tower
-        self.image_size = tower.side
+        self._squash = tower.resize_mode == "squash"
         self._resample = _RESAMPLING[tower.interpolation]
         self._mean = np.array(tower.mean, dtype=np.float32).reshape(3, 1, 1)
         self._std = np.array(tower.std, dtype=np.float32).reshape(3, 1, 1)
-        self.identity = ModelIdentity(name=name, pretrained=pretrained, dim=tower.dim)
-        log.info(
-            "model %s / %s image tower loaded in ONNX Runtime (fp32, %d-d, %d px input) from %s",
-            config.name,
-            config.pretrained,
-            tower.dim,
-            tower.side,
-            tower.path,
-        )
 
     def prepare(self, image: Image.Image) -> npt.NDArray[np.float32]:
-        """The model's input for one RGB image, as open_clip's evaluation transform makes it:
-        the shorter side resized to the input side (the longer one truncated), a centre crop,
-        then (x / 255 - mean) / std per channel. CPU work, safe to call from many threads."""
+        """The model's input for one RGB image, as open_clip's evaluation transform makes it
+        (torchvision's Resize and CenterCrop on the same Pillow resize): the shorter side
+        resized to the input side, the longer one truncated, and a centre crop; or, for
+        "squash" models, both sides resized to it. Then (x / 255 - mean) / std per channel.
+        CPU work, safe to call from many threads."""
         side = self.image_size
         width, height = image.size
-        if width <= height:
+        if self._squash:
+            size = (side, side)
+        elif width <= height:
             size = (side, int(side * height / width))
         else:
             size = (int(side * width / height), side)
         if size != image.size:
             image = image.resize(size, self._resample)
-        left = round((size[0] - side) / 2.0)
-        top = round((size[1] - side) / 2.0)
-        image = image.crop((left, top, left + side, top + side))
+        if size != (side, side):
+            left = round((size[0] - side) / 2.0)
+            top = round((size[1] - side) / 2.0)
+            image = image.crop((left, top, left + side, top + side))
         pixels = np.asarray(image.convert("RGB"), dtype=np.uint8).transpose(2, 0, 1)
         prepared: npt.NDArray[np.float32] = (
             pixels.astype(np.float32) / np.float32(255) - self._mean
@@ -172,8 +204,8 @@ def _key(name: str, pretrained: str) -> str:
     return f"{content(name)} | {content(pretrained)} | open_clip {version}"
 
 
-def _cached(key: str) -> TowerFile | None:
-    entry = _TOWERS.lookup(key)
+def _described(entry: object) -> TowerFile | None:
+    """The cache's description of an export, if whole and its file is there."""
     if not isinstance(entry, dict):
         return None
     try:
@@ -184,10 +216,13 @@ def _cached(key: str) -> TowerFile | None:
             mean=_triple(entry["mean"]),
             std=_triple(entry["std"]),
             interpolation=str(entry["interpolation"]),
+            resize_mode=str(entry["resize_mode"]),
         )
     except (KeyError, TypeError, ValueError):
         return None
-    if tower.interpolation not in _RESAMPLING or not tower.path.is_file():
+    settings = {"size": tower.side, "resize_mode": tower.resize_mode, "mode": "RGB",
+                "interpolation": tower.interpolation}  # fmt: skip
+    if _unsupported_in(settings) is not None or not tower.path.is_file():
         return None
     return tower
 
@@ -217,47 +252,28 @@ def _session(path: Path) -> onnxruntime.InferenceSession | None:
         return None
 
 
-def _export(config: ModelConfig, key: str) -> TowerFile:
-    """Export the image tower through torch (once per model), and describe it in the cache."""
-    import torch
-
+def _export(config: ModelConfig, key: str) -> TowerFile | str:
+    """Export the image tower through torch (once per model) and describe it in the cache;
+    or, for a model whose input prepare() cannot make, say why (and remember that)."""
     from clipd.embedder import Embedder
 
     started = time.monotonic()
     embedder = Embedder(
-        ModelConfig(
-            config.name, config.pretrained, device="cpu", precision="fp32", runtime="torch"
-        ),
+        ModelConfig(config.name, config.pretrained, "cpu", precision="fp32", runtime="torch"),
         texts=False,
     )
     preprocessing = embedder.preprocess_config()
-    if not _supported(preprocessing):
-        raise ModelError(
-            f"model {config.name} preprocesses images in a way clipd's ONNX path does not "
-            f"({preprocessing}); set model.runtime to torch"
-        )
+    problem = _unsupported_in(preprocessing)
+    if problem is not None:
+        _TOWERS.store(key, {"unsupported": problem})
+        return problem
     folder = cache_dir() / "onnx"
     path = folder / f"{hashlib.sha256(key.encode()).hexdigest()[:16]}-visual.onnx"
     partial = path.with_suffix(f".{os.getpid()}.part")
-    side = embedder.image_size
     log.info("exporting the image tower of %s / %s to ONNX (once)", config.name, config.pretrained)
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        # The TorchScript exporter (dynamo=False: the newer one needs onnxscript too) warns
-        # that it is deprecated and about traced branches; neither is the user's to act on.
-        # Export runs once, at start, on one thread.
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            torch.onnx.export(
-                embedder.image_tower(),
-                (torch.zeros(1, 3, side, side),),
-                str(partial),
-                input_names=["pixels"],
-                output_names=["features"],
-                dynamic_axes={"pixels": {0: "batch"}, "features": {0: "batch"}},
-                opset_version=18,
-                dynamo=False,
-            )
+        embedder.export_image_tower(partial)
         os.replace(partial, path)
     except Exception as exc:  # a full disk, or one of the many types torch's exporter raises
         raise ModelError(
@@ -270,25 +286,28 @@ def _export(config: ModelConfig, key: str) -> TowerFile:
     tower = TowerFile(
         path=path,
         dim=embedder.identity.dim,
-        side=side,
+        side=embedder.image_size,
         mean=_triple(preprocessing["mean"]),
         std=_triple(preprocessing["std"]),
         interpolation=str(preprocessing["interpolation"]),
+        resize_mode=str(preprocessing.get("resize_mode", "shortest")),
     )
     _TOWERS.store(key, {"file": path.name, "dim": tower.dim, "side": tower.side,
                         "mean": list(tower.mean), "std": list(tower.std),
-                        "interpolation": tower.interpolation})  # fmt: skip
+                        "interpolation": tower.interpolation,
+                        "resize_mode": tower.resize_mode})  # fmt: skip
     log.info("exported in %.1f s to %s", time.monotonic() - started, path)
     return tower
 
 
-def _supported(preprocessing: dict[str, Any]) -> bool:
-    """Whether prepare() makes this model's input exactly: open_clip's default transform."""
+def _unsupported_in(preprocessing: dict[str, Any]) -> str | None:
+    """What of open_clip's preprocessing of a model prepare() cannot make exactly, or None.
+    Every published tag asks for a square input, resized "shortest" or "squash", bicubic."""
     size = preprocessing.get("size")
-    square = isinstance(size, int) or (isinstance(size, tuple | list) and len(set(size)) == 1)
-    return (
-        square
-        and preprocessing.get("resize_mode", "shortest") == "shortest"
-        and preprocessing.get("interpolation") in _RESAMPLING
-        and preprocessing.get("mode", "RGB") == "RGB"
-    )
+    if not (isinstance(size, int) or (isinstance(size, tuple | list) and len(set(size)) == 1)):
+        return f"a {size} input, not a square"
+    for key, allowed in (("resize_mode", _RESIZE_MODES), ("interpolation", tuple(_RESAMPLING)),
+                         ("mode", ("RGB",))):  # fmt: skip
+        if preprocessing.get(key) not in allowed:
+            return f"{key} {preprocessing.get(key)!r}"
+    return None
