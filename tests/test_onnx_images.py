@@ -161,12 +161,53 @@ def test_a_damaged_description_is_exported_again(tmp_path: Path) -> None:
     assert all(e["side"] == 32 for e in json.loads(description.read_text()).values())
 
 
-def test_an_export_that_cannot_be_written_is_a_clear_error(tmp_path: Path) -> None:
+def test_an_export_that_cannot_be_written_leaves_indexing_to_torch(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     os.environ["XDG_CACHE_HOME"] = str(tmp_path)
     (tmp_path / "clipd").mkdir()
     (tmp_path / "clipd" / "onnx").write_text("a file where the folder should be")
-    with pytest.raises(ModelError, match=r"cannot export the image tower .*model.runtime to torch"):
-        _load()
+    assert onnx_images.load(TINY) is None
+    assert "cannot export the image tower" in caplog.text
+    assert "the image tower runs in torch" in caplog.text
+    assert isinstance(
+        for_indexing(ModelConfig(TINY.name, TINY.pretrained, "cpu", "fp32")), Embedder
+    )
+    forced = ModelConfig(TINY.name, TINY.pretrained, "cpu", runtime="onnx")
+    with pytest.raises(
+        ModelError, match=r"cannot export the image tower .*runtime to auto or torch"
+    ):
+        onnx_images.load(forced)
+
+
+def test_a_new_open_clip_exports_again_over_the_same_file(tmp_path: Path) -> None:
+    os.environ["XDG_CACHE_HOME"] = str(tmp_path)
+    _load()
+    (exported,) = (tmp_path / "clipd" / "onnx").iterdir()
+    before = exported.stat().st_mtime_ns
+    description = tmp_path / "clipd" / "onnx.json"
+    entries = json.loads(description.read_text())
+    for entry in entries.values():
+        entry["open_clip"] = "2.0.0"  # as if exported by an older open_clip
+    description.write_text(json.dumps(entries))
+    _load()
+    assert list((tmp_path / "clipd" / "onnx").iterdir()) == [exported]
+    assert exported.stat().st_mtime_ns != before
+
+
+def test_an_export_killed_midway_leaves_nothing_behind_for_long(tmp_path: Path) -> None:
+    os.environ["XDG_CACHE_HOME"] = str(tmp_path)
+    folder = tmp_path / "clipd" / "onnx"
+    folder.mkdir(parents=True)
+    ended = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                           capture_output=True, text=True, check=True)  # fmt: skip
+    abandoned = folder / f"0123456789abcdef-visual.{int(ended.stdout)}.part"
+    abandoned.write_bytes(b"half an export")
+    in_progress = folder / f"fedcba9876543210-visual.{os.getpid()}.part"  # a live process's
+    in_progress.write_bytes(b"being written")
+    _load()
+    assert not abandoned.exists()
+    assert in_progress.exists()
 
 
 def test_other_models_keep_their_own_export(tmp_path: Path) -> None:
@@ -255,7 +296,7 @@ def test_a_model_whose_input_numpy_cannot_make_runs_in_torch(
                         lambda self: described(self) | {"resize_mode": "longest"})  # fmt: skip
     caplog.set_level("INFO")
     assert onnx_images.load(TINY) is None
-    assert "(resize_mode 'longest'): its image tower runs in torch" in caplog.text
+    assert "(resize_mode 'longest'): the image tower runs in torch" in caplog.text
     assert not (tmp_path / "clipd" / "onnx").exists()  # nothing exported
     built = Embedder.__init__
     monkeypatch.setattr(Embedder, "__init__", None)  # remembered: no second model load

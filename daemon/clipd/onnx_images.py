@@ -95,30 +95,37 @@ def _gpu_present() -> bool:
 
 
 def load(config: ModelConfig) -> OnnxImages | None:
-    """The model's image tower in ONNX Runtime, from the cache or exported now; None for a
-    model whose input prepare() cannot make, so that `clipd index` runs torch instead (told
-    once, then remembered in the cache)."""
+    """The model's image tower in ONNX Runtime, from the cache or exported now; or None, so
+    that `clipd index` runs torch instead: for a model whose input prepare() cannot make (told
+    once, then remembered in the cache), or when the export cannot be made or loaded (a full
+    or read-only cache; told each time). Under `runtime: onnx` those are errors instead."""
     from clipd.embedder import identity_of
 
     name, pretrained = identity_of(config.name), identity_of(config.pretrained)
     key = _key(name, pretrained)
-    entry = _TOWERS.lookup(key)
-    if isinstance(entry, dict) and "unsupported" in entry:
-        _told_torch_runs_it(config, str(entry["unsupported"]))
+    entry = _current(_TOWERS.lookup(key))
+    if entry is not None and "unsupported" in entry:
+        _torch_instead(config, _cannot_prepare(config, str(entry["unsupported"])))
         return None
     tower = _described(entry)
     session = _session(tower.path) if tower is not None else None
+    if tower is not None and session is None:
+        log.warning("cannot load the cached image tower %s: exporting it again", tower.path)
     if tower is None or session is None:
-        exported = _export(config, key)
+        try:
+            exported = _export(config, key)
+        except _CannotExport as exc:
+            _torch_instead(config, str(exc), failed=True)
+            return None
         if isinstance(exported, str):
-            _told_torch_runs_it(config, exported)
+            _torch_instead(config, _cannot_prepare(config, exported))
             return None
         tower = exported
         session = _session(tower.path)
         if session is None:
-            raise ModelError(
-                f"ONNX Runtime cannot load the image tower it exported to {tower.path}"
-            )
+            why = f"ONNX Runtime cannot load the image tower it exported to {tower.path}"
+            _torch_instead(config, why, failed=True)
+            return None
     log.info(
         "model %s / %s image tower loaded in ONNX Runtime (fp32, %d-d, %d px input) from %s",
         config.name,
@@ -132,12 +139,15 @@ def load(config: ModelConfig) -> OnnxImages | None:
     )
 
 
-def _told_torch_runs_it(config: ModelConfig, problem: str) -> None:
-    """Log that torch runs this model's image tower, or refuse if the config asked for ONNX."""
-    what = f"model {config.name} prepares its input in a way clipd's ONNX path does not"
+def _cannot_prepare(config: ModelConfig, problem: str) -> str:
+    return f"clipd's ONNX path cannot make the input of model {config.name} ({problem})"
+
+
+def _torch_instead(config: ModelConfig, why: str, *, failed: bool = False) -> None:
+    """Say that torch runs the image tower, and why; or refuse, if the config asked for ONNX."""
     if config.runtime == "onnx":
-        raise ModelError(f"{what} ({problem}); set model.runtime to auto or torch")
-    log.info("%s (%s): its image tower runs in torch", what, problem)
+        raise ModelError(f"{why}; set model.runtime to auto or torch")
+    log.log(logging.WARNING if failed else logging.INFO, "%s: the image tower runs in torch", why)
 
 
 class OnnxImages:
@@ -194,19 +204,29 @@ class OnnxImages:
 
 
 def _key(name: str, pretrained: str) -> str:
-    """What the exported file depends on: the model, its weights (a file's by content alone,
-    so a renamed checkpoint reuses it), open_clip's code of the model."""
+    """Which export: the model and its weights (a file's by content alone, so a renamed
+    checkpoint reuses it). One file each: a new open_clip version exports over it."""
 
     def content(identity: str) -> str:
         return identity.rpartition("#")[2]
 
-    version = importlib.metadata.version("open_clip_torch")
-    return f"{content(name)} | {content(pretrained)} | open_clip {version}"
+    return f"{content(name)} | {content(pretrained)}"
 
 
-def _described(entry: object) -> TowerFile | None:
+def _current(entry: object) -> dict[str, Any] | None:
+    """The cache's entry, if made by this open_clip version (whose code builds the model)."""
+    if isinstance(entry, dict) and entry.get("open_clip") == _open_clip_version():
+        return entry
+    return None
+
+
+def _open_clip_version() -> str:
+    return importlib.metadata.version("open_clip_torch")
+
+
+def _described(entry: dict[str, Any] | None) -> TowerFile | None:
     """The cache's description of an export, if whole and its file is there."""
-    if not isinstance(entry, dict):
+    if entry is None:
         return None
     try:
         tower = TowerFile(
@@ -233,7 +253,7 @@ def _triple(value: Any) -> tuple[float, float, float]:
 
 
 def _session(path: Path) -> onnxruntime.InferenceSession | None:
-    """A CPU session on the file, or None (logged) if ONNX Runtime cannot load it."""
+    """A CPU session on the file, or None if ONNX Runtime cannot load it."""
     import onnxruntime
 
     options = onnxruntime.SessionOptions()
@@ -248,8 +268,12 @@ def _session(path: Path) -> onnxruntime.InferenceSession | None:
     try:
         return onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     except Exception as exc:  # onnxruntime raises its own types for damaged or foreign files
-        log.warning("cannot load the cached image tower %s (%s): exporting it again", path, exc)
+        log.debug("ONNX Runtime cannot load %s: %s", path, exc)
         return None
+
+
+class _CannotExport(Exception):
+    """The export could not be written (the model itself loaded)."""
 
 
 def _export(config: ModelConfig, key: str) -> TowerFile | str:
@@ -265,7 +289,7 @@ def _export(config: ModelConfig, key: str) -> TowerFile | str:
     preprocessing = embedder.preprocess_config()
     problem = _unsupported_in(preprocessing)
     if problem is not None:
-        _TOWERS.store(key, {"unsupported": problem})
+        _TOWERS.store(key, {"unsupported": problem, "open_clip": _open_clip_version()})
         return problem
     folder = cache_dir() / "onnx"
     path = folder / f"{hashlib.sha256(key.encode()).hexdigest()[:16]}-visual.onnx"
@@ -273,12 +297,12 @@ def _export(config: ModelConfig, key: str) -> TowerFile | str:
     log.info("exporting the image tower of %s / %s to ONNX (once)", config.name, config.pretrained)
     try:
         folder.mkdir(parents=True, exist_ok=True)
+        _remove_abandoned(folder)
         embedder.export_image_tower(partial)
         os.replace(partial, path)
     except Exception as exc:  # a full disk, or one of the many types torch's exporter raises
-        raise ModelError(
-            f"cannot export the image tower of {config.name} to {folder} ({exc}); "
-            "set model.runtime to torch to index without it"
+        raise _CannotExport(
+            f"cannot export the image tower of {config.name} to {folder} ({exc})"
         ) from exc
     finally:
         with contextlib.suppress(OSError):  # gone once renamed; unreachable if mkdir failed
@@ -295,9 +319,30 @@ def _export(config: ModelConfig, key: str) -> TowerFile | str:
     _TOWERS.store(key, {"file": path.name, "dim": tower.dim, "side": tower.side,
                         "mean": list(tower.mean), "std": list(tower.std),
                         "interpolation": tower.interpolation,
-                        "resize_mode": tower.resize_mode})  # fmt: skip
+                        "resize_mode": tower.resize_mode,
+                        "open_clip": _open_clip_version()})  # fmt: skip
     log.info("exported in %.1f s to %s", time.monotonic() - started, path)
     return tower
+
+
+def _remove_abandoned(folder: Path) -> None:
+    """Delete partial exports (NAME.PID.part) whose process is gone: an export killed midway
+    leaves one, as large as the model. A live process's partial file is left to it."""
+    for partial in folder.glob("*.part"):
+        pid = partial.suffixes[-2].lstrip(".") if len(partial.suffixes) >= 2 else ""
+        if pid.isdigit() and not _running(int(pid)):
+            with contextlib.suppress(OSError):
+                partial.unlink()
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process: alive
+        return True
+    return True
 
 
 def _unsupported_in(preprocessing: dict[str, Any]) -> str | None:
