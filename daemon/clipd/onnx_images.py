@@ -242,7 +242,8 @@ def _described(entry: dict[str, Any] | None) -> TowerFile | None:
         return None
     settings = {"size": tower.side, "resize_mode": tower.resize_mode, "mode": "RGB",
                 "interpolation": tower.interpolation}  # fmt: skip
-    if _unsupported_in(settings) is not None or not tower.path.is_file():
+    in_folder = tower.path.name == str(entry["file"])  # a bare name, never a path elsewhere
+    if _unsupported_in(settings) is not None or not in_folder or not tower.path.is_file():
         return None
     return tower
 
