@@ -64,6 +64,7 @@ def test_check_config_prints_every_setting(
     assert f"roots:              {tmp_path / 'pics'} (polled)\n" in out
     assert "tcp:                127.0.0.1:0\n" in out
     assert "skip_hidden:        true\n" in out
+    assert "(device cpu, precision auto, runtime auto)\n" in out
     assert out.endswith("config OK\n")
 
 

@@ -220,7 +220,10 @@ def _settings(config: Config) -> list[tuple[str, str]]:
         if field.name == "roots":
             text = ", ".join(f"{root} (polled)" if root in polled else str(root) for root in value)
         elif field.name == "model":
-            text = f"{value.name} / {value.pretrained} ({value.device}, {value.precision})"
+            text = (
+                f"{value.name} / {value.pretrained} (device {value.device}, precision "
+                f"{value.precision}, runtime {value.runtime})"
+            )
         elif isinstance(value, tuple):
             text = " ".join(map(str, value)) or "(none)"
         elif value is None:
