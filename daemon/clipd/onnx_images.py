@@ -151,10 +151,8 @@ def _torch_instead(config: ModelConfig, why: str, *, failed: bool = False) -> No
 
 
 class OnnxImages:
-    """The image half of clipd.embedder.Embedder (what the indexer uses), in ONNX Runtime."""
-
-    precision = "fp32"
-    device = "cpu"
+    """The image half of clipd.embedder.Embedder (what the indexer uses), in ONNX Runtime,
+    fp32 on the CPU."""
 
     def __init__(
         self, identity: ModelIdentity, tower: TowerFile, session: onnxruntime.InferenceSession
