@@ -180,6 +180,29 @@ def test_an_export_that_cannot_be_written_leaves_indexing_to_torch(
         onnx_images.load(forced)
 
 
+def test_too_little_free_memory_to_export_leaves_indexing_to_torch(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A machine short of memory cannot be made here: its reading is what is replaced."""
+    os.environ["XDG_CACHE_HOME"] = str(tmp_path)
+    tower = Embedder(TINY, texts=False).image_tower_bytes()
+    assert tower > 0
+    monkeypatch.setattr(onnx_images, "_memory_available", lambda: tower)
+    assert onnx_images.load(TINY) is None
+    assert "of free memory" in caplog.text
+    assert "the image tower runs in torch" in caplog.text
+    assert not (tmp_path / "clipd" / "onnx").exists()  # nothing started, nothing to clean
+    monkeypatch.setattr(onnx_images, "_memory_available", lambda: None)  # unknown: go ahead
+    assert onnx_images.load(TINY) is not None
+
+
+def test_free_memory_is_read_from_the_kernel() -> None:
+    available = onnx_images._memory_available()
+    assert available is None or available > 0
+    if sys.platform == "linux":
+        assert available is not None
+
+
 def test_a_new_open_clip_exports_again_over_the_same_file(tmp_path: Path) -> None:
     os.environ["XDG_CACHE_HOME"] = str(tmp_path)
     _load()

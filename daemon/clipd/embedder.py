@@ -162,6 +162,11 @@ class Embedder:
         config: dict[str, Any] = dict(open_clip.get_model_preprocess_cfg(self._model))
         return config
 
+    def image_tower_bytes(self) -> int:
+        """The size of the image tower's weights in memory."""
+        tensors = [*self._model.visual.parameters(), *self._model.visual.buffers()]
+        return sum(t.numel() * t.element_size() for t in tensors)
+
     def export_image_tower(self, path: Path) -> None:
         """Write the image tower (encode_image without its normalisation) as an ONNX model:
         input "pixels" (batch, 3, side, side) float32, output "features", any batch size."""
