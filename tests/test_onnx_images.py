@@ -71,6 +71,14 @@ def test_the_input_pixels_are_open_clips_exactly(
     assert np.array_equal(ours, theirs)
 
 
+@pytest.mark.parametrize("mode", ["L", "RGBA", "P"])
+def test_other_modes_are_converted_as_open_clip_converts_them(
+    mode: str, onnx: OnnxImages, torch_fp32: Embedder
+) -> None:
+    image = _noise((45, 38), seed=9).convert(mode)
+    assert np.array_equal(onnx.prepare(image), torch_fp32.prepare(image).numpy())
+
+
 def test_the_vectors_agree_with_torchs(onnx: OnnxImages, torch_fp32: Embedder) -> None:
     rng = random.Random(5)
     pictures = [draw(c, s, (96, 64), rng) for c in COLOURS for s in SHAPES]

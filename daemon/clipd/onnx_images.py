@@ -189,7 +189,9 @@ class OnnxImages:
             left = round((size[0] - side) / 2.0)
             top = round((size[1] - side) / 2.0)
             image = image.crop((left, top, left + side, top + side))
-        pixels = np.asarray(image.convert("RGB"), dtype=np.uint8).transpose(2, 0, 1)
+        if image.mode != "RGB":  # as open_clip converts: only when it must
+            image = image.convert("RGB")
+        pixels = np.asarray(image, dtype=np.uint8).transpose(2, 0, 1)
         prepared: npt.NDArray[np.float32] = (
             pixels.astype(np.float32) / np.float32(255) - self._mean
         ) / self._std
