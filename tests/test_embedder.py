@@ -141,7 +141,7 @@ def test_auto_picks_bf16_where_the_cpu_has_it_and_the_drift_is_small(
     chosen = auto(monkeypatch, has_bf16=True)
     assert chosen.precision == "bf16"
     assert chosen.bf16_cosine is not None
-    assert chosen.bf16_cosine >= embedder.MIN_BF16_COSINE
+    assert chosen.bf16_cosine >= embedder.MIN_COSINE
     assert float(chosen.embed_text("a red circle") @ fp32.embed_text("a red circle")) > 0.999
 
 
@@ -149,7 +149,7 @@ def test_auto_stays_fp32_without_bf16_or_when_it_drifts(
     monkeypatch: pytest.MonkeyPatch, fp32: Embedder
 ) -> None:
     assert auto(monkeypatch, has_bf16=False).precision == "fp32"
-    monkeypatch.setattr(embedder, "MIN_BF16_COSINE", 1.01)  # no bf16 result can pass
+    monkeypatch.setattr(embedder, "MIN_COSINE", 1.01)  # no bf16 result can pass
     refused = auto(monkeypatch, has_bf16=True)
     assert refused.precision == "fp32"
     assert refused.bf16_cosine is not None
@@ -192,7 +192,7 @@ def test_auto_remembers_the_probe_and_later_starts_load_bf16_straight(
 def test_a_remembered_drift_over_the_limit_loads_fp32_without_probing(
     monkeypatch: pytest.MonkeyPatch, fp32: Embedder
 ) -> None:
-    monkeypatch.setattr(embedder, "MIN_BF16_COSINE", 1.01)  # no bf16 result can pass
+    monkeypatch.setattr(embedder, "MIN_COSINE", 1.01)  # no bf16 result can pass
     auto(monkeypatch, has_bf16=True)
     probes = counted_probes(monkeypatch)
     refused = auto(monkeypatch, has_bf16=True)

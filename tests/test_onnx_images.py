@@ -1,6 +1,7 @@
-"""The image tower in ONNX Runtime (`clipd index` on CPUs in fp32), against torch's, with the
-real tiny model: the same input pixels, vectors that agree, the export made once and reused
-by a process that never imports torch, and the rules that choose it."""
+"""The image tower in ONNX Runtime (`clipd index` on CPUs, fp32 or int8), against torch's, with
+the real tiny model: the same input pixels, vectors that agree, the export (and its int8
+quantisation) made once and reused by a process that never imports torch, the drift probe that
+decides int8, and the rules that choose it."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import os
 import random
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -16,11 +18,11 @@ import open_clip
 import pytest
 from conftest import TINY_MODEL_JSON, TINY_MODEL_WEIGHTS, ConfigWriter
 from fixtures.corpus import write_corpus
-from fixtures.shapes import COLOURS, SHAPES, draw
+from fixtures.shapes import COLOURS, SHAPES, caption, draw
 from harness import run_clipd
 from PIL import Image
 
-from clipd import embedder, onnx_images
+from clipd import embedder, onnx_images, onnx_int8
 from clipd.config import ModelConfig, load_config
 from clipd.disk_cache import cache_dir
 from clipd.embedder import Embedder
@@ -29,7 +31,9 @@ from clipd.image_model import for_indexing
 from clipd.onnx_images import OnnxImages
 from clipd.store import Store
 
-TINY = ModelConfig(name=str(TINY_MODEL_JSON), pretrained=str(TINY_MODEL_WEIGHTS), device="cpu")
+# fp32 unless a test is about int8 (what `precision: auto` adds).
+TINY = ModelConfig(str(TINY_MODEL_JSON), str(TINY_MODEL_WEIGHTS), device="cpu", precision="fp32")
+AUTO = ModelConfig(TINY.name, TINY.pretrained, device="cpu")
 
 
 @pytest.fixture(scope="module")
@@ -91,42 +95,50 @@ def test_the_vectors_agree_with_torchs(onnx: OnnxImages, torch_fp32: Embedder) -
     assert onnx.image_size == torch_fp32.image_size
 
 
+# (model.runtime, model.precision) -> what `clipd index` logs it loaded.
+INDEXING = {("torch", "fp32"): "loaded on cpu (fp32", ("onnx", "fp32"): "in ONNX Runtime (fp32",
+            ("auto", "auto"): "in ONNX Runtime (int8, cosine to fp32 0.9"}  # fmt: skip
+
+
 def test_clipd_index_in_onnx_runtime_stores_what_torch_would(
     tmp_path: Path, write_config: ConfigWriter
 ) -> None:
     corpus = write_corpus(tmp_path / "pics", per_class=1)
     stored = {}
-    for runtime in ("torch", "onnx"):
+    for (runtime, precision), loaded in INDEXING.items():
         database = tmp_path / f"{runtime}.db"
         model = {"name": TINY.name, "pretrained": TINY.pretrained, "runtime": runtime,
-                 "device": "cpu", "precision": "fp32"}  # fmt: skip
+                 "device": "cpu", "precision": precision}  # fmt: skip
         config = write_config([corpus.root], database=str(database), model=model)
         run = run_clipd("index", "--config", str(config), str(corpus.root))
         assert run.returncode == 0, run.stderr
-        assert ("in ONNX Runtime" in run.stderr) is (runtime == "onnx"), run.stderr
+        assert loaded in run.stderr, run.stderr
         assert run.stdout.startswith(f"indexed {len(corpus.images)}, failed {len(corpus.bad)},")
         store = Store(database)
         try:
             vectors = [store.vector_for(str(path)) or b"" for path in corpus.images]
-            stored[runtime] = np.stack([np.frombuffer(v, np.float32) for v in vectors])
+            stored[precision, runtime] = np.stack([np.frombuffer(v, np.float32) for v in vectors])
         finally:
             store.close()
-    assert float((stored["torch"] * stored["onnx"]).sum(axis=1).min()) >= 0.99999
+    reference = stored["fp32", "torch"]
+    assert float((reference * stored["fp32", "onnx"]).sum(axis=1).min()) >= 0.99999
+    assert 0.999 <= float((reference * stored["auto", "auto"]).sum(axis=1).min()) < 0.99999
 
 
-def _uses_the_cache(cache: Path) -> str:
+def _uses_the_cache(cache: Path, precision: str = "fp32") -> str:
     """A fresh process that loads the tower from the cache and embeds one picture, then
-    prints what it imported; the test fails if it exported (or imported torch) instead."""
+    prints its precision and what it imported; the test fails if it exported or quantised
+    (or imported torch) instead."""
     script = f"""
 import sys
 from PIL import Image
 from clipd.config import ModelConfig
 from clipd.onnx_images import load
-model = load(ModelConfig({TINY.name!r}, {TINY.pretrained!r}, device="cpu"))
+model = load(ModelConfig({TINY.name!r}, {TINY.pretrained!r}, "cpu", {precision!r}))
 vectors = model.embed_prepared([model.prepare(Image.new("RGB", (40, 30), (200, 30, 30)))])
 assert vectors.shape == (1, 32), vectors.shape
-heavy = ("torch", "open_clip", "torchvision")
-print(" ".join(name for name in heavy if name in sys.modules))
+heavy = ("torch", "open_clip", "torchvision", "onnxruntime.quantization")
+print(" ".join([model.precision, *(name for name in heavy if name in sys.modules)]))
 """
     env = {**os.environ, "XDG_CACHE_HOME": str(cache)}
     done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
@@ -139,7 +151,7 @@ def test_a_later_process_loads_the_export_without_torch(tmp_path: Path) -> None:
     _load()  # exports
     exported = list((tmp_path / "clipd" / "onnx").iterdir())
     assert [path.suffix for path in exported] == [".onnx"]
-    assert _uses_the_cache(tmp_path) == ""  # neither torch nor open_clip was imported
+    assert _uses_the_cache(tmp_path) == "fp32"  # neither torch nor open_clip was imported
     assert list((tmp_path / "clipd" / "onnx").iterdir()) == exported
 
 
@@ -246,9 +258,9 @@ def test_other_models_keep_their_own_export(tmp_path: Path) -> None:
     _load()
     renamed = tmp_path / "other.pt"  # the same bytes: the same identity, the same export
     renamed.write_bytes(TINY_MODEL_WEIGHTS.read_bytes())
-    _load(ModelConfig(TINY.name, str(renamed), device="cpu"))
+    _load(ModelConfig(TINY.name, str(renamed), "cpu", "fp32"))
     assert len(list((cache_dir() / "onnx").iterdir())) == 1
-    _load(ModelConfig(TINY.name, "random", device="cpu"))
+    _load(ModelConfig(TINY.name, "random", "cpu", "fp32"))
     assert len(list((cache_dir() / "onnx").iterdir())) == 2
 
 
@@ -256,10 +268,10 @@ def test_other_models_keep_their_own_export(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     "case",
     [
-        ("auto", "auto", "auto", False, False, True),  # a CPU without bf16: fp32, same cost
+        ("auto", "auto", "auto", False, False, True),  # int8 if it passes its probe, else fp32
         ("auto", "cpu", "auto", False, True, True),  # told to use the CPU
         ("auto", "auto", "auto", False, True, False),  # a GPU may be there: torch decides
-        ("auto", "auto", "auto", True, False, False),  # bf16 runs faster in torch
+        ("auto", "auto", "auto", True, False, True),  # int8 first: faster than bf16
         ("auto", "cpu", "fp32", True, False, True),  # fp32 asked for: same cost
         ("auto", "cpu", "bf16", False, False, False),
         ("auto", "cuda", "auto", False, True, False),
@@ -294,7 +306,7 @@ def test_squashed_input_pixels_are_open_clips_exactly(
     """The "squash" models (SigLIP's tags): both sides resized to the input, no crop."""
     mean, std = (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)
     tower = onnx_images.TowerFile(Path("tiny.onnx"), 32, 32, mean, std, "bicubic", "squash")
-    squashing = OnnxImages(onnx.identity, tower, onnx._session)
+    squashing = OnnxImages(onnx.identity, tower, onnx._session, "fp32")
     transform = open_clip.image_transform(
         32, is_train=False, mean=mean, std=std, resize_mode="squash", interpolation="bicubic"
     )
@@ -353,9 +365,136 @@ def test_the_config_takes_a_runtime_and_refuses_what_onnx_cannot_run(
         load_config(write_config([tmp_path], model=model(runtime="onnx"))).model.runtime == "onnx"
     )
     assert load_config(write_config([tmp_path], model=model())).model.runtime == "auto"
-    with pytest.raises(ConfigError, match=r"model.runtime' is onnx, which runs fp32"):
+    with pytest.raises(ConfigError, match=r"model.runtime' is onnx, which runs on the CPU in fp32"):
         load_config(write_config([tmp_path], model=model(runtime="onnx", precision="bf16")))
-    with pytest.raises(ConfigError, match=r"model.runtime' is onnx, which runs fp32"):
+    with pytest.raises(ConfigError, match=r"model.runtime' is onnx, which runs on the CPU in fp32"):
         load_config(write_config([tmp_path], model=model(runtime="onnx", device="cuda")))
     with pytest.raises(ConfigError, match=r"model\.runtime"):
         load_config(write_config([tmp_path], model=model(runtime="tensorflow")))
+
+
+def _shape_pictures() -> tuple[list[Image.Image], list[str]]:
+    """Four drawings of each colour and shape, and the captions of the classes."""
+    rng = random.Random(5)
+    classes = [(c, s) for c in COLOURS for s in SHAPES]
+    pictures = [draw(c, s, (96, 64), rng) for c, s in classes for _ in range(4)]
+    return pictures, [caption(c, s) for c, s in classes]
+
+
+def _onnx_files(cache: Path) -> list[str]:
+    return sorted(path.name.split("-", 1)[1] for path in (cache / "clipd" / "onnx").iterdir())
+
+
+def test_auto_runs_the_image_tower_in_int8_within_the_drift_rule(
+    tmp_path: Path, torch_fp32: Embedder
+) -> None:
+    os.environ["XDG_CACHE_HOME"] = str(tmp_path)
+    int8 = _load(AUTO)
+    assert int8.precision == "int8"
+    assert int8.cosine is not None
+    assert embedder.MIN_COSINE <= int8.cosine < 1.0
+    pictures, captions = _shape_pictures()
+    ours = int8.embed_prepared([int8.prepare(p) for p in pictures])
+    theirs = torch_fp32.embed_images(pictures)
+    # Within the rule, and not fp32 under another name.
+    assert 0.999 <= float((ours * theirs).sum(axis=1).min()) < 0.99999
+    texts = np.stack([torch_fp32.embed_text(text) for text in captions])
+    assert np.array_equal((ours @ texts.T).argmax(1), (theirs @ texts.T).argmax(1))
+    for text in texts:  # each caption's five best pictures, as fp32 ranks them
+        assert set(np.argsort(-(ours @ text))[:5]) == set(np.argsort(-(theirs @ text))[:5])
+    folder = tmp_path / "clipd" / "onnx"
+    assert _onnx_files(tmp_path) == ["visual-int8.onnx", "visual.onnx"]
+    sizes = {path.name.split("-", 1)[1]: path.stat().st_size for path in folder.iterdir()}
+    assert sizes["visual-int8.onnx"] < sizes["visual.onnx"]
+    written = {path: path.stat().st_mtime_ns for path in folder.iterdir()}
+    assert _uses_the_cache(tmp_path, "auto") == "int8"  # no torch, no quantiser
+    assert {path: path.stat().st_mtime_ns for path in folder.iterdir()} == written
+
+
+@pytest.mark.parametrize("bf16_cpu", [False, True])
+def test_int8_that_drifts_too_far_is_not_used_and_that_is_remembered(
+    bf16_cpu: bool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:  # fmt: skip
+    """Where the CPU computes bf16, torch bf16 runs the tower instead (faster than fp32),
+    unless the config asks for ONNX Runtime."""
+    os.environ["XDG_CACHE_HOME"] = str(tmp_path)
+    monkeypatch.setattr(embedder, "MIN_COSINE", 1.01)  # no int8 result can pass
+    monkeypatch.setattr(embedder, "cpu_has_bf16", lambda: bf16_cpu)
+    caplog.set_level("INFO")
+    for _ in range(2):  # measured, then remembered: the second start quantises nothing
+        model = onnx_images.load(AUTO)
+        if bf16_cpu:
+            assert model is None
+            assert "drifts from fp32 (cosine 0.9" in caplog.text
+            assert "torch runs it in bf16" in caplog.text
+        else:
+            assert model is not None
+            assert model.precision == "fp32"
+        assert _onnx_files(tmp_path) == ["visual.onnx"]  # the rejected int8 file is deleted
+        monkeypatch.setattr(onnx_int8, "quantise", None)
+    assert caplog.text.count("int8 moves this model's image vectors too far (cosine 0.9") == 1
+    forced = ModelConfig(AUTO.name, AUTO.pretrained, "cpu", runtime="onnx")
+    assert _load(forced).precision == "fp32"
+
+
+def test_a_damaged_int8_tower_is_quantised_again(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    os.environ["XDG_CACHE_HOME"] = str(tmp_path)
+    picture = _noise((50, 40), seed=3)
+    first = _load(AUTO)
+    first.path.write_bytes(b"not an onnx model")
+    again = _load(AUTO)
+    assert "cannot load the cached int8 image tower" in caplog.text
+    assert again.precision == "int8"
+    assert np.array_equal(
+        again.embed_prepared([again.prepare(picture)]),
+        first.embed_prepared([first.prepare(picture)]),
+    )
+
+
+def test_an_int8_tower_that_cannot_be_written_leaves_fp32_for_this_run(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    os.environ["XDG_CACHE_HOME"] = str(tmp_path)
+    fp32 = _load()
+    in_the_way = fp32.path.with_name(fp32.path.stem + "-int8.onnx")
+    in_the_way.mkdir()  # the quantised file cannot take its name
+    assert _load(AUTO).precision == "fp32"
+    assert "cannot quantise the image tower to int8" in caplog.text
+    assert not list(in_the_way.parent.glob("*.part"))
+    in_the_way.rmdir()
+    assert _load(AUTO).precision == "int8"  # not remembered as a drift: tried again
+
+
+def test_too_little_free_memory_to_quantise_leaves_fp32(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    os.environ["XDG_CACHE_HOME"] = str(tmp_path)
+    fp32 = _load()
+    monkeypatch.setattr(onnx_images, "_memory_available", lambda: fp32.path.stat().st_size)
+    assert _load(AUTO).precision == "fp32"
+    assert "quantising the image tower to int8 needs about" in caplog.text
+    assert _onnx_files(tmp_path) == ["visual.onnx"]
+
+
+def test_the_probe_pictures_are_fixed_distinct_and_photo_sized() -> None:
+    pictures = onnx_int8.probe_pictures(32)
+    again = onnx_int8.probe_pictures(32)
+    assert [p.tobytes() for p in pictures] == [p.tobytes() for p in again]
+    assert len({p.tobytes() for p in pictures}) == len(pictures) >= 4
+    assert {(p.size, p.mode) for p in pictures} == {((48, 32), "RGB")}
+
+
+def test_the_drift_is_the_smallest_cosine_over_the_probes(onnx: OnnxImages) -> None:
+    def one_turned_around(batch: Sequence[np.ndarray]) -> np.ndarray:
+        vectors = onnx.embed_prepared(batch)
+        vectors[3] = -vectors[3]
+        return vectors
+
+    same = onnx_int8.drift(onnx.prepare, onnx.embed_prepared, onnx.embed_prepared, 32)
+    assert same == pytest.approx(1.0, abs=1e-6)
+    assert onnx_int8.drift(onnx.prepare, onnx.embed_prepared, one_turned_around, 32) == (
+        pytest.approx(-1.0, abs=1e-6)
+    )

@@ -275,9 +275,9 @@ def parse_config(data: object, source: Path, *, require_roots: bool = True) -> C
     ):
         reader.fail(
             "model.runtime",
-            f"is onnx, which runs fp32 on the CPU, but model.device is {chosen.device} and "
-            f"model.precision {chosen.precision}: set them to cpu and fp32 (or auto), "
-            "or model.runtime to auto",
+            "is onnx, which runs on the CPU in fp32 (or int8 under precision auto), but "
+            f"model.device is {chosen.device} and model.precision {chosen.precision}: set them "
+            "to cpu and fp32 (or auto), or model.runtime to auto",
         )
     if not config.include:
         raise ConfigError(f"{source}: key 'include' is empty; list at least one glob like '*.jpg'")

@@ -48,9 +48,10 @@ INDEX_CHUNK = 8
 # torch emulates bf16 and runs slower than fp32; with them ViT-B-32 images embed ~3.5x faster
 # here (bench/model.py), so `precision: auto` picks bf16 on such CPUs.
 _BF16_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})
-# `auto` keeps bf16 only if its embeddings of the probes stay this close (cosine) to fp32's.
-# Measured: >= 0.99992 for ViT-B-32 (random weights) and the trained tiny test model.
-MIN_BF16_COSINE = 0.999
+# `auto` keeps a reduced precision (bf16 here, int8 in clipd.onnx_int8) only if its embeddings
+# of the probes stay this close (cosine) to fp32's. Measured: bf16 >= 0.99992, int8 >= 0.99988
+# for ViT-B-32 (random weights) and the trained tiny test model.
+MIN_COSINE = 0.999
 _PROBE_TEXTS = ("a photo of a dog on a beach", "red brick wall", "a bowl of fruit")
 
 
@@ -77,7 +78,7 @@ class Embedder:
         if config.precision == "auto" and self.dtype == torch.bfloat16:
             probe_key = probe_cache.probe_key(name, pretrained, torch.__version__)
             self.bf16_cosine = probe_cache.lookup(probe_key)
-            if self.bf16_cosine is not None and self.bf16_cosine < MIN_BF16_COSINE:
+            if self.bf16_cosine is not None and self.bf16_cosine < MIN_COSINE:
                 self.dtype = torch.float32
         probing = probe_key is not None and self.bf16_cosine is None
         # The probe compares text embeddings too: the text tower goes only after it.
@@ -131,11 +132,11 @@ class Embedder:
         reference = self._probe()
         self._model.to(dtype=torch.bfloat16)
         self.bf16_cosine = float((self._probe() * reference).sum(axis=1).min())
-        if self.bf16_cosine < MIN_BF16_COSINE:
+        if self.bf16_cosine < MIN_COSINE:
             log.warning(
                 "bf16 moves this model's embeddings too far (cosine %.5f < %g): using fp32",
                 self.bf16_cosine,
-                MIN_BF16_COSINE,
+                MIN_COSINE,
             )
             # Reloaded, not cast back: bf16-rounded weights would stay rounded. Rare, so the
             # second load is cheaper than keeping an fp32 copy in RAM meanwhile.

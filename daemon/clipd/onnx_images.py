@@ -79,12 +79,10 @@ def chosen_for(config: ModelConfig) -> bool:
                 "`pip install onnxruntime onnx`, or set model.runtime to auto"
             )
         return True
-    from clipd.embedder import cpu_has_bf16
-
-    # auto: fp32 on a CPU, where the two runtimes cost the same and this one starts lighter.
+    # auto: on a CPU, in fp32 (the two runtimes cost the same and this one starts lighter) or
+    # int8 where it passes its probe (load); bf16 and fp16 are torch's.
     on_cpu = config.device == "cpu" or (config.device == "auto" and not _gpu_present())
-    fp32 = config.precision == "fp32" or (config.precision == "auto" and not cpu_has_bf16())
-    return on_cpu and fp32 and _installed()
+    return on_cpu and config.precision in ("auto", "fp32") and _installed()
 
 
 def _installed() -> bool:
@@ -101,7 +99,9 @@ def load(config: ModelConfig) -> OnnxImages | None:
     """The model's image tower in ONNX Runtime, from the cache or exported now; or None, so
     that `clipd index` runs torch instead: for a model whose input prepare() cannot make (told
     once, then remembered in the cache), or when the export cannot be made or loaded (a full
-    or read-only cache; told each time). Under `runtime: onnx` those are errors instead."""
+    or read-only cache; told each time). Under `runtime: onnx` those are errors instead.
+    Under `precision: auto` the tower runs in int8 where that passes its drift probe; where it
+    does not, torch bf16 runs it on a CPU that has bf16 (faster than fp32), else fp32 here."""
     from clipd.embedder import identity_of
 
     name, pretrained = identity_of(config.name), identity_of(config.pretrained)
@@ -110,36 +110,141 @@ def load(config: ModelConfig) -> OnnxImages | None:
     if entry is not None and "unsupported" in entry:
         _torch_instead(config, _cannot_prepare(config, str(entry["unsupported"])))
         return None
+    int8_wanted = config.precision == "auto"
+    rejected = _int8_rejected(entry)
+    if int8_wanted and rejected is not None and _bf16_instead(config, rejected):
+        return None
+    fp32 = _fp32_tower(config, key, entry)
+    if fp32 is None:
+        return None
+    tower, session = fp32
+    images = OnnxImages(ModelIdentity(name=name, pretrained=pretrained, dim=tower.dim), tower,
+                        session, "fp32")  # fmt: skip
+    if int8_wanted:
+        int8 = _int8_tower(key, images, tower)
+        if int8 is not None:
+            images = int8
+        elif _bf16_instead(config, _int8_rejected(_current(_TOWERS.lookup(key)))):
+            return None
+    log.info(
+        "model %s / %s image tower loaded in ONNX Runtime (%s, %d-d, %d px input) from %s",
+        config.name,
+        config.pretrained,
+        images.precision
+        if images.cosine is None
+        else f"{images.precision}, cosine to fp32 {images.cosine:.5f}",
+        tower.dim,
+        tower.side,
+        images.path,
+    )
+    return images
+
+
+def _fp32_tower(
+    config: ModelConfig, key: str, entry: dict[str, Any] | None
+) -> tuple[TowerFile, onnxruntime.InferenceSession] | None:
+    """The fp32 export and a session on it: cached, or exported now; None if torch must run
+    the tower instead (said why)."""
     tower = _described(entry)
     session = _session(tower.path) if tower is not None else None
     if tower is not None and session is None:
         log.warning("cannot load the cached image tower %s: exporting it again", tower.path)
-    if tower is None or session is None:
-        try:
-            exported = _export(config, key)
-        except _CannotExport as exc:
-            _torch_instead(config, str(exc), failed=True)
+    if tower is not None and session is not None:
+        return tower, session
+    try:
+        exported = _export(config, key)
+    except _CannotExport as exc:
+        _torch_instead(config, str(exc), failed=True)
+        return None
+    if isinstance(exported, str):
+        _torch_instead(config, _cannot_prepare(config, exported))
+        return None
+    session = _session(exported.path)
+    if session is None:
+        why = f"ONNX Runtime cannot load the image tower it exported to {exported.path}"
+        _torch_instead(config, why, failed=True)
+        return None
+    return exported, session
+
+
+def _int8_file(tower: TowerFile) -> Path:
+    return tower.path.with_name(f"{tower.path.stem}-int8.onnx")
+
+
+def _int8_rejected(entry: dict[str, Any] | None) -> float | None:
+    """The probe's cosine if it found the int8 tower too far from fp32 (remembered), else None."""
+    from clipd import embedder
+
+    cosine = _int8_cosine(entry)
+    return cosine if cosine is not None and cosine < embedder.MIN_COSINE else None
+
+
+def _int8_cosine(entry: dict[str, Any] | None) -> float | None:
+    probe = entry.get("int8") if entry is not None else None
+    value = probe.get("cosine") if isinstance(probe, dict) else None
+    return float(value) if isinstance(value, int | float) else None
+
+
+def _bf16_instead(config: ModelConfig, int8_cosine: float | None) -> bool:
+    """Whether torch bf16 runs the tower because int8 drifted: faster than fp32 where the CPU
+    computes bf16 (bench/int8.py), and torch is allowed (runtime auto)."""
+    from clipd.embedder import cpu_has_bf16
+
+    if int8_cosine is None or config.runtime != "auto" or not cpu_has_bf16():
+        return False
+    log.info("the int8 image tower drifts from fp32 (cosine %.5f): torch runs it in bf16",
+             int8_cosine)  # fmt: skip
+    return True
+
+
+def _int8_tower(key: str, fp32: OnnxImages, tower: TowerFile) -> OnnxImages | None:
+    """The int8 tower: cached, or quantised from the fp32 export and probed now (once per
+    export); None where it drifts too far (remembered) or cannot be made (told; fp32 runs)."""
+    from clipd import embedder, onnx_int8
+
+    path = _int8_file(tower)
+    entry = _current(_TOWERS.lookup(key)) or {}
+    cosine = _int8_cosine(entry)
+    if cosine is not None:
+        if cosine < embedder.MIN_COSINE:
             return None
-        if isinstance(exported, str):
-            _torch_instead(config, _cannot_prepare(config, exported))
-            return None
-        tower = exported
-        session = _session(tower.path)
-        if session is None:
-            why = f"ONNX Runtime cannot load the image tower it exported to {tower.path}"
-            _torch_instead(config, why, failed=True)
-            return None
-    log.info(
-        "model %s / %s image tower loaded in ONNX Runtime (fp32, %d-d, %d px input) from %s",
-        config.name,
-        config.pretrained,
-        tower.dim,
-        tower.side,
-        tower.path,
-    )
-    return OnnxImages(
-        ModelIdentity(name=name, pretrained=pretrained, dim=tower.dim), tower, session
-    )
+        session = _session(path) if path.is_file() else None
+        if session is not None:
+            return OnnxImages(fp32.identity, tower, session, "int8", cosine)
+        log.warning("cannot load the cached int8 image tower %s: quantising it again", path)
+    needed, available = _EXPORT_COPIES * tower.path.stat().st_size, _memory_available()
+    if available is not None and available < needed:
+        log.warning(
+            "quantising the image tower to int8 needs about %.1f GiB of free memory, "
+            "%.1f GiB is available: fp32 this run",
+            needed / 2**30,
+            available / 2**30,
+        )
+        return None
+    started = time.monotonic()
+    try:
+        onnx_int8.quantise(tower.path, path)
+    except Exception as exc:  # a full disk, or one of onnxruntime's own error types
+        log.warning("cannot quantise the image tower to int8 in %s (%s): fp32 this run",
+                    path.parent, exc)  # fmt: skip
+        return None
+    session = _session(path)
+    if session is None:
+        log.warning("ONNX Runtime cannot load the int8 tower it wrote to %s: fp32 this run", path)
+        return None
+    int8 = OnnxImages(fp32.identity, tower, session, "int8")
+    int8.cosine = onnx_int8.drift(fp32.prepare, fp32.embed_prepared, int8.embed_prepared,
+                                  tower.side)  # fmt: skip
+    _TOWERS.store(key, entry | {"int8": {"file": path.name, "cosine": int8.cosine}})
+    if int8.cosine < embedder.MIN_COSINE:
+        log.warning("int8 moves this model's image vectors too far (cosine %.5f < %g): not used",
+                    int8.cosine, embedder.MIN_COSINE)  # fmt: skip
+        with contextlib.suppress(OSError):
+            path.unlink()
+        return None
+    log.info("quantised the image tower to int8 in %.1f s (cosine to fp32 %.5f)",
+             time.monotonic() - started, int8.cosine)  # fmt: skip
+    return int8
 
 
 def _cannot_prepare(config: ModelConfig, problem: str) -> str:
@@ -154,13 +259,21 @@ def _torch_instead(config: ModelConfig, why: str, *, failed: bool = False) -> No
 
 
 class OnnxImages:
-    """The image half of clipd.embedder.Embedder (what the indexer uses), in ONNX Runtime,
-    fp32 on the CPU."""
+    """The image half of clipd.embedder.Embedder (what the indexer uses), in ONNX Runtime on
+    the CPU, fp32 or int8 (then with the probe's smallest cosine to fp32)."""
 
     def __init__(
-        self, identity: ModelIdentity, tower: TowerFile, session: onnxruntime.InferenceSession
+        self,
+        identity: ModelIdentity,
+        tower: TowerFile,
+        session: onnxruntime.InferenceSession,
+        precision: str,
+        cosine: float | None = None,
     ) -> None:
         self.identity = identity
+        self.precision = precision
+        self.cosine = cosine
+        self.path = tower.path if precision == "fp32" else _int8_file(tower)
         self.image_size = tower.side
         self._session = session
         self._input = session.get_inputs()[0].name
