@@ -2,13 +2,16 @@
 
     python -m bench.int8 [--rounds R]
 
-Not a clipd code path (yet): this measures whether one would pay. Dynamic int8 quantises the
-MatMul/Gemm weights to int8 (per tensor) and the activations on the fly, which runs on AVX512
-VNNI. Speed: model only, batch 8 (clipd's indexing chunk), 2 threads each, variants alternating
-round by round; CPU-ms per image and images/s, medians. Drift: the smallest cosine of each
-variant's image embeddings to torch fp32's, on ViT-B-32-256 (the rclip bench's random weights)
-and on the trained tiny test model, whose shape pictures also give caption top-1 agreement
-with fp32 and caption -> picture top-5 overlap.
+Dynamic int8 quantises the MatMul/Gemm weights to int8 and the activations on the fly (fast
+with AVX512-VNNI). "ORT int8" is clipd's own quantisation (clipd.onnx_int8: one scale per output
+channel), which `clipd index` runs under `precision: auto` where its probe allows; beside it
+the choices it was measured against: one scale per tensor (onnxruntime's default), and per
+channel on the MLP blocks only (attention kept fp32). Speed: model only, batch 8 (clipd's
+indexing chunk), 2 threads each, variants alternating round by round; CPU-ms per image and
+images/s, medians. Drift: the smallest cosine of each variant's image embeddings to torch
+fp32's, on ViT-B-32-256 (the rclip bench's random weights) and on the trained tiny test model,
+whose shape pictures also give caption top-1 agreement with fp32 and caption -> picture top-5
+overlap; and clipd's own probe (clipd.onnx_int8.drift) on ViT-B-32-256.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+import onnx
 import onnxruntime
 import open_clip
 import torch
@@ -32,21 +36,47 @@ from onnxruntime.quantization import QuantType, quantize_dynamic
 
 from bench import corpus, rclip
 from bench.common import REPO
+from clipd import onnx_int8
 
 Array = npt.NDArray[np.float32]
 Variant = Callable[[Array], Array]
 _THREADS = 2
 
 
+# Other int8 settings than clipd's, measured beside it: name -> (per channel, only the nodes
+# whose name holds this).
+_OTHER_INT8 = {"int8 per tensor": (False, ""), "int8 MLP only": (True, "mlp")}
+
+
+def _quantised(onnx_fp32: Path, name: str) -> Path:
+    path = onnx_fp32.with_name(f"{onnx_fp32.stem}-{name.replace(' ', '-')}.onnx")
+    if path.exists():
+        return path
+    if name == "int8":
+        onnx_int8.quantise(onnx_fp32, path)
+        return path
+    per_channel, only = _OTHER_INT8[name]
+    graph = onnx.load(str(onnx_fp32), load_external_data=False).graph
+    nodes = [n.name for n in graph.node if n.op_type in ("MatMul", "Gemm") and only in n.name]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        quantize_dynamic(
+            onnx_fp32,
+            path,
+            weight_type=QuantType.QInt8,
+            per_channel=per_channel,
+            nodes_to_quantize=nodes,
+            op_types_to_quantize=["MatMul", "Gemm"],
+        )
+    return path
+
+
 def variants(model: Any, bf16: Any, onnx_fp32: Path) -> dict[str, Variant]:
-    """The four ways to run one image tower, each taking and giving float32 arrays."""
-    onnx_int8 = onnx_fp32.with_name(onnx_fp32.stem + "-int8.onnx")
-    if not onnx_int8.exists():
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            quantize_dynamic(onnx_fp32, onnx_int8, weight_type=QuantType.QInt8,
-                             op_types_to_quantize=["MatMul", "Gemm"])  # fmt: skip
-    sessions = {name: _session(path) for name, path in (("fp32", onnx_fp32), ("int8", onnx_int8))}
+    """The ways to run one image tower, each taking and giving float32 arrays."""
+    paths = {"fp32": onnx_fp32} | {
+        name: _quantised(onnx_fp32, name) for name in ("int8", *_OTHER_INT8)
+    }
+    sessions = {name: _session(path) for name, path in paths.items()}
 
     def torch_run(tower: Any, dtype: torch.dtype) -> Variant:
         def run(pixels: Array) -> Array:
@@ -66,9 +96,7 @@ def variants(model: Any, bf16: Any, onnx_fp32: Path) -> dict[str, Variant]:
     return {
         "torch fp32": torch_run(model.visual, torch.float32),
         "torch bf16": torch_run(bf16.visual, torch.bfloat16),
-        "ORT fp32": ort_run(sessions["fp32"]),
-        "ORT int8": ort_run(sessions["int8"]),
-    }
+    } | {f"ORT {name}": ort_run(session) for name, session in sessions.items()}
 
 
 def _session(path: Path) -> onnxruntime.InferenceSession:
@@ -122,15 +150,21 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
     model_dir = rclip.ensure_model()
-    _, runs, side = _tower(rclip.MODEL_NAME, str(model_dir / "weights.pt"),
-                           model_dir / "visual-tower.onnx")  # fmt: skip
+    preprocess, runs, side = _tower(rclip.MODEL_NAME, str(model_dir / "weights.pt"),
+                                    model_dir / "visual-tower.onnx")  # fmt: skip
     pixels = np.random.default_rng(1).standard_normal((8, 3, side, side)).astype(np.float32)
     drift = min_cosines(runs, pixels)
     print(f"{rclip.MODEL_NAME}, random weights, batch 8, {_THREADS} threads, medians of "
           f"{args.rounds} alternating rounds:")  # fmt: skip
     for name, (cpu_ms, rate) in speeds(runs, side, args.rounds).items():
-        print(f"  {name:10}  {cpu_ms:6.1f} CPU-ms/img  {rate:6.1f} img/s  "
+        print(f"  {name:15}  {cpu_ms:6.1f} CPU-ms/img  {rate:6.1f} img/s  "
               f"min cosine to torch fp32 {drift[name]:.5f}")  # fmt: skip
+    fp32, int8 = runs["ORT fp32"], runs["ORT int8"]
+    probe = onnx_int8.drift(lambda picture: preprocess(picture).numpy(),
+                            lambda batch: _unit(fp32(np.stack(batch))),
+                            lambda batch: _unit(int8(np.stack(batch))), side)  # fmt: skip
+    print(f"  clipd's probe pictures (clipd.onnx_int8), ORT int8 against ORT fp32: "
+          f"min cosine {probe:.5f}")  # fmt: skip
     _tiny_drift()
     return 0
 
@@ -163,7 +197,7 @@ def _tiny_drift() -> None:
             for i in range(len(texts))
         ])  # fmt: skip
         cosine = float((vectors * reference).sum(axis=1).min())
-        print(f"  {variant:10}  min cosine {cosine:.5f}  caption top-1 agrees {top1:.3f}  "
+        print(f"  {variant:15}  min cosine {cosine:.5f}  caption top-1 agrees {top1:.3f}  "
               f"caption -> picture top-5 overlap {overlap:.3f}")  # fmt: skip
 
 

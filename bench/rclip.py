@@ -51,7 +51,9 @@ import yaml
 from bench import corpus, pipeline
 from bench.common import BIN, compile_sources
 from clipd.config import ModelConfig
-from clipd.image_model import for_indexing
+from clipd.embedder import Embedder
+from clipd.image_model import ImageModel, for_indexing
+from clipd.onnx_images import OnnxImages
 from clipq import Client, ClipqError
 
 RCLIP_VERSION = "3.3.0"
@@ -93,6 +95,7 @@ class Comparison:
     rclip: ToolResult
     clipd: ToolResult
     clipd_bound: float  # images/s, clipd's pipeline bound on these photos
+    clipd_model: str  # what ran clipd's image tower: runtime, precision (and int8's drift)
     clipd_first: Run  # clipd's first index of the first fifth, which exports its image tower
 
 
@@ -298,7 +301,7 @@ def compare(photos: Path, repeats: int, queries: int) -> Comparison:
             runs["rclip"].append(rclip.index(photos, len(paths)))
             runs["clipd"].append(clipd.index(photos, len(paths)))
         rclip_s, clipd_s = _query_times(photos, rclip, clipd, queries)
-        bound = pipeline_bound(photos, paths, model, clipd.env)
+        bound, tower = pipeline_bound(photos, paths, model, clipd.env)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return Comparison(
@@ -307,16 +310,18 @@ def compare(photos: Path, repeats: int, queries: int) -> Comparison:
         ToolResult(runs["rclip"], runs["rclip5"], rclip_s),
         ToolResult(runs["clipd"], runs["clipd5"], clipd_s),
         bound,
+        tower,
         first,
     )
 
 
 def pipeline_bound(
     photos: Path, paths: list[Path], model: Path, env: dict[str, str], sample: int = 60
-) -> float:
+) -> tuple[float, str]:
     """Images/s if every core only decoded and embedded (bench.pipeline's bound): decode CPU
     per photo over a sample spread across the corpus, model CPU per photo at clipd's batch,
-    in the runtime `clipd index` chose (its cache, from env, holds the ONNX export if so)."""
+    in the runtime `clipd index` chose (its cache, from env, holds the ONNX export if so);
+    and which runtime and precision that was."""
     print(f"  pipeline bound: decoding {min(sample, len(paths))} photos, then the model alone")
     config = ModelConfig(MODEL_NAME, str(model / "weights.pt"), device="cpu")
     saved = os.environ.get("XDG_CACHE_HOME")
@@ -332,7 +337,15 @@ def pipeline_bound(
     decode_s = pipeline.decode_cpu_seconds(spread, embedder, draft=True)
     batch = pipeline.config_for(photos).batch_size  # clipd's default
     model_s, _ = pipeline.model_seconds(embedder, batch, batches=6)
-    return (os.cpu_count() or 1) / (decode_s + model_s)
+    return (os.cpu_count() or 1) / (decode_s + model_s), _described(embedder)
+
+
+def _described(model: ImageModel) -> str:
+    if isinstance(model, OnnxImages):
+        drift = "" if model.cosine is None else f", probe cosine to fp32 {model.cosine:.5f}"
+        return f"ONNX Runtime {model.precision}{drift}"
+    assert isinstance(model, Embedder)
+    return f"torch {model.precision}"
 
 
 def _first(photos: Path, paths: list[Path], count: int) -> Path:
@@ -436,6 +449,7 @@ def print_table(result: Comparison, repeats: int) -> None:
     print(f"clipd's first run ({result.head_images} photos, exporting its ONNX image tower once "
           f"per model): {first.wall_s:.1f} s, {first.cpu_s:.0f} CPU-s, peak RSS "
           f"{first.rss_mib:.0f} MiB")  # fmt: skip
+    print(f"clipd's image tower ran in {result.clipd_model}")
 
 
 def main() -> int:
