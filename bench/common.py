@@ -28,13 +28,15 @@ def compile_sources() -> None:
         compileall.compile_dir(REPO / folder, quiet=1)
 
 
-def write_config(work: Path, photos: Path, model: str, **extra: object) -> Path:
+def write_config(
+    work: Path, photos: Path, model: str, precision: str = "auto", **extra: object
+) -> Path:
     """A config file in work for a daemon over photos with one of MODELS, on CPU."""
     config = {
         "roots": [str(photos)],
         "database": str(work / f"{model}.db"),
         "socket": str(work / f"{model}.sock"),
-        "model": {**MODELS[model], "device": "cpu"},
+        "model": {**MODELS[model], "device": "cpu", "precision": precision},
         "log_level": "warning",
         **extra,
     }

@@ -11,7 +11,7 @@ import pytest
 import yaml
 from conftest import ConfigWriter
 
-from bench.soak import add_images, soak
+from bench.soak import SOAK_PRECISION, add_images, soak
 
 
 @pytest.mark.timeout(600)
@@ -21,8 +21,10 @@ def test_three_sigkills_then_the_index_equals_a_clean_one(
     root = tmp_path / "photos"
     add_images(root, random.Random(3), 60)
     config = write_config([root], batch_size=4)
-    clean = tmp_path / "clean.yaml"
     settings = yaml.safe_load(config.read_text())
+    settings["model"]["precision"] = SOAK_PRECISION
+    config.write_text(yaml.safe_dump(settings))
+    clean = tmp_path / "clean.yaml"
     clean.write_text(yaml.safe_dump({**settings, "database": str(tmp_path / "clean.db")}))
     rounds = soak(root, config, clean, kills=3, seed=3)
     assert len(rounds) == 3
