@@ -411,6 +411,24 @@ def test_auto_runs_the_image_tower_in_int8_within_the_drift_rule(
     assert {path: path.stat().st_mtime_ns for path in folder.iterdir()} == written
 
 
+def test_a_cached_int8_tower_is_loaded_without_the_fp32_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    os.environ["XDG_CACHE_HOME"] = str(tmp_path)
+    first = _load(AUTO)
+    opened: list[str] = []
+    session = onnx_images._session
+
+    def recorded(path: Path) -> object:
+        opened.append(path.name.split("-", 1)[1])
+        return session(path)
+
+    monkeypatch.setattr(onnx_images, "_session", recorded)
+    again = _load(AUTO)
+    assert opened == ["visual-int8.onnx"]
+    assert (again.precision, again.cosine, again.identity) == ("int8", first.cosine, first.identity)
+
+
 @pytest.mark.parametrize("bf16_cpu", [False, True])
 def test_int8_that_drifts_too_far_is_not_used_and_that_is_remembered(
     bf16_cpu: bool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,

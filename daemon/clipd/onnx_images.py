@@ -114,18 +114,44 @@ def load(config: ModelConfig) -> OnnxImages | None:
     rejected = _int8_rejected(entry)
     if int8_wanted and rejected is not None and _bf16_instead(config, rejected):
         return None
+    names = (name, pretrained)
+    # A cached int8 tower that passed its probe is all a run needs: the fp32 one is not
+    # loaded beside it (its session holds the fp32 weights: ~0.4 GiB and a second for ViT-B-32).
+    images = _cached_int8(names, entry) if int8_wanted else None
+    if images is None:
+        images = _fp32_or_new_int8(config, key, entry, names)
+    if images is None:
+        return None
+    _log_loaded(config, images)
+    return images
+
+
+def _fp32_or_new_int8(
+    config: ModelConfig, key: str, entry: dict[str, Any] | None, names: tuple[str, str]
+) -> OnnxImages | None:
+    """The fp32 tower (exported now if need be), or, under precision auto, the int8 one
+    quantised from it now; None where torch runs the tower instead."""
     fp32 = _fp32_tower(config, key, entry)
     if fp32 is None:
         return None
     tower, session = fp32
-    images = OnnxImages(ModelIdentity(name=name, pretrained=pretrained, dim=tower.dim), tower,
-                        session, "fp32")  # fmt: skip
-    if int8_wanted:
-        int8 = _int8_tower(key, images, tower)
-        if int8 is not None:
-            images = int8
-        elif _bf16_instead(config, _int8_rejected(_current(_TOWERS.lookup(key)))):
-            return None
+    images = OnnxImages(_identity(names, tower), tower, session, "fp32")
+    if config.precision != "auto":
+        return images
+    int8 = _int8_tower(key, images, tower)
+    if int8 is not None:
+        return int8
+    if _bf16_instead(config, _int8_rejected(_current(_TOWERS.lookup(key)))):
+        return None
+    return images
+
+
+def _identity(names: tuple[str, str], tower: TowerFile) -> ModelIdentity:
+    """The index's name for the model: (name, weights) as clipd.embedder identifies them."""
+    return ModelIdentity(name=names[0], pretrained=names[1], dim=tower.dim)
+
+
+def _log_loaded(config: ModelConfig, images: OnnxImages) -> None:
     log.info(
         "model %s / %s image tower loaded in ONNX Runtime (%s, %d-d, %d px input) from %s",
         config.name,
@@ -133,11 +159,10 @@ def load(config: ModelConfig) -> OnnxImages | None:
         images.precision
         if images.cosine is None
         else f"{images.precision}, cosine to fp32 {images.cosine:.5f}",
-        tower.dim,
-        tower.side,
+        images.identity.dim,
+        images.image_size,
         images.path,
     )
-    return images
 
 
 def _fp32_tower(
@@ -197,21 +222,31 @@ def _bf16_instead(config: ModelConfig, int8_cosine: float | None) -> bool:
     return True
 
 
+def _cached_int8(names: tuple[str, str], entry: dict[str, Any] | None) -> OnnxImages | None:
+    """The cached int8 tower, if its probe passed and ONNX Runtime loads it (said if not)."""
+    from clipd import embedder
+
+    tower, cosine = _described(entry), _int8_cosine(entry)
+    if tower is None or cosine is None or cosine < embedder.MIN_COSINE:
+        return None
+    path = _int8_file(tower)
+    session = _session(path) if path.is_file() else None
+    if session is None:
+        log.warning("cannot load the cached int8 image tower %s: quantising it again", path)
+        return None
+    return OnnxImages(_identity(names, tower), tower, session, "int8", cosine)
+
+
 def _int8_tower(key: str, fp32: OnnxImages, tower: TowerFile) -> OnnxImages | None:
-    """The int8 tower: cached, or quantised from the fp32 export and probed now (once per
-    export); None where it drifts too far (remembered) or cannot be made (told; fp32 runs)."""
+    """The int8 tower quantised from the fp32 export and probed now (once per export, or
+    again for a damaged file); None where it drifts too far (remembered) or cannot be made
+    (told; fp32 runs)."""
     from clipd import embedder, onnx_int8
 
     path = _int8_file(tower)
     entry = _current(_TOWERS.lookup(key)) or {}
-    cosine = _int8_cosine(entry)
-    if cosine is not None:
-        if cosine < embedder.MIN_COSINE:
-            return None
-        session = _session(path) if path.is_file() else None
-        if session is not None:
-            return OnnxImages(fp32.identity, tower, session, "int8", cosine)
-        log.warning("cannot load the cached int8 image tower %s: quantising it again", path)
+    if _int8_rejected(entry) is not None:
+        return None
     needed, available = _EXPORT_COPIES * tower.path.stat().st_size, _memory_available()
     if available is not None and available < needed:
         log.warning(
