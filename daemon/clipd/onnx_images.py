@@ -1,13 +1,14 @@
-"""The image tower in ONNX Runtime, for `clipd index` on CPUs that compute in fp32.
+"""The image tower in ONNX Runtime, for `clipd index` on a CPU: int8 where that passes its
+drift probe (clipd.onnx_int8), else fp32.
 
-Why: where the CPU has no native bf16, torch and ONNX Runtime run the image tower at the same
-fp32 cost (bench/int8.py), but a process that never imports torch starts seconds sooner and
+Why: int8 costs a third of fp32's CPU (bench/int8.py); in fp32, torch and ONNX Runtime run the
+tower at the same cost, but a process that never imports torch starts seconds sooner and
 holds hundreds of MiB less: PyPI's torch is the CUDA build, which maps its GPU libraries even on
 a CPU, and torchvision pulls in torch._dynamo and triton (README, Performance). So `clipd index`
 exports the tower once through torch (clipd.embedder's loading, torch.onnx), keeps the file in
 $XDG_CACHE_HOME/clipd/onnx/, and later runs import only onnxruntime, numpy and Pillow. The
-daemon keeps torch: it needs the text tower too, and holding both runtimes would cost more
-memory than it saves.
+daemon runs both towers in torch: it needs the text tower, so torch is loaded there anyway
+(its image tower in int8 would still save CPU; not done yet).
 
 The input is made as open_clip's evaluation transform makes it (shortest side resized and a
 centre crop, or both sides "squashed"; normalised), in numpy on the same Pillow resize, so

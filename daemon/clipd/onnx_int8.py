@@ -2,12 +2,12 @@
 probe that decides whether its vectors stay close enough to fp32's to be used.
 
 Why: on a CPU the image tower is most of indexing's cost, and int8 matrix products are the
-cheapest it runs. `python -m bench.int8`, ViT-B-32-256 on 2 cores with AVX512-VNNI: 42.6
-CPU-ms per image against 71.1 for torch bf16 and 125.8 for fp32 (3 December). The weights of
-every MatMul/Gemm become int8 with one scale per output channel, so one large column no longer
-coarsens the rest: per tensor, 1.7% of a trained model's caption -> picture top-5 changed; per
-channel, none (bench/int8.py). Activations are quantised on the fly; the patch embedding (a
-convolution) and the norms stay fp32.
+cheapest it runs. `python -m bench.int8`, ViT-B-32-256 on 2 cores with AVX512-VNNI, two runs
+(README, Performance): 40.5 / 42.3 CPU-ms per image against 69.9 / 81.4 for torch bf16 and
+124.9 / 129.4 for ONNX Runtime fp32. The weights of every MatMul/Gemm become int8 with one
+scale per output channel, so one large column does not coarsen the rest (per tensor: 46.8 /
+52.0 CPU-ms, a little more drift). Activations are quantised on the fly; the patch embedding
+(a convolution) and the norms stay fp32.
 
 The drift depends on the weights and on the CPU's int8 instructions (without VNNI, products
 are computed in 16 bits that can saturate: min cosine 0.992 on the AVX2-only machine of the
