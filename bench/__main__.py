@@ -175,11 +175,11 @@ def _table(
 def _techniques(photos: Path, paths: list[Path], repeats: int) -> None:
     print("\ntechniques (medians, interleaved):")
     bf16 = Embedder(replace(pipeline.VIT_B_32, precision="bf16"))
-    sample = paths[:20]
+    sample = corpus.mixed(paths, 20)
     draft = [pipeline.decode_cpu_seconds(sample, bf16, draft=d) for d in (True, False)]
     print(f"  decode CPU-ms/img: draft/reduce {draft[0] * 1e3:.1f}, full {draft[1] * 1e3:.1f}")
     for key, kind in corpus.KINDS.items():
-        of_kind = [p for p in paths if corpus.kind_of(int(p.stem.split("_")[1])) == key][:6]
+        of_kind = [p for p in paths if corpus.kind_of(corpus.number_of(p)) == key][:6]
         if of_kind:
             ms = pipeline.decode_cpu_seconds(of_kind, bf16, draft=True) * 1e3
             print(f"    {kind.name}: {ms:.1f} CPU-ms/img")

@@ -151,6 +151,19 @@ def files(root: Path) -> list[Path]:
     return sorted(p for p in root.rglob("*") if p.is_file() and not p.name.startswith("."))
 
 
+def number_of(path: Path) -> int:
+    """The number a file of the corpus was made from (IMG_00042.jpg: 42)."""
+    return int(path.stem.split("_")[1])
+
+
+def mixed(paths: list[Path], count: int) -> list[Path]:
+    """`count` files of the corpus with its mix of kinds: the lowest-numbered ones, since every
+    len(_MIX) consecutive numbers hold the whole mix. A slice of the sorted paths does not:
+    the folders sort by year, and 60 files taken every sixth held 1 WebP and 3 PNGs instead of
+    3 and 6, which made decoding look 15% cheaper than over the whole corpus."""
+    return sorted(paths, key=number_of)[:count]
+
+
 def _save(image: Image.Image, path: Path, kind: Kind, key: str) -> None:
     if kind.fmt == "JPEG":
         exif = Image.Exif()

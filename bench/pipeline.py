@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from bench import corpus
 from clipd import images
 from clipd.config import Config, ModelConfig, parse_config
 from clipd.embedder import Embedder
@@ -95,7 +96,7 @@ def measure(root: Path, paths: list[Path], embedder: Embedder, batch: int, repea
     """The three rates, each the median of `repeats` runs, interleaved to share the noise."""
     decode, full, model, model_rate, e2e = [], [], [], [], []
     config = config_for(root, batch_size=batch)
-    sample = paths[: max(20, len(paths) // 4)]
+    sample = corpus.mixed(paths, max(20, len(paths) // 4))
     for _ in range(repeats):
         decode.append(decode_cpu_seconds(sample, embedder, draft=True))
         full.append(decode_cpu_seconds(sample[:20], embedder, draft=False))

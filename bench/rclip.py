@@ -12,15 +12,15 @@ process as a user runs it, each at its defaults, the two tools alternating run b
 
 - index from empty: a new database, model load included (rclip: its first search, which indexes
   the working directory before answering; clipd: `clipd index`);
-- steady state: the marginal cost of a photo between indexing all photos and their first fifth,
-  (T(N) - T(n)) / (N - n), in wall and in CPU time, which leaves start-up out for both (CPU
-  time is the steadier figure on a machine shared with other work);
+- steady state: the marginal cost of a photo between indexing all photos and a fifth of them
+  with the same mix of kinds, (T(N) - T(n)) / (N - n), in wall and in CPU time, which leaves
+  start-up out for both (CPU time is the steadier figure on a machine shared with other work);
 - one text query: `rclip -n` (no re-index) against `clipq` to a warm `clipd serve`;
 - peak RSS while indexing: the indexing process's maximum resident set (getrusage);
 - clipd's pipeline bound (bench.pipeline): images/s if every core did nothing but decode and
-  embed, from the CPU time per photo of each, measured in this process on a sample spread over
-  the corpus's kinds, at clipd's defaults (draft decoding; the image tower in ONNX Runtime
-  where `clipd index` picks it, else torch, bf16 where the CPU has it).
+  embed, from the CPU time per photo of each, measured in this process on 60 photos with the
+  corpus's mix of kinds (bench.corpus.mixed), at clipd's defaults (draft decoding; the image
+  tower in ONNX Runtime where `clipd index` picks it, else torch, bf16 where the CPU has it).
 
 clipd's first `clipd index` of a model exports its image tower to ONNX (where it runs the tower
 in ONNX Runtime): the bench runs it once before the rounds, in a cache of its own, and prints
@@ -78,11 +78,11 @@ class Run:
 @dataclass(frozen=True, slots=True)
 class ToolResult:
     index: list[Run]  # all N photos from empty
-    head: list[Run]  # the first fifth, from empty
+    head: list[Run]  # a fifth, with the corpus's mix of kinds, from empty
     query_s: list[float]
 
     def marginal(self, images: int, head_images: int, measure: str) -> float:
-        """Seconds (wall_s or cpu_s) per photo past the first fifth: start-up left out."""
+        """Seconds (wall_s or cpu_s) per photo past the fifth: start-up left out."""
         full: float = statistics.median(getattr(run, measure) for run in self.index)
         part: float = statistics.median(getattr(run, measure) for run in self.head)
         return max(full - part, 1e-9) / (images - head_images)
@@ -96,7 +96,7 @@ class Comparison:
     clipd: ToolResult
     clipd_bound: float  # images/s, clipd's pipeline bound on these photos
     clipd_model: str  # what ran clipd's image tower: runtime, precision (and int8's drift)
-    clipd_first: Run  # clipd's first index of the first fifth, which exports its image tower
+    clipd_first: Run  # clipd's first index of the fifth, which exports its image tower
 
 
 def ensure_rclip() -> Path:
@@ -282,7 +282,7 @@ class Clipd:
 
 
 def compare(photos: Path, repeats: int, queries: int) -> Comparison:
-    """Both tools, interleaved: index all and the first fifth from empty, then queries."""
+    """Both tools, interleaved: index all and a fifth from empty, then queries."""
     paths = corpus.files(photos)
     head = _first(photos, paths, max(1, len(paths) // 5))
     head_images = len(corpus.files(head))
@@ -319,7 +319,7 @@ def pipeline_bound(
     photos: Path, paths: list[Path], model: Path, env: dict[str, str], sample: int = 60
 ) -> tuple[float, str]:
     """Images/s if every core only decoded and embedded (bench.pipeline's bound): decode CPU
-    per photo over a sample spread across the corpus, model CPU per photo at clipd's batch,
+    per photo over a sample with the corpus's mix of kinds, model CPU per photo at clipd's batch,
     in the runtime `clipd index` chose (its cache, from env, holds the ONNX export if so);
     and which runtime and precision that was."""
     print(f"  pipeline bound: decoding {min(sample, len(paths))} photos, then the model alone")
@@ -333,8 +333,7 @@ def pipeline_bound(
             del os.environ["XDG_CACHE_HOME"]
         else:
             os.environ["XDG_CACHE_HOME"] = saved
-    spread = paths[:: max(1, len(paths) // sample)][:sample]
-    decode_s = pipeline.decode_cpu_seconds(spread, embedder, draft=True)
+    decode_s = pipeline.decode_cpu_seconds(corpus.mixed(paths, sample), embedder, draft=True)
     batch = pipeline.config_for(photos).batch_size  # clipd's default
     model_s, _ = pipeline.model_seconds(embedder, batch, batches=6)
     return (os.cpu_count() or 1) / (decode_s + model_s), _described(embedder)
@@ -349,13 +348,13 @@ def _described(model: ImageModel) -> str:
 
 
 def _first(photos: Path, paths: list[Path], count: int) -> Path:
-    """A folder of hard links to the first `count` photos, same relative paths."""
-    head = photos.with_name(f"{photos.name}-first-{count}")
+    """A folder of hard links to `count` photos with the corpus's mix, same relative paths."""
+    head = photos.with_name(f"{photos.name}-mixed-{count}")
     stamp = head / ".complete"
     if stamp.exists():
         return head
     shutil.rmtree(head, ignore_errors=True)
-    for path in paths[:count]:
+    for path in corpus.mixed(paths, count):
         target = head / path.relative_to(photos)
         target.parent.mkdir(parents=True, exist_ok=True)
         os.link(path, target)
@@ -421,7 +420,7 @@ def table(result: Comparison) -> list[tuple[str, str, str, str]]:
          f"{walls[0] / walls[1]:.2f}x faster"),
         ("  CPU time (user+sys)", f"{cpus[0]:.0f} s", f"{cpus[1]:.0f} s",
          f"{cpus[0] / cpus[1]:.2f}x less"),
-        (f"steady state, photos {head + 1}-{n}", f"{1 / steady_wall[0]:.1f} img/s",
+        (f"steady state, {n - head} photos past {head}", f"{1 / steady_wall[0]:.1f} img/s",
          f"{1 / steady_wall[1]:.1f} img/s", f"{steady_wall[0] / steady_wall[1]:.2f}x faster"),
         ("  CPU per photo", f"{steady_cpu[0] * 1e3:.0f} ms", f"{steady_cpu[1] * 1e3:.0f} ms",
          f"{steady_cpu[0] / steady_cpu[1]:.2f}x less"),
