@@ -456,6 +456,33 @@ def test_int8_that_drifts_too_far_is_not_used_and_that_is_remembered(
     assert _load(forced).precision == "fp32"
 
 
+def test_an_int8_tower_onnx_runtime_cannot_run_is_not_used_and_that_is_remembered(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A kernel this CPU lacks shows only when the quantised tower first runs: in the probe."""
+    os.environ["XDG_CACHE_HOME"] = str(tmp_path)
+
+    def no_kernel(*_: object) -> float:
+        raise RuntimeError("Could not find an implementation for MatMulInteger(10) node")
+
+    monkeypatch.setattr(onnx_int8, "drift", no_kernel)
+    monkeypatch.setattr(embedder, "cpu_has_bf16", lambda: False)
+    caplog.set_level("INFO")
+    assert _load(AUTO).precision == "fp32"
+    assert "ONNX Runtime cannot run the int8 image tower (Could not find an implementation" in (
+        caplog.text
+    )
+    assert "onnx.json to try again" in caplog.text
+    assert _onnx_files(tmp_path) == ["visual.onnx"]
+    monkeypatch.setattr(onnx_int8, "quantise", None)  # remembered: not quantised again
+    assert _load(AUTO).precision == "fp32"
+    monkeypatch.setattr(embedder, "cpu_has_bf16", lambda: True)
+    caplog.clear()
+    assert onnx_images.load(AUTO) is None
+    assert "the int8 image tower cannot run here (Could not find" in caplog.text
+    assert "torch runs it in bf16" in caplog.text
+
+
 def test_a_damaged_int8_tower_is_quantised_again(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -197,12 +197,17 @@ def _int8_file(tower: TowerFile) -> Path:
     return tower.path.with_name(f"{tower.path.stem}-int8.onnx")
 
 
-def _int8_rejected(entry: dict[str, Any] | None) -> float | None:
-    """The probe's cosine if it found the int8 tower too far from fp32 (remembered), else None."""
+def _int8_rejected(entry: dict[str, Any] | None) -> str | None:
+    """Why the probe found the int8 tower unusable (remembered), or None if it did not."""
     from clipd import embedder
 
+    probe = entry.get("int8") if entry is not None else None
+    if isinstance(probe, dict) and "error" in probe:
+        return f"cannot run here ({probe['error']})"
     cosine = _int8_cosine(entry)
-    return cosine if cosine is not None and cosine < embedder.MIN_COSINE else None
+    if cosine is not None and cosine < embedder.MIN_COSINE:
+        return f"drifts from fp32 (cosine {cosine:.5f})"
+    return None
 
 
 def _int8_cosine(entry: dict[str, Any] | None) -> float | None:
@@ -211,15 +216,14 @@ def _int8_cosine(entry: dict[str, Any] | None) -> float | None:
     return float(value) if isinstance(value, int | float) else None
 
 
-def _bf16_instead(config: ModelConfig, int8_cosine: float | None) -> bool:
-    """Whether torch bf16 runs the tower because int8 drifted: faster than fp32 where the CPU
+def _bf16_instead(config: ModelConfig, int8_rejected: str | None) -> bool:
+    """Whether torch bf16 runs the tower because int8 cannot: faster than fp32 where the CPU
     computes bf16 (bench/int8.py), and torch is allowed (runtime auto)."""
     from clipd.embedder import cpu_has_bf16
 
-    if int8_cosine is None or config.runtime != "auto" or not cpu_has_bf16():
+    if int8_rejected is None or config.runtime != "auto" or not cpu_has_bf16():
         return False
-    log.info("the int8 image tower drifts from fp32 (cosine %.5f): torch runs it in bf16",
-             int8_cosine)  # fmt: skip
+    log.info("the int8 image tower %s: torch runs it in bf16", int8_rejected)
     return True
 
 
@@ -269,18 +273,30 @@ def _int8_tower(key: str, fp32: OnnxImages, tower: TowerFile) -> OnnxImages | No
         log.warning("ONNX Runtime cannot load the int8 tower it wrote to %s: fp32 this run", path)
         return None
     int8 = OnnxImages(fp32.identity, tower, session, "int8")
-    int8.cosine = onnx_int8.drift(fp32.prepare, fp32.embed_prepared, int8.embed_prepared,
-                                  tower.side)  # fmt: skip
-    _TOWERS.store(key, entry | {"int8": {"file": path.name, "cosine": int8.cosine}})
+    try:
+        int8.cosine = onnx_int8.drift(fp32.prepare, fp32.embed_prepared, int8.embed_prepared,
+                                      tower.side)  # fmt: skip
+    except Exception as exc:  # onnxruntime's own error types: a kernel this CPU lacks
+        _reject_int8(key, entry, path, {"error": str(exc)})
+        log.warning("ONNX Runtime cannot run the int8 image tower (%s): not used; delete %s to "
+                    "try again", exc, _TOWERS.path)  # fmt: skip
+        return None
     if int8.cosine < embedder.MIN_COSINE:
+        _reject_int8(key, entry, path, {"cosine": int8.cosine})
         log.warning("int8 moves this model's image vectors too far (cosine %.5f < %g): not used",
                     int8.cosine, embedder.MIN_COSINE)  # fmt: skip
-        with contextlib.suppress(OSError):
-            path.unlink()
         return None
+    _TOWERS.store(key, entry | {"int8": {"file": path.name, "cosine": int8.cosine}})
     log.info("quantised the image tower to int8 in %.1f s (cosine to fp32 %.5f)",
              time.monotonic() - started, int8.cosine)  # fmt: skip
     return int8
+
+
+def _reject_int8(key: str, entry: dict[str, Any], path: Path, probe: dict[str, Any]) -> None:
+    """Remember that the int8 tower is not to be used, and why; its file goes."""
+    _TOWERS.store(key, entry | {"int8": {"file": path.name, **probe}})
+    with contextlib.suppress(OSError):
+        path.unlink()
 
 
 def _cannot_prepare(config: ModelConfig, problem: str) -> str:
