@@ -17,6 +17,7 @@ from harness import (
     wait_until_indexed,
 )
 
+from clipd.embedder import MIN_COSINE
 from clipd_api.paths import default_socket_path
 from clipq import BadRequest, Client, ImageFile, Text
 
@@ -174,9 +175,10 @@ def test_library_against_the_real_daemon(served: Served) -> None:
         vector = client.embed("a yellow square")
         assert len(vector) == status.dim
         assert sum(v * v for v in vector) == pytest.approx(1.0, abs=1e-4)
-        assert client.embed(path=example) == pytest.approx(
-            client.embed(image=example.read_bytes()), abs=1e-3
-        )
+        # The stored vector (embedded in an indexing batch) and a fresh one agree within the
+        # precision rule: the int8 tower quantises activations per batch.
+        stored, fresh = client.embed(path=example), client.embed(image=example.read_bytes())
+        assert sum(a * b for a, b in zip(stored, fresh, strict=True)) >= MIN_COSINE
 
         failures = client.failures()
         assert failures.total == len(corpus.bad)

@@ -1,7 +1,7 @@
-"""The image tower in ONNX Runtime (`clipd index` on CPUs, fp32 or int8), against torch's, with
-the real tiny model: the same input pixels, vectors that agree, the export (and its int8
-quantisation) made once and reused by a process that never imports torch, the drift probe that
-decides int8, and the rules that choose it."""
+"""The image tower in ONNX Runtime (`clipd index` on CPUs, fp32 or int8; the daemon's images in
+int8), against torch's, with the real tiny model: the same input pixels, vectors that agree, the
+export (and its int8 quantisation) made once and reused by a process that never imports torch,
+the drift probe that decides int8, and the rules that choose it."""
 
 from __future__ import annotations
 
@@ -11,11 +11,13 @@ import random
 import subprocess
 import sys
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import open_clip
 import pytest
+import torch
 from conftest import TINY_MODEL_JSON, TINY_MODEL_WEIGHTS, ConfigWriter
 from fixtures.corpus import write_corpus
 from fixtures.shapes import COLOURS, SHAPES, caption, draw
@@ -27,8 +29,9 @@ from clipd.config import ModelConfig, load_config
 from clipd.disk_cache import cache_dir
 from clipd.embedder import Embedder
 from clipd.errors import ConfigError, ModelError
-from clipd.image_model import for_indexing
+from clipd.image_model import for_indexing, int8_for_the_daemon
 from clipd.onnx_images import OnnxImages
+from clipd.records import ModelIdentity
 from clipd.store import Store
 
 # fp32 unless a test is about int8 (what `precision: auto` adds).
@@ -543,3 +546,73 @@ def test_the_drift_is_the_smallest_cosine_over_the_probes(onnx: OnnxImages) -> N
     assert onnx_int8.drift(onnx.prepare, onnx.embed_prepared, one_turned_around, 32) == (
         pytest.approx(-1.0, abs=1e-6)
     )
+
+
+def test_the_daemon_hands_images_to_the_int8_tower_and_keeps_torch_for_texts(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    os.environ["XDG_CACHE_HOME"] = str(tmp_path)
+    caplog.set_level("INFO")
+    daemon = Embedder(AUTO)
+    int8_for_the_daemon(AUTO, daemon)
+    assert "images are embedded by the int8 tower in ONNX Runtime, texts by torch" in caplog.text
+    int8 = _load(AUTO)  # what the daemon exported and quantised, from the cache
+    pictures = _shape_pictures()[0][: embedder.INDEX_CHUNK]
+    ours = daemon.embed_prepared([daemon.prepare(p) for p in pictures])
+    assert isinstance(daemon.prepare(pictures[0]), np.ndarray)
+    assert np.array_equal(ours, int8.embed_prepared([int8.prepare(p) for p in pictures]))
+    assert np.array_equal(daemon.embed_images(pictures), ours)
+    assert daemon.image_size == int8.image_size
+    assert daemon._model.visual is None  # torch's image tower is freed
+    text = "a blue triangle"  # texts: torch, as a daemon that kept torch's image tower
+    assert np.array_equal(daemon.embed_text(text), Embedder(AUTO).embed_text(text))
+
+
+@pytest.mark.parametrize(
+    "config", [replace(AUTO, runtime="torch"), replace(AUTO, precision="fp32")], ids=str
+)
+def test_the_daemon_keeps_torchs_image_tower_where_it_is_asked_for(
+    config: ModelConfig, tmp_path: Path
+) -> None:
+    os.environ["XDG_CACHE_HOME"] = str(tmp_path)
+    daemon = Embedder(config)
+    int8_for_the_daemon(config, daemon)
+    assert isinstance(daemon.prepare(_noise((40, 30), seed=1)), torch.Tensor)
+    assert not (tmp_path / "clipd" / "onnx").exists()  # nothing exported
+
+
+def test_the_daemon_keeps_torchs_image_tower_where_int8_drifts_or_onnx_fails(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    os.environ["XDG_CACHE_HOME"] = str(tmp_path)
+    caplog.set_level("INFO")
+    daemon = Embedder(AUTO)
+    monkeypatch.setattr(embedder, "MIN_COSINE", 1.01)  # no int8 result can pass
+    monkeypatch.setattr(embedder, "cpu_has_bf16", lambda: False)
+    int8_for_the_daemon(AUTO, daemon)  # ONNX Runtime fp32: no faster than torch's
+    assert f"the image tower stays in torch ({daemon.precision})" in caplog.text
+
+    def broken(config: ModelConfig) -> OnnxImages:
+        raise ModelError("ONNX Runtime cannot load the image tower it exported to /x")
+
+    monkeypatch.setattr(onnx_images, "load", broken)
+    int8_for_the_daemon(AUTO, daemon)  # a warning, never a daemon that does not start
+    assert "cannot load the image tower it exported to /x" in caplog.text
+    assert isinstance(daemon.prepare(_noise((40, 30), seed=1)), torch.Tensor)
+
+
+class _AnotherModel:
+    identity = ModelIdentity(name="another", pretrained="model", dim=32)
+    image_size = 32
+
+    def prepare(self, image: Image.Image) -> object:
+        return image
+
+    def embed_prepared(self, batch: Sequence[object]) -> np.ndarray:
+        return np.zeros((len(batch), 32), np.float32)
+
+
+def test_an_image_tower_of_another_model_is_refused(torch_fp32: Embedder) -> None:
+    with pytest.raises(ValueError, match="is not this model"):
+        torch_fp32.use_image_tower(_AnotherModel())
+    assert torch_fp32._model.visual is not None

@@ -32,7 +32,7 @@ DATABASE_ENV = "CLIPD_DATABASE"
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
-# What runs the image tower in `clipd index` (clipd.onnx_images); the daemon always runs torch.
+# What runs the image tower (clipd.onnx_images, clipd.image_model); texts always run in torch.
 RUNTIMES = ("auto", "torch", "onnx")
 # Which file of a RAW + JPEG pair is indexed (see clipd.pairs, which these name).
 RAW_PAIRS = ("prefer_jpeg", "prefer_raw", "both")

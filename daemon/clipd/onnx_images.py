@@ -1,5 +1,5 @@
-"""The image tower in ONNX Runtime, for `clipd index` on a CPU: int8 where that passes its
-drift probe (clipd.onnx_int8), else fp32.
+"""The image tower in ONNX Runtime on a CPU, for `clipd index` and the daemon's images: int8
+where that passes its drift probe (clipd.onnx_int8), else fp32 (`clipd index` only).
 
 Why: int8 costs a third of fp32's CPU (bench/int8.py); in fp32, torch and ONNX Runtime run the
 tower at the same cost, but a process that never imports torch starts seconds sooner and
@@ -7,8 +7,8 @@ holds hundreds of MiB less: PyPI's torch is the CUDA build, which maps its GPU l
 a CPU, and torchvision pulls in torch._dynamo and triton (README, Performance). So `clipd index`
 exports the tower once through torch (clipd.embedder's loading, torch.onnx), keeps the file in
 $XDG_CACHE_HOME/clipd/onnx/, and later runs import only onnxruntime, numpy and Pillow. The
-daemon runs both towers in torch: it needs the text tower, so torch is loaded there anyway
-(its image tower in int8 would still save CPU; not done yet).
+daemon loads torch anyway (the text tower), and uses this module only for the int8 tower
+(clipd.image_model.int8_for_the_daemon): in fp32 it would hold a second copy for no speed.
 
 The input is made as open_clip's evaluation transform makes it (shortest side resized and a
 centre crop, or both sides "squashed"; normalised), in numpy on the same Pillow resize, so
