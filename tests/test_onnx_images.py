@@ -598,6 +598,13 @@ def test_the_daemon_keeps_torchs_image_tower_where_int8_drifts_or_onnx_fails(
     monkeypatch.setattr(onnx_images, "load", broken)
     int8_for_the_daemon(AUTO, daemon)  # a warning, never a daemon that does not start
     assert "cannot load the image tower it exported to /x" in caplog.text
+
+    def buggy(config: ModelConfig) -> OnnxImages:
+        raise KeyError("dim")
+
+    monkeypatch.setattr(onnx_images, "load", buggy)
+    int8_for_the_daemon(AUTO, daemon)
+    assert "cannot make the int8 image tower" in caplog.text
     assert isinstance(daemon.prepare(_noise((40, 30), seed=1)), torch.Tensor)
 
 

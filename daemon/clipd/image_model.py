@@ -70,6 +70,9 @@ def int8_for_the_daemon(config: ModelConfig, embedder: Embedder) -> None:
     except ModelError as exc:
         log.warning("%s", exc)
         images = None
+    except Exception:  # a bug in this speed-up must not keep the daemon from serving
+        log.exception("cannot make the int8 image tower")
+        images = None
     if images is not None and images.precision == "int8":
         embedder.use_image_tower(images)
         log.info("images are embedded by the int8 tower in ONNX Runtime, texts by torch")
