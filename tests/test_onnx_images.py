@@ -402,9 +402,14 @@ def test_auto_runs_the_image_tower_in_int8_within_the_drift_rule(
     # Within the rule, and not fp32 under another name.
     assert 0.999 <= float((ours * theirs).sum(axis=1).min()) < 0.99999
     texts = np.stack([torch_fp32.embed_text(text) for text in captions])
-    assert np.array_equal((ours @ texts.T).argmax(1), (theirs @ texts.T).argmax(1))
-    for text in texts:  # each caption's five best pictures, as fp32 ranks them
-        assert set(np.argsort(-(ours @ text))[:5]) == set(np.argsort(-(theirs @ text))[:5])
+    # Retrieval agrees: each picture's best caption, and each caption's five best pictures, as
+    # fp32 ranks them (100% of both on this CPU with VNNI; the margin is for int8 kernels that
+    # round otherwise, which swap near-equal pictures of one class).
+    top1 = (ours @ texts.T).argmax(1) == (theirs @ texts.T).argmax(1)
+    assert top1.mean() >= 0.95, top1
+    top5 = [len(set(np.argsort(-(ours @ t))[:5]) & set(np.argsort(-(theirs @ t))[:5])) / 5
+            for t in texts]  # fmt: skip
+    assert np.mean(top5) >= 0.95, top5
     folder = tmp_path / "clipd" / "onnx"
     assert _onnx_files(tmp_path) == ["visual-int8.onnx", "visual.onnx"]
     sizes = {path.name.split("-", 1)[1]: path.stat().st_size for path in folder.iterdir()}
