@@ -29,7 +29,7 @@ from clipd.config import ModelConfig, load_config
 from clipd.disk_cache import cache_dir
 from clipd.embedder import Embedder
 from clipd.errors import ConfigError, ModelError
-from clipd.image_model import for_indexing, int8_for_the_daemon
+from clipd.image_model import for_indexing, for_the_daemon
 from clipd.onnx_images import OnnxImages
 from clipd.records import ModelIdentity
 from clipd.store import Store
@@ -558,8 +558,8 @@ def test_the_daemon_hands_images_to_the_int8_tower_and_keeps_torch_for_texts(
 ) -> None:
     os.environ["XDG_CACHE_HOME"] = str(tmp_path)
     caplog.set_level("INFO")
-    daemon = Embedder(AUTO)
-    int8_for_the_daemon(AUTO, daemon)
+    daemon = for_the_daemon(AUTO)  # the first start: the whole model, then export and quantise
+    assert "exporting the image tower" in caplog.text
     assert "images are embedded by the int8 tower in ONNX Runtime, texts by torch" in caplog.text
     int8 = _load(AUTO)  # what the daemon exported and quantised, from the cache
     pictures = _shape_pictures()[0][: embedder.INDEX_CHUNK]
@@ -572,6 +572,27 @@ def test_the_daemon_hands_images_to_the_int8_tower_and_keeps_torch_for_texts(
     text = "a blue triangle"  # texts: torch, as a daemon that kept torch's image tower
     assert np.array_equal(daemon.embed_text(text), Embedder(AUTO).embed_text(text))
 
+    caplog.clear()
+    again = for_the_daemon(AUTO)  # a later start: torch's image tower is never built
+    assert "exporting" not in caplog.text
+    assert "int8 tower in ONNX Runtime, texts by torch" in caplog.text
+    assert again._model.visual is None
+    assert np.array_equal(again.embed_prepared([again.prepare(p) for p in pictures]), ours)
+    assert np.array_equal(again.embed_text(text), daemon.embed_text(text))
+
+
+def test_a_later_start_that_must_probe_bf16_builds_torchs_image_tower_for_it_only(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    os.environ["XDG_CACHE_HOME"] = str(tmp_path)
+    monkeypatch.setattr(embedder, "cpu_has_bf16", lambda: True)
+    for_the_daemon(AUTO)
+    (cache_dir() / "precision.json").unlink()  # the bf16 probe, which embeds a picture, again
+    daemon = for_the_daemon(AUTO)
+    assert daemon.bf16_cosine is not None
+    assert daemon._model.visual is None
+    assert isinstance(daemon.prepare(_noise((40, 30), seed=1)), np.ndarray)
+
 
 @pytest.mark.parametrize(
     "config", [replace(AUTO, runtime="torch"), replace(AUTO, precision="fp32")], ids=str
@@ -580,8 +601,7 @@ def test_the_daemon_keeps_torchs_image_tower_where_it_is_asked_for(
     config: ModelConfig, tmp_path: Path
 ) -> None:
     os.environ["XDG_CACHE_HOME"] = str(tmp_path)
-    daemon = Embedder(config)
-    int8_for_the_daemon(config, daemon)
+    daemon = for_the_daemon(config)
     assert isinstance(daemon.prepare(_noise((40, 30), seed=1)), torch.Tensor)
     assert not (tmp_path / "clipd" / "onnx").exists()  # nothing exported
 
@@ -591,26 +611,27 @@ def test_the_daemon_keeps_torchs_image_tower_where_int8_drifts_or_onnx_fails(
 ) -> None:
     os.environ["XDG_CACHE_HOME"] = str(tmp_path)
     caplog.set_level("INFO")
-    daemon = Embedder(AUTO)
     monkeypatch.setattr(embedder, "MIN_COSINE", 1.01)  # no int8 result can pass
     monkeypatch.setattr(embedder, "cpu_has_bf16", lambda: False)
-    int8_for_the_daemon(AUTO, daemon)  # ONNX Runtime fp32: no faster than torch's
+    daemon = for_the_daemon(AUTO)  # ONNX Runtime fp32: no faster than torch's
     assert f"the image tower stays in torch ({daemon.precision})" in caplog.text
+    assert isinstance(daemon.prepare(_noise((40, 30), seed=1)), torch.Tensor)
 
     def broken(config: ModelConfig) -> OnnxImages:
         raise ModelError("ONNX Runtime cannot load the image tower it exported to /x")
 
-    monkeypatch.setattr(onnx_images, "load", broken)
-    int8_for_the_daemon(AUTO, daemon)  # a warning, never a daemon that does not start
-    assert "cannot load the image tower it exported to /x" in caplog.text
-
     def buggy(config: ModelConfig) -> OnnxImages:
         raise KeyError("dim")
 
+    monkeypatch.setattr(onnx_images, "load", broken)
+    for_the_daemon(AUTO)  # a warning, never a daemon that does not start
+    assert "cannot load the image tower it exported to /x" in caplog.text
     monkeypatch.setattr(onnx_images, "load", buggy)
-    int8_for_the_daemon(AUTO, daemon)
+    for_the_daemon(AUTO)
     assert "cannot make the int8 image tower" in caplog.text
-    assert isinstance(daemon.prepare(_noise((40, 30), seed=1)), torch.Tensor)
+    monkeypatch.setattr(onnx_images, "cached_int8", buggy)
+    assert isinstance(for_the_daemon(AUTO).prepare(_noise((40, 30), seed=1)), torch.Tensor)
+    assert "cannot load the cached int8 image tower" in caplog.text
 
 
 class _AnotherModel:

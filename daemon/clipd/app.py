@@ -25,7 +25,7 @@ from clipd import clipd_version
 from clipd.config import Config, load_config
 from clipd.embedder import Embedder
 from clipd.errors import ConfigError, StoreUnavailable
-from clipd.image_model import int8_for_the_daemon
+from clipd.image_model import for_the_daemon
 from clipd.indexer import Indexer
 from clipd.instance import file_lock, prepare_socket, remove_socket
 from clipd.notify import Notifier
@@ -247,8 +247,7 @@ class Daemon:
 
         def load() -> None:
             try:
-                embedder = Embedder(self.config.model)
-                int8_for_the_daemon(self.config.model, embedder)
+                embedder = for_the_daemon(self.config.model)
                 embedder.warm_up()
                 loaded.append(embedder)
             except BaseException as exc:  # re-raised on the main loop

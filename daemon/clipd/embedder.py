@@ -61,10 +61,14 @@ class Embedder:
     """A loaded model with its preprocessing and tokenizer.
 
     With texts=False only the image tower is kept (`clipd index` asks no queries): for
-    ViT-B-32 that leaves out 63M of 151M weights, their memory and their cast.
+    ViT-B-32 that leaves out 63M of 151M weights, their memory and their cast. With an
+    image_tower (the daemon's int8 one, clipd.image_model), images go to it, and torch's image
+    tower is left out the same way (loaded only if the bf16 probe needs it, then dropped).
     """
 
-    def __init__(self, config: ModelConfig, *, texts: bool = True) -> None:
+    def __init__(
+        self, config: ModelConfig, *, texts: bool = True, image_tower: ImageModel | None = None
+    ) -> None:
         import torch
 
         self.config = config
@@ -89,18 +93,21 @@ class Embedder:
             config.pretrained,
             "fp32" if probing else self.precision,
             texts=texts or probing,
+            images=image_tower is None or probing,
         )
         self._tokenizer = tokenizer
         self._model.eval()
         self._unpadded_text = _reads_the_end_token_causally(self._model)
-        self.image_size = _image_side(self._model)
+        self.image_size = (
+            _image_side(self._model) if image_tower is None else image_tower.image_size
+        )
         if probing:
             self._check_bf16(model_name)
             assert probe_key is not None
             assert self.bf16_cosine is not None  # set by the probe
             probe_cache.store(probe_key, self.bf16_cosine)
+            weights_module.drop_towers(self._model, texts=texts, images=image_tower is None)
             if not texts:
-                weights_module.keep_only_the_image_tower(self._model)
                 self._tokenizer = None
         self._model.to(device=self.device)  # built in self.dtype already, or cast by the probe
         dim = _embedding_dim(model_name)
@@ -111,8 +118,10 @@ class Embedder:
         # uses the model, so a query never shares the CPU with more than one chunk.
         self._queries = 0
         self._queries_done = threading.Condition()
-        # Another runtime's image tower, once use_image_tower() hands images to it.
+        # Another runtime's image tower, given here or by use_image_tower().
         self._images: ImageModel | None = None
+        if image_tower is not None:
+            self.use_image_tower(image_tower)
         log.info(
             "model %s / %s loaded on %s (%s%s, %d-d, %d px input)",
             config.name,
@@ -400,11 +409,12 @@ def check_model(config: ModelConfig) -> str:
 
 
 def _load(
-    model_name: str, pretrained: str, precision: str, *, texts: bool
+    model_name: str, pretrained: str, precision: str, *, texts: bool, images: bool = True
 ) -> tuple[Any, Callable[..., Any], Callable[..., Any] | None]:
     """Model, preprocessing, tokenizer, the weights in `precision` (fp32, bf16, fp16), cast as
     open_clip's pure_bf16 / pure_fp16 cast them: every weight (see clipd.weights). Without
-    texts, the model is its image tower alone and there is no tokenizer."""
+    texts, the model is its image tower alone and there is no tokenizer; without images, it
+    has no image tower."""
     import open_clip
     import torch
 
@@ -419,9 +429,9 @@ def _load(
             model, preprocess = weights_module.build(model_name, weights)
             if weights is not None:
                 checkpoint = weights_module.checkpoint_of(model_name, weights)
-                weights_module.load(model, checkpoint, dtype, texts=texts)
-            elif not texts:
-                weights_module.keep_only_the_image_tower(model)
+                weights_module.load(model, checkpoint, dtype, texts=texts, images=images)
+            else:
+                weights_module.drop_towers(model, texts=texts, images=images)
         model.to(dtype=dtype)  # random weights; a no-op after load()
         tokenizer = open_clip.get_tokenizer(model_name) if texts else None
     except Exception as exc:  # open_clip and the hub raise many types; all mean "no weights"

@@ -24,6 +24,7 @@ from clipd.records import ModelIdentity
 
 if TYPE_CHECKING:
     from clipd.embedder import Embedder
+    from clipd.onnx_images import OnnxImages
 
 log = logging.getLogger(__name__)
 
@@ -56,14 +57,45 @@ def for_indexing(config: ModelConfig) -> ImageModel:
     return Embedder(config, texts=False)
 
 
-def int8_for_the_daemon(config: ModelConfig, embedder: Embedder) -> None:
+def for_the_daemon(config: ModelConfig) -> Embedder:
+    """The daemon's model: torch for texts, and for images the int8 tower where `clipd index`
+    would run it. Where an earlier run made and accepted that tower, torch's image tower is
+    never built; else the whole model loads, then _int8_after_load tries."""
+    from clipd.embedder import Embedder
+
+    cached = _cached_int8(config)
+    if cached is not None:
+        log.info("images are embedded by the int8 tower in ONNX Runtime, texts by torch")
+        return Embedder(config, image_tower=cached)
+    embedder = Embedder(config)
+    _int8_after_load(config, embedder)
+    return embedder
+
+
+def _cached_int8(config: ModelConfig) -> OnnxImages | None:
+    from clipd import onnx_images
+
+    if not _int8_wanted(config):
+        return None
+    try:
+        return onnx_images.cached_int8(config) if onnx_images.chosen_for(config) else None
+    except Exception:  # as in _int8_after_load: never what keeps the daemon from serving
+        log.exception("cannot load the cached int8 image tower")
+        return None
+
+
+def _int8_wanted(config: ModelConfig) -> bool:
+    return config.precision == "auto" and config.runtime != "torch"
+
+
+def _int8_after_load(config: ModelConfig, embedder: Embedder) -> None:
     """Hand the daemon's image embedding to the int8 tower where `clipd index` would run it
     (a CPU, precision auto, runtime not torch, the tower passing its drift probe), exporting
     and quantising it first if no run has yet; else keep torch's, saying why. Never fatal:
     the int8 tower is a speed-up, and torch's tower works."""
     from clipd import onnx_images
 
-    if config.precision != "auto" or config.runtime == "torch":
+    if not _int8_wanted(config):
         return
     try:
         images = onnx_images.load(config) if onnx_images.chosen_for(config) else None

@@ -8,7 +8,7 @@ a CPU, and torchvision pulls in torch._dynamo and triton (README, Performance). 
 exports the tower once through torch (clipd.embedder's loading, torch.onnx), keeps the file in
 $XDG_CACHE_HOME/clipd/onnx/, and later runs import only onnxruntime, numpy and Pillow. The
 daemon loads torch anyway (the text tower), and uses this module only for the int8 tower
-(clipd.image_model.int8_for_the_daemon): in fp32 it would hold a second copy for no speed.
+(clipd.image_model.for_the_daemon): in fp32 it would hold a second copy for no speed.
 
 The input is made as open_clip's evaluation transform makes it (shortest side resized and a
 centre crop, or both sides "squashed"; normalised), in numpy on the same Pillow resize, so
@@ -125,6 +125,17 @@ def load(config: ModelConfig) -> OnnxImages | None:
         return None
     _log_loaded(config, images)
     return images
+
+
+def cached_int8(config: ModelConfig) -> OnnxImages | None:
+    """The int8 tower, if an earlier run made it and its probe passed: no torch needed."""
+    from clipd.embedder import identity_of
+
+    name, pretrained = identity_of(config.name), identity_of(config.pretrained)
+    entry = _current(_TOWERS.lookup(_key(name, pretrained)))
+    if entry is None or "unsupported" in entry:
+        return None
+    return _cached_int8((name, pretrained), entry)
 
 
 def _fp32_or_new_int8(

@@ -61,10 +61,13 @@ def checkpoint_of(model_name: str, weights: str) -> str:
     return path
 
 
-def load(model: Any, checkpoint: str, dtype: Any, *, texts: bool = True) -> None:
+def load(
+    model: Any, checkpoint: str, dtype: Any, *, texts: bool = True, images: bool = True
+) -> None:
     """Put the checkpoint into the model (through open_clip, its format conversions included),
     then cast the model to dtype as Module.to does (every floating-point tensor). Without
-    texts, the text tower is dropped before the cast: its mapped weights are never read."""
+    texts (or images), that tower is dropped before the cast: its mapped weights are never
+    read."""
     import open_clip
 
     with _memory_mapped(checkpoint):
@@ -74,9 +77,17 @@ def load(model: Any, checkpoint: str, dtype: Any, *, texts: bool = True) -> None
             open_clip.load_checkpoint(model, checkpoint)  # strict: every weight is replaced
         finally:
             del model.load_state_dict
+    drop_towers(model, texts=texts, images=images)
+    _cast(model, dtype, _mapped_ranges(checkpoint))
+
+
+def drop_towers(model: Any, *, texts: bool, images: bool) -> None:
+    """Drop the towers not asked for: the text tower (keep_only_the_image_tower), and the
+    image tower where another runtime embeds images (clipd.image_model)."""
     if not texts:
         keep_only_the_image_tower(model)
-    _cast(model, dtype, _mapped_ranges(checkpoint))
+    if not images:
+        model.visual = None  # encode_text never reads it
 
 
 def keep_only_the_image_tower(model: Any) -> None:
