@@ -65,10 +65,12 @@ def for_the_daemon(config: ModelConfig) -> Embedder:
 
     cached = _cached_int8(config)
     if cached is not None:
+        embedder = Embedder(config, image_tower=cached)
         log.info("images are embedded by the int8 tower in ONNX Runtime, texts by torch")
-        return Embedder(config, image_tower=cached)
-    embedder = Embedder(config)
-    _int8_after_load(config, embedder)
+    else:
+        embedder = Embedder(config)
+        _int8_after_load(config, embedder)
+    _give_back_freed_memory()
     return embedder
 
 
@@ -110,12 +112,12 @@ def _int8_after_load(config: ModelConfig, embedder: Embedder) -> None:
         log.info("images are embedded by the int8 tower in ONNX Runtime, texts by torch")
     else:
         log.info("the image tower stays in torch (%s)", embedder.precision)
-    _give_back_freed_memory()
 
 
 def _give_back_freed_memory() -> None:
-    """An export and a quantisation free about a GiB in blocks that glibc keeps for reuse
-    (ViT-B-32: RSS 1805 MiB after them, 1319 after this); a daemon runs for months, so give
-    them back. Only glibc has malloc_trim."""
+    """Loading (the checkpoint's cast, and on a first start the export and the quantisation:
+    about a GiB) frees blocks that glibc keeps for reuse (ViT-B-32 after a first start: RSS
+    1805 MiB, 1319 after this); a daemon runs for months, so give them back. Only glibc has
+    malloc_trim."""
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL("libc.so.6").malloc_trim(0)
