@@ -222,12 +222,12 @@ class ModelGate:
         self._open = threading.Event()
         self._loaders: list[threading.Thread] = []
 
-    def embedder(self, *args: Any) -> Any:
-        from clipd.embedder import Embedder
+    def model(self, *args: Any) -> Any:
+        from clipd.image_model import for_the_daemon
 
         self._loaders.append(threading.current_thread())
         self._open.wait(timeout=60)
-        return Embedder(*args)
+        return for_the_daemon(*args)
 
     def release(self) -> None:
         """Let the held loaders load, and wait until they have: a loader still building the
@@ -245,7 +245,7 @@ def hold_model_loading(monkeypatch: pytest.MonkeyPatch) -> ModelGate:
     import clipd.app
 
     gate = ModelGate()
-    monkeypatch.setattr(clipd.app, "Embedder", gate.embedder)
+    monkeypatch.setattr(clipd.app, "for_the_daemon", gate.model)
     return gate
 
 
