@@ -580,6 +580,12 @@ def test_the_daemon_hands_images_to_the_int8_tower_and_keeps_torch_for_texts(
     assert np.array_equal(again.embed_prepared([again.prepare(p) for p in pictures]), ours)
     assert np.array_equal(again.embed_text(text), daemon.embed_text(text))
 
+    caplog.clear()
+    int8.path.write_bytes(b"not an onnx model")  # damaged: said once, quantised again
+    mended = for_the_daemon(AUTO)
+    assert caplog.text.count("cannot load the cached int8 image tower") == 1
+    assert np.array_equal(mended.embed_prepared([mended.prepare(p) for p in pictures]), ours)
+
 
 def test_a_later_start_that_must_probe_bf16_builds_torchs_image_tower_for_it_only(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch

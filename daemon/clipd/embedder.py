@@ -106,8 +106,8 @@ class Embedder:
             assert probe_key is not None
             assert self.bf16_cosine is not None  # set by the probe
             probe_cache.store(probe_key, self.bf16_cosine)
-            weights_module.drop_towers(self._model, texts=texts, images=image_tower is None)
             if not texts:
+                weights_module.keep_only_the_image_tower(self._model)
                 self._tokenizer = None
         self._model.to(device=self.device)  # built in self.dtype already, or cast by the probe
         dim = _embedding_dim(model_name)
@@ -216,7 +216,7 @@ class Embedder:
             raise ValueError(f"{images.identity} is not this model ({self.identity})")
         self._images = images
         self.image_size = images.image_size
-        self._model.visual = None
+        weights_module.drop_towers(self._model, texts=True, images=False)
 
     def prepare(self, image: Image.Image) -> Any:
         """The model's input for one RGB image; CPU work, safe to call from many threads."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
@@ -60,58 +60,43 @@ def for_indexing(config: ModelConfig) -> ImageModel:
 def for_the_daemon(config: ModelConfig) -> Embedder:
     """The daemon's model: torch for texts, and for images the int8 tower where `clipd index`
     would run it. Where an earlier run made and accepted that tower, torch's image tower is
-    never built; else the whole model loads, then _int8_after_load tries."""
+    never built; else the whole model loads, then the int8 tower is made (exported and
+    quantised) and takes over. Never fatal: the int8 tower is a speed-up, and torch's works."""
+    from clipd import onnx_images
     from clipd.embedder import Embedder
 
-    cached = _cached_int8(config)
-    if cached is not None:
-        embedder = Embedder(config, image_tower=cached)
+    int8 = _int8(config, onnx_images.cached_int8, "load the cached")
+    embedder = Embedder(config, image_tower=int8)
+    if int8 is None:
+        int8 = _int8(config, onnx_images.load, "make the")
+        if int8 is not None:
+            embedder.use_image_tower(int8)
+    if int8 is not None:
         log.info("images are embedded by the int8 tower in ONNX Runtime, texts by torch")
     else:
-        embedder = Embedder(config)
-        _int8_after_load(config, embedder)
+        log.info("the image tower stays in torch (%s)", embedder.precision)
     _give_back_freed_memory()
     return embedder
 
 
-def _cached_int8(config: ModelConfig) -> OnnxImages | None:
+def _int8(
+    config: ModelConfig, tower: Callable[[ModelConfig], OnnxImages | None], what: str
+) -> OnnxImages | None:
+    """tower(config) if it is int8 and `clipd index` would run one here (a CPU, precision
+    auto, runtime not torch); None otherwise, or on any error (logged)."""
     from clipd import onnx_images
 
-    if not _int8_wanted(config):
-        return None
     try:
-        return onnx_images.cached_int8(config) if onnx_images.chosen_for(config) else None
-    except Exception:  # as in _int8_after_load: never what keeps the daemon from serving
-        log.exception("cannot load the cached int8 image tower")
-        return None
-
-
-def _int8_wanted(config: ModelConfig) -> bool:
-    return config.precision == "auto" and config.runtime != "torch"
-
-
-def _int8_after_load(config: ModelConfig, embedder: Embedder) -> None:
-    """Hand the daemon's image embedding to the int8 tower where `clipd index` would run it
-    (a CPU, precision auto, runtime not torch, the tower passing its drift probe), exporting
-    and quantising it first if no run has yet; else keep torch's, saying why. Never fatal:
-    the int8 tower is a speed-up, and torch's tower works."""
-    from clipd import onnx_images
-
-    if not _int8_wanted(config):
-        return
-    try:
-        images = onnx_images.load(config) if onnx_images.chosen_for(config) else None
+        if config.precision != "auto" or not onnx_images.chosen_for(config):
+            return None
+        images = tower(config)
     except ModelError as exc:
         log.warning("%s", exc)
-        images = None
+        return None
     except Exception:  # a bug in this speed-up must not keep the daemon from serving
-        log.exception("cannot make the int8 image tower")
-        images = None
-    if images is not None and images.precision == "int8":
-        embedder.use_image_tower(images)
-        log.info("images are embedded by the int8 tower in ONNX Runtime, texts by torch")
-    else:
-        log.info("the image tower stays in torch (%s)", embedder.precision)
+        log.exception("cannot %s int8 image tower", what)
+        return None
+    return images if images is not None and images.precision == "int8" else None
 
 
 def _give_back_freed_memory() -> None:

@@ -103,11 +103,7 @@ def load(config: ModelConfig) -> OnnxImages | None:
     or read-only cache; told each time). Under `runtime: onnx` those are errors instead.
     Under `precision: auto` the tower runs in int8 where that passes its drift probe; where it
     does not, torch bf16 runs it on a CPU that has bf16 (faster than fp32), else fp32 here."""
-    from clipd.embedder import identity_of
-
-    name, pretrained = identity_of(config.name), identity_of(config.pretrained)
-    key = _key(name, pretrained)
-    entry = _current(_TOWERS.lookup(key))
+    names, key, entry = _cache_entry(config)
     if entry is not None and "unsupported" in entry:
         _torch_instead(config, _cannot_prepare(config, str(entry["unsupported"])))
         return None
@@ -115,7 +111,6 @@ def load(config: ModelConfig) -> OnnxImages | None:
     rejected = _int8_rejected(entry)
     if int8_wanted and rejected is not None and _bf16_instead(config, rejected):
         return None
-    names = (name, pretrained)
     # A cached int8 tower that passed its probe is all a run needs: the fp32 one is not
     # loaded beside it (its session holds the fp32 weights: ~0.4 GiB and a second for ViT-B-32).
     images = _cached_int8(names, entry) if int8_wanted else None
@@ -128,14 +123,19 @@ def load(config: ModelConfig) -> OnnxImages | None:
 
 
 def cached_int8(config: ModelConfig) -> OnnxImages | None:
-    """The int8 tower, if an earlier run made it and its probe passed: no torch needed."""
+    """The int8 tower, if an earlier run made it, its probe passed and ONNX Runtime loads it:
+    no torch needed. Silent otherwise: load() says why as it makes one."""
+    names, _, entry = _cache_entry(config)
+    return _cached_int8(names, entry)
+
+
+def _cache_entry(config: ModelConfig) -> tuple[tuple[str, str], str, dict[str, Any] | None]:
+    """(model and weights as the index names them, the cache's key, its entry if current)."""
     from clipd.embedder import identity_of
 
-    name, pretrained = identity_of(config.name), identity_of(config.pretrained)
-    entry = _current(_TOWERS.lookup(_key(name, pretrained)))
-    if entry is None or "unsupported" in entry:
-        return None
-    return _cached_int8((name, pretrained), entry)
+    names = (identity_of(config.name), identity_of(config.pretrained))
+    key = _key(*names)
+    return names, key, _current(_TOWERS.lookup(key))
 
 
 def _fp32_or_new_int8(
@@ -239,7 +239,7 @@ def _bf16_instead(config: ModelConfig, int8_rejected: str | None) -> bool:
 
 
 def _cached_int8(names: tuple[str, str], entry: dict[str, Any] | None) -> OnnxImages | None:
-    """The cached int8 tower, if its probe passed and ONNX Runtime loads it (said if not)."""
+    """The cached int8 tower, if its probe passed and ONNX Runtime loads it."""
     from clipd import embedder
 
     tower, cosine = _described(entry), _int8_cosine(entry)
@@ -248,7 +248,6 @@ def _cached_int8(names: tuple[str, str], entry: dict[str, Any] | None) -> OnnxIm
     path = _int8_file(tower)
     session = _session(path) if path.is_file() else None
     if session is None:
-        log.warning("cannot load the cached int8 image tower %s: quantising it again", path)
         return None
     return OnnxImages(_identity(names, tower), tower, session, "int8", cosine)
 
@@ -263,6 +262,8 @@ def _int8_tower(key: str, fp32: OnnxImages, tower: TowerFile) -> OnnxImages | No
     entry = _current(_TOWERS.lookup(key)) or {}
     if _int8_rejected(entry) is not None:
         return None
+    if _int8_cosine(entry) is not None:  # accepted once, but _cached_int8 could not load it
+        log.warning("cannot load the cached int8 image tower %s: quantising it again", path)
     needed, available = _EXPORT_COPIES * tower.path.stat().st_size, _memory_available()
     if available is not None and available < needed:
         log.warning(
