@@ -622,11 +622,17 @@ def test_the_daemon_keeps_torchs_image_tower_where_int8_drifts_or_onnx_fails(
     daemon = for_the_daemon(AUTO)  # ONNX Runtime fp32: no faster than torch's
     assert f"the image tower stays in torch ({daemon.precision})" in caplog.text
     assert isinstance(daemon.prepare(_noise((40, 30), seed=1)), torch.Tensor)
+    opened: list[Path] = []
+    session = onnx_images._session
+    monkeypatch.setattr(onnx_images, "_session", opened.append)
+    for_the_daemon(AUTO)  # int8 ruled out, remembered: no ONNX session is even opened
+    assert opened == []
+    monkeypatch.setattr(onnx_images, "_session", session)
 
-    def broken(config: ModelConfig) -> OnnxImages:
+    def broken(config: ModelConfig, **_: bool) -> OnnxImages:
         raise ModelError("ONNX Runtime cannot load the image tower it exported to /x")
 
-    def buggy(config: ModelConfig) -> OnnxImages:
+    def buggy(config: ModelConfig, **_: bool) -> OnnxImages:
         raise KeyError("dim")
 
     monkeypatch.setattr(onnx_images, "load", broken)

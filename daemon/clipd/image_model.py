@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
 import logging
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
@@ -68,7 +69,7 @@ def for_the_daemon(config: ModelConfig) -> Embedder:
     int8 = _int8(config, onnx_images.cached_int8, "load the cached")
     embedder = Embedder(config, image_tower=int8)
     if int8 is None:
-        int8 = _int8(config, onnx_images.load, "make the")
+        int8 = _int8(config, functools.partial(onnx_images.load, int8_only=True), "make the")
         if int8 is not None:
             embedder.use_image_tower(int8)
     if int8 is not None:

@@ -96,20 +96,22 @@ def _gpu_present() -> bool:
     return any(os.path.exists(node) for node in _GPU_NODES)
 
 
-def load(config: ModelConfig) -> OnnxImages | None:
+def load(config: ModelConfig, *, int8_only: bool = False) -> OnnxImages | None:
     """The model's image tower in ONNX Runtime, from the cache or exported now; or None, so
     that `clipd index` runs torch instead: for a model whose input prepare() cannot make (told
     once, then remembered in the cache), or when the export cannot be made or loaded (a full
     or read-only cache; told each time). Under `runtime: onnx` those are errors instead.
     Under `precision: auto` the tower runs in int8 where that passes its drift probe; where it
-    does not, torch bf16 runs it on a CPU that has bf16 (faster than fp32), else fp32 here."""
+    does not, torch bf16 runs it on a CPU that has bf16 (faster than fp32), else fp32 here.
+    int8_only (the daemon, which has torch's tower): None at once where int8 was ruled out,
+    rather than an fp32 session loaded only to be dropped."""
     names, key, entry = _cache_entry(config)
     if entry is not None and "unsupported" in entry:
         _torch_instead(config, _cannot_prepare(config, str(entry["unsupported"])))
         return None
     int8_wanted = config.precision == "auto"
     rejected = _int8_rejected(entry)
-    if int8_wanted and rejected is not None and _bf16_instead(config, rejected):
+    if int8_wanted and rejected is not None and (int8_only or _bf16_instead(config, rejected)):
         return None
     # A cached int8 tower that passed its probe is all a run needs: the fp32 one is not
     # loaded beside it (its session holds the fp32 weights: ~0.4 GiB and a second for ViT-B-32).
