@@ -284,7 +284,7 @@ class Clipd:
 def compare(photos: Path, repeats: int, queries: int) -> Comparison:
     """Both tools, interleaved: index all and a fifth from empty, then queries."""
     paths = corpus.files(photos)
-    head = _first(photos, paths, max(1, len(paths) // 5))
+    head = _mixed_subset(photos, paths, max(1, len(paths) // 5))
     head_images = len(corpus.files(head))
     model = ensure_model()
     command = ensure_rclip()
@@ -347,7 +347,7 @@ def _described(model: ImageModel) -> str:
     return f"torch {model.precision}"
 
 
-def _first(photos: Path, paths: list[Path], count: int) -> Path:
+def _mixed_subset(photos: Path, paths: list[Path], count: int) -> Path:
     """A folder of hard links to `count` photos with the corpus's mix, same relative paths."""
     head = photos.with_name(f"{photos.name}-mixed-{count}")
     stamp = head / ".complete"
