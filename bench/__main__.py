@@ -1,7 +1,7 @@
 """`make bench`: every figure of the performance table, measured in one run.
 
     python -m bench [--quick] [--images N] [--sizes 10000 100000 1000000] [--no-techniques]
-                    [--rclip-images N] [--no-rclip]
+                    [--rclip-images N] [--no-rclip] [--web-images N]
 
 Prints the machine, then the table (a)-(i), then duplicate detection at scale (20k rows with
 --quick, else 100k) and what pixel signatures cost the loaders, then clipd against rclip on the
@@ -39,6 +39,7 @@ from bench import (
 )
 from bench.common import compile_sources
 from clipd.embedder import Embedder
+from clipd.image_model import for_the_daemon
 
 
 def machine() -> str:
@@ -71,6 +72,7 @@ def main() -> int:
     parser.add_argument("--no-techniques", action="store_true")
     parser.add_argument("--rclip-images", type=int)
     parser.add_argument("--no-rclip", action="store_true")
+    parser.add_argument("--web-images", type=int)
     args = parser.parse_args()
     sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]  # progress in logs
     compile_sources()
@@ -85,10 +87,14 @@ def main() -> int:
     print(f"corpus: {len(paths)} files under {photos} (phone JPEGs, portrait, EXIF, PNG, WebP)")
     work = Path(tempfile.mkdtemp(prefix="clipd-bench-"))
     try:
-        embedder = Embedder(pipeline.VIT_B_32)
-        drift = embedder.bf16_cosine
-        print(f"ViT-B-32, random weights: precision auto -> {embedder.precision}"
-              + ("" if drift is None else f" (probe cosine to fp32 {drift:.5f})"))  # fmt: skip
+        # The daemon's model: what `clipd serve` and `clipd index` run images in here. It may
+        # set torch's threads for its texts alone: the techniques below get them back.
+        threads = torch.get_num_threads()
+        embedder = for_the_daemon(pipeline.VIT_B_32)
+        print(
+            f"ViT-B-32, random weights, precision auto: images in {pipeline.described(embedder)}"
+            f", texts in torch {embedder.precision}"
+        )
         rates = pipeline.measure(photos, paths, embedder, batch=16, repeats=repeats)
         scale = [search.scale(work, rows, 50, 3 if rows >= 1_000_000 else 20) for rows in sizes]
         busy = search.while_indexing(work, photos, embedder, 100_000 if not args.quick else 10_000)
@@ -97,11 +103,13 @@ def main() -> int:
             work, duplicate_sizes, paths[:40], embedder, rounds=3 if args.quick else 7
         )
         del embedder
+        torch.set_num_threads(threads)
         served = daemon.run(work, photos, queries=20 if not args.quick else 5,
                             fresh_files=10 if not args.quick else 3)  # fmt: skip
         reconciles = reconcile.measure(reconcile_files, runs=repeats)
         # The web page against 10k phone photos (300 with --quick: making 10k takes hours).
-        page = web.run(work / "web", images=300 if args.quick else 10_000,
+        web_images = args.web_images or (300 if args.quick else 10_000)
+        page = web.run(work / "web", images=web_images,
                        queries=5 if args.quick else 15)  # fmt: skip
         # Thumbnails: what making them at index time costs, and what serving them costs.
         api_side = web_api.run(work / "web-api", images=40 if args.quick else 200,

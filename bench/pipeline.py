@@ -27,6 +27,7 @@ from clipd.config import Config, ModelConfig, parse_config
 from clipd.embedder import Embedder
 from clipd.image_model import ImageModel
 from clipd.indexer import Indexer
+from clipd.onnx_images import OnnxImages
 from clipd.progress import Progress
 from clipd.scanner import content_hash
 from clipd.store import Store
@@ -45,6 +46,17 @@ class Rates:
     @property
     def bound(self) -> float:
         return (os.cpu_count() or 1) / (self.decode_cpu_s + self.model_cpu_s)
+
+
+def described(model: ImageModel) -> str:
+    """What runs model's images: runtime and precision (and int8's probe)."""
+    if isinstance(model, Embedder) and model.image_tower is not None:
+        model = model.image_tower
+    if isinstance(model, OnnxImages):
+        drift = "" if model.cosine is None else f", probe cosine to fp32 {model.cosine:.5f}"
+        return f"ONNX Runtime {model.precision}{drift}"
+    assert isinstance(model, Embedder)
+    return f"torch {model.precision}"
 
 
 def decode_cpu_seconds(paths: list[Path], embedder: ImageModel, *, draft: bool) -> float:

@@ -51,9 +51,7 @@ import yaml
 from bench import corpus, pipeline
 from bench.common import BIN, compile_sources
 from clipd.config import ModelConfig
-from clipd.embedder import Embedder
-from clipd.image_model import ImageModel, for_indexing
-from clipd.onnx_images import OnnxImages
+from clipd.image_model import for_indexing
 from clipq import Client, ClipqError
 
 RCLIP_VERSION = "3.3.0"
@@ -336,15 +334,7 @@ def pipeline_bound(
     decode_s = pipeline.decode_cpu_seconds(corpus.mixed(paths, sample), embedder, draft=True)
     batch = pipeline.config_for(photos).batch_size  # clipd's default
     model_s, _ = pipeline.model_seconds(embedder, batch, batches=6)
-    return (os.cpu_count() or 1) / (decode_s + model_s), _described(embedder)
-
-
-def _described(model: ImageModel) -> str:
-    if isinstance(model, OnnxImages):
-        drift = "" if model.cosine is None else f", probe cosine to fp32 {model.cosine:.5f}"
-        return f"ONNX Runtime {model.precision}{drift}"
-    assert isinstance(model, Embedder)
-    return f"torch {model.precision}"
+    return (os.cpu_count() or 1) / (decode_s + model_s), pipeline.described(embedder)
 
 
 def _mixed_subset(photos: Path, paths: list[Path], count: int) -> Path:

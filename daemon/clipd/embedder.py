@@ -139,6 +139,12 @@ class Embedder:
         torch = self._torch
         return {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[self.dtype]
 
+    @property
+    def image_tower(self) -> ImageModel | None:
+        """The other runtime's image tower that embeds images (use_image_tower), or None when
+        torch's does."""
+        return self._images
+
     def _check_bf16(self, model_name: str) -> None:
         """Cast to bf16, keeping it only if the probes' embeddings barely move; else fp32."""
         torch = self._torch
