@@ -558,7 +558,9 @@ def test_the_daemon_hands_images_to_the_int8_tower_and_keeps_torch_for_texts(
 ) -> None:
     os.environ["XDG_CACHE_HOME"] = str(tmp_path)
     caplog.set_level("INFO")
+    torch.set_num_threads(2)  # conftest gives the next test its own count back
     daemon = for_the_daemon(AUTO)  # the first start: the whole model, then export and quantise
+    assert torch.get_num_threads() == 1  # torch runs texts only: one thread (image_model)
     assert "exporting the image tower" in caplog.text
     assert "images are embedded by the int8 tower in ONNX Runtime, texts by torch" in caplog.text
     int8 = _load(AUTO)  # what the daemon exported and quantised, from the cache
@@ -607,7 +609,9 @@ def test_the_daemon_keeps_torchs_image_tower_where_it_is_asked_for(
     config: ModelConfig, tmp_path: Path
 ) -> None:
     os.environ["XDG_CACHE_HOME"] = str(tmp_path)
+    torch.set_num_threads(2)  # conftest gives the next test its own count back
     daemon = for_the_daemon(config)
+    assert torch.get_num_threads() == 2  # images in torch too: both threads
     assert isinstance(daemon.prepare(_noise((40, 30), seed=1)), torch.Tensor)
     assert not (tmp_path / "clipd" / "onnx").exists()  # nothing exported
 

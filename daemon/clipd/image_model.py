@@ -73,6 +73,7 @@ def for_the_daemon(config: ModelConfig) -> Embedder:
         if int8 is not None:
             embedder.use_image_tower(int8)
     if int8 is not None:
+        _texts_on_one_thread()
         log.info("images are embedded by the int8 tower in ONNX Runtime, texts by torch")
     else:
         log.info("the image tower stays in torch (%s)", embedder.precision)
@@ -98,6 +99,18 @@ def _int8(
         log.exception("cannot %s int8 image tower", what)
         return None
     return images if images is not None and images.precision == "int8" else None
+
+
+def _texts_on_one_thread() -> None:
+    """Run torch, which now encodes only texts, on one thread. A query's text runs while an
+    indexing chunk finishes in ONNX Runtime's threads and the loaders decode: on 2 cores, the
+    second thread of each of torch's ~200 small parallel steps waits for a core, and the query
+    waits for it (ViT-B-32 in bf16 while indexing: text p90 236 -> 78 ms, query p99 ~770 ->
+    ~200 ms). Idle, the second thread saves 5.6 ms a new text (17.7 vs 12.1 ms). The process
+    holds one model, and torch runs nothing else in it."""
+    import torch
+
+    torch.set_num_threads(1)
 
 
 def _give_back_freed_memory() -> None:
