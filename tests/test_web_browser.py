@@ -399,6 +399,53 @@ def test_failures_are_listed_with_reasons(session: Session, shapes: tuple[Daemon
     expect(page.locator("#search-view")).to_be_visible()
 
 
+# What a browser does to a tab the user leaves for another (headless Chromium keeps every tab
+# visible, and has no command to hide one).
+_TO_THE_BACKGROUND = """() => {
+    Object.defineProperty(document, "hidden", {value: true, configurable: true});
+    Object.defineProperty(document, "visibilityState", {value: "hidden", configurable: true});
+    document.dispatchEvent(new Event("visibilitychange"));
+}"""
+_BACK_IN_VIEW = """() => {
+    Object.defineProperty(document, "hidden", {value: false, configurable: true});
+    Object.defineProperty(document, "visibilityState", {value: "visible", configurable: true});
+    document.dispatchEvent(new Event("visibilitychange"));
+}"""
+
+
+def test_tabs_in_the_background_leave_the_browsers_connections_to_the_tab_in_view(
+    browser: Browser, shapes: tuple[Daemon, Corpus]
+) -> None:
+    # Chromium opens at most six connections to one host, and a tab's live status stream holds
+    # one for as long as it is open: six tabs left open would starve a seventh of any.
+    daemon, corpus = shapes
+    signed_in = sign_in(browser, daemon)
+    context = signed_in.page.context
+    indexed = f"{daemon.status()['indexed']} pictures indexed"
+    try:
+        tabs = [signed_in.page, *(context.new_page() for _ in range(5))]
+        for tab in tabs[1:]:
+            tab.set_default_timeout(EXPECT_MS)
+            tab.goto(f"{daemon.url}/")
+        for tab in tabs:
+            expect(tab.locator("#status-text")).to_contain_text(indexed)
+            tab.evaluate(_TO_THE_BACKGROUND)
+        in_view = context.new_page()
+        in_view.set_default_timeout(EXPECT_MS)
+        in_view.goto(f"{daemon.url}/")
+        search(in_view, "red circle")
+        wait_for_first(in_view, corpus, ("red", "circle"))
+        expect(in_view.locator("#status-text")).to_contain_text(indexed)
+        # Back in view, a tab opens its stream again.
+        in_view.evaluate(_TO_THE_BACKGROUND)
+        with tabs[0].expect_request(lambda request: "/status/events" in request.url):
+            tabs[0].evaluate(_BACK_IN_VIEW)
+        expect(tabs[0].locator("#status-text")).to_contain_text(indexed)
+    finally:
+        context.close()
+    assert not signed_in.errors, signed_in.errors
+
+
 def test_without_the_token_only_the_login_hint_is_served(
     browser: Browser, shapes: tuple[Daemon, Corpus]
 ) -> None:

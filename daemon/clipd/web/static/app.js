@@ -975,6 +975,20 @@ function showStatus(status) {
   else if (run && run.nothingIndexed && s.indexed > 0) search();
 }
 
+// The stream holds one of the six connections a browser keeps to one host: a tab out of view
+// gives it back (and takes a new one, which starts with the current status, when it returns),
+// so that tabs left open in the background cannot starve the one in view of connections.
+let statusStream = null;
+
+function followStatus() {
+  if (document.hidden) {
+    statusStream?.close();
+    statusStream = null;
+  } else if (!statusStream) {
+    statusStream = api.watchStatus(showStatus, lostStatus);
+  }
+}
+
 function lostStatus(source) {
   el.status.dataset.state = "lost";
   el.statusText.textContent =
@@ -1084,7 +1098,8 @@ function start() {
     el.filters.open = true;
   history.replaceState({ image: null }, "", location.href);
   showView(VIEWS[location.hash] || "search");
-  api.watchStatus(showStatus, lostStatus);
+  followStatus();
+  document.addEventListener("visibilitychange", followStatus);
   api.status().then(showStatus, () => {});
   search();
   if (!hasTerms() && !VIEWS[location.hash]) el.q.focus();
