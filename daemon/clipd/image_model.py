@@ -1,9 +1,9 @@
 """What indexing asks of a model, and which image tower `clipd index` and the daemon run.
 
 `clipd index` needs the image tower only, which runs in ONNX Runtime where that is as fast and
-lighter (clipd.onnx_images: int8, else fp32), else in torch. The daemon loads the whole model
-in torch (it answers text queries), then hands images to the same int8 tower where `clipd
-index` would run it.
+lighter (clipd.onnx_images: int8, else fp32), else in torch. The daemon runs texts in torch (it
+answers text queries) and images in the same int8 tower where `clipd index` would run it; torch
+then builds its image tower only when that int8 tower has still to be made (for_the_daemon).
 """
 
 from __future__ import annotations
