@@ -93,7 +93,7 @@ def main() -> int:
         embedder = for_the_daemon(pipeline.VIT_B_32)
         print(
             f"ViT-B-32, random weights, precision auto: images in {pipeline.described(embedder)}"
-            f", texts in torch {embedder.precision}"
+            f", texts in {pipeline.described_texts(embedder)}"
         )
         rates = pipeline.measure(photos, paths, embedder, batch=16, repeats=repeats)
         scale = [search.scale(work, rows, 50, 3 if rows >= 1_000_000 else 20) for rows in sizes]

@@ -30,7 +30,7 @@ import numpy.typing as npt
 from bench.pipeline import decode_cpu_seconds
 from clipd import images, neighbours, pixels
 from clipd.duplicates import DEFAULT_THRESHOLD, MAX_LIMIT, NEIGHBOURS, Criteria, DuplicateFinder
-from clipd.embedder import Embedder
+from clipd.image_model import ImageModel
 from clipd.records import FileRecord, ModelIdentity
 from clipd.scanner import content_hash
 from clipd.store import Store
@@ -197,7 +197,7 @@ def _timed(run: Callable[[], neighbours.Pairs]) -> tuple[neighbours.Pairs, Timed
     return result, Timed(wall, cpu, peak / 1e6)
 
 
-def signature_cost(paths: list[Path], embedder: Embedder, rounds: int) -> tuple[float, float]:
+def signature_cost(paths: list[Path], embedder: ImageModel, rounds: int) -> tuple[float, float]:
     """Medians of CPU-seconds per image of a loader's work (A) and A + pixel signature (B)."""
     without, with_signature = [], []
     for _ in range(rounds):
@@ -206,7 +206,7 @@ def signature_cost(paths: list[Path], embedder: Embedder, rounds: int) -> tuple[
     return statistics.median(without), statistics.median(with_signature)
 
 
-def _loader_with_signature(paths: list[Path], embedder: Embedder) -> float:
+def _loader_with_signature(paths: list[Path], embedder: ImageModel) -> float:
     started = time.thread_time()
     for path in paths:
         content_hash(str(path), path.stat().st_size)
@@ -221,7 +221,7 @@ def _line(timed: Timed) -> str:
 
 
 def report(
-    work: Path, sizes: list[int], paths: list[Path], embedder: Embedder, rounds: int
+    work: Path, sizes: list[int], paths: list[Path], embedder: ImageModel, rounds: int
 ) -> None:
     """Print the duplicate-detection figures: one line per size, then the signature's cost."""
     print("\nduplicates (clipq duplicates, default threshold, every tier):")

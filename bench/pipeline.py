@@ -28,8 +28,10 @@ from clipd.embedder import Embedder
 from clipd.image_model import ImageModel
 from clipd.indexer import Indexer
 from clipd.onnx_images import OnnxImages
+from clipd.onnx_model import OnnxClip
 from clipd.progress import Progress
 from clipd.scanner import content_hash
+from clipd.served_model import ServedModel
 from clipd.store import Store
 
 VIT_B_32 = ModelConfig(name="ViT-B-32", pretrained="random", device="cpu")
@@ -50,13 +52,18 @@ class Rates:
 
 def described(model: ImageModel) -> str:
     """What runs model's images: runtime and precision (and int8's probe)."""
-    if isinstance(model, Embedder) and model.image_tower is not None:
+    if isinstance(model, Embedder | OnnxClip) and model.image_tower is not None:
         model = model.image_tower
     if isinstance(model, OnnxImages):
         drift = "" if model.cosine is None else f", probe cosine to fp32 {model.cosine:.5f}"
         return f"ONNX Runtime {model.precision}{drift}"
     assert isinstance(model, Embedder)
     return f"torch {model.precision}"
+
+
+def described_texts(model: ServedModel) -> str:
+    """What runs model's texts: runtime and precision."""
+    return "ONNX Runtime fp32" if isinstance(model, OnnxClip) else f"torch {model.precision}"
 
 
 def decode_cpu_seconds(paths: list[Path], embedder: ImageModel, *, draft: bool) -> float:
@@ -82,7 +89,7 @@ def model_seconds(embedder: ImageModel, batch: int, batches: int) -> tuple[float
     return (time.process_time() - cpu) / images_done, images_done / (time.perf_counter() - wall)
 
 
-def index_rate(root: Path, config: Config, embedder: Embedder) -> float:
+def index_rate(root: Path, config: Config, embedder: ImageModel) -> float:
     """Images/s of a cold index of root into a new database, by the daemon's Indexer."""
     work = Path(tempfile.mkdtemp(prefix="clipd-bench-index-"))
     store = Store(work / "index.db")
@@ -104,7 +111,7 @@ def config_for(root: Path, **keys: object) -> Config:
     return parse_config({"roots": [str(root)], **keys}, root.parent / "bench.yaml")
 
 
-def measure(root: Path, paths: list[Path], embedder: Embedder, batch: int, repeats: int) -> Rates:
+def measure(root: Path, paths: list[Path], embedder: ImageModel, batch: int, repeats: int) -> Rates:
     """The three rates, each the median of `repeats` runs, interleaved to share the noise."""
     decode, full, model, model_rate, e2e = [], [], [], [], []
     config = config_for(root, batch_size=batch)

@@ -18,10 +18,10 @@ import numpy as np
 import numpy.typing as npt
 
 from bench.pipeline import config_for
-from clipd.embedder import Embedder
 from clipd.indexer import Indexer
 from clipd.progress import Progress
 from clipd.records import FileRecord, ModelIdentity
+from clipd.served_model import ServedModel
 from clipd.store import Store
 
 Matrix = npt.NDArray[np.float32]
@@ -137,7 +137,7 @@ class BusyResult:
     indexed: int
 
 
-def while_indexing(work: Path, photos: Path, embedder: Embedder, rows: int) -> BusyResult:
+def while_indexing(work: Path, photos: Path, embedder: ServedModel, rows: int) -> BusyResult:
     """Text query + search latency on a `rows` store, idle and while the indexer runs."""
     path = work / f"busy-{rows}.db"
     store = Store(path)

@@ -24,7 +24,7 @@ from fixtures.shapes import COLOURS, SHAPES, caption, draw
 from harness import run_clipd
 from PIL import Image
 
-from clipd import embedder, onnx_images, onnx_int8
+from clipd import embedder, onnx_images, onnx_int8, served_model, text_export
 from clipd.config import ModelConfig, load_config
 from clipd.disk_cache import cache_dir
 from clipd.embedder import Embedder
@@ -42,6 +42,18 @@ AUTO = ModelConfig(TINY.name, TINY.pretrained, device="cpu")
 @pytest.fixture(scope="module")
 def torch_fp32() -> Embedder:
     return Embedder(ModelConfig(TINY.name, TINY.pretrained, device="cpu", precision="fp32"))
+
+
+@pytest.fixture
+def texts_in_torch(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The daemon keeps texts in torch, as for a model its ONNX text tower does not suit
+    (tests/test_onnx_texts.py tests that tower)."""
+    monkeypatch.setattr(text_export, "problem", lambda model: "kept in torch by the test")
+
+
+def _torch_model(model: object) -> Embedder:
+    assert isinstance(model, Embedder)
+    return model
 
 
 def _load(config: ModelConfig = TINY) -> OnnxImages:
@@ -425,13 +437,13 @@ def test_a_cached_int8_tower_is_loaded_without_the_fp32_one(
     os.environ["XDG_CACHE_HOME"] = str(tmp_path)
     first = _load(AUTO)
     opened: list[str] = []
-    session = onnx_images._session
+    session = onnx_images.open_session
 
     def recorded(path: Path) -> object:
         opened.append(path.name.split("-", 1)[1])
         return session(path)
 
-    monkeypatch.setattr(onnx_images, "_session", recorded)
+    monkeypatch.setattr(onnx_images, "open_session", recorded)
     again = _load(AUTO)
     assert opened == ["visual-int8.onnx"]
     assert (again.precision, again.cosine, again.identity) == ("int8", first.cosine, first.identity)
@@ -553,18 +565,19 @@ def test_the_drift_is_the_smallest_cosine_over_the_probes(onnx: OnnxImages) -> N
     )
 
 
+@pytest.mark.usefixtures("texts_in_torch")
 def test_the_daemon_hands_images_to_the_int8_tower_and_keeps_torch_for_texts(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     os.environ["XDG_CACHE_HOME"] = str(tmp_path)
     caplog.set_level("INFO")
     torch.set_num_threads(2)  # conftest gives the next test its own count back
-    daemon = for_the_daemon(AUTO)  # the first start: the whole model, then export and quantise
+    daemon = _torch_model(for_the_daemon(AUTO))  # a first start: export, quantise, torch texts
     assert torch.get_num_threads() == 1  # torch runs texts only: one thread (image_model)
     assert "exporting the image tower" in caplog.text
     assert "images are embedded by the int8 tower in ONNX Runtime, texts by torch" in caplog.text
     int8 = _load(AUTO)  # what the daemon exported and quantised, from the cache
-    pictures = _shape_pictures()[0][: embedder.INDEX_CHUNK]
+    pictures = _shape_pictures()[0][: served_model.INDEX_CHUNK]
     ours = daemon.embed_prepared([daemon.prepare(p) for p in pictures])
     assert isinstance(daemon.prepare(pictures[0]), np.ndarray)
     assert np.array_equal(ours, int8.embed_prepared([int8.prepare(p) for p in pictures]))
@@ -575,7 +588,7 @@ def test_the_daemon_hands_images_to_the_int8_tower_and_keeps_torch_for_texts(
     assert np.array_equal(daemon.embed_text(text), Embedder(AUTO).embed_text(text))
 
     caplog.clear()
-    again = for_the_daemon(AUTO)  # a later start: torch's image tower is never built
+    again = _torch_model(for_the_daemon(AUTO))  # a later start: torch's image tower is never built
     assert "exporting" not in caplog.text
     assert "int8 tower in ONNX Runtime, texts by torch" in caplog.text
     assert again._model.visual is None
@@ -589,6 +602,7 @@ def test_the_daemon_hands_images_to_the_int8_tower_and_keeps_torch_for_texts(
     assert np.array_equal(mended.embed_prepared([mended.prepare(p) for p in pictures]), ours)
 
 
+@pytest.mark.usefixtures("texts_in_torch")
 def test_a_later_start_that_must_probe_bf16_builds_torchs_image_tower_for_it_only(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -596,7 +610,7 @@ def test_a_later_start_that_must_probe_bf16_builds_torchs_image_tower_for_it_onl
     monkeypatch.setattr(embedder, "cpu_has_bf16", lambda: True)
     for_the_daemon(AUTO)
     (cache_dir() / "precision.json").unlink()  # the bf16 probe, which embeds a picture, again
-    daemon = for_the_daemon(AUTO)
+    daemon = _torch_model(for_the_daemon(AUTO))
     assert daemon.bf16_cosine is not None
     assert daemon._model.visual is None
     assert isinstance(daemon.prepare(_noise((40, 30), seed=1)), np.ndarray)
@@ -627,11 +641,11 @@ def test_the_daemon_keeps_torchs_image_tower_where_int8_drifts_or_onnx_fails(
     assert f"the image tower stays in torch ({daemon.precision})" in caplog.text
     assert isinstance(daemon.prepare(_noise((40, 30), seed=1)), torch.Tensor)
     opened: list[Path] = []
-    session = onnx_images._session
-    monkeypatch.setattr(onnx_images, "_session", opened.append)
+    session = onnx_images.open_session
+    monkeypatch.setattr(onnx_images, "open_session", opened.append)
     for_the_daemon(AUTO)  # int8 ruled out, remembered: no ONNX session is even opened
     assert opened == []
-    monkeypatch.setattr(onnx_images, "_session", session)
+    monkeypatch.setattr(onnx_images, "open_session", session)
 
     def broken(config: ModelConfig, **_: bool) -> OnnxImages:
         raise ModelError("ONNX Runtime cannot load the image tower it exported to /x")

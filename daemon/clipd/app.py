@@ -23,7 +23,6 @@ from grpc_health.v1 import health, health_pb2
 
 from clipd import clipd_version
 from clipd.config import Config, load_config
-from clipd.embedder import Embedder
 from clipd.errors import ConfigError, StoreUnavailable
 from clipd.image_model import for_the_daemon
 from clipd.indexer import Indexer
@@ -34,6 +33,7 @@ from clipd.queries import DaemonState, Queries
 from clipd.records import ModelIdentity
 from clipd.reload import plan_reload
 from clipd.rpc_server import SERVICE_NAME, RpcServer, start_rpc_server
+from clipd.served_model import ServedModel
 from clipd.storage import IndexStore, store_for, thumbnails_for
 from clipd.tcp import start_tcp
 from clipd.thumbcache import Thumbnails
@@ -238,11 +238,11 @@ class Daemon:
                 self.progress.set_problem("")
             return True
 
-    def _load_model(self) -> Embedder | None:
+    def _load_model(self) -> ServedModel | None:
         """The model, loaded on a thread of its own while this one stays free to stop: a
         download or a load cannot be interrupted, and may take minutes. None if stop() came
         first; the loader is then left behind, and ends with the process."""
-        loaded: list[Embedder] = []
+        loaded: list[ServedModel] = []
         failed: list[BaseException] = []
 
         def load() -> None:

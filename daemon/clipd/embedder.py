@@ -3,7 +3,7 @@
 The only module that imports torch and open_clip, and only when a model is loaded, so that
 `clipd check-config` and the rest stay light. One model serves indexing and queries: torch
 inference is thread-safe in eval mode, so a query runs beside an indexing batch instead of
-waiting for it.
+waiting for it (clipd.served_model: queries first, texts cached).
 """
 
 from __future__ import annotations
@@ -13,10 +13,8 @@ import hashlib
 import logging
 import os
 import socket
-import threading
 import urllib.parse
 import warnings
-from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -30,8 +28,9 @@ from clipd import probe_cache
 from clipd import weights as weights_module
 from clipd.config import RANDOM_WEIGHTS, ModelConfig
 from clipd.disk_cache import JsonCache
-from clipd.errors import ModelError, UnknownModel, WeightsOffline
+from clipd.errors import ModelError, UnknownModel, WeightsOffline, WeightsUnavailable
 from clipd.records import ModelIdentity
+from clipd.served_model import ServedModel, Vectors, unit_rows
 
 if TYPE_CHECKING:
     import torch
@@ -41,11 +40,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-Vectors = npt.NDArray[np.float32]
-_TEXT_CACHE_SIZE = 512
-# Indexing batches run in chunks of this many images, and a query waits at most for one chunk
-# (about 0.1 s for ViT-B-32 in bf16 on 2 cores); larger chunks index no faster on a CPU.
-INDEX_CHUNK = 8
 # CPU flags of native bfloat16 arithmetic (AVX512-BF16 dot products, AMX tiles). Without them
 # torch emulates bf16 and runs slower than fp32; with them ViT-B-32 images embed ~3.5x faster
 # here (bench/model.py), so `precision: auto` picks bf16 on such CPUs.
@@ -57,7 +51,7 @@ MIN_COSINE = 0.999
 _PROBE_TEXTS = ("a photo of a dog on a beach", "red brick wall", "a bowl of fruit")
 
 
-class Embedder:
+class Embedder(ServedModel):
     """A loaded model with its preprocessing and tokenizer.
 
     With texts=False only the image tower is kept (`clipd index` asks no queries): for
@@ -71,6 +65,7 @@ class Embedder:
     ) -> None:
         import torch
 
+        super().__init__()
         self.config = config
         self._torch = torch
         self.device = _pick_device(config.device)
@@ -97,7 +92,7 @@ class Embedder:
         )
         self._tokenizer = tokenizer
         self._model.eval()
-        self._unpadded_text = _reads_the_end_token_causally(self._model)
+        self._unpadded_text = reads_the_end_token_causally(self._model)
         self.image_size = (
             _image_side(self._model) if image_tower is None else image_tower.image_size
         )
@@ -112,12 +107,6 @@ class Embedder:
         self._model.to(device=self.device)  # built in self.dtype already, or cast by the probe
         dim = _embedding_dim(model_name)
         self.identity = ModelIdentity(name=name, pretrained=pretrained, dim=dim)
-        self._text_cache: OrderedDict[str, Vectors] = OrderedDict()
-        self._cache_lock = threading.Lock()
-        # Queries go first: indexing runs in chunks and waits between them while any query
-        # uses the model, so a query never shares the CPU with more than one chunk.
-        self._queries = 0
-        self._queries_done = threading.Condition()
         # Another runtime's image tower, given here or by use_image_tower().
         self._images: ImageModel | None = None
         if image_tower is not None:
@@ -208,11 +197,32 @@ class Embedder:
                 dynamo=False,
             )
 
-    def warm_up(self) -> None:
-        """Encode one text now, so that the first query does not pay the kernels' one-time
-        set-up (0.9 s for ViT-B-32 in bf16 here); `clipd index` asks no queries and skips it."""
-        with self._torch.inference_mode():
-            self._encode_text(self._tokenize(["a"]))
+    def text_export_problem(self) -> str | None:
+        """What keeps the text tower from being exported to ONNX (clipd.text_export), or
+        None."""
+        from clipd import text_export
+
+        if self._tokenizer is None:
+            return "the model was loaded for images only"
+        return text_export.problem(self._model)
+
+    def export_text_tower(self, path: Path) -> None:
+        """Write the text tower as ONNX (clipd.text_export): loaded in fp32 on the CPU."""
+        from clipd import text_export
+
+        if self.dtype != self._torch.float32 or self.device != "cpu":
+            raise ValueError(f"the text tower is exported from fp32 on the CPU, not {self.dtype}")
+        text_export.export(self._model, path)
+
+    @property
+    def context_length(self) -> int:
+        """The most tokens a text is read as (start and end tokens included)."""
+        return int(self._model.context_length)
+
+    def text_tokens(self, texts: list[str]) -> npt.NDArray[np.int64]:
+        """The model's own tokenizer's tokens of texts, padded to its context length."""
+        tokens: npt.NDArray[np.int64] = self._tokenize(texts).numpy()
+        return tokens
 
     def use_image_tower(self, images: ImageModel) -> None:
         """Embed images with `images` from now on, and free torch's image tower: the daemon
@@ -231,21 +241,6 @@ class Embedder:
         tensor: torch.Tensor = self._preprocess(image)
         return tensor
 
-    def embed_prepared(self, batch: Sequence[Any]) -> Vectors:
-        """Vectors, one row per tensor made by prepare(), for indexing: yields to queries."""
-        chunks = []
-        for start in range(0, len(batch), INDEX_CHUNK):
-            with self._queries_done:
-                self._queries_done.wait_for(lambda: self._queries == 0)
-            chunks.append(self._encode_images(batch[start : start + INDEX_CHUNK]))
-        vectors: Vectors = np.concatenate(chunks)
-        return vectors
-
-    def embed_images(self, images: Sequence[Image.Image]) -> Vectors:
-        """Vectors of images for a query: ahead of any indexing waiting for the model."""
-        with self._query():
-            return self._encode_images([self.prepare(image) for image in images])
-
     def _encode_images(self, batch: Sequence[Any]) -> Vectors:
         if self._images is not None:
             return self._images.embed_prepared(batch)
@@ -254,32 +249,9 @@ class Embedder:
             pixels = torch.stack(list(batch)).to(device=self.device, dtype=self.dtype)
             return _normalised(self._model.encode_image(pixels))
 
-    @contextmanager
-    def _query(self) -> Iterator[None]:
-        with self._queries_done:
-            self._queries += 1
-        try:
-            yield
-        finally:
-            with self._queries_done:
-                self._queries -= 1
-                self._queries_done.notify_all()
-
-    def embed_text(self, text: str) -> Vectors:
-        """The vector (1-d) of one text; recent texts are answered from a small LRU cache."""
-        with self._cache_lock:
-            cached = self._text_cache.get(text)
-            if cached is not None:
-                self._text_cache.move_to_end(text)
-                return cached
-        with self._query(), self._torch.inference_mode():
-            vector: Vectors = _normalised(self._encode_text(self._tokenize([text])))[0]
-        vector.flags.writeable = False
-        with self._cache_lock:
-            self._text_cache[text] = vector
-            if len(self._text_cache) > _TEXT_CACHE_SIZE:
-                self._text_cache.popitem(last=False)
-        return vector
+    def _encode_texts(self, texts: list[str]) -> Vectors:
+        with self._torch.inference_mode():
+            return _normalised(self._encode_text(self._tokenize(texts)))
 
     def _tokenize(self, texts: list[str]) -> torch.Tensor:
         if self._tokenizer is None:
@@ -295,7 +267,7 @@ class Embedder:
         return encoded
 
 
-def _reads_the_end_token_causally(model: Any) -> bool:
+def reads_the_end_token_causally(model: Any) -> bool:
     """Whether model is OpenCLIP's CLIP with a causal text mask, its text feature read at the
     end-of-text token (the largest token id, so `argmax`): then the padding after that token
     cannot change the feature."""
@@ -312,10 +284,17 @@ def _encode_text_unpadded(model: Any, tokens: torch.Tensor) -> torch.Tensor:
     """CLIP.encode_text over the tokens up to the last end-of-text token only: each position
     attends to earlier ones alone, so the padding to the context length (77 tokens for a
     query of five words) is work whose result is never read. Equal to encode_text."""
+    length = int(tokens.argmax(dim=-1).max()) + 1
+    return encode_tokens(model, tokens[:, :length])
+
+
+def encode_tokens(model: Any, tokens: torch.Tensor) -> torch.Tensor:
+    """CLIP.encode_text (without its normalisation) of tokens of any length up to the context
+    length, for a model that reads its text feature causally at the end token. Shapes come
+    from the input, so that an ONNX export of it takes any length (clipd.text_export)."""
     import torch
 
-    length = int(tokens.argmax(dim=-1).max()) + 1
-    tokens = tokens[:, :length]
+    length = tokens.shape[1]
     cast = model.transformer.get_cast_dtype()
     x = model.token_embedding(tokens).to(cast) + model.positional_embedding[:length].to(cast)
     x = model.transformer(x, attn_mask=model.attn_mask[:length, :length])
@@ -331,10 +310,7 @@ def _encode_text_unpadded(model: Any, tokens: torch.Tensor) -> torch.Tensor:
 
 
 def _normalised(features: torch.Tensor) -> Vectors:
-    vectors: Vectors = features.float().cpu().numpy()
-    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-    normalised: Vectors = (vectors / np.maximum(norms, 1e-12)).astype(np.float32)
-    return normalised
+    return unit_rows(features.float().cpu().numpy())
 
 
 def _pick_device(wanted: str) -> str:
@@ -441,7 +417,7 @@ def _load(
         model.to(dtype=dtype)  # random weights; a no-op after load()
         tokenizer = open_clip.get_tokenizer(model_name) if texts else None
     except Exception as exc:  # open_clip and the hub raise many types; all mean "no weights"
-        raise ModelError(_weights_help(model_name, pretrained, exc)) from exc
+        raise WeightsUnavailable(_weights_help(model_name, pretrained, exc)) from exc
     return model, preprocess, tokenizer
 
 

@@ -39,7 +39,11 @@ class UnknownModel(ModelError, ConfigError):
     (exit 2, so a service manager does not restart clipd to meet it again)."""
 
 
-class WeightsOffline(ModelError):
+class WeightsUnavailable(ModelError):
+    """The weights cannot be fetched or loaded into the model: no runtime can run it."""
+
+
+class WeightsOffline(WeightsUnavailable):
     """The weights are not on this machine, and this machine cannot reach where they are."""
 
 

@@ -1,9 +1,9 @@
 """What indexing asks of a model, and which image tower `clipd index` and the daemon run.
 
 `clipd index` needs the image tower only, which runs in ONNX Runtime where that is as fast and
-lighter (clipd.onnx_images: int8, else fp32), else in torch. The daemon runs texts in torch (it
-answers text queries) and images in the same int8 tower where `clipd index` would run it; torch
-then builds its image tower only when that int8 tower has still to be made (for_the_daemon).
+lighter (clipd.onnx_images: int8, else fp32), else in torch. The daemon also answers text
+queries: where `clipd index` would run the int8 tower, it runs that tower and the text tower
+in ONNX Runtime, without torch (clipd.onnx_model); elsewhere torch (for_the_daemon).
 """
 
 from __future__ import annotations
@@ -20,14 +20,19 @@ import numpy.typing as npt
 from PIL import Image
 
 from clipd.config import ModelConfig
-from clipd.errors import ModelError
+from clipd.errors import ModelError, UnknownModel, WeightsUnavailable
+from clipd.onnx_model import OnnxClip
 from clipd.records import ModelIdentity
+from clipd.served_model import ServedModel
 
 if TYPE_CHECKING:
-    from clipd.embedder import Embedder
     from clipd.onnx_images import OnnxImages
+    from clipd.onnx_texts import OnnxTexts
 
 log = logging.getLogger(__name__)
+
+# Errors of the model itself, which torch would meet too: the daemon's, not a runtime's.
+_THE_MODELS_OWN = (UnknownModel, WeightsUnavailable)
 
 
 class ImageModel(Protocol):
@@ -58,27 +63,49 @@ def for_indexing(config: ModelConfig) -> ImageModel:
     return Embedder(config, texts=False)
 
 
-def for_the_daemon(config: ModelConfig) -> Embedder:
-    """The daemon's model: torch for texts, and for images the int8 tower where `clipd index`
-    would run it. Where an earlier run made and accepted that tower, torch's image tower is
-    never built; else the whole model loads, then the int8 tower is made (exported and
-    quantised) and takes over. Never fatal: the int8 tower is a speed-up, and torch's works."""
+def for_the_daemon(config: ModelConfig) -> ServedModel:
+    """The daemon's model. Where `clipd index` would run the int8 image tower, the daemon runs
+    it too, and texts in ONNX Runtime beside it (clipd.onnx_model): once both towers are made
+    (exported, quantised, checked: a first start's work) the daemon never imports torch.
+    Where the text tower cannot be made, torch runs texts; without the int8 tower, torch runs
+    the whole model. Never fatal: the other runtime is a speed-up, and torch's works."""
     from clipd import onnx_images
     from clipd.embedder import Embedder
 
-    int8 = _int8(config, onnx_images.cached_int8, "load the cached")
-    embedder = Embedder(config, image_tower=int8)
-    if int8 is None:
-        int8 = _int8(config, functools.partial(onnx_images.load, int8_only=True), "make the")
-        if int8 is not None:
-            embedder.use_image_tower(int8)
-    if int8 is not None:
-        _texts_on_one_thread()
-        log.info("images are embedded by the int8 tower in ONNX Runtime, texts by torch")
-    else:
+    images = _int8(config, onnx_images.cached_int8, "load the cached") or _int8(
+        config, functools.partial(onnx_images.load, int8_only=True), "make the"
+    )
+    if images is None:
+        embedder = Embedder(config)
         log.info("the image tower stays in torch (%s)", embedder.precision)
+        _give_back_freed_memory()
+        return embedder
+    texts = _onnx_texts(config, images)
+    if texts is not None:
+        log.info("images are embedded by the int8 tower and texts by the fp32 one in ONNX "
+                 "Runtime: torch is not used")  # fmt: skip
+        _give_back_freed_memory()
+        return OnnxClip(images, texts)
+    embedder = Embedder(config, image_tower=images)
+    _texts_on_one_thread()
+    log.info("images are embedded by the int8 tower in ONNX Runtime, texts by torch")
     _give_back_freed_memory()
     return embedder
+
+
+def _onnx_texts(config: ModelConfig, images: OnnxImages) -> OnnxTexts | None:
+    """The text tower in ONNX Runtime, cached or made now; None on any error (logged)."""
+    from clipd import onnx_texts
+
+    try:
+        return onnx_texts.cached(config) or onnx_texts.make(config, images)
+    except _THE_MODELS_OWN:
+        raise
+    except ModelError as exc:
+        log.warning("%s", exc)
+    except Exception:  # a bug in this speed-up must not keep the daemon from serving
+        log.exception("cannot make the ONNX text tower: texts run in torch")
+    return None
 
 
 def _int8(
@@ -92,6 +119,8 @@ def _int8(
         if config.precision != "auto" or not onnx_images.chosen_for(config):
             return None
         images = tower(config)
+    except _THE_MODELS_OWN:
+        raise
     except ModelError as exc:
         log.warning("%s", exc)
         return None

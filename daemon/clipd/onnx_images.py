@@ -137,7 +137,12 @@ def _cache_entry(config: ModelConfig) -> tuple[tuple[str, str], str, dict[str, A
 
     names = (identity_of(config.name), identity_of(config.pretrained))
     key = _key(*names)
-    return names, key, _current(_TOWERS.lookup(key))
+    return names, key, current(_TOWERS.lookup(key))
+
+
+def cache_key(config: ModelConfig) -> str:
+    """The key of config's model and weights in the caches of exported towers."""
+    return _cache_entry(config)[1]
 
 
 def _fp32_or_new_int8(
@@ -155,7 +160,7 @@ def _fp32_or_new_int8(
     int8 = _int8_tower(key, images, tower)
     if int8 is not None:
         return int8
-    if _bf16_instead(config, _int8_rejected(_current(_TOWERS.lookup(key)))):
+    if _bf16_instead(config, _int8_rejected(current(_TOWERS.lookup(key)))):
         return None
     return images
 
@@ -185,7 +190,7 @@ def _fp32_tower(
     """The fp32 export and a session on it: cached, or exported now; None if torch must run
     the tower instead (said why)."""
     tower = _described(entry)
-    session = _session(tower.path) if tower is not None else None
+    session = open_session(tower.path) if tower is not None else None
     if tower is not None and session is None:
         log.warning("cannot load the cached image tower %s: exporting it again", tower.path)
     if tower is not None and session is not None:
@@ -198,7 +203,7 @@ def _fp32_tower(
     if isinstance(exported, str):
         _torch_instead(config, _cannot_prepare(config, exported))
         return None
-    session = _session(exported.path)
+    session = open_session(exported.path)
     if session is None:
         why = f"ONNX Runtime cannot load the image tower it exported to {exported.path}"
         _torch_instead(config, why, failed=True)
@@ -248,7 +253,7 @@ def _cached_int8(names: tuple[str, str], entry: dict[str, Any] | None) -> OnnxIm
     if tower is None or cosine is None or cosine < embedder.MIN_COSINE:
         return None
     path = _int8_file(tower)
-    session = _session(path) if path.is_file() else None
+    session = open_session(path) if path.is_file() else None
     if session is None:
         return None
     return OnnxImages(_identity(names, tower), tower, session, "int8", cosine)
@@ -261,7 +266,7 @@ def _int8_tower(key: str, fp32: OnnxImages, tower: TowerFile) -> OnnxImages | No
     from clipd import embedder, onnx_int8
 
     path = _int8_file(tower)
-    entry = _current(_TOWERS.lookup(key)) or {}
+    entry = current(_TOWERS.lookup(key)) or {}
     if _int8_rejected(entry) is not None:
         return None
     if _int8_cosine(entry) is not None:  # accepted once, but _cached_int8 could not load it
@@ -282,7 +287,7 @@ def _int8_tower(key: str, fp32: OnnxImages, tower: TowerFile) -> OnnxImages | No
         log.warning("cannot quantise the image tower to int8 in %s (%s): fp32 this run",
                     path.parent, exc)  # fmt: skip
         return None
-    session = _session(path)
+    session = open_session(path)
     if session is None:
         log.warning("ONNX Runtime cannot load the int8 tower it wrote to %s: fp32 this run", path)
         return None
@@ -395,14 +400,14 @@ def _key(name: str, pretrained: str) -> str:
     return f"{content(name)} | {content(pretrained)}"
 
 
-def _current(entry: object) -> dict[str, Any] | None:
+def current(entry: object) -> dict[str, Any] | None:
     """The cache's entry, if made by this open_clip version (whose code builds the model)."""
-    if isinstance(entry, dict) and entry.get("open_clip") == _open_clip_version():
+    if isinstance(entry, dict) and entry.get("open_clip") == open_clip_version():
         return entry
     return None
 
 
-def _open_clip_version() -> str:
+def open_clip_version() -> str:
     return importlib.metadata.version("open_clip_torch")
 
 
@@ -435,12 +440,13 @@ def _triple(value: Any) -> tuple[float, float, float]:
     return first, second, third
 
 
-def _session(path: Path) -> onnxruntime.InferenceSession | None:
-    """A CPU session on the file, or None if ONNX Runtime cannot load it."""
+def open_session(path: Path, *, threads: int | None = None) -> onnxruntime.InferenceSession | None:
+    """A CPU session on the file (threads: one per core unless given), or None if ONNX Runtime
+    cannot load it."""
     import onnxruntime
 
     options = onnxruntime.SessionOptions()
-    options.intra_op_num_threads = (
+    options.intra_op_num_threads = threads or (
         len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     )
     options.inter_op_num_threads = 1
@@ -472,7 +478,7 @@ def _export(config: ModelConfig, key: str) -> TowerFile | str:
     preprocessing = embedder.preprocess_config()
     problem = _unsupported_in(preprocessing)
     if problem is not None:
-        _TOWERS.store(key, {"unsupported": problem, "open_clip": _open_clip_version()})
+        _TOWERS.store(key, {"unsupported": problem, "open_clip": open_clip_version()})
         return problem
     needed, available = _EXPORT_COPIES * embedder.image_tower_bytes(), _memory_available()
     if available is not None and available < needed:
@@ -510,7 +516,7 @@ def _export(config: ModelConfig, key: str) -> TowerFile | str:
                         "mean": list(tower.mean), "std": list(tower.std),
                         "interpolation": tower.interpolation,
                         "resize_mode": tower.resize_mode,
-                        "open_clip": _open_clip_version()})  # fmt: skip
+                        "open_clip": open_clip_version()})  # fmt: skip
     log.info("exported in %.1f s to %s", time.monotonic() - started, path)
     return tower
 

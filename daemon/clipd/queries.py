@@ -28,11 +28,11 @@ import numpy as np
 
 from clipd import duplicates, formats, images, thumbcache, thumbnails
 from clipd.config import Config
-from clipd.embedder import Embedder, Vectors
 from clipd.errors import ImageError, ImageTooLarge, StoreUnavailable
 from clipd.progress import Progress
 from clipd.records import Counts, Failure, SearchFilter, StoredHit
 from clipd.scanner import outside_roots
+from clipd.served_model import ServedModel, Vectors
 from clipd.storage import IndexStore
 from clipd.thumbcache import Thumbnails
 from clipd_api.kinds import ErrorKind
@@ -78,7 +78,7 @@ class DaemonState:
     progress: Progress
     version: str
     started_at: float
-    embedder: Embedder | None = None
+    embedder: ServedModel | None = None
     indexer: Indexer | None = None
     thumbnails: Thumbnails | None = None
     # The web app's address, "" while it is off.
@@ -218,7 +218,7 @@ class Queries:
         self._state = state
         self._remote = remote
 
-    def _ready(self) -> tuple[Embedder, Indexer]:
+    def _ready(self) -> tuple[ServedModel, Indexer]:
         state = self._state
         if state.embedder is None or state.indexer is None:
             # A shared store's server away at start: say that, not "loading its model".
@@ -254,7 +254,7 @@ class Queries:
             host=store.host,
         )
 
-    def _query_vector(self, embedder: Embedder, terms: Sequence[Term]) -> Vectors:
+    def _query_vector(self, embedder: ServedModel, terms: Sequence[Term]) -> Vectors:
         if not terms:
             raise QueryError("the query is empty; give at least one text, image or path term")
         if len(terms) > MAX_TERMS:
@@ -272,7 +272,7 @@ class Queries:
         normalised: Vectors = (total / norm).astype(np.float32)
         return normalised
 
-    def _term_vector(self, embedder: Embedder, term: Term, label: str) -> Vectors:
+    def _term_vector(self, embedder: ServedModel, term: Term, label: str) -> Vectors:
         if term.kind == "text" and isinstance(term.value, str):
             return _text_vector(embedder, term.value, label)
         if term.kind == "image" and isinstance(term.value, bytes):
@@ -281,7 +281,7 @@ class Queries:
             return self._path_vector(embedder, term.value, label)
         raise QueryError(f"{label} is empty; set one of text, image or path")
 
-    def _path_vector(self, embedder: Embedder, raw: str, label: str) -> Vectors:
+    def _path_vector(self, embedder: ServedModel, raw: str, label: str) -> Vectors:
         host, raw = host_and_path(raw)
         if host and host != self._state.store.host:
             return self._remote_vector(host, _absolute(raw, label), label)
@@ -307,7 +307,7 @@ class Queries:
         vector: Vectors = np.frombuffer(stored, dtype=np.float32)
         return vector
 
-    def _image_vector(self, embedder: Embedder, source: bytes | Path, label: str) -> Vectors:
+    def _image_vector(self, embedder: ServedModel, source: bytes | Path, label: str) -> Vectors:
         """The vector of image bytes or an image file; one that cannot be decoded is refused."""
         decoded = self._decode(source, embedder.image_size, label)
         vector: Vectors = embedder.embed_images([decoded.image])[0]
@@ -655,7 +655,7 @@ def _absolute(raw: str, label: str) -> str:
     return os.path.normpath(raw)
 
 
-def _text_vector(embedder: Embedder, text: str, label: str) -> Vectors:
+def _text_vector(embedder: ServedModel, text: str, label: str) -> Vectors:
     text = text.strip()
     if not text:
         raise QueryError(f"{label}: the text is empty")
