@@ -17,7 +17,7 @@ from conftest import TINY_MODEL_JSON, TINY_MODEL_WEIGHTS, ConfigWriter
 from fixtures.shapes import COLOURS, SHAPES, caption, draw
 from harness import run_clipd
 
-from clipd import embedder, probe_cache
+from clipd import embedder, probe_cache, text_tower
 from clipd.config import ModelConfig
 from clipd.embedder import Embedder
 from clipd.errors import ConfigError, ModelError, UnknownModel, WeightsOffline
@@ -69,8 +69,8 @@ def test_texts_are_encoded_without_their_padding_to_the_same_vectors(fp32: Embed
     tokens = tokenizer(texts)
     with torch.inference_mode():
         full = model.encode_text(tokens).numpy()
-        unpadded = embedder._encode_text_unpadded(model, tokens).numpy()
-        alone = embedder._encode_text_unpadded(model, tokenizer(texts[:1])).numpy()
+        unpadded = text_tower.encode_unpadded(model, tokens).numpy()
+        alone = text_tower.encode_unpadded(model, tokenizer(texts[:1])).numpy()
     assert np.allclose(unpadded, full, atol=1e-5)
     assert np.allclose(alone, full[:1], atol=1e-5)  # 2 tokens, not 77
 

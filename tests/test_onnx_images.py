@@ -24,7 +24,7 @@ from fixtures.shapes import COLOURS, SHAPES, caption, draw
 from harness import run_clipd
 from PIL import Image
 
-from clipd import embedder, onnx_images, onnx_int8, served_model, text_export
+from clipd import embedder, onnx_images, onnx_int8, served_model, text_tower
 from clipd.config import ModelConfig, load_config
 from clipd.disk_cache import cache_dir
 from clipd.embedder import Embedder
@@ -48,7 +48,7 @@ def torch_fp32() -> Embedder:
 def texts_in_torch(monkeypatch: pytest.MonkeyPatch) -> None:
     """The daemon keeps texts in torch, as for a model its ONNX text tower does not suit
     (tests/test_onnx_texts.py tests that tower)."""
-    monkeypatch.setattr(text_export, "problem", lambda model: "kept in torch by the test")
+    monkeypatch.setattr(text_tower, "problem", lambda model: "kept in torch by the test")
 
 
 def _torch_model(model: object) -> Embedder:

@@ -14,7 +14,7 @@ import pytest
 from conftest import TINY_MODEL_JSON, TINY_MODEL_WEIGHTS
 from PIL import Image
 
-from clipd import onnx_texts, text_export
+from clipd import onnx_texts, text_tower
 from clipd.config import ModelConfig
 from clipd.embedder import Embedder
 from clipd.image_model import for_the_daemon
@@ -122,7 +122,7 @@ def test_a_model_the_export_does_not_suit_keeps_torch_for_texts_and_is_remembere
         asked.append(model)
         return "a text block of type Unusual"
 
-    monkeypatch.setattr(text_export, "problem", unsuited)
+    monkeypatch.setattr(text_tower, "problem", unsuited)
     daemon = _texts_in_torch(for_the_daemon(AUTO))
     assert "does not suit" in caplog.text
     assert "a text block of type Unusual" in caplog.text

@@ -1,9 +1,10 @@
 """The OpenCLIP model: images and texts in, L2-normalised float32 vectors out.
 
-The only module that imports torch and open_clip, and only when a model is loaded, so that
-`clipd check-config` and the rest stay light. One model serves indexing and queries: torch
-inference is thread-safe in eval mode, so a query runs beside an indexing batch instead of
-waiting for it (clipd.served_model: queries first, texts cached).
+It loads models through torch and open_clip (clipd.weights and clipd.text_tower, the torch
+side of loading and of the text tower, are its helpers), and imports them only when a model is
+loaded, so that `clipd check-config` and the rest stay light. One model serves indexing and
+queries: torch inference is thread-safe in eval mode, so a query runs beside an indexing batch
+instead of waiting for it (clipd.served_model: queries first, texts cached).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import numpy.typing as npt
 
-from clipd import probe_cache
+from clipd import probe_cache, text_tower
 from clipd import weights as weights_module
 from clipd.config import RANDOM_WEIGHTS, ModelConfig
 from clipd.disk_cache import JsonCache
@@ -92,7 +93,7 @@ class Embedder(ServedModel):
         )
         self._tokenizer = tokenizer
         self._model.eval()
-        self._unpadded_text = reads_the_end_token_causally(self._model)
+        self._unpadded_text = text_tower.reads_the_end_token_causally(self._model)
         self.image_size = (
             _image_side(self._model) if image_tower is None else image_tower.image_size
         )
@@ -198,21 +199,17 @@ class Embedder(ServedModel):
             )
 
     def text_export_problem(self) -> str | None:
-        """What keeps the text tower from being exported to ONNX (clipd.text_export), or
+        """What keeps the text tower from being exported to ONNX (clipd.text_tower), or
         None."""
-        from clipd import text_export
-
         if self._tokenizer is None:
             return "the model was loaded for images only"
-        return text_export.problem(self._model)
+        return text_tower.problem(self._model)
 
     def export_text_tower(self, path: Path) -> None:
-        """Write the text tower as ONNX (clipd.text_export): loaded in fp32 on the CPU."""
-        from clipd import text_export
-
+        """Write the text tower as ONNX (clipd.text_tower): loaded in fp32 on the CPU."""
         if self.dtype != self._torch.float32 or self.device != "cpu":
             raise ValueError(f"the text tower is exported from fp32 on the CPU, not {self.dtype}")
-        text_export.export(self._model, path)
+        text_tower.export(self._model, path)
 
     @property
     def context_length(self) -> int:
@@ -262,51 +259,9 @@ class Embedder(ServedModel):
     def _encode_text(self, tokens: torch.Tensor) -> torch.Tensor:
         tokens = tokens.to(self.device)
         if self._unpadded_text:
-            return _encode_text_unpadded(self._model, tokens)
+            return text_tower.encode_unpadded(self._model, tokens)
         encoded: torch.Tensor = self._model.encode_text(tokens)
         return encoded
-
-
-def reads_the_end_token_causally(model: Any) -> bool:
-    """Whether model is OpenCLIP's CLIP with a causal text mask, its text feature read at the
-    end-of-text token (the largest token id, so `argmax`): then the padding after that token
-    cannot change the feature."""
-    from open_clip.model import CLIP
-
-    return (
-        isinstance(model, CLIP)
-        and model.text_pool_type == "argmax"
-        and getattr(model, "attn_mask", None) is not None
-    )
-
-
-def _encode_text_unpadded(model: Any, tokens: torch.Tensor) -> torch.Tensor:
-    """CLIP.encode_text over the tokens up to the last end-of-text token only: each position
-    attends to earlier ones alone, so the padding to the context length (77 tokens for a
-    query of five words) is work whose result is never read. Equal to encode_text."""
-    length = int(tokens.argmax(dim=-1).max()) + 1
-    return encode_tokens(model, tokens[:, :length])
-
-
-def encode_tokens(model: Any, tokens: torch.Tensor) -> torch.Tensor:
-    """CLIP.encode_text (without its normalisation) of tokens of any length up to the context
-    length, for a model that reads its text feature causally at the end token. Shapes come
-    from the input, so that an ONNX export of it takes any length (clipd.text_export)."""
-    import torch
-
-    length = tokens.shape[1]
-    cast = model.transformer.get_cast_dtype()
-    x = model.token_embedding(tokens).to(cast) + model.positional_embedding[:length].to(cast)
-    x = model.transformer(x, attn_mask=model.attn_mask[:length, :length])
-    x = model.ln_final(x)
-    pooled: torch.Tensor = x[torch.arange(x.shape[0]), tokens.argmax(dim=-1)]
-    projection = model.text_projection
-    if projection is None:
-        return pooled
-    encoded: torch.Tensor = (
-        projection(pooled) if isinstance(projection, torch.nn.Linear) else pooled @ projection
-    )
-    return encoded
 
 
 def _normalised(features: torch.Tensor) -> Vectors:

@@ -7,8 +7,8 @@ holds hundreds of MiB less: PyPI's torch is the CUDA build, which maps its GPU l
 a CPU, and torchvision pulls in torch._dynamo and triton (README, Performance). So `clipd index`
 exports the tower once through torch (clipd.embedder's loading, torch.onnx), keeps the file in
 $XDG_CACHE_HOME/clipd/onnx/, and later runs import only onnxruntime, numpy and Pillow. The
-daemon loads torch anyway (the text tower), and uses this module only for the int8 tower
-(clipd.image_model.for_the_daemon): in fp32 it would hold a second copy for no speed.
+daemon uses this module only for the int8 tower (clipd.image_model.for_the_daemon), beside
+its text tower in ONNX Runtime (clipd.onnx_texts).
 
 The input is made as open_clip's evaluation transform makes it (shortest side resized and a
 centre crop, or both sides "squashed"; normalised), in numpy on the same Pillow resize, so

@@ -3,7 +3,7 @@ clipd.onnx_images) answers text queries without torch.
 
 Why: torch is most of an idle daemon's memory and of its start-up (its import maps the CUDA
 build's libraries even on a CPU); the text tower is all the daemon still ran in it. The tower
-is exported once through torch in float32 (clipd.text_export), kept beside the image tower in
+is exported once through torch in float32 (clipd.text_tower), kept beside the image tower in
 $XDG_CACHE_HOME/clipd/onnx/, and used only once its features for the probe texts equal torch's
 (to float rounding) and clipd.clip_tokenizer gives the model's own tokenizer's tokens for them;
 otherwise torch keeps the texts, and the cache remembers why.

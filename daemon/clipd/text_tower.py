@@ -1,9 +1,10 @@
-"""The text tower of an OpenCLIP model written as ONNX, for clipd.onnx_texts: tokens of any
-batch and any length in ("tokens", int64), features out ("features", not normalised).
+"""OpenCLIP's text tower read up to the end token only, in torch (clipd.embedder) and as the
+ONNX file clipd.onnx_texts runs: tokens of any batch and any length in ("tokens", int64),
+features out ("features", not normalised).
 
 Any length, because a query of five words is 7 tokens and the context is 77: each position
 attends to earlier ones alone and the feature is read at the end token, so the daemon feeds the
-tokens up to the end token only (clipd.embedder.encode_tokens, 4-10x less work). torch's
+tokens up to the end token only (encode_unpadded: 4-10x less work). torch's
 TorchScript exporter records nn.MultiheadAttention's reshapes with the example's length in
 them (an export made at 8 tokens fails at 9), so during the export each block's attention is
 the same arithmetic written with shapes read from its input. clipd.onnx_texts compares the
@@ -27,8 +28,6 @@ def problem(model: Any) -> str | None:
     from open_clip.transformer import ResidualAttentionBlock
     from torch import nn
 
-    from clipd.embedder import reads_the_end_token_causally
-
     if not reads_the_end_token_causally(model):
         return "its text feature is not read causally at the end token"
     for block in model.transformer.resblocks:
@@ -44,11 +43,51 @@ def problem(model: Any) -> str | None:
     return None
 
 
+def reads_the_end_token_causally(model: Any) -> bool:
+    """Whether model is OpenCLIP's CLIP with a causal text mask, its text feature read at the
+    end-of-text token (the largest token id, so `argmax`): then the padding after that token
+    cannot change the feature."""
+    from open_clip.model import CLIP
+
+    return (
+        isinstance(model, CLIP)
+        and model.text_pool_type == "argmax"
+        and getattr(model, "attn_mask", None) is not None
+    )
+
+
+def encode_unpadded(model: Any, tokens: torch.Tensor) -> torch.Tensor:
+    """CLIP.encode_text over the tokens up to the last end-of-text token only: each position
+    attends to earlier ones alone, so the padding to the context length (77 tokens for a
+    query of five words) is work whose result is never read. Equal to encode_text."""
+    length = int(tokens.argmax(dim=-1).max()) + 1
+    return encode_tokens(model, tokens[:, :length])
+
+
+def encode_tokens(model: Any, tokens: torch.Tensor) -> torch.Tensor:
+    """CLIP.encode_text (without its normalisation) of tokens of any length up to the context
+    length, for a model that reads its text feature causally at the end token. Shapes come
+    from the input, so that an ONNX export of it takes any length (export, below)."""
+    import torch
+
+    length = tokens.shape[1]
+    cast = model.transformer.get_cast_dtype()
+    x = model.token_embedding(tokens).to(cast) + model.positional_embedding[:length].to(cast)
+    x = model.transformer(x, attn_mask=model.attn_mask[:length, :length])
+    x = model.ln_final(x)
+    pooled: torch.Tensor = x[torch.arange(x.shape[0]), tokens.argmax(dim=-1)]
+    projection = model.text_projection
+    if projection is None:
+        return pooled
+    encoded: torch.Tensor = (
+        projection(pooled) if isinstance(projection, torch.nn.Linear) else pooled @ projection
+    )
+    return encoded
+
+
 def export(model: Any, path: Path) -> None:
     """Write model's text tower (float32, on the CPU) to path; problem(model) must be None."""
     import torch
-
-    from clipd.embedder import encode_tokens
 
     class TextTower(torch.nn.Module):
         def __init__(self) -> None:
