@@ -4,6 +4,7 @@ for texts, with the reason remembered or told, wherever the export does not suit
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -14,7 +15,7 @@ import pytest
 from conftest import TINY_MODEL_JSON, TINY_MODEL_WEIGHTS
 from PIL import Image
 
-from clipd import onnx_texts, text_tower
+from clipd import onnx_images, onnx_texts, text_tower
 from clipd.config import ModelConfig
 from clipd.embedder import Embedder
 from clipd.image_model import for_the_daemon
@@ -190,3 +191,34 @@ def test_a_damaged_text_tower_is_exported_again(
     mended = _onnx(for_the_daemon(AUTO))
     assert "exported the text tower to ONNX" in caplog.text
     assert np.array_equal(mended.embed_text("a"), first.embed_text("a"))
+
+
+def test_too_little_memory_for_the_export_keeps_torch_this_run_only(
+    cache: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    for_the_daemon(AUTO)  # the image tower exported and quantised: only the text export is left
+    (cache / "onnx-texts.json").unlink()
+    for text_file in _text_files(cache):
+        text_file.unlink()
+    text_bytes = Embedder(FP32).text_tower_bytes()
+    monkeypatch.setattr(onnx_images, "_memory_available", lambda: text_bytes)
+    _texts_in_torch(for_the_daemon(AUTO))
+    assert "exporting the text tower of" in caplog.text
+    assert "GiB of free memory" in caplog.text
+    assert _text_files(cache) == []
+    monkeypatch.setattr(onnx_images, "_memory_available", lambda: None)  # unknown: go ahead
+    _onnx(for_the_daemon(AUTO))
+
+
+def test_a_cache_entry_naming_a_file_elsewhere_is_not_followed(cache: Path) -> None:
+    for_the_daemon(AUTO)
+    entries = json.loads((cache / "onnx-texts.json").read_text())
+    [key] = entries
+    [text_file] = _text_files(cache)
+    elsewhere = cache / "elsewhere.onnx"
+    text_file.rename(elsewhere)
+    entries[key]["file"] = "../elsewhere.onnx"
+    (cache / "onnx-texts.json").write_text(json.dumps(entries))
+    assert onnx_texts.cached(AUTO) is None
+    _onnx(for_the_daemon(AUTO))  # exported again, into the cache's folder
+    assert json.loads((cache / "onnx-texts.json").read_text())[key]["file"] == text_file.name

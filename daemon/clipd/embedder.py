@@ -174,8 +174,12 @@ class Embedder(ServedModel):
 
     def image_tower_bytes(self) -> int:
         """The size of the image tower's weights in memory."""
-        tensors = [*self._model.visual.parameters(), *self._model.visual.buffers()]
-        return sum(t.numel() * t.element_size() for t in tensors)
+        return _bytes_of(self._model.visual)
+
+    def text_tower_bytes(self) -> int:
+        """The size of the weights in memory besides the image tower's."""
+        visual = self._model.visual
+        return _bytes_of(self._model) - (_bytes_of(visual) if visual is not None else 0)
 
     def export_image_tower(self, path: Path) -> None:
         """Write the image tower (encode_image without its normalisation) as an ONNX model:
@@ -262,6 +266,11 @@ class Embedder(ServedModel):
             return text_tower.encode_unpadded(self._model, tokens)
         encoded: torch.Tensor = self._model.encode_text(tokens)
         return encoded
+
+
+def _bytes_of(module: Any) -> int:
+    tensors = [*module.parameters(), *module.buffers()]
+    return sum(t.numel() * t.element_size() for t in tensors)
 
 
 def _normalised(features: torch.Tensor) -> Vectors:

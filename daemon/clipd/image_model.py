@@ -82,8 +82,8 @@ def for_the_daemon(config: ModelConfig) -> ServedModel:
         return embedder
     texts = _onnx_texts(config, images)
     if texts is not None:
-        log.info("images are embedded by the int8 tower and texts by the fp32 one in ONNX "
-                 "Runtime: torch is not used")  # fmt: skip
+        log.info("images are embedded by the int8 tower and texts by the fp32 one (%s) in ONNX "
+                 "Runtime: torch is not used", texts.path)  # fmt: skip
         _give_back_freed_memory()
         return OnnxClip(images, texts)
     embedder = Embedder(config, image_tower=images)

@@ -480,13 +480,9 @@ def _export(config: ModelConfig, key: str) -> TowerFile | str:
     if problem is not None:
         _TOWERS.store(key, {"unsupported": problem, "open_clip": open_clip_version()})
         return problem
-    needed, available = _EXPORT_COPIES * embedder.image_tower_bytes(), _memory_available()
-    if available is not None and available < needed:
-        # Better this run in torch than the process killed for memory on every start.
-        raise _CannotExport(
-            f"exporting the image tower of {config.name} needs about {needed / 2**30:.1f} GiB "
-            f"of free memory, {available / 2**30:.1f} GiB is available"
-        )
+    short = memory_short_of(embedder.image_tower_bytes())
+    if short is not None:
+        raise _CannotExport(f"exporting the image tower of {config.name} {short}")
     folder = cache_dir() / "onnx"
     path = folder / f"{hashlib.sha256(key.encode()).hexdigest()[:16]}-visual.onnx"
     partial = path.with_suffix(f".{os.getpid()}.part")
@@ -519,6 +515,17 @@ def _export(config: ModelConfig, key: str) -> TowerFile | str:
                         "open_clip": open_clip_version()})  # fmt: skip
     log.info("exported in %.1f s to %s", time.monotonic() - started, path)
     return tower
+
+
+def memory_short_of(weights_bytes: int) -> str | None:
+    """Why exporting a tower of weights_bytes cannot run now ("needs about ... GiB of free
+    memory, ... is available"), or None: better torch this run than the process killed for
+    memory on every start."""
+    needed, available = _EXPORT_COPIES * weights_bytes, _memory_available()
+    if available is None or available >= needed:
+        return None
+    return (f"needs about {needed / 2**30:.1f} GiB of free memory, {available / 2**30:.1f} GiB "
+            "is available")  # fmt: skip
 
 
 def _memory_available() -> int | None:

@@ -71,10 +71,12 @@ class OnnxTexts:
 def cached(config: ModelConfig) -> OnnxTexts | None:
     """The text tower an earlier run exported and accepted, if it loads: no torch needed."""
     entry = onnx_images.current(_TOWERS.lookup(onnx_images.cache_key(config)))
-    context_length = entry.get("context_length") if entry is not None else None
-    if entry is None or "cosine" not in entry or not isinstance(context_length, int):
+    if entry is None or "cosine" not in entry:
         return None
-    return _opened(cache_dir() / "onnx" / str(entry.get("file")), context_length)
+    name, context_length = str(entry.get("file")), entry.get("context_length")
+    if Path(name).name != name or not isinstance(context_length, int):  # damaged, or foreign
+        return None
+    return _opened(cache_dir() / "onnx" / name, context_length)
 
 
 def make(config: ModelConfig, images: OnnxImages) -> OnnxTexts | None:
@@ -97,6 +99,11 @@ def make(config: ModelConfig, images: OnnxImages) -> OnnxTexts | None:
         _remember(key, {"unsupported": f"clipd's ONNX text tower does not suit it ({problem})"})
         log.info("texts run in torch: clipd's ONNX text tower does not suit %s (%s)",
                  config.name, problem)  # fmt: skip
+        return None
+    short = onnx_images.memory_short_of(torch_texts.text_tower_bytes())
+    if short is not None:
+        log.warning("exporting the text tower of %s %s: texts run in torch this run",
+                    config.name, short)  # fmt: skip
         return None
     path = cache_dir() / "onnx" / f"{hashlib.sha256(key.encode()).hexdigest()[:16]}-text.onnx"
     texts = _exported(torch_texts, path)
