@@ -90,9 +90,29 @@ def no_leaked_threads() -> Iterator[None]:
 ConfigWriter = Callable[..., Path]
 
 
+@pytest.fixture(scope="session")
+def tiny_model_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A clipd cache folder holding the tiny model's towers as a daemon's first start makes
+    them (the image tower exported and quantised, the text tower exported), made once a
+    session. The first start itself is tested in test_onnx_images.py and test_onnx_texts.py."""
+    from clipd.config import ModelConfig
+    from clipd.image_model import for_the_daemon
+
+    cache = tmp_path_factory.mktemp("tiny-model-cache")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("XDG_CACHE_HOME", str(cache))
+        for_the_daemon(ModelConfig(str(TINY_MODEL_JSON), str(TINY_MODEL_WEIGHTS), device="cpu"))
+    return cache / "clipd"
+
+
 @pytest.fixture
-def write_config(tmp_path: Path) -> ConfigWriter:
-    """Write a config.yaml using the tiny model; keyword arguments override top-level keys."""
+def write_config(tmp_path: Path, tiny_model_cache: Path) -> ConfigWriter:
+    """Write a config.yaml using the tiny model; keyword arguments override top-level keys.
+    The test's cache starts with the tiny model's towers made (tiny_model_cache, linked, as
+    clipd replaces its cache files and never writes into them): its daemons start as a user's
+    later starts do, without torch, ~5 s sooner each."""
+    cache = Path(os.environ["XDG_CACHE_HOME"]) / "clipd"
+    shutil.copytree(tiny_model_cache, cache, copy_function=os.link, dirs_exist_ok=True)
 
     def write(roots: list[Path | dict[str, Any]], **overrides: Any) -> Path:
         data: dict[str, Any] = {
