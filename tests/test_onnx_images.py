@@ -679,3 +679,19 @@ def test_an_image_tower_of_another_model_is_refused(torch_fp32: Embedder) -> Non
     with pytest.raises(ValueError, match="is not this model"):
         torch_fp32.use_image_tower(_AnotherModel())
     assert torch_fp32._model.visual is not None
+
+
+def test_onnx_runtime_sends_no_telemetry_and_writes_no_device_id(
+    tmp_path: Path, write_config: ConfigWriter
+) -> None:
+    """ONNX Runtime 1.29+ on Linux and macOS reports usage to Microsoft and writes a device
+    identifier under the cache folder, unless ORT_DISABLE_TELEMETRY is set before it loads:
+    clipd sets it (clipd/__init__.py). A user's `clipd index`, without the variable set."""
+    corpus = write_corpus(tmp_path / "pictures", per_class=1)
+    config = write_config([corpus.root])
+    env = {name: value for name, value in os.environ.items() if name != "ORT_DISABLE_TELEMETRY"}
+    result = run_clipd("index", "--config", str(config), str(corpus.root), env=env)
+    assert result.stdout.startswith("indexed 12, "), result.stderr
+    home, cache = Path(env["HOME"]), Path(env["XDG_CACHE_HOME"])
+    assert not (cache / "Microsoft").exists()
+    assert not (home / ".cache" / "Microsoft").exists()
