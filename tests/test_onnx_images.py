@@ -24,7 +24,7 @@ from fixtures.shapes import COLOURS, SHAPES, caption, draw
 from harness import run_clipd
 from PIL import Image
 
-from clipd import embedder, onnx_images, onnx_int8, served_model, text_tower
+from clipd import embedder, onnx_files, onnx_images, onnx_int8, served_model, text_tower
 from clipd.config import ModelConfig, load_config
 from clipd.disk_cache import cache_dir
 from clipd.embedder import Embedder
@@ -222,17 +222,17 @@ def test_too_little_free_memory_to_export_leaves_indexing_to_torch(
     os.environ["XDG_CACHE_HOME"] = str(tmp_path)
     tower = Embedder(TINY, texts=False).image_tower_bytes()
     assert tower > 0
-    monkeypatch.setattr(onnx_images, "_memory_available", lambda: tower)
+    monkeypatch.setattr(onnx_files, "_memory_available", lambda: tower)
     assert onnx_images.load(TINY) is None
     assert "of free memory" in caplog.text
     assert "the image tower runs in torch" in caplog.text
     assert not (tmp_path / "clipd" / "onnx").exists()  # nothing started, nothing to clean
-    monkeypatch.setattr(onnx_images, "_memory_available", lambda: None)  # unknown: go ahead
+    monkeypatch.setattr(onnx_files, "_memory_available", lambda: None)  # unknown: go ahead
     assert onnx_images.load(TINY) is not None
 
 
 def test_free_memory_is_read_from_the_kernel() -> None:
-    available = onnx_images._memory_available()
+    available = onnx_files._memory_available()
     assert available is None or available > 0
     if sys.platform == "linux":
         assert available is not None
@@ -437,13 +437,13 @@ def test_a_cached_int8_tower_is_loaded_without_the_fp32_one(
     os.environ["XDG_CACHE_HOME"] = str(tmp_path)
     first = _load(AUTO)
     opened: list[str] = []
-    session = onnx_images.open_session
+    session = onnx_files.open_session
 
     def recorded(path: Path) -> object:
         opened.append(path.name.split("-", 1)[1])
         return session(path)
 
-    monkeypatch.setattr(onnx_images, "open_session", recorded)
+    monkeypatch.setattr(onnx_files, "open_session", recorded)
     again = _load(AUTO)
     assert opened == ["visual-int8.onnx"]
     assert (again.precision, again.cosine, again.identity) == ("int8", first.cosine, first.identity)
@@ -538,7 +538,7 @@ def test_too_little_free_memory_to_quantise_leaves_fp32(
 ) -> None:
     os.environ["XDG_CACHE_HOME"] = str(tmp_path)
     fp32 = _load()
-    monkeypatch.setattr(onnx_images, "_memory_available", lambda: fp32.path.stat().st_size)
+    monkeypatch.setattr(onnx_files, "_memory_available", lambda: fp32.path.stat().st_size)
     assert _load(AUTO).precision == "fp32"
     assert "quantising the image tower to int8 needs about" in caplog.text
     assert _onnx_files(tmp_path) == ["visual.onnx"]
@@ -641,11 +641,11 @@ def test_the_daemon_keeps_torchs_image_tower_where_int8_drifts_or_onnx_fails(
     assert f"the image tower stays in torch ({daemon.precision})" in caplog.text
     assert isinstance(daemon.prepare(_noise((40, 30), seed=1)), torch.Tensor)
     opened: list[Path] = []
-    session = onnx_images.open_session
-    monkeypatch.setattr(onnx_images, "open_session", opened.append)
+    session = onnx_files.open_session
+    monkeypatch.setattr(onnx_files, "open_session", opened.append)
     for_the_daemon(AUTO)  # int8 ruled out, remembered: no ONNX session is even opened
     assert opened == []
-    monkeypatch.setattr(onnx_images, "open_session", session)
+    monkeypatch.setattr(onnx_files, "open_session", session)
 
     def broken(config: ModelConfig, **_: bool) -> OnnxImages:
         raise ModelError("ONNX Runtime cannot load the image tower it exported to /x")

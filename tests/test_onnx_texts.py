@@ -15,7 +15,7 @@ import pytest
 from conftest import TINY_MODEL_JSON, TINY_MODEL_WEIGHTS
 from PIL import Image
 
-from clipd import onnx_images, onnx_texts, text_tower
+from clipd import onnx_files, onnx_texts, text_tower
 from clipd.config import ModelConfig
 from clipd.embedder import Embedder
 from clipd.image_model import for_the_daemon
@@ -201,12 +201,12 @@ def test_too_little_memory_for_the_export_keeps_torch_this_run_only(
     for text_file in _text_files(cache):
         text_file.unlink()
     text_bytes = Embedder(FP32).text_tower_bytes()
-    monkeypatch.setattr(onnx_images, "_memory_available", lambda: text_bytes)
+    monkeypatch.setattr(onnx_files, "_memory_available", lambda: text_bytes)
     _texts_in_torch(for_the_daemon(AUTO))
     assert "exporting the text tower of" in caplog.text
     assert "GiB of free memory" in caplog.text
     assert _text_files(cache) == []
-    monkeypatch.setattr(onnx_images, "_memory_available", lambda: None)  # unknown: go ahead
+    monkeypatch.setattr(onnx_files, "_memory_available", lambda: None)  # unknown: go ahead
     _onnx(for_the_daemon(AUTO))
 
 

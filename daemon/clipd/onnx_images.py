@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import importlib.metadata
 import importlib.util
 import logging
 import os
@@ -33,8 +32,9 @@ import numpy as np
 import numpy.typing as npt
 from PIL import Image
 
+from clipd import onnx_files
 from clipd.config import ModelConfig
-from clipd.disk_cache import JsonCache, cache_dir
+from clipd.disk_cache import JsonCache
 from clipd.errors import ModelError
 from clipd.records import ModelIdentity
 
@@ -48,9 +48,6 @@ Vectors = npt.NDArray[np.float32]
 _TOWERS = JsonCache("onnx.json")
 _RESIZE_MODES = ("shortest", "squash")
 _RESAMPLING = {"bicubic": Image.Resampling.BICUBIC, "bilinear": Image.Resampling.BILINEAR}
-# Exporting holds the image tower's weights about this many times over besides what the
-# process holds already (ViT-B-32-256: peak 0.86 -> 2.18 GiB for 335 MiB of fp32 weights).
-_EXPORT_COPIES = 4
 # Device nodes of a GPU driver (NVIDIA's; AMD's ROCm, which torch also calls cuda): where one
 # exists, `device: auto` may mean a GPU, and only torch can tell, so torch runs the model.
 _GPU_NODES = ("/dev/nvidiactl", "/dev/kfd")
@@ -136,13 +133,8 @@ def _cache_entry(config: ModelConfig) -> tuple[tuple[str, str], str, dict[str, A
     from clipd.embedder import identity_of
 
     names = (identity_of(config.name), identity_of(config.pretrained))
-    key = _key(*names)
-    return names, key, current(_TOWERS.lookup(key))
-
-
-def cache_key(config: ModelConfig) -> str:
-    """The key of config's model and weights in the caches of exported towers."""
-    return _cache_entry(config)[1]
+    key = onnx_files.key(*names)
+    return names, key, onnx_files.current(_TOWERS.lookup(key))
 
 
 def _fp32_or_new_int8(
@@ -160,7 +152,7 @@ def _fp32_or_new_int8(
     int8 = _int8_tower(key, images, tower)
     if int8 is not None:
         return int8
-    if _bf16_instead(config, _int8_rejected(current(_TOWERS.lookup(key)))):
+    if _bf16_instead(config, _int8_rejected(onnx_files.current(_TOWERS.lookup(key)))):
         return None
     return images
 
@@ -190,7 +182,7 @@ def _fp32_tower(
     """The fp32 export and a session on it: cached, or exported now; None if torch must run
     the tower instead (said why)."""
     tower = _described(entry)
-    session = open_session(tower.path) if tower is not None else None
+    session = onnx_files.open_session(tower.path) if tower is not None else None
     if tower is not None and session is None:
         log.warning("cannot load the cached image tower %s: exporting it again", tower.path)
     if tower is not None and session is not None:
@@ -203,7 +195,7 @@ def _fp32_tower(
     if isinstance(exported, str):
         _torch_instead(config, _cannot_prepare(config, exported))
         return None
-    session = open_session(exported.path)
+    session = onnx_files.open_session(exported.path)
     if session is None:
         why = f"ONNX Runtime cannot load the image tower it exported to {exported.path}"
         _torch_instead(config, why, failed=True)
@@ -253,7 +245,7 @@ def _cached_int8(names: tuple[str, str], entry: dict[str, Any] | None) -> OnnxIm
     if tower is None or cosine is None or cosine < embedder.MIN_COSINE:
         return None
     path = _int8_file(tower)
-    session = open_session(path) if path.is_file() else None
+    session = onnx_files.open_session(path) if path.is_file() else None
     if session is None:
         return None
     return OnnxImages(_identity(names, tower), tower, session, "int8", cosine)
@@ -266,19 +258,14 @@ def _int8_tower(key: str, fp32: OnnxImages, tower: TowerFile) -> OnnxImages | No
     from clipd import embedder, onnx_int8
 
     path = _int8_file(tower)
-    entry = current(_TOWERS.lookup(key)) or {}
+    entry = onnx_files.current(_TOWERS.lookup(key)) or {}
     if _int8_rejected(entry) is not None:
         return None
     if _int8_cosine(entry) is not None:  # accepted once, but _cached_int8 could not load it
         log.warning("cannot load the cached int8 image tower %s: quantising it again", path)
-    needed, available = _EXPORT_COPIES * tower.path.stat().st_size, _memory_available()
-    if available is not None and available < needed:
-        log.warning(
-            "quantising the image tower to int8 needs about %.1f GiB of free memory, "
-            "%.1f GiB is available: fp32 this run",
-            needed / 2**30,
-            available / 2**30,
-        )
+    short = onnx_files.memory_short_of(tower.path.stat().st_size)
+    if short is not None:
+        log.warning("quantising the image tower to int8 %s: fp32 this run", short)
         return None
     started = time.monotonic()
     try:
@@ -287,7 +274,7 @@ def _int8_tower(key: str, fp32: OnnxImages, tower: TowerFile) -> OnnxImages | No
         log.warning("cannot quantise the image tower to int8 in %s (%s): fp32 this run",
                     path.parent, exc)  # fmt: skip
         return None
-    session = open_session(path)
+    session = onnx_files.open_session(path)
     if session is None:
         log.warning("ONNX Runtime cannot load the int8 tower it wrote to %s: fp32 this run", path)
         return None
@@ -390,34 +377,13 @@ class OnnxImages:
         return normalised
 
 
-def _key(name: str, pretrained: str) -> str:
-    """Which export: the model and its weights (a file's by content alone, so a renamed
-    checkpoint reuses it). One file each: a new open_clip version exports over it."""
-
-    def content(identity: str) -> str:
-        return identity.rpartition("#")[2]
-
-    return f"{content(name)} | {content(pretrained)}"
-
-
-def current(entry: object) -> dict[str, Any] | None:
-    """The cache's entry, if made by this open_clip version (whose code builds the model)."""
-    if isinstance(entry, dict) and entry.get("open_clip") == open_clip_version():
-        return entry
-    return None
-
-
-def open_clip_version() -> str:
-    return importlib.metadata.version("open_clip_torch")
-
-
 def _described(entry: dict[str, Any] | None) -> TowerFile | None:
     """The cache's description of an export, if whole and its file is there."""
     if entry is None:
         return None
     try:
         tower = TowerFile(
-            path=cache_dir() / "onnx" / str(entry["file"]),
+            path=onnx_files.folder() / str(entry["file"]),
             dim=int(entry["dim"]),
             side=int(entry["side"]),
             mean=_triple(entry["mean"]),
@@ -440,27 +406,6 @@ def _triple(value: Any) -> tuple[float, float, float]:
     return first, second, third
 
 
-def open_session(path: Path, *, threads: int | None = None) -> onnxruntime.InferenceSession | None:
-    """A CPU session on the file (threads: one per core unless given), or None if ONNX Runtime
-    cannot load it."""
-    import onnxruntime
-
-    options = onnxruntime.SessionOptions()
-    options.intra_op_num_threads = threads or (
-        len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    )
-    options.inter_op_num_threads = 1
-    # Loader threads decode beside the model: threads that spin while waiting for work would
-    # take their CPU.
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    options.log_severity_level = 3  # its warnings about unused initializers are noise here
-    try:
-        return onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    except Exception as exc:  # onnxruntime raises its own types for damaged or foreign files
-        log.debug("ONNX Runtime cannot load %s: %s", path, exc)
-        return None
-
-
 class _CannotExport(Exception):
     """The export could not be written (the model itself loaded)."""
 
@@ -478,18 +423,18 @@ def _export(config: ModelConfig, key: str) -> TowerFile | str:
     preprocessing = embedder.preprocess_config()
     problem = _unsupported_in(preprocessing)
     if problem is not None:
-        _TOWERS.store(key, {"unsupported": problem, "open_clip": open_clip_version()})
+        _TOWERS.store(key, {"unsupported": problem, "open_clip": onnx_files.open_clip_version()})
         return problem
-    short = memory_short_of(embedder.image_tower_bytes())
+    short = onnx_files.memory_short_of(embedder.image_tower_bytes())
     if short is not None:
         raise _CannotExport(f"exporting the image tower of {config.name} {short}")
-    folder = cache_dir() / "onnx"
+    folder = onnx_files.folder()
     path = folder / f"{hashlib.sha256(key.encode()).hexdigest()[:16]}-visual.onnx"
     partial = path.with_suffix(f".{os.getpid()}.part")
     log.info("exporting the image tower of %s / %s to ONNX (once)", config.name, config.pretrained)
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        _remove_abandoned(folder)
+        onnx_files.remove_abandoned(folder)
         embedder.export_image_tower(partial)
         os.replace(partial, path)
     except Exception as exc:  # a full disk, or one of the many types torch's exporter raises
@@ -512,52 +457,9 @@ def _export(config: ModelConfig, key: str) -> TowerFile | str:
                         "mean": list(tower.mean), "std": list(tower.std),
                         "interpolation": tower.interpolation,
                         "resize_mode": tower.resize_mode,
-                        "open_clip": open_clip_version()})  # fmt: skip
+                        "open_clip": onnx_files.open_clip_version()})  # fmt: skip
     log.info("exported in %.1f s to %s", time.monotonic() - started, path)
     return tower
-
-
-def memory_short_of(weights_bytes: int) -> str | None:
-    """Why exporting a tower of weights_bytes cannot run now ("needs about ... GiB of free
-    memory, ... is available"), or None: better torch this run than the process killed for
-    memory on every start."""
-    needed, available = _EXPORT_COPIES * weights_bytes, _memory_available()
-    if available is None or available >= needed:
-        return None
-    return (f"needs about {needed / 2**30:.1f} GiB of free memory, {available / 2**30:.1f} GiB "
-            "is available")  # fmt: skip
-
-
-def _memory_available() -> int | None:
-    """Bytes of memory the kernel can give without swapping (Linux MemAvailable), or None."""
-    try:
-        with open("/proc/meminfo", encoding="ascii") as meminfo:
-            for line in meminfo:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    return None
-
-
-def _remove_abandoned(folder: Path) -> None:
-    """Delete partial exports (NAME.PID.part) whose process is gone: an export killed midway
-    leaves one, as large as the model. A live process's partial file is left to it."""
-    for partial in folder.glob("*.part"):
-        pid = partial.suffixes[-2].lstrip(".") if len(partial.suffixes) >= 2 else ""
-        if pid.isdigit() and not _running(int(pid)):
-            with contextlib.suppress(OSError):
-                partial.unlink()
-
-
-def _running(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's process: alive
-        return True
-    return True
 
 
 def _unsupported_in(preprocessing: dict[str, Any]) -> str | None:

@@ -21,10 +21,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from clipd import onnx_images
+from clipd import onnx_files
 from clipd.clip_tokenizer import ClipTokenizer, vocabulary_file
 from clipd.config import ModelConfig
-from clipd.disk_cache import JsonCache, cache_dir
+from clipd.disk_cache import JsonCache
 from clipd.served_model import Vectors, unit_rows
 
 if TYPE_CHECKING:
@@ -70,13 +70,13 @@ class OnnxTexts:
 
 def cached(config: ModelConfig) -> OnnxTexts | None:
     """The text tower an earlier run exported and accepted, if it loads: no torch needed."""
-    entry = onnx_images.current(_TOWERS.lookup(onnx_images.cache_key(config)))
+    entry = onnx_files.current(_TOWERS.lookup(onnx_files.key_of(config)))
     if entry is None or "cosine" not in entry:
         return None
     name, context_length = str(entry.get("file")), entry.get("context_length")
     if Path(name).name != name or not isinstance(context_length, int):  # damaged, or foreign
         return None
-    return _opened(cache_dir() / "onnx" / name, context_length)
+    return _opened(onnx_files.folder() / name, context_length)
 
 
 def make(config: ModelConfig, images: OnnxImages) -> OnnxTexts | None:
@@ -84,8 +84,8 @@ def make(config: ModelConfig, images: OnnxImages) -> OnnxTexts | None:
     cannot be (said why; a model it does not suit is remembered, not tried again)."""
     from clipd.embedder import Embedder
 
-    key = onnx_images.cache_key(config)
-    entry = onnx_images.current(_TOWERS.lookup(key))
+    key = onnx_files.key_of(config)
+    entry = onnx_files.current(_TOWERS.lookup(key))
     if entry is not None and "unsupported" in entry:
         log.info("texts run in torch: %s", entry["unsupported"])
         return None
@@ -100,12 +100,12 @@ def make(config: ModelConfig, images: OnnxImages) -> OnnxTexts | None:
         log.info("texts run in torch: clipd's ONNX text tower does not suit %s (%s)",
                  config.name, problem)  # fmt: skip
         return None
-    short = onnx_images.memory_short_of(torch_texts.text_tower_bytes())
+    short = onnx_files.memory_short_of(torch_texts.text_tower_bytes())
     if short is not None:
         log.warning("exporting the text tower of %s %s: texts run in torch this run",
                     config.name, short)  # fmt: skip
         return None
-    path = cache_dir() / "onnx" / f"{hashlib.sha256(key.encode()).hexdigest()[:16]}-text.onnx"
+    path = onnx_files.folder() / f"{hashlib.sha256(key.encode()).hexdigest()[:16]}-text.onnx"
     texts = _exported(torch_texts, path)
     if texts is None:
         return None
@@ -163,7 +163,7 @@ def _opened(path: Path, context_length: int) -> OnnxTexts | None:
     vocabulary = vocabulary_file()
     if vocabulary is None or not path.is_file():
         return None
-    session = onnx_images.open_session(path, threads=_THREADS)
+    session = onnx_files.open_session(path, threads=_THREADS)
     if session is None:
         return None
     return OnnxTexts(path, session, ClipTokenizer(vocabulary, context_length))
@@ -181,4 +181,4 @@ def _cosine(torch_texts: Embedder, texts: OnnxTexts) -> float:
 
 
 def _remember(key: str, entry: dict[str, Any]) -> None:
-    _TOWERS.store(key, entry | {"open_clip": onnx_images.open_clip_version()})
+    _TOWERS.store(key, entry | {"open_clip": onnx_files.open_clip_version()})
