@@ -37,14 +37,14 @@ from clipd.config import ModelConfig
 from clipd.disk_cache import JsonCache
 from clipd.errors import ModelError
 from clipd.records import ModelIdentity
+from clipd.served_model import Vectors, unit_rows
 
 if TYPE_CHECKING:
     import onnxruntime
 
 log = logging.getLogger(__name__)
 
-Vectors = npt.NDArray[np.float32]
-# Exported towers' descriptions, by model and weights (see _key).
+# Exported towers' descriptions, by model and weights (onnx_files.key).
 _TOWERS = JsonCache("onnx.json")
 _RESIZE_MODES = ("shortest", "squash")
 _RESAMPLING = {"bicubic": Image.Resampling.BICUBIC, "bilinear": Image.Resampling.BILINEAR}
@@ -370,11 +370,7 @@ class OnnxImages:
 
     def embed_prepared(self, batch: Sequence[npt.NDArray[np.float32]]) -> Vectors:
         """Vectors, one row per array made by prepare()."""
-        features = self._session.run(None, {self._input: np.stack(batch)})[0]
-        vectors = np.asarray(features, dtype=np.float32)
-        norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-        normalised: Vectors = (vectors / np.maximum(norms, 1e-12)).astype(np.float32)
-        return normalised
+        return unit_rows(self._session.run(None, {self._input: np.stack(batch)})[0])
 
 
 def _described(entry: dict[str, Any] | None) -> TowerFile | None:

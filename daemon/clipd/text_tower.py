@@ -117,7 +117,7 @@ def export(model: Any, path: Path) -> None:
 
 @contextmanager
 def _attention_by_shape(model: Any) -> Iterator[None]:
-    """Within: each text block's nn.MultiheadAttention replaced by _ShapeFreeAttention."""
+    """Within: each text block's nn.MultiheadAttention replaced by its _shape_free twin."""
     blocks = list(model.transformer.resblocks)
     originals = [block.attn for block in blocks]
     try:
