@@ -30,9 +30,9 @@ import numpy.typing as npt
 from bench.pipeline import decode_cpu_seconds
 from clipd import images, neighbours, pixels
 from clipd.duplicates import DEFAULT_THRESHOLD, MAX_LIMIT, NEIGHBOURS, Criteria, DuplicateFinder
-from clipd.image_model import ImageModel
 from clipd.records import FileRecord, ModelIdentity
 from clipd.scanner import content_hash
+from clipd.served_model import ImageModel
 from clipd.store import Store
 
 Matrix = npt.NDArray[np.float32]

@@ -25,13 +25,12 @@ from bench import corpus
 from clipd import images
 from clipd.config import Config, ModelConfig, parse_config
 from clipd.embedder import Embedder
-from clipd.image_model import ImageModel
 from clipd.indexer import Indexer
 from clipd.onnx_images import OnnxImages
 from clipd.onnx_model import OnnxClip
 from clipd.progress import Progress
 from clipd.scanner import content_hash
-from clipd.served_model import ServedModel
+from clipd.served_model import ImageModel, ServedModel
 from clipd.store import Store
 
 VIT_B_32 = ModelConfig(name="ViT-B-32", pretrained="random", device="cpu")

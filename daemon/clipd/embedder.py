@@ -37,7 +37,7 @@ if TYPE_CHECKING:
     import torch
     from PIL import Image
 
-    from clipd.image_model import ImageModel
+    from clipd.served_model import ImageModel
 
 log = logging.getLogger(__name__)
 

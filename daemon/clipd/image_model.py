@@ -1,4 +1,4 @@
-"""What indexing asks of a model, and which image tower `clipd index` and the daemon run.
+"""Which runtime runs the model: the image tower for `clipd index`, both towers for the daemon.
 
 `clipd index` needs the image tower only, which runs in ONNX Runtime where that is as fast and
 lighter (clipd.onnx_images: int8, else fp32), else in torch. The daemon also answers text
@@ -12,18 +12,13 @@ import contextlib
 import ctypes
 import functools
 import logging
-from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any, Protocol
-
-import numpy as np
-import numpy.typing as npt
-from PIL import Image
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from clipd.config import ModelConfig
 from clipd.errors import ModelError, UnknownModel, WeightsUnavailable
 from clipd.onnx_model import OnnxClip
-from clipd.records import ModelIdentity
-from clipd.served_model import ServedModel
+from clipd.served_model import ImageModel, ServedModel
 
 if TYPE_CHECKING:
     from clipd.onnx_images import OnnxImages
@@ -33,21 +28,6 @@ log = logging.getLogger(__name__)
 
 # Errors of the model itself, which torch would meet too: the daemon's, not a runtime's.
 _THE_MODELS_OWN = (UnknownModel, WeightsUnavailable)
-
-
-class ImageModel(Protocol):
-    """Images in, L2-normalised float32 vectors out, in two steps: prepare() on the loader
-    threads (CPU work, thread-safe), embed_prepared() on a batch of what it made."""
-
-    @property
-    def identity(self) -> ModelIdentity: ...
-
-    @property
-    def image_size(self) -> int: ...
-
-    def prepare(self, image: Image.Image) -> Any: ...
-
-    def embed_prepared(self, batch: Sequence[Any]) -> npt.NDArray[np.float32]: ...
 
 
 def for_indexing(config: ModelConfig) -> ImageModel:

@@ -24,11 +24,11 @@ from clipd import images, pairs, thumbcache
 from clipd.backfill import Backfill
 from clipd.config import Config
 from clipd.errors import ImageError, MissingDecoder, StoreUnavailable, StoreUnwritable
-from clipd.image_model import ImageModel
 from clipd.pixels import signature as pixel_signature
 from clipd.progress import Progress
 from clipd.records import FailureRecord, FileRecord, IndexedCopy
 from clipd.scanner import FileStat, Matcher, ScanResult, content_hash, scan
+from clipd.served_model import ImageModel
 from clipd.storage import IndexStore
 from clipd.thumbcache import Thumbnails
 from clipd_api import kinds

@@ -1,7 +1,9 @@
-"""What the daemon asks of its model, whichever runtime runs it: queries first, texts cached.
+"""What indexing and the daemon ask of a model, whichever runtime runs it.
 
-Two models implement it: clipd.embedder.Embedder (torch) and clipd.onnx_model.OnnxClip (ONNX
-Runtime for both towers, so that a daemon whose towers were exported never imports torch).
+ImageModel is what indexing needs (`clipd index`: the image tower alone). ServedModel is the
+daemon's: images and texts, queries first, texts cached. Two models implement it:
+clipd.embedder.Embedder (torch) and clipd.onnx_model.OnnxClip (ONNX Runtime for both towers,
+so that a daemon whose towers were exported never imports torch).
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from abc import ABC, abstractmethod
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -34,6 +36,21 @@ def unit_rows(features: npt.NDArray[Any]) -> Vectors:
     norms = np.linalg.norm(vectors, axis=1, keepdims=True)
     normalised: Vectors = (vectors / np.maximum(norms, 1e-12)).astype(np.float32)
     return normalised
+
+
+class ImageModel(Protocol):
+    """Images in, L2-normalised float32 vectors out, in two steps: prepare() on the loader
+    threads (CPU work, thread-safe), embed_prepared() on a batch of what it made."""
+
+    @property
+    def identity(self) -> ModelIdentity: ...
+
+    @property
+    def image_size(self) -> int: ...
+
+    def prepare(self, image: Image.Image) -> Any: ...
+
+    def embed_prepared(self, batch: Sequence[Any]) -> Vectors: ...
 
 
 class ServedModel(ABC):
