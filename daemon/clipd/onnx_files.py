@@ -56,13 +56,13 @@ def open_clip_version() -> str:
     return importlib.metadata.version("open_clip_torch")
 
 
-def open_session(path: Path, *, threads: int | None = None) -> onnxruntime.InferenceSession | None:
-    """A CPU session on the file (threads: one per core unless given), or None if ONNX Runtime
-    cannot load it."""
+def open_session(path: Path) -> onnxruntime.InferenceSession | None:
+    """A CPU session on the file, one thread per core, or None if ONNX Runtime cannot load
+    it."""
     import onnxruntime
 
     options = onnxruntime.SessionOptions()
-    options.intra_op_num_threads = threads or (
+    options.intra_op_num_threads = (
         len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     )
     options.inter_op_num_threads = 1
