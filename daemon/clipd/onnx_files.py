@@ -1,13 +1,16 @@
 """Towers exported to ONNX, as files in $XDG_CACHE_HOME/clipd/onnx/: which cache entry is
-current, a CPU session on one, whether there is memory to make one, and partial files left by
-an export that was killed. Shared by clipd.onnx_images and clipd.onnx_texts."""
+current, writing one whole, a CPU session on one, whether there is memory to make one, and
+partial files left by an export that was killed. Shared by clipd.onnx_images and
+clipd.onnx_texts."""
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import importlib.metadata
 import logging
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -54,6 +57,25 @@ def current(entry: object) -> dict[str, Any] | None:
 
 def open_clip_version() -> str:
     return importlib.metadata.version("open_clip_torch")
+
+
+def written(key: str, kind: str, write: Callable[[Path], None]) -> Path:
+    """The file that keeps the export of `kind` ("visual", "text") for key, written whole by
+    write(partial) and then renamed into place; partial files of exports killed midway go
+    first. What write raises (a full disk, one of the many types torch's exporter raises)
+    propagates, and leaves no partial file behind."""
+    where = folder()
+    path = where / f"{hashlib.sha256(key.encode()).hexdigest()[:16]}-{kind}.onnx"
+    partial = path.with_suffix(f".{os.getpid()}.part")
+    try:
+        where.mkdir(parents=True, exist_ok=True)
+        remove_abandoned(where)
+        write(partial)
+        os.replace(partial, path)
+    finally:
+        with contextlib.suppress(OSError):  # gone once renamed; unreachable if mkdir failed
+            partial.unlink(missing_ok=True)
+    return path
 
 
 def open_session(path: Path) -> onnxruntime.InferenceSession | None:

@@ -18,7 +18,6 @@ both runtimes see the same pixels; a model asking for another transform stays on
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import importlib.util
 import logging
 import os
@@ -424,22 +423,13 @@ def _export(config: ModelConfig, key: str) -> TowerFile | str:
     short = onnx_files.memory_short_of(embedder.image_tower_bytes())
     if short is not None:
         raise _CannotExport(f"exporting the image tower of {config.name} {short}")
-    folder = onnx_files.folder()
-    path = folder / f"{hashlib.sha256(key.encode()).hexdigest()[:16]}-visual.onnx"
-    partial = path.with_suffix(f".{os.getpid()}.part")
     log.info("exporting the image tower of %s / %s to ONNX (once)", config.name, config.pretrained)
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        onnx_files.remove_abandoned(folder)
-        embedder.export_image_tower(partial)
-        os.replace(partial, path)
+        path = onnx_files.written(key, "visual", embedder.export_image_tower)
     except Exception as exc:  # a full disk, or one of the many types torch's exporter raises
         raise _CannotExport(
-            f"cannot export the image tower of {config.name} to {folder} ({exc})"
+            f"cannot export the image tower of {config.name} to {onnx_files.folder()} ({exc})"
         ) from exc
-    finally:
-        with contextlib.suppress(OSError):  # gone once renamed; unreachable if mkdir failed
-            partial.unlink(missing_ok=True)
     tower = TowerFile(
         path=path,
         dim=embedder.identity.dim,

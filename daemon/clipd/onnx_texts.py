@@ -12,9 +12,7 @@ otherwise torch keeps the texts, and the cache remembers why.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import logging
-import os
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -73,7 +71,10 @@ def cached(config: ModelConfig) -> OnnxTexts | None:
     name, context_length = str(entry.get("file")), entry.get("context_length")
     if Path(name).name != name or not isinstance(context_length, int):  # damaged, or foreign
         return None
-    return _opened(onnx_files.folder() / name, context_length)
+    vocabulary = vocabulary_file()
+    if vocabulary is None:
+        return None
+    return _opened(onnx_files.folder() / name, ClipTokenizer(vocabulary, context_length))
 
 
 def make(config: ModelConfig, images: OnnxImages) -> OnnxTexts | None:
@@ -91,19 +92,23 @@ def make(config: ModelConfig, images: OnnxImages) -> OnnxTexts | None:
         ModelConfig(config.name, config.pretrained, "cpu", precision="fp32", runtime="torch"),
         image_tower=images,
     )
-    problem = torch_texts.text_export_problem() or _tokenizer_problem(torch_texts)
+    vocabulary = vocabulary_file()
+    tokenizer = (
+        None if vocabulary is None else ClipTokenizer(vocabulary, torch_texts.context_length)
+    )
+    problem = torch_texts.text_export_problem() or _tokenizer_problem(torch_texts, tokenizer)
     if problem is not None:
         _remember(key, {"unsupported": f"clipd's ONNX text tower does not suit it ({problem})"})
         log.info("texts run in torch: clipd's ONNX text tower does not suit %s (%s)",
                  config.name, problem)  # fmt: skip
         return None
+    assert tokenizer is not None  # else _tokenizer_problem said the vocabulary is missing
     short = onnx_files.memory_short_of(torch_texts.text_tower_bytes())
     if short is not None:
         log.warning("exporting the text tower of %s %s: texts run in torch this run",
                     config.name, short)  # fmt: skip
         return None
-    path = onnx_files.folder() / f"{hashlib.sha256(key.encode()).hexdigest()[:16]}-text.onnx"
-    texts = _exported(torch_texts, path)
+    texts = _exported(torch_texts, key, tokenizer)
     if texts is None:
         return None
     cosine = _cosine(torch_texts, texts)
@@ -112,21 +117,19 @@ def make(config: ModelConfig, images: OnnxImages) -> OnnxTexts | None:
         log.warning("the text tower's ONNX export drifts from torch (cosine %.6f < %g): texts "
                     "run in torch", cosine, _SAME)  # fmt: skip
         with contextlib.suppress(OSError):
-            path.unlink()
+            texts.path.unlink()
         return None
-    _remember(key, {"file": path.name, "context_length": torch_texts.context_length,
+    _remember(key, {"file": texts.path.name, "context_length": torch_texts.context_length,
                     "cosine": cosine})  # fmt: skip
     log.info("exported the text tower to ONNX in %.1f s (cosine to torch %.6f)",
              time.monotonic() - started, cosine)  # fmt: skip
     return texts
 
 
-def _tokenizer_problem(torch_texts: Embedder) -> str | None:
+def _tokenizer_problem(torch_texts: Embedder, tokenizer: ClipTokenizer | None) -> str | None:
     """Why clipd's tokenizer cannot stand in for the model's, or None."""
-    vocabulary = vocabulary_file()
-    if vocabulary is None:
+    if tokenizer is None:
         return "open_clip's vocabulary file is missing"
-    tokenizer = ClipTokenizer(vocabulary, torch_texts.context_length)
     for text in _PROBE_TEXTS:
         mine = tokenizer([text])[0]
         theirs = torch_texts.text_tokens([text])[0]
@@ -135,37 +138,30 @@ def _tokenizer_problem(torch_texts: Embedder) -> str | None:
     return None
 
 
-def _exported(torch_texts: Embedder, path: Path) -> OnnxTexts | None:
-    """Export through torch_texts to path (written whole, then renamed) and open it."""
-    partial = path.with_suffix(f".{os.getpid()}.part")
+def _exported(torch_texts: Embedder, key: str, tokenizer: ClipTokenizer) -> OnnxTexts | None:
+    """Export through torch_texts into the cache's folder and open it."""
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        torch_texts.export_text_tower(partial)
-        os.replace(partial, path)
+        path = onnx_files.written(key, "text", torch_texts.export_text_tower)
     except Exception as exc:  # a full disk, or one of the many types torch's exporter raises
         log.warning("cannot export the text tower to %s (%s): texts run in torch this run",
-                    path.parent, exc)  # fmt: skip
+                    onnx_files.folder(), exc)  # fmt: skip
         return None
-    finally:
-        with contextlib.suppress(OSError):
-            partial.unlink(missing_ok=True)
-    texts = _opened(path, torch_texts.context_length)
+    texts = _opened(path, tokenizer)
     if texts is None:
         log.warning("ONNX Runtime cannot load the text tower it exported to %s: texts run in "
                     "torch this run", path)  # fmt: skip
     return texts
 
 
-def _opened(path: Path, context_length: int) -> OnnxTexts | None:
-    vocabulary = vocabulary_file()
-    if vocabulary is None or not path.is_file():
+def _opened(path: Path, tokenizer: ClipTokenizer) -> OnnxTexts | None:
+    if not path.is_file():
         return None
     # One thread per core, as for images: on 2 cores, while indexing, two threads answered a
     # query sooner than one (README, Performance), unlike torch's (clipd.image_model).
     session = onnx_files.open_session(path)
     if session is None:
         return None
-    return OnnxTexts(path, session, ClipTokenizer(vocabulary, context_length))
+    return OnnxTexts(path, session, tokenizer)
 
 
 def _cosine(torch_texts: Embedder, texts: OnnxTexts) -> float:
