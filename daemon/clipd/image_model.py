@@ -13,7 +13,7 @@ import ctypes
 import functools
 import logging
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from clipd.config import ModelConfig
 from clipd.errors import ModelError, UnknownModel, WeightsUnavailable
@@ -22,12 +22,12 @@ from clipd.served_model import ImageModel, ServedModel
 
 if TYPE_CHECKING:
     from clipd.onnx_images import OnnxImages
-    from clipd.onnx_texts import OnnxTexts
 
 log = logging.getLogger(__name__)
 
 # Errors of the model itself, which torch would meet too: the daemon's, not a runtime's.
 _THE_MODELS_OWN = (UnknownModel, WeightsUnavailable)
+_Tower = TypeVar("_Tower")
 
 
 def for_indexing(config: ModelConfig) -> ImageModel:
@@ -49,43 +49,34 @@ def for_the_daemon(config: ModelConfig) -> ServedModel:
     (exported, quantised, checked: a first start's work) the daemon never imports torch.
     Where the text tower cannot be made, torch runs texts; without the int8 tower, torch runs
     the whole model. Never fatal: the other runtime is a speed-up, and torch's works."""
-    from clipd import onnx_images
+    model = _served(config)
+    _give_back_freed_memory()
+    return model
+
+
+def _served(config: ModelConfig) -> ServedModel:
+    from clipd import onnx_images, onnx_texts
     from clipd.embedder import Embedder
 
-    images = _int8(config, onnx_images.cached_int8, "load the cached") or _int8(
-        config, functools.partial(onnx_images.load, int8_only=True), "make the"
+    images = _int8(config, onnx_images.cached_int8, "load the cached int8 image tower") or _int8(
+        config, functools.partial(onnx_images.load, int8_only=True), "make the int8 image tower"
     )
     if images is None:
         embedder = Embedder(config)
         log.info("the image tower stays in torch (%s)", embedder.precision)
-        _give_back_freed_memory()
         return embedder
-    texts = _onnx_texts(config, images)
+    texts = _speed_up(
+        lambda: onnx_texts.cached(config) or onnx_texts.make(config, images),
+        "make the ONNX text tower: texts run in torch",
+    )
     if texts is not None:
         log.info("images are embedded by the int8 tower and texts by the fp32 one (%s) in ONNX "
                  "Runtime: torch is not used", texts.path)  # fmt: skip
-        _give_back_freed_memory()
         return OnnxClip(images, texts)
     embedder = Embedder(config, image_tower=images)
     _texts_on_one_thread()
     log.info("images are embedded by the int8 tower in ONNX Runtime, texts by torch")
-    _give_back_freed_memory()
     return embedder
-
-
-def _onnx_texts(config: ModelConfig, images: OnnxImages) -> OnnxTexts | None:
-    """The text tower in ONNX Runtime, cached or made now; None on any error (logged)."""
-    from clipd import onnx_texts
-
-    try:
-        return onnx_texts.cached(config) or onnx_texts.make(config, images)
-    except _THE_MODELS_OWN:
-        raise
-    except ModelError as exc:
-        log.warning("%s", exc)
-    except Exception:  # a bug in this speed-up must not keep the daemon from serving
-        log.exception("cannot make the ONNX text tower: texts run in torch")
-    return None
 
 
 def _int8(
@@ -95,19 +86,28 @@ def _int8(
     auto, runtime not torch); None otherwise, or on any error (logged)."""
     from clipd import onnx_images
 
-    try:
+    def int8_tower() -> OnnxImages | None:
         if config.precision != "auto" or not onnx_images.chosen_for(config):
             return None
         images = tower(config)
+        return images if images is not None and images.precision == "int8" else None
+
+    return _speed_up(int8_tower, what)
+
+
+def _speed_up(make: Callable[[], _Tower | None], what: str) -> _Tower | None:
+    """make(), or None where it fails (logged: "cannot <what>"): an ONNX tower is a speed-up,
+    and a bug in one must not keep the daemon from serving. Errors of the model itself, which
+    torch would meet too, are the daemon's."""
+    try:
+        return make()
     except _THE_MODELS_OWN:
         raise
     except ModelError as exc:
         log.warning("%s", exc)
-        return None
-    except Exception:  # a bug in this speed-up must not keep the daemon from serving
-        log.exception("cannot %s int8 image tower", what)
-        return None
-    return images if images is not None and images.precision == "int8" else None
+    except Exception:
+        log.exception("cannot %s", what)
+    return None
 
 
 def _texts_on_one_thread() -> None:
